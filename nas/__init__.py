@@ -1,0 +1,1 @@
+"""Studies over search spaces (Optuna + SQL storage) and the `hnas` command line."""

@@ -1,0 +1,19 @@
+"""The typer application and its sub-command groups."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="hnas",
+    help="Neural architecture search over hybrid sequence models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+space_app = typer.Typer(help="Inspect and sample search spaces.", no_args_is_help=True)
+app.add_typer(space_app, name="space")
+
+# Registering the commands: each module adds its own to `app` or `space_app`.
+from nas.cli import cost as _cost  # noqa: E402,F401
+from nas.cli import space as _space  # noqa: E402,F401

@@ -1,0 +1,66 @@
+"""What every command shares: turning user mistakes into one line and exit code 2, and
+number formatting for tables."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+USAGE_ERROR = 2
+
+
+def user_errors(func: F) -> F:
+    """Report the toolkit's input errors as `error: ...` on stderr and exit 2, no traceback."""
+    from search_spaces import ArchConfigError, PatternError, SpaceError
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PatternError as error:
+            fail(f"pattern {error.text!r}: {error}" if error.text is not None else str(error))
+        except (ArchConfigError, SpaceError) as error:
+            fail(str(error))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(USAGE_ERROR)
+
+
+def human(value: float, binary: bool = False) -> str:
+    """1234567 -> '1.23M'; with binary=True, bytes -> '1.18 MiB'."""
+    if binary:
+        for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if abs(value) >= scale:
+                return f"{value / scale:.2f} {unit}"
+        return f"{int(value)} B"
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
+
+
+def ratio(value: float, base: float) -> str:
+    if base == 0:
+        return "-" if value == 0 else "inf"
+    return f"{value / base:.3g}x"
+
+
+def console():
+    """A rich console that prints user text literally (patterns contain `[i]`, which rich would
+    read as markup) and keeps tables readable when the output is not a terminal."""
+    import shutil
+
+    from rich.console import Console
+
+    plain = Console(markup=False, highlight=False)
+    if not plain.is_terminal:
+        return Console(markup=False, highlight=False, width=max(shutil.get_terminal_size().columns, 160))
+    return plain

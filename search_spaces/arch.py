@@ -1,0 +1,340 @@
+"""ArchConfig: a frozen, serialisable description of one concrete hybrid architecture.
+
+The config *is* the architecture: `layers` is the explicit layer stack (the pattern DSL compiles
+down to it) and the remaining fields are every width the mixers need. Widths that are derived by
+default (`d_ff`, `n_kv_heads`, `dt_rank`, `lru_width`) are resolved when the config is built, so
+the stored value is the one the model uses. Note that `dataclasses.replace(arch, d_model=...)`
+keeps those resolved widths; build a new config with `from_pattern` to re-derive them.
+
+Widths, exactly as `trials` builds them and `cost` counts them:
+
+    attention (A, L)     head_dim = d_model / n_heads; q: d -> n_heads*head_dim,
+                         k, v: d -> n_kv_heads*head_dim, o: n_heads*head_dim -> d; no biases
+    shared block (S)     the same attention fed concat(h, embedding), so head_dim = 2*d_model/n_heads
+                         and o: n_heads*head_dim -> d, then an RMSNorm + SwiGLU MLP of width d_ff
+    Mamba (M)            d_inner = expand*d_model, dt_rank = ceil(d_model/16) unless given
+    Mamba-2 (M2)         d_inner = expand*d_model, heads = d_inner/m2_head_dim, m2_n_groups B/C groups
+    RG-LRU (R)           recurrence width lru_width (= d_model unless given), gates block-diagonal
+                         with n_heads blocks, temporal conv of width d_conv
+    Hyena (H)            order hyena_order, implicit filter MLP of width hyena_filter_dim over
+                         hyena_pos_dim positional features, short conv of width hyena_short_conv
+    MLP                  SwiGLU, hidden d_ff = 8/3*d_model rounded up to a multiple of 8 unless given
+    MoE                  moe_experts SwiGLU experts of hidden d_ff, top-moe_top_k softmax router
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from typing import Any, ClassVar
+
+from search_spaces.layers import (
+    ATTENTION,
+    FFNS,
+    HYENA,
+    LOCAL_ATTENTION,
+    MAMBA,
+    MAMBA2,
+    MIXERS,
+    MLP,
+    MOE,
+    NO_FFN,
+    RGLRU,
+    SHARED,
+    Layer,
+)
+
+SCHEMA_VERSION = 1
+DEFAULT_WINDOW = 64
+#: Dims that only fill in what a pattern leaves unwritten; they are not fields of ArchConfig.
+PATTERN_DIMS = ("window", "ffn")
+
+
+class ArchConfigError(ValueError):
+    """An ArchConfig that cannot describe a real model; the message names the field and value."""
+
+
+def _round_up(value: float, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+def default_d_ff(d_model: int) -> int:
+    """SwiGLU hidden width that keeps an MLP near 8*d^2 parameters, as in LLaMA."""
+    return _round_up(8 * d_model / 3, 8)
+
+
+def default_dt_rank(d_model: int) -> int:
+    """Mamba's rank of the Δ projection."""
+    return math.ceil(d_model / 16)
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    layers: tuple[Layer, ...]
+    vocab_size: int = 256
+    d_model: int = 128
+    tie_embeddings: bool = True
+    norm_eps: float = 1e-5
+    # attention (A, L, S) and the RG-LRU's gate blocks
+    n_heads: int = 4
+    n_kv_heads: int | None = None
+    rope_theta: float = 10000.0
+    # feed-forward (MLP, MoE experts, the shared block's MLP)
+    d_ff: int | None = None
+    moe_experts: int = 8
+    moe_top_k: int = 2
+    # Mamba-1 (d_conv and expand are shared with Mamba-2; d_conv with the RG-LRU block)
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    dt_rank: int | None = None
+    # Mamba-2
+    m2_d_state: int = 64
+    m2_head_dim: int = 32
+    m2_n_groups: int = 1
+    # RG-LRU
+    lru_width: int | None = None
+    # Hyena
+    hyena_order: int = 2
+    hyena_filter_dim: int = 64
+    hyena_pos_dim: int = 5
+    hyena_short_conv: int = 3
+
+    # Which fields matter for which layer kinds: decides conditional search parameters and
+    # which fields the canonical form (and so the fingerprint) keeps.
+    ALWAYS: ClassVar[tuple[str, ...]] = ("vocab_size", "d_model", "tie_embeddings", "norm_eps")
+    RELEVANT: ClassVar[dict[str, tuple[str, ...]]] = {
+        ATTENTION: ("n_heads", "n_kv_heads", "rope_theta"),
+        LOCAL_ATTENTION: ("n_heads", "n_kv_heads", "rope_theta"),
+        SHARED: ("n_heads", "n_kv_heads", "rope_theta", "d_ff"),
+        MAMBA: ("d_state", "d_conv", "expand", "dt_rank"),
+        MAMBA2: ("m2_d_state", "m2_head_dim", "m2_n_groups", "d_conv", "expand"),
+        RGLRU: ("lru_width", "d_conv", "n_heads"),
+        HYENA: ("hyena_order", "hyena_filter_dim", "hyena_pos_dim", "hyena_short_conv"),
+        MLP: ("d_ff",),
+        MOE: ("d_ff", "moe_experts", "moe_top_k"),
+        NO_FFN: (),
+    }
+
+    def __post_init__(self) -> None:
+        layers = tuple(self.layers)
+        object.__setattr__(self, "layers", layers)
+        if not layers:
+            raise ArchConfigError("layers: an architecture needs at least one layer")
+        for index, layer in enumerate(layers):
+            _check_layer(index, layer)
+        for name in ("vocab_size", "d_model", "n_heads", "moe_experts", "moe_top_k", "d_state",
+                     "d_conv", "expand", "m2_d_state", "m2_head_dim", "m2_n_groups",
+                     "hyena_filter_dim", "hyena_short_conv"):
+            _check_positive_int(name, getattr(self, name))
+        self._resolve("n_kv_heads", self.n_heads)
+        self._resolve("d_ff", default_d_ff(self.d_model))
+        self._resolve("dt_rank", default_dt_rank(self.d_model))
+        self._resolve("lru_width", self.d_model)
+        self._check_widths()
+
+    def _resolve(self, name: str, default: int) -> None:
+        value = getattr(self, name)
+        if value is None:
+            object.__setattr__(self, name, default)
+        else:
+            _check_positive_int(name, value)
+
+    def _check_widths(self) -> None:
+        if not isinstance(self.hyena_order, int) or self.hyena_order < 2:
+            raise ArchConfigError(f"hyena_order={self.hyena_order!r} must be an integer >= 2")
+        if not isinstance(self.hyena_pos_dim, int) or self.hyena_pos_dim < 3 \
+                or self.hyena_pos_dim % 2 == 0:
+            raise ArchConfigError(f"hyena_pos_dim={self.hyena_pos_dim!r} must be odd and >= 3 "
+                                  "(the position plus sine/cosine pairs)")
+        for name in ("norm_eps", "rope_theta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ArchConfigError(f"{name}={value!r} must be a positive number")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ArchConfigError(f"tie_embeddings={self.tie_embeddings!r} must be true or false")
+        kinds = self.kinds
+        if kinds & {ATTENTION, LOCAL_ATTENTION, SHARED, RGLRU}:
+            _divides("n_heads", self.n_heads, "d_model", self.d_model)
+        if kinds & {ATTENTION, LOCAL_ATTENTION, SHARED}:
+            _divides("n_kv_heads", self.n_kv_heads, "n_heads", self.n_heads)
+            if (self.d_model // self.n_heads) % 2:
+                raise ArchConfigError(
+                    f"d_model/n_heads = {self.d_model // self.n_heads}: rotary embeddings need "
+                    "an even head dimension")
+        if MOE in kinds and self.moe_top_k > self.moe_experts:
+            raise ArchConfigError(
+                f"moe_top_k={self.moe_top_k} must be at most moe_experts={self.moe_experts}")
+        if MAMBA2 in kinds:
+            d_inner = self.expand * self.d_model
+            _divides("m2_head_dim", self.m2_head_dim, "expand*d_model", d_inner)
+            _divides("m2_n_groups", self.m2_n_groups, "the Mamba-2 head count",
+                     d_inner // self.m2_head_dim)
+        if RGLRU in kinds:
+            _divides("n_heads", self.n_heads, "lru_width", self.lru_width)
+
+    # -- what the layer stack contains --------------------------------------------------------
+
+    @cached_property
+    def kinds(self) -> frozenset[str]:
+        """Every mixer kind and FFN kind used by at least one layer."""
+        return frozenset(layer.mixer for layer in self.layers) | frozenset(
+            layer.ffn for layer in self.layers)
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    def relevant_fields(self) -> tuple[str, ...]:
+        return relevant_fields(self.kinds)
+
+    # -- names and identity --------------------------------------------------------------------
+
+    @cached_property
+    def default_ffn(self) -> str:
+        """The FFN kind the canonical pattern leaves unwritten: the most common one."""
+        return canonical_default_ffn(self.layers)
+
+    @cached_property
+    def pattern(self) -> str:
+        """The canonical pattern string: runs folded as X*N, the default FFN left out."""
+        from search_spaces.pattern import format_layers
+
+        return format_layers(self.layers, default_ffn=self.default_ffn)
+
+    def canonical(self) -> "ArchConfig":
+        """The same architecture with every field that no layer uses reset to its default."""
+        keep = set(self.relevant_fields())
+        defaults = {f.name: f.default for f in fields(self) if f.name != "layers"}
+        changes = {name: value for name, value in defaults.items() if name not in keep}
+        return _rebuild(self, changes)
+
+    def fingerprint(self) -> str:
+        """Equal for equal architectures, however they were written."""
+        payload = json.dumps(self.canonical().to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    # -- construction and serialisation --------------------------------------------------------
+
+    @classmethod
+    def from_pattern(cls, text: str, *, window: int = DEFAULT_WINDOW, ffn: str = MLP,
+                     **dims: Any) -> "ArchConfig":
+        """Build from a concrete pattern. A bare `L` takes `window` (default 64); a layer
+        without a suffix takes `ffn` (default mlp); every other dim is a field of this class
+        and defaults as documented there. Raises PatternError or ArchConfigError."""
+        from search_spaces.pattern import PatternError, concrete_layers, parse
+
+        unknown = sorted(set(dims) - set(field_names()))
+        if unknown:
+            raise ArchConfigError(f"unknown dim {unknown[0]!r}; valid dims: "
+                                  f"{', '.join(PATTERN_DIMS + field_names())}")
+        if ffn not in FFNS:
+            raise ArchConfigError(f"ffn={ffn!r} must be one of {', '.join(FFNS)}")
+        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+            raise ArchConfigError(f"window={window!r} must be a positive integer")
+        tree = parse(text)
+        try:
+            layers = concrete_layers(tree, window=window, ffn=ffn)
+        except PatternError as error:  # expansion knows the column, not the text
+            raise PatternError(error.message, error.col, text) from None
+        return cls(layers=layers, **dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (pattern string plus every field) that `from_dict` rebuilds exactly."""
+        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "pattern": self.pattern,
+                                "ffn": self.default_ffn}
+        for f in fields(self):
+            if f.name != "layers":
+                data[f.name] = getattr(self, f.name)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ArchConfig":
+        data = dict(data)
+        version = data.pop("schema_version", None)
+        if version is None:
+            raise ArchConfigError("schema_version: missing (expected 1)")
+        if version != SCHEMA_VERSION:
+            raise ArchConfigError(f"schema_version: {version!r} is not one this toolkit reads "
+                                  f"(it writes and reads {SCHEMA_VERSION})")
+        pattern = data.pop("pattern", None)
+        if not isinstance(pattern, str):
+            raise ArchConfigError("pattern: missing or not a string")
+        return cls.from_pattern(pattern, **data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArchConfig":
+        return cls.from_dict(json.loads(text))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "ArchConfig":
+        import yaml
+
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ArchConfigError("an ArchConfig YAML document must be a mapping")
+        return cls.from_dict(data)
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(ArchConfig) if f.name != "layers")
+
+
+def relevant_fields(kinds: frozenset[str] | set[str]) -> tuple[str, ...]:
+    """The ArchConfig fields that describe an architecture using these layer kinds."""
+    wanted = set(ArchConfig.ALWAYS)
+    for kind in kinds:
+        wanted.update(ArchConfig.RELEVANT[kind])
+    return tuple(name for name in field_names() if name in wanted)
+
+
+def canonical_default_ffn(layers: tuple[Layer, ...]) -> str:
+    counts = Counter(layer.ffn for layer in layers)
+    # Most common wins; ties go to the order of FFNS so the choice never depends on layer order.
+    return max(FFNS, key=lambda kind: (counts[kind], -FFNS.index(kind)))
+
+
+def _rebuild(arch: ArchConfig, changes: dict[str, Any]) -> ArchConfig:
+    values = {f.name: getattr(arch, f.name) for f in fields(arch)}
+    values.update(changes)
+    # Derived widths that were reset to None are derived again from the kept fields.
+    return ArchConfig(**values)
+
+
+def _check_layer(index: int, layer: Layer) -> None:
+    where = f"layers[{index}]"
+    if layer.mixer not in MIXERS:
+        raise ArchConfigError(f"{where}: unknown mixer {layer.mixer!r} (valid: {', '.join(MIXERS)})")
+    if layer.ffn not in FFNS:
+        raise ArchConfigError(f"{where}: unknown ffn {layer.ffn!r} (valid: {', '.join(FFNS)})")
+    if layer.mixer == LOCAL_ATTENTION:
+        if not isinstance(layer.arg, int) or isinstance(layer.arg, bool) or layer.arg < 1:
+            raise ArchConfigError(f"{where}: local attention window {layer.arg!r} must be >= 1")
+    elif layer.mixer == SHARED:
+        if not isinstance(layer.arg, int) or isinstance(layer.arg, bool) or layer.arg < 0:
+            raise ArchConfigError(f"{where}: shared block id {layer.arg!r} must be >= 0")
+    elif layer.arg is not None:
+        raise ArchConfigError(f"{where}: mixer {layer.mixer} takes no argument, got {layer.arg!r}")
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ArchConfigError(f"{name}={value!r} must be a positive integer")
+
+
+def _divides(name: str, value: int, of_name: str, of_value: int) -> None:
+    if of_value % value:
+        raise ArchConfigError(f"{name}={value} must divide {of_name}={of_value}")
+

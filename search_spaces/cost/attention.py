@@ -1,0 +1,84 @@
+"""Costs of the attention mixers: global (A), sliding-window (L), Zamba's shared block (S).
+
+Notation: d = d_model, H = n_heads, KV = n_kv_heads, hd = d/H, N = context.
+FLOP conventions are in `search_spaces.cost` (a linear in->out is 2*in*out, bias or not).
+"""
+
+from __future__ import annotations
+
+from search_spaces.arch import ArchConfig
+from search_spaces.cost.report import LayerCost, dense
+from search_spaces.layers import Layer
+
+
+def _qkvo(d_in: int, d_out: int, n_heads: int, n_kv_heads: int, head_dim: int) -> int:
+    """Weights of q d_in->H*hd, k and v d_in->KV*hd, o H*hd->d_out; no biases."""
+    return d_in * n_heads * head_dim + 2 * d_in * n_kv_heads * head_dim \
+        + n_heads * head_dim * d_out
+
+
+def _mean_keys_windowed(context: int, window: int) -> float:
+    """Mean over t = 1..N of min(t, w), the keys a causal window-w query sees.
+
+    With m = min(N, w): sum_{t<=m} t + (N - m)*w = m(m+1)/2 + (N - m)*w; divided by N.
+    For N <= w this is (N+1)/2, the global-attention mean.
+    """
+    m = min(context, window)
+    return (m * (m + 1) // 2 + (context - m) * window) / context
+
+
+def _attention_flops(arch: ArchConfig, head_dim: int, mean_keys: float) -> float:
+    """Scores q.k plus the weighted sum of v: 2 * (2*H*hd*keys) = 4*H*hd*keys per token."""
+    return 4 * arch.n_heads * head_dim * mean_keys
+
+
+def attention(arch: ArchConfig, window: int | None, context: int) -> LayerCost:
+    """A (window None) or L (window w).
+
+    params = d*H*hd + 2*d*KV*hd + H*hd*d (RoPE has none)
+    flops  = 2*params (projections) + 4*H*hd*keys,
+             keys = (N+1)/2 for A, mean_t min(t, w) for L
+    cache  = 2*KV*hd*N for A; 2*KV*hd*min(N, w) for L (a rolling window of w entries)
+    """
+    hd = arch.d_model // arch.n_heads
+    params = _qkvo(arch.d_model, arch.d_model, arch.n_heads, arch.n_kv_heads, hd)
+    if window is None:
+        keys, cached_tokens = (context + 1) / 2, context
+    else:
+        keys, cached_tokens = _mean_keys_windowed(context, window), min(context, window)
+    flops = 2 * params + _attention_flops(arch, hd, keys)
+    return dense(params, flops, cache=2 * arch.n_kv_heads * hd * cached_tokens)
+
+
+def global_attention(arch: ArchConfig, layer: Layer, context: int) -> LayerCost:
+    return attention(arch, None, context)
+
+
+def local_attention(arch: ArchConfig, layer: Layer, context: int) -> LayerCost:
+    return attention(arch, layer.arg, context)
+
+
+def shared_weights(arch: ArchConfig) -> int:
+    """Weights of one shared block (counted once per distinct id), hs = 2d/H:
+
+    RMSNorm(2d) + [q 2d->H*hs, k, v 2d->KV*hs, o H*hs->d] + RMSNorm(d) + SwiGLU 3*d*d_ff.
+    The two norms count here, with the block, not under "norm".
+    """
+    d = arch.d_model
+    hs = 2 * d // arch.n_heads
+    return 2 * d + _qkvo(2 * d, d, arch.n_heads, arch.n_kv_heads, hs) + d + 3 * d * arch.d_ff
+
+
+def shared_invocation(arch: ArchConfig, layer: Layer, context: int) -> LayerCost:
+    """One S layer: its own linear d->d (no bias) into the residual stream, plus the compute
+    and KV cache of running the shared block once.
+
+    params = d*d
+    flops  = 2*qkvo(2d) + 4*H*hs*(N+1)/2 + SwiGLU (6*d*d_ff + d_ff) + 2*d*d
+    cache  = 2*KV*hs*N (every invocation keeps its own keys and values)
+    """
+    d = arch.d_model
+    hs = 2 * d // arch.n_heads
+    block_flops = 2 * _qkvo(2 * d, d, arch.n_heads, arch.n_kv_heads, hs) \
+        + _attention_flops(arch, hs, (context + 1) / 2) + 6 * d * arch.d_ff + arch.d_ff
+    return dense(d * d, block_flops + 2 * d * d, cache=2 * arch.n_kv_heads * hs * context)

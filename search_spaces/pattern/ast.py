@@ -1,0 +1,71 @@
+"""Syntax tree of the layer-pattern language (../shared/PATTERN.md).
+
+    Seq     items separated by spaces           `M M+moe A`
+    Token   one layer: mixer, argument, FFN     `L128+none`
+    Group   a parenthesised sequence            `(M A)`
+    Repeat  an item and its count               `X*4`, `X*{2..6}`, `X*{n: 2,4,8}`
+    Choice  alternatives, each a sequence       `{A|L64|M M}`, `{attn: A|L}`
+
+Columns (`col`, 1-based) and the positional ids of unnamed decisions are metadata: they are not
+part of node equality, so two trees that print the same compare equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from search_spaces.layers import Layer
+
+
+@dataclass(frozen=True)
+class Token:
+    layer: Layer
+    col: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Seq:
+    items: tuple["Node", ...]
+    col: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Group:
+    body: Seq
+    col: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Count:
+    """A repeat count: one fixed value, or a searchable set of values.
+
+    `braced` counts (`*{...}`) are decisions, even with one value; `is_range` keeps how one was
+    written (`2..6` rather than `2,3,4,5,6`) so that it prints back the same and is sampled as an
+    ordered integer.
+    """
+
+    values: tuple[int, ...]
+    name: str | None = None
+    is_range: bool = False
+    braced: bool = False
+    col: int = field(default=0, compare=False)
+    auto_id: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Repeat:
+    item: "Node"
+    count: Count
+    col: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class Choice:
+    alternatives: tuple[Seq, ...]
+    name: str | None = None
+    col: int = field(default=0, compare=False)
+    auto_id: int = field(default=0, compare=False)
+
+
+Node = Union[Token, Seq, Group, Repeat, Choice]

@@ -1,0 +1,118 @@
+"""Turning trees and layer stacks back into text.
+
+`unparse(tree)` prints any syntax tree so that `parse(unparse(tree)) == tree`.
+`format_layers(layers)` prints a concrete layer stack in its canonical form: the shortest string
+that folds repeated runs as `X*N` and `(...)*N`, chosen deterministically, so that every way of
+writing one stack gives the same string.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from search_spaces.layers import Layer
+from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token
+
+
+def unparse(node: Node) -> str:
+    if isinstance(node, Token):
+        return node.layer.token(default_shared_id=-1)
+    if isinstance(node, Seq):
+        return " ".join(unparse(item) for item in node.items)
+    if isinstance(node, Group):
+        return f"({unparse(node.body)})"
+    if isinstance(node, Repeat):
+        return f"{unparse(node.item)}*{_unparse_count(node.count)}"
+    if isinstance(node, Choice):
+        prefix = f"{node.name}: " if node.name else ""
+        return "{" + prefix + "|".join(unparse(a) for a in node.alternatives) + "}"
+    raise TypeError(f"not a pattern node: {node!r}")
+
+
+def _unparse_count(count: Count) -> str:
+    if not count.braced:
+        return str(count.values[0])
+    prefix = f"{count.name}: " if count.name else ""
+    if count.is_range:
+        body = f"{count.values[0]}..{count.values[-1]}"
+    else:
+        body = ",".join(str(v) for v in count.values)
+    return "{" + prefix + body + "}"
+
+
+def format_layers(layers: tuple[Layer, ...] | list[Layer], default_ffn: str | None = None) -> str:
+    """The canonical string of a concrete layer stack.
+
+    Written as the shortest folding found by dynamic programming over every interval of the
+    stack (ties prefer fewer spaces, then a repeat, then the earliest split), so it depends only on the stack.
+    Stacks longer than DP_MAX_LAYERS (the DP is cubic) fold their smallest period and then runs.
+    """
+    tokens = tuple(layer.token(default_ffn) for layer in layers)
+    if not tokens:
+        raise ValueError("an empty layer stack has no pattern")
+    return _fold(tokens)
+
+
+DP_MAX_LAYERS = 160
+
+
+@lru_cache(maxsize=4096)
+def _fold(tokens: tuple[str, ...]) -> str:
+    n = len(tokens)
+    # ids make the "is this interval a repetition" test compare small ints.
+    index: dict[str, int] = {}
+    ids = [index.setdefault(t, len(index)) for t in tokens]
+    if n > DP_MAX_LAYERS:
+        return _fold_long(tokens, ids)
+    best: dict[tuple[int, int], str] = {}
+    for length in range(1, n + 1):
+        for start in range(0, n - length + 1):
+            end = start + length
+            if length == 1:
+                best[start, end] = tokens[start]
+                continue
+            candidate = None
+            for period in range(1, length // 2 + 1):
+                if length % period == 0 and _is_repetition(ids, start, end, period):
+                    unit = best[start, start + period]
+                    atom = unit if _is_atom(unit) else f"({unit})"
+                    text = f"{atom}*{length // period}"
+                    if candidate is None or _shorter(text, candidate):
+                        candidate = text
+            for split in range(start + 1, end):
+                text = f"{best[start, split]} {best[split, end]}"
+                if candidate is None or _shorter(text, candidate):
+                    candidate = text
+            best[start, end] = candidate
+    return best[0, n]
+
+
+def _fold_long(tokens: tuple[str, ...], ids: list[int]) -> str:
+    n = len(tokens)
+    for period in range(1, n // 2 + 1):
+        if n % period == 0 and _is_repetition(ids, 0, n, period):
+            unit = _fold(tokens[:period])
+            return f"{unit if _is_atom(unit) else f'({unit})'}*{n // period}"
+    runs: list[str] = []
+    start = 0
+    while start < n:
+        end = start
+        while end < n and ids[end] == ids[start]:
+            end += 1
+        runs.append(tokens[start] if end - start == 1 else f"{tokens[start]}*{end - start}")
+        start = end
+    return " ".join(runs)
+
+
+def _shorter(text: str, than: str) -> bool:
+    """Fewer characters, then fewer top-level spaces (so `M*2` beats `M M`)."""
+    return (len(text), text.count(" ")) < (len(than), than.count(" "))
+
+
+def _is_repetition(ids: list[int], start: int, end: int, period: int) -> bool:
+    return all(ids[i] == ids[i - period] for i in range(start + period, end))
+
+
+def _is_atom(text: str) -> bool:
+    """A single layer token (`M`, `L64+moe`), which needs no parentheses before `*`."""
+    return " " not in text and "*" not in text and "(" not in text

@@ -1,0 +1,73 @@
+"""Shipped presets: concrete architectures (archs/) and search spaces (spaces/), by name or path.
+
+Architectures are small-scale but faithful to each design's layer pattern (Jamba, Zamba,
+Griffin, Hawk, StripedHyena, Transformer, Mamba, Mamba-2), so they train in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from search_spaces.arch import ArchConfig, ArchConfigError
+from search_spaces.pattern import PatternError
+from search_spaces.space import SearchSpace, SpaceError
+
+PRESET_DIR = Path(__file__).parent
+
+
+def arch_names() -> list[str]:
+    return sorted(p.stem for p in (PRESET_DIR / "archs").glob("*.yaml"))
+
+
+def space_names() -> list[str]:
+    return sorted(p.stem for p in (PRESET_DIR / "spaces").glob("*.yaml"))
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise SpaceError(f"{path}: cannot read {what} ({error.strerror})") from None
+
+
+def is_arch_reference(name_or_path: str | Path) -> bool:
+    """True for a preset architecture name or an existing file (anything else is a pattern)."""
+    return (PRESET_DIR / "archs" / f"{name_or_path}.yaml").is_file() or Path(name_or_path).is_file()
+
+
+def load_arch(name_or_path: str | Path, **overrides: Any) -> ArchConfig:
+    """A preset architecture by name (`jamba`), or an ArchConfig YAML/JSON file by path.
+
+    `overrides` replace dims of the stored config before it is built, so widths derived by
+    default (d_ff, dt_rank, ...) follow an overridden d_model unless the file fixes them."""
+    preset = PRESET_DIR / "archs" / f"{name_or_path}.yaml"
+    path = preset if preset.is_file() else Path(name_or_path)
+    if not path.is_file():
+        raise SpaceError(f"{name_or_path}: neither a preset architecture "
+                         f"({', '.join(arch_names())}) nor a file")
+    text = _read(path, "an architecture")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise SpaceError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
+                         f"({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"{path}: an architecture file must be a mapping")
+    try:
+        return ArchConfig.from_dict({**data, **overrides})
+    except (ArchConfigError, PatternError) as error:
+        raise SpaceError(f"{path}: {error}") from None
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """A preset search space by name (`demo`), or a search-space YAML file by path."""
+    preset = PRESET_DIR / "spaces" / f"{name_or_path}.yaml"
+    path = preset if preset.is_file() else Path(name_or_path)
+    if not path.is_file():
+        raise SpaceError(f"{name_or_path}: neither a preset space "
+                         f"({', '.join(space_names())}) nor a file")
+    return SearchSpace.from_yaml(_read(path, "a search space"), str(path))
