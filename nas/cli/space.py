@@ -85,7 +85,7 @@ def _print_samples(rows, context: int, dtype: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"cache at context {context}, {dtype}")
-    for column in ("#", "pattern", "d_model", "params", "active", f"cache", "feasible"):
+    for column in ("#", "pattern", "d_model", "params", "active", "cache", "feasible"):
         table.add_column(column, justify="left" if column == "pattern" else "right")
     for index, (candidate, report) in enumerate(rows):
         violations = candidate.violations

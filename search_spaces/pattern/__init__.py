@@ -1,6 +1,6 @@
 """The layer-pattern language: parse, print, expand (spec: ../shared/PATTERN.md)."""
 
-from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token
+from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token, decisions, walk
 from search_spaces.pattern.errors import PatternError
 from search_spaces.pattern.expand import (
     MAX_LAYERS,
@@ -18,5 +18,5 @@ from search_spaces.pattern.render import format_layers, unparse
 __all__ = [
     "MAX_LAYERS", "Choice", "Count", "Group", "Node", "PatternError", "Repeat", "Resolver",
     "Seq", "Token", "choice_options", "concrete_layers", "decision_name", "expand",
-    "format_layers", "is_concrete", "parse", "resolve_layers", "unparse",
+    "decisions", "format_layers", "is_concrete", "parse", "resolve_layers", "unparse", "walk",
 ]

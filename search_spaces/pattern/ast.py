@@ -13,7 +13,7 @@ part of node equality, so two trees that print the same compare equal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Iterator, Union
 
 from search_spaces.layers import Layer
 
@@ -69,3 +69,28 @@ class Choice:
 
 
 Node = Union[Token, Seq, Group, Repeat, Choice]
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """Every node of the tree, parents before children, in the order of the string."""
+    yield node
+    if isinstance(node, Seq):
+        for item in node.items:
+            yield from walk(item)
+    elif isinstance(node, Group):
+        yield from walk(node.body)
+    elif isinstance(node, Repeat):
+        yield from walk(node.item)
+    elif isinstance(node, Choice):
+        for alternative in node.alternatives:
+            yield from walk(alternative)
+
+
+def decisions(node: Node) -> Iterator[Choice | Count]:
+    """Every choice and braced repeat count of the tree (each node once, however often it
+    is repeated when the tree expands)."""
+    for child in walk(node):
+        if isinstance(child, Choice):
+            yield child
+        elif isinstance(child, Repeat) and child.count.braced:
+            yield child.count

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from search_spaces.layers import FFNS, LOCAL_ATTENTION, MIXERS_WITH_ARG, Layer
-from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token
+from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token, decisions
 from search_spaces.pattern.errors import PatternError
 
 MAX_COUNT = 4096  # a repeat count above this is a typo, not an architecture
@@ -284,29 +284,14 @@ def parse(text: str) -> Seq:
 def _check_names(tree: Seq, text: str) -> None:
     """Every use of a name must be the same decision: same kind, same options."""
     first_use: dict[str, tuple[Choice | Count, str]] = {}
-
-    def visit(node: Node) -> None:
-        if isinstance(node, Seq):
-            for item in node.items:
-                visit(item)
-        elif isinstance(node, Group):
-            visit(node.body)
-        elif isinstance(node, Repeat):
-            visit(node.item)
-            decide(node.count)
-        elif isinstance(node, Choice):
-            decide(node)
-            for alternative in node.alternatives:
-                visit(alternative)
-
-    def decide(node: Choice | Count) -> None:
+    for node in decisions(tree):
         if node.name is None:
-            return
+            continue
         options = (",".join(_render_seq(a) for a in node.alternatives)
                    if isinstance(node, Choice) else ",".join(map(str, node.values)))
         if node.name not in first_use:
             first_use[node.name] = (node, options)
-            return
+            continue
         first, first_options = first_use[node.name]
         if type(first) is not type(node):
             raise PatternError(f"name {node.name!r} is used for a layer choice and a repeat count "
@@ -316,5 +301,3 @@ def _check_names(tree: Seq, text: str) -> None:
             raise PatternError(f"name {node.name!r} has different options here than at col "
                                f"{first.col}; every use of a name must list the same options",
                                node.col, text)
-
-    visit(tree)

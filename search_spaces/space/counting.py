@@ -17,7 +17,7 @@ from typing import Mapping
 
 from search_spaces.arch import relevant_fields
 from search_spaces.layers import LOCAL_ATTENTION, MIXERS
-from search_spaces.pattern import Choice, Count, Group, Node, Repeat, Seq, Token
+from search_spaces.pattern import Choice, Group, Node, Repeat, Seq, Token, decisions
 from search_spaces.space.dims import DimSpec, SpaceError
 
 BARE_WINDOW = "bare L"  # a layer that takes the `window` dim
@@ -90,26 +90,9 @@ def _outcomes(node: Node, env: Mapping[str, int]) -> Outcomes:
 
 def named_domains(tree: Node) -> dict[str, tuple[int, ...]]:
     """Each named decision and its possible answers (alternative indices, or counts)."""
-    domains: dict[str, tuple[int, ...]] = {}
-
-    def visit(node: Node) -> None:
-        if isinstance(node, Seq):
-            for item in node.items:
-                visit(item)
-        elif isinstance(node, Group):
-            visit(node.body)
-        elif isinstance(node, Repeat):
-            if node.count.name is not None:
-                domains[node.count.name] = node.count.values
-            visit(node.item)
-        elif isinstance(node, Choice):
-            if node.name is not None:
-                domains[node.name] = tuple(range(len(node.alternatives)))
-            for alternative in node.alternatives:
-                visit(alternative)
-
-    visit(tree)
-    return domains
+    return {node.name: (tuple(range(len(node.alternatives))) if isinstance(node, Choice)
+                        else node.values)
+            for node in decisions(tree) if node.name is not None}
 
 
 def _dims_factor(features: frozenset[str], dims: Mapping[str, DimSpec]) -> int | None:

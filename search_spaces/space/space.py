@@ -36,10 +36,12 @@ from search_spaces.pattern import (
     Repeat,
     Seq,
     Token,
+    decisions,
     expand,
     parse,
     resolve_layers,
     unparse,
+    walk,
 )
 from search_spaces.space.constraints import Constraints
 from search_spaces.space.counting import count_assignments
@@ -291,34 +293,14 @@ class SearchSpace:
 # -- static facts about a pattern tree -----------------------------------------------------------
 
 
-def _walk(node: Node) -> Iterator[Node]:
-    yield node
-    if isinstance(node, Seq):
-        for item in node.items:
-            yield from _walk(item)
-    elif isinstance(node, Group):
-        yield from _walk(node.body)
-    elif isinstance(node, Repeat):
-        yield from _walk(node.item)
-    elif isinstance(node, Choice):
-        for alternative in node.alternatives:
-            yield from _walk(alternative)
-
-
 def _decision_names(tree: Node) -> set[str]:
-    names = set()
-    for node in _walk(tree):
-        if isinstance(node, Choice) and node.name:
-            names.add(node.name)
-        if isinstance(node, Repeat) and node.count.name:
-            names.add(node.count.name)
-    return names
+    return {node.name for node in decisions(tree) if node.name is not None}
 
 
 def _possible_kinds(tree: Node, dims: dict[str, DimSpec], raw: bool = False) -> set[str]:
     """Every mixer and FFN kind some sample could contain (raw: also 'bare L'/'default ffn')."""
     kinds: set[str] = set()
-    for node in _walk(tree):
+    for node in walk(tree):
         if isinstance(node, Token):
             layer = node.layer
             kinds.add(layer.mixer)
