@@ -1,0 +1,432 @@
+"""Every fast op in trials.ops against its naive sequential reference.
+
+For each op: outputs, final state and the gradient of every float input agree with the reference
+(fp32, relative tolerance 1e-4); odd lengths that are not a multiple of the chunk; with and
+without an initial state; two calls chained through the returned state equal one call; long
+sequences with steep decays stay finite and still agree; bf16 in, bf16 out. The custom autograd
+functions are also checked against finite differences in fp64.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trials.ops import (
+    causal_conv1d,
+    causal_conv1d_step,
+    fft_long_conv,
+    linear_scan,
+    naive_causal_conv1d,
+    naive_linear_scan,
+    naive_long_conv,
+    naive_selective_scan,
+    naive_ssd,
+    selective_scan,
+    ssd,
+)
+from trials.ops.conv import fft_size
+from trials.ops.scan import reverse_scan_, scan_
+
+TOL = 1e-4
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def assert_close(actual: Tensor, expected: Tensor, tol: float = TOL, what: str = "value"):
+    """max |actual - expected| <= tol * max(1, max |expected|), and everything finite."""
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert torch.isfinite(actual).all(), f"{what}: not finite"
+    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    err = (actual.double() - expected.double()).abs().max().item() if expected.numel() else 0.0
+    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} * {scale:.3g}"
+
+
+def outputs_and_grads(fn, inputs: dict[str, Tensor | None]):
+    """Run fn(**inputs); return its outputs and d(sum of outputs * fixed noise)/d(each input)."""
+    outs = fn(**inputs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    gen = torch.Generator().manual_seed(1)
+    loss = sum((o.float() * torch.randn(o.shape, generator=gen)).sum() for o in outs)
+    leaves = {k: v for k, v in inputs.items() if isinstance(v, Tensor) and v.requires_grad}
+    grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=False)
+    return outs, dict(zip(leaves, grads))
+
+
+def check_against_reference(fast, naive, inputs, tol: float = TOL):
+    fast_outs, fast_grads = outputs_and_grads(fast, inputs)
+    ref_outs, ref_grads = outputs_and_grads(naive, inputs)
+    assert len(fast_outs) == len(ref_outs)
+    for i, (a, b) in enumerate(zip(fast_outs, ref_outs)):
+        assert a.dtype == b.dtype
+        assert_close(a, b, tol, f"output {i}")
+    assert fast_grads.keys() == ref_grads.keys()
+    for name, grad in ref_grads.items():
+        assert_close(fast_grads[name], grad, tol, f"grad of {name}")
+
+
+def leaf(t: Tensor) -> Tensor:
+    return t.detach().requires_grad_()
+
+
+def selective_scan_inputs(batch=2, length=33, channels=5, d_state=3, h0=True, gate=True,
+                          dt_max=1.0, a_max=2.0, dtype=torch.float32):
+    inputs = {
+        "x": torch.randn(batch, length, channels),
+        "dt": torch.rand(batch, length, channels) * dt_max + 1e-3,
+        "A": -torch.rand(channels, d_state) * a_max - 0.05,
+        "B": torch.randn(batch, length, d_state),
+        "C": torch.randn(batch, length, d_state),
+        "D": torch.randn(channels) if gate else None,
+        "z": torch.randn(batch, length, channels) if gate else None,
+        "h0": torch.randn(batch, channels, d_state) if h0 else None,
+    }
+    return {k: None if v is None else leaf(v.to(dtype)) for k, v in inputs.items()}
+
+
+def ssd_inputs(batch=2, length=37, heads=4, head_dim=3, groups=2, d_state=5, h0=True,
+               dt_max=1.0, a_max=2.0, dtype=torch.float32):
+    inputs = {
+        "x": torch.randn(batch, length, heads, head_dim),
+        "dt": torch.rand(batch, length, heads) * dt_max + 1e-3,
+        "A": -torch.rand(heads) * a_max - 0.05,
+        "B": torch.randn(batch, length, groups, d_state),
+        "C": torch.randn(batch, length, groups, d_state),
+        "D": torch.randn(heads),
+        "h0": torch.randn(batch, heads, head_dim, d_state) if h0 else None,
+    }
+    return {k: None if v is None else leaf(v.to(dtype)) for k, v in inputs.items()}
+
+
+def linear_scan_inputs(batch=2, length=37, channels=6, h0=True, dtype=torch.float32):
+    inputs = {
+        "a": torch.rand(batch, length, channels) * 0.999 + 1e-3,
+        "b": torch.randn(batch, length, channels),
+        "h0": torch.randn(batch, channels) if h0 else None,
+    }
+    return {k: None if v is None else leaf(v.to(dtype)) for k, v in inputs.items()}
+
+
+def split(inputs: dict, at: int, seq_keys: tuple[str, ...]):
+    first = {k: (v[:, :at] if k in seq_keys else v) for k, v in inputs.items()}
+    second = {k: (v[:, at:] if k in seq_keys else v) for k, v in inputs.items()}
+    return first, second
+
+
+# ------------------------------------------------------------------------- scan kernels
+
+
+@pytest.mark.parametrize("length", range(1, 34))
+def test_in_place_scan_kernels_match_loops(length):
+    a, u = torch.rand(2, length, 3), torch.randn(2, length, 3)
+    forward, backward = u.clone(), u.clone()
+    scan_(a.clone(), forward)
+    reverse_scan_(a.clone(), backward)
+    h, expected_fwd = torch.zeros(2, 3), []
+    for t in range(length):
+        h = a[:, t] * h + u[:, t]
+        expected_fwd.append(h)
+    g, expected_bwd = torch.zeros(2, 3), []
+    for t in reversed(range(length)):
+        g = (a[:, t] * g if t < length - 1 else 0) + u[:, t]
+        expected_bwd.append(g)
+    assert_close(forward, torch.stack(expected_fwd, 1), 1e-5)
+    assert_close(backward, torch.stack(expected_bwd[::-1], 1), 1e-5)
+
+
+# ------------------------------------------------------------------------ selective scan
+
+
+@pytest.mark.parametrize("length,chunk", [(1, 16), (7, 4), (33, 8), (64, 64), (100, 16), (130, 64)])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_selective_scan_matches_reference(length, chunk, with_h0):
+    inputs = selective_scan_inputs(length=length, h0=with_h0)
+    fast = functools.partial(selective_scan, return_state=True, chunk_size=chunk)
+    naive = functools.partial(naive_selective_scan, return_state=True)
+    check_against_reference(fast, naive, inputs)
+
+
+def test_selective_scan_without_skip_gate_or_state_output():
+    inputs = selective_scan_inputs(length=20, gate=False, h0=False)
+    check_against_reference(functools.partial(selective_scan, chunk_size=8), naive_selective_scan,
+                            inputs)
+
+
+def test_selective_scan_accepts_non_contiguous_inputs():
+    base = selective_scan_inputs(length=19, h0=False)
+    inputs = {"xz": leaf(torch.randn(2, 19, 10)), "dt_t": leaf(torch.rand(2, 5, 19)),
+              **{k: base[k] for k in ("A", "B", "C", "D")}}
+
+    def run(fn, xz, dt_t, A, B, C, D, **kw):
+        x, z = xz.chunk(2, dim=-1)  # strided views, as a mixer's in_proj produces them
+        return fn(x, dt_t.transpose(1, 2), A, B, C, D=D, z=z, return_state=True, **kw)
+
+    check_against_reference(functools.partial(run, selective_scan, chunk_size=4),
+                            functools.partial(run, naive_selective_scan), inputs)
+
+
+def test_selective_scan_chained_through_state_equals_one_call():
+    inputs = {k: v.detach() for k, v in selective_scan_inputs(length=45).items()}
+    whole, final = selective_scan(**inputs, return_state=True, chunk_size=8)
+    seq = ("x", "dt", "B", "C", "z")
+    first, second = split(inputs, 21, seq)
+    y1, h1 = selective_scan(**first, return_state=True, chunk_size=8)
+    y2, h2 = selective_scan(**{**second, "h0": h1}, return_state=True, chunk_size=8)
+    assert_close(torch.cat([y1, y2], 1), whole)
+    assert_close(h2, final)
+
+
+def test_selective_scan_stable_for_long_sequences_and_large_decays():
+    # dt * |A| reaches ~800: exp of any positive partial sum would overflow immediately.
+    inputs = selective_scan_inputs(batch=1, length=3000, channels=3, d_state=4, dt_max=50.0,
+                                   a_max=16.0)
+    fast = functools.partial(selective_scan, return_state=True)
+    check_against_reference(fast, functools.partial(naive_selective_scan, return_state=True),
+                            inputs)
+
+
+def test_selective_scan_gradcheck_fp64():
+    inputs = selective_scan_inputs(batch=1, length=6, channels=2, d_state=2, dtype=torch.float64)
+    names = list(inputs)
+
+    def fn(*args):
+        return selective_scan(**dict(zip(names, args)), return_state=True, chunk_size=4)
+
+    assert torch.autograd.gradcheck(fn, tuple(inputs.values()), eps=1e-6, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------- SSD
+
+
+@pytest.mark.parametrize("length,chunk", [(1, 4), (5, 4), (16, 16), (37, 16), (64, 16), (70, 64)])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_ssd_matches_reference(length, chunk, with_h0):
+    inputs = ssd_inputs(length=length, h0=with_h0)
+    fast = functools.partial(ssd, return_state=True, chunk_size=chunk)
+    check_against_reference(fast, functools.partial(naive_ssd, return_state=True), inputs)
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_ssd_groups_of_B_and_C(groups):
+    inputs = ssd_inputs(length=23, groups=groups)
+    fast = functools.partial(ssd, return_state=True, chunk_size=8)
+    check_against_reference(fast, functools.partial(naive_ssd, return_state=True), inputs)
+
+
+def test_ssd_chained_through_state_equals_one_call():
+    inputs = {k: v.detach() for k, v in ssd_inputs(length=50).items()}
+    whole, final = ssd(**inputs, return_state=True, chunk_size=16)
+    first, second = split(inputs, 19, ("x", "dt", "B", "C"))
+    y1, h1 = ssd(**first, return_state=True, chunk_size=16)
+    y2, h2 = ssd(**{**second, "h0": h1}, return_state=True, chunk_size=16)
+    assert_close(torch.cat([y1, y2], 1), whole)
+    assert_close(h2, final)
+
+
+def test_ssd_stable_for_long_sequences_and_large_decays():
+    inputs = ssd_inputs(batch=1, length=1500, heads=2, head_dim=2, groups=1, d_state=3,
+                        dt_max=50.0, a_max=16.0)
+    fast = functools.partial(ssd, return_state=True, chunk_size=64)
+    check_against_reference(fast, functools.partial(naive_ssd, return_state=True), inputs)
+
+
+# ------------------------------------------------------------------------- linear scan
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 64, 257])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_linear_scan_matches_reference(length, with_h0):
+    inputs = linear_scan_inputs(length=length, h0=with_h0)
+    fast = functools.partial(linear_scan, return_state=True)
+    check_against_reference(fast, functools.partial(naive_linear_scan, return_state=True), inputs)
+
+
+def test_linear_scan_broadcasts_decay_and_multi_dim_channels():
+    inputs = {"a": leaf(torch.rand(2, 30, 3, 1)), "b": leaf(torch.randn(2, 30, 3, 4)),
+              "h0": leaf(torch.randn(2, 3, 4))}
+    fast = functools.partial(linear_scan, return_state=True)
+    check_against_reference(fast, functools.partial(naive_linear_scan, return_state=True), inputs)
+
+
+def test_linear_scan_chained_through_state_equals_one_call():
+    inputs = {k: v.detach() for k, v in linear_scan_inputs(length=41).items()}
+    whole, final = linear_scan(**inputs, return_state=True)
+    first, second = split(inputs, 17, ("a", "b"))
+    y1, h1 = linear_scan(**first, return_state=True)
+    y2, h2 = linear_scan(**{**second, "h0": h1}, return_state=True)
+    assert_close(torch.cat([y1, y2], 1), whole)
+    assert_close(h2, final)
+
+
+def test_linear_scan_stable_for_long_sequences_and_tiny_decays():
+    # decays down to exp(-200): they underflow to exact zeros (resets) in fp32.
+    inputs = linear_scan_inputs(batch=1, length=5000, channels=4)
+    inputs["a"] = leaf(torch.exp(-200 * torch.rand(1, 5000, 4) ** 4))
+    fast = functools.partial(linear_scan, return_state=True)
+    check_against_reference(fast, functools.partial(naive_linear_scan, return_state=True), inputs)
+
+
+def test_linear_scan_gradcheck_fp64():
+    inputs = linear_scan_inputs(batch=1, length=9, channels=2, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan(a, b, h0, return_state=True),
+                                    tuple(inputs.values()))
+
+
+# ---------------------------------------------------------------------- causal conv1d
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("length", [1, 3, 10])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_causal_conv1d_matches_reference(width, length, with_state):
+    inputs = {
+        "x": leaf(torch.randn(2, length, 5)),
+        "weight": leaf(torch.randn(5, width)),
+        "bias": leaf(torch.randn(5)),
+        "state": leaf(torch.randn(2, 5, width - 1)) if with_state else None,
+    }
+    fast = functools.partial(causal_conv1d, return_state=True)
+    check_against_reference(fast, functools.partial(naive_causal_conv1d, return_state=True),
+                            inputs)
+
+
+def test_causal_conv1d_is_causal_with_the_last_tap_on_the_current_input():
+    x = torch.zeros(1, 6, 1)
+    x[0, 2, 0] = 1.0
+    y = causal_conv1d(x, torch.tensor([[1.0, 2.0, 3.0]]))
+    assert y[0, :, 0].tolist() == [0.0, 0.0, 3.0, 2.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("width", [1, 4])
+def test_causal_conv1d_step_by_step_equals_parallel(width):
+    x, weight, bias = torch.randn(2, 9, 5), torch.randn(5, width), torch.randn(5)
+    state0 = torch.randn(2, 5, width - 1)
+    parallel, final = causal_conv1d(x, weight, bias, state=state0, return_state=True)
+    state, steps = state0, []
+    for t in range(x.shape[1]):
+        y_t, state = causal_conv1d_step(x[:, t], state, weight, bias)
+        steps.append(y_t)
+    assert_close(torch.stack(steps, 1), parallel, 1e-5)
+    assert_close(state, final)
+
+
+def test_causal_conv1d_chained_through_state_equals_one_call():
+    x, weight, bias = torch.randn(2, 12, 5), torch.randn(5, 4), torch.randn(5)
+    whole, final = causal_conv1d(x, weight, bias, return_state=True)
+    y1, s1 = causal_conv1d(x[:, :2], weight, bias, return_state=True)  # shorter than K-1
+    y2, s2 = causal_conv1d(x[:, 2:], weight, bias, state=s1, return_state=True)
+    assert_close(torch.cat([y1, y2], 1), whole, 1e-5)
+    assert_close(s2, final)
+
+
+# ----------------------------------------------------------------------- FFT long conv
+
+
+@pytest.mark.parametrize("length", [1, 7, 64, 100])
+@pytest.mark.parametrize("filter_len", ["full", "short"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fft_long_conv_matches_reference(length, filter_len, with_bias):
+    taps = length if filter_len == "full" else max(1, length // 3)
+    inputs = {
+        "u": leaf(torch.randn(2, length, 4)),
+        "h": leaf(torch.randn(taps, 4) / length**0.5),
+        "bias": leaf(torch.randn(4)) if with_bias else None,
+    }
+    check_against_reference(fft_long_conv, naive_long_conv, inputs)
+
+
+def test_fft_long_conv_is_causal():
+    u = torch.randn(1, 50, 3)
+    h = torch.randn(50, 3)
+    changed = u.clone()
+    changed[:, 30:] += 1.0
+    assert_close(fft_long_conv(changed, h)[:, :30], fft_long_conv(u, h)[:, :30], 1e-6)
+
+
+def test_fft_size_is_the_next_5_smooth_number():
+    assert [fft_size(n) for n in (1, 7, 11, 13, 97, 1000, 1025)] == [1, 8, 12, 15, 100, 1000, 1080]
+
+
+# ------------------------------------------------------------------------- dtypes, devices
+
+
+def _all_ops():
+    """(name, fast fn, inputs maker) for every op, small sizes; fast fns return tuples or tensors."""
+    return {
+        "selective_scan": (
+            functools.partial(selective_scan, return_state=True, chunk_size=8),
+            lambda dt: selective_scan_inputs(length=21, dtype=dt),
+        ),
+        "ssd": (
+            functools.partial(ssd, return_state=True, chunk_size=8),
+            lambda dt: ssd_inputs(length=21, dtype=dt),
+        ),
+        "linear_scan": (
+            functools.partial(linear_scan, return_state=True),
+            lambda dt: linear_scan_inputs(length=21, dtype=dt),
+        ),
+        "causal_conv1d": (
+            functools.partial(causal_conv1d, return_state=True),
+            lambda dt: {"x": leaf(torch.randn(2, 21, 5, dtype=dt)),
+                        "weight": leaf(torch.randn(5, 4, dtype=dt)),
+                        "bias": leaf(torch.randn(5, dtype=dt)),
+                        "state": leaf(torch.randn(2, 5, 3, dtype=dt))},
+        ),
+        "fft_long_conv": (
+            fft_long_conv,
+            lambda dt: {"u": leaf(torch.randn(2, 21, 4, dtype=dt)),
+                        "h": leaf(torch.randn(21, 4, dtype=dt) / 5),
+                        "bias": leaf(torch.randn(4, dtype=dt))},
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_all_ops()))
+def test_bf16_in_bf16_out_close_to_fp32(name):
+    fn, make = _all_ops()[name]
+    inputs = make(torch.bfloat16)
+    outs, grads = outputs_and_grads(fn, inputs)
+    ref_inputs = {k: None if v is None else leaf(v.float()) for k, v in inputs.items()}
+    ref_outs, ref_grads = outputs_and_grads(fn, ref_inputs)
+    for out, ref in zip(outs, ref_outs):
+        assert out.dtype == torch.bfloat16
+        assert_close(out.float(), ref, 2e-2, "bf16 output")
+    for k, grad in grads.items():
+        assert grad.dtype == torch.bfloat16, k
+        assert torch.isfinite(grad.float()).all(), k
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", list(_all_ops()))
+def test_cuda_matches_cpu(name):
+    fn, make = _all_ops()[name]
+    inputs = make(torch.float32)
+    cuda_inputs = {k: None if v is None else leaf(v.cuda()) for k, v in inputs.items()}
+    outs, grads = outputs_and_grads(fn, inputs)
+    cuda_outs, cuda_grads = outputs_and_grads(fn, cuda_inputs)
+    for out, ref in zip(cuda_outs, outs):
+        assert out.device.type == "cuda"
+        assert_close(out.cpu(), ref, 1e-4, "cuda output")
+    for k, grad in cuda_grads.items():
+        assert_close(grad.cpu(), grads[k], 1e-4, f"cuda grad of {k}")
+
+
+def test_silu_gate_and_skip_follow_the_mamba_definition():
+    inputs = {k: v.detach() for k, v in selective_scan_inputs(length=5, h0=False).items()
+              if v is not None}
+    plain = selective_scan(inputs["x"], inputs["dt"], inputs["A"], inputs["B"], inputs["C"])
+    full = selective_scan(**inputs)
+    expected = (plain + inputs["D"] * inputs["x"]) * F.silu(inputs["z"])
+    assert_close(full, expected, 1e-6)

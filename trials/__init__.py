@@ -1,0 +1,1 @@
+"""Builds and trains candidate architectures (torch)."""

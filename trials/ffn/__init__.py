@@ -1,0 +1,12 @@
+"""The FFN registry. Every FFN returns (y, aux): aux is None, or MoE's load-balancing loss and
+per-expert token counts."""
+
+from __future__ import annotations
+
+from trials.ffn.mlp import SwiGLU
+from trials.ffn.moe import MoE, MoEAux
+from trials.registry import Registry
+
+FFNS = Registry("FFN", {"mlp": SwiGLU, "moe": MoE})
+
+__all__ = ["FFNS", "MoE", "MoEAux", "SwiGLU"]

@@ -1,0 +1,80 @@
+"""Mixture of SwiGLU experts with a top-k softmax router (Mixtral style).
+
+Shape legend: T tokens (every leading dim flattened), d model width, F = d_ff expert width,
+E experts, K = top_k experts per token.
+
+    x ─ router ─ softmax ─ top-k ─ renormalise ─> gates (T, K), experts (T, K)
+    y_t = sum_k gate_tk * SwiGLU_{expert_tk}(x_t)
+
+Dispatch: the T*K (token, expert) slots are sorted by expert, so each expert reads one gather
+of its tokens, runs one batched SwiGLU over them and adds its gated outputs back with one
+`index_add_`. The Python loop is over experts, never over tokens. Expert weights are stacked
+tensors (E, d, F) and (E, F, d).
+
+Load balancing (Switch Transformer, Mixtral): loss = E * sum_e f_e * P_e, with f_e the fraction
+of the T*K slots routed to expert e (not differentiable) and P_e the mean router probability of
+e (differentiable); it is 1 for a perfectly uniform router and grows as routing collapses.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class MoEAux(NamedTuple):
+    loss: Tensor  # scalar fp32: the load-balancing loss
+    expert_counts: Tensor  # (E,) int64, tokens routed to each expert, detached, for logging
+
+
+class MoE(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, n_experts: int, top_k: int) -> None:
+        super().__init__()
+        if not 1 <= top_k <= n_experts:
+            raise ValueError(f"top_k={top_k} must be between 1 and n_experts={n_experts}")
+        self.n_experts, self.top_k = n_experts, top_k
+        self.router = nn.Linear(d_model, n_experts, bias=False)
+        self.w_gate = nn.Parameter(torch.empty(n_experts, d_model, d_ff))
+        self.w_up = nn.Parameter(torch.empty(n_experts, d_model, d_ff))
+        self.w_down = nn.Parameter(torch.empty(n_experts, d_ff, d_model))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.router.reset_parameters()
+        # the bound nn.Linear uses, so that each expert starts like a dense SwiGLU
+        for weight in (self.w_gate, self.w_up, self.w_down):
+            bound = 1 / math.sqrt(weight.shape[1])
+            nn.init.uniform_(weight, -bound, bound)
+
+    def route(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """tokens (T, d) -> probabilities (T, E) fp32, gates (T, K) summing to 1, experts (T, K)."""
+        probs = self.router(tokens).float().softmax(dim=-1)
+        top_p, experts = probs.topk(self.top_k, dim=-1)
+        return probs, top_p / top_p.sum(dim=-1, keepdim=True), experts
+
+    def expert(self, e: int, h: Tensor) -> Tensor:
+        """Expert e's SwiGLU on h (n, d) -> (n, d)."""
+        return (F.silu(h @ self.w_gate[e]) * (h @ self.w_up[e])) @ self.w_down[e]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, MoEAux]:
+        d = x.shape[-1]
+        tokens = x.reshape(-1, d)  # (T, d)
+        probs, gates, experts = self.route(tokens)
+        slot_expert = experts.flatten()  # (T*K,); slot s belongs to token s // K
+        counts = torch.bincount(slot_expert, minlength=self.n_experts)  # (E,)
+        order = slot_expert.argsort(stable=True)  # slots grouped by expert, in expert order
+        slot_token = order // self.top_k
+        slot_gate = gates.flatten()[order].to(x.dtype)
+        y = torch.zeros_like(tokens)
+        sizes = counts.tolist()
+        for e, idx, gate in zip(range(self.n_experts), slot_token.split(sizes),
+                                slot_gate.split(sizes)):
+            if idx.numel():
+                y.index_add_(0, idx, self.expert(e, tokens[idx]) * gate[:, None])
+        fraction = counts.float() / slot_expert.numel()  # f_e
+        loss = self.n_experts * (fraction * probs.mean(dim=0)).sum()
+        return y.view(x.shape), MoEAux(loss, counts.detach())

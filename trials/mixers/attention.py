@@ -1,0 +1,133 @@
+"""Global causal attention (A): multi-head, grouped KV heads (GQA), rotary positions.
+
+Shape legend: B batch, N length, H query heads, KV key/value heads (H a multiple of KV),
+hd head dim, d_in / d_out the widths read and written.
+
+    x ─┬─ q_proj ─ RoPE ─┐
+       ├─ k_proj ─ RoPE ─┼─ softmax(q k^T / sqrt(hd), causal) v ─ o_proj ─> y
+       └─ v_proj ────────┘
+
+`AttentionCore` is the whole mixer with free input width, output width and head dim, so that the
+sliding-window mixer (local_attention.py) and Zamba's shared block (shared_block.py), whose
+attention reads concat(hidden, embedding) of width 2d, reuse its projections, RoPE and KV cache.
+`Attention` is the core with d_in = d_out = d_model and hd = d_model / n_heads.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from trials.mixers.base import State
+from trials.ops.rotary import apply_rope, rope_tables
+
+# `enable_gqa` arrived in torch 2.5; older versions get the KV heads repeated (same numbers,
+# more memory).
+_SDPA_HAS_GQA = torch.__version__ >= "2.5"
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, causal: bool, mask: Tensor | None = None) -> Tensor:
+    """Scaled dot-product attention with grouped KV heads.
+
+    q: (..., H, Nq, hd), k and v: (..., KV, Nk, hd) -> (..., H, Nq, hd). Query head h reads KV
+    head h // (H / KV). `mask` (bool, True = may attend) broadcasts to (..., H, Nq, Nk).
+    Keys and values are cast to the queries' dtype (a bf16 cache read by an fp32 model).
+    """
+    k, v = k.to(q.dtype), v.to(q.dtype)
+    group = q.shape[-3] // k.shape[-3]
+    extra = {}
+    if group > 1 and _SDPA_HAS_GQA:
+        extra["enable_gqa"] = True
+    elif group > 1:
+        k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, **extra)
+
+
+class AttentionCore(nn.Module):
+    """Causal GQA attention from d_in to d_out with free head_dim; no biases.
+
+    State for decoding: {"k", "v": (B, KV, cache_len, hd), "pos": int}, keys stored already
+    rotated at their own position.
+    """
+
+    def __init__(self, d_in: int, d_out: int, n_heads: int, n_kv_heads: int, head_dim: int,
+                 rope_theta: float) -> None:
+        super().__init__()
+        if n_heads % n_kv_heads:
+            raise ValueError(f"n_kv_heads={n_kv_heads} must divide n_heads={n_heads}")
+        if head_dim % 2:
+            raise ValueError(f"head_dim={head_dim} must be even for rotary embeddings")
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.rope_theta = rope_theta
+        self.q_proj = nn.Linear(d_in, n_heads * head_dim, bias=False)
+        self.k_proj = nn.Linear(d_in, n_kv_heads * head_dim, bias=False)
+        self.v_proj = nn.Linear(d_in, n_kv_heads * head_dim, bias=False)
+        self.o_proj = nn.Linear(n_heads * head_dim, d_out, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for linear in (self.q_proj, self.k_proj, self.v_proj, self.o_proj):
+            linear.reset_parameters()
+
+    def project(self, x: Tensor, start: int) -> tuple[Tensor, Tensor, Tensor]:
+        """x: (B, N, d_in) at positions start.. -> q (B, H, N, hd), k and v (B, KV, N, hd)."""
+        B, N, _ = x.shape
+        q = self.q_proj(x).view(B, N, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        positions = torch.arange(start, start + N, device=x.device)
+        cos, sin = rope_tables(positions, self.head_dim, self.rope_theta)  # (N, hd/2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def output(self, o: Tensor) -> Tensor:
+        """o: (B, H, N, hd) -> (B, N, d_out)."""
+        B, _, N, _ = o.shape
+        return self.o_proj(o.transpose(1, 2).reshape(B, N, self.n_heads * self.head_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.project(x, 0)
+        return self.output(attend(q, k, v, causal=True))
+
+    def empty_cache(self, batch: int, length: int, device=None, dtype=None) -> State:
+        """Zeroed K and V of `length` entries per sequence, at position 0."""
+        weight = self.q_proj.weight
+        shape = (batch, self.n_kv_heads, length, self.head_dim)
+        device = weight.device if device is None else device
+        dtype = weight.dtype if dtype is None else dtype
+        return {"k": torch.zeros(shape, device=device, dtype=dtype),
+                "v": torch.zeros(shape, device=device, dtype=dtype), "pos": 0}
+
+    def decode(self, x_t: Tensor, state: State, slot: int, n_keys: int) -> tuple[Tensor, State]:
+        """One token: write its key and value at cache `slot`, attend over the first `n_keys`.
+
+        The cache tensors are written in place (decoding runs without autograd); the returned
+        state shares them and carries the next position.
+        """
+        pos = state["pos"]
+        q, k, v = self.project(x_t[:, None, :], pos)  # (B, H, 1, hd), (B, KV, 1, hd)
+        k_cache, v_cache = state["k"], state["v"]
+        k_cache[:, :, slot] = k[:, :, 0]
+        v_cache[:, :, slot] = v[:, :, 0]
+        # one query against keys that are all in its past: no mask needed
+        o = attend(q, k_cache[:, :, :n_keys], v_cache[:, :, :n_keys], causal=False)
+        return self.output(o)[:, 0], {"k": k_cache, "v": v_cache, "pos": pos + 1}
+
+    def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> State:
+        return self.empty_cache(batch, max_len, device, dtype)
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """x_t: (B, d_in) -> (B, d_out); the key cache grows by one entry per token."""
+        pos, capacity = state["pos"], state["k"].shape[2]
+        if pos >= capacity:
+            raise ValueError(f"decoding position {pos} is past the cache of max_len={capacity}")
+        return self.decode(x_t, state, slot=pos, n_keys=pos + 1)
+
+
+class Attention(AttentionCore):
+    """The A mixer: d_model -> d_model, head_dim = d_model / n_heads."""
+
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, rope_theta: float) -> None:
+        if d_model % n_heads:
+            raise ValueError(f"n_heads={n_heads} must divide d_model={d_model}")
+        super().__init__(d_model, d_model, n_heads, n_kv_heads, d_model // n_heads, rope_theta)

@@ -1,0 +1,125 @@
+"""Mamba-1: a selective state-space mixer (Gu & Dao, 2023), pattern letter M.
+
+Shape legend: B batch, L length, d d_model, di = expand*d inner channels, N d_state,
+R dt_rank, k d_conv.
+
+    x ─ in_proj ─┬─ x ─ conv ─ silu ─┬────────────── selective scan ─ * ─ out_proj
+     (d -> 2di)  │                   └─ x_proj ─ dt, B, C ─┘          │
+                 └─ z ─ silu ─────────────────────────────────────────┘
+
+The scan's decay exp(dt * A) and its input dt * x * B both depend on the token, which is what
+lets the mixer select what to remember. dt = softplus(dt_proj(low-rank dt)) keeps the step size
+positive; A = -exp(A_log) keeps every decay in (0, 1].
+
+Decoding keeps two tensors per sequence, nothing else: the last k-1 conv inputs (B, di, k-1)
+and the SSM state (B, di, N), which is what `search_spaces.cost.ssm.mamba` counts as its cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from trials.mixers.base import State
+from trials.ops import causal_conv1d, causal_conv1d_step, selective_scan
+
+
+def init_dt_bias_(bias: Tensor, dt_min: float = 1e-3, dt_max: float = 1e-1,
+                  floor: float = 1e-4) -> None:
+    """Set `bias` so that softplus(bias) is log-uniform in [dt_min, dt_max].
+
+    Mamba's step-size initialisation: each channel starts with its own time scale, spread over
+    two decades, so that some channels remember for ~10 tokens and others for ~1000.
+    """
+    with torch.no_grad():
+        log_dt = torch.rand_like(bias, dtype=torch.float32) * math.log(dt_max / dt_min)
+        dt = (log_dt + math.log(dt_min)).exp().clamp_(min=floor)
+        # inverse of softplus: softplus(dt + log(1 - exp(-dt))) = dt
+        bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+
+def init_conv_(weight: Tensor, bias: Tensor) -> None:
+    """nn.Conv1d's default init for a depthwise conv: uniform in +-1/sqrt(k) (fan-in is k)."""
+    bound = weight.shape[-1] ** -0.5
+    with torch.no_grad():
+        weight.uniform_(-bound, bound)
+        bias.uniform_(-bound, bound)
+
+
+class Mamba(nn.Module):
+    """Mamba-1 block. Parameters match `search_spaces.cost.ssm.mamba` exactly."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | None = None) -> None:
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = dt_rank if dt_rank is not None else math.ceil(d_model / 16)
+        di, N, R = self.d_inner, d_state, self.dt_rank
+        self.in_proj = nn.Linear(d_model, 2 * di, bias=False)
+        # depthwise conv kept as a (channels, k) matrix, the layout the ops take
+        self.conv_weight = nn.Parameter(torch.empty(di, d_conv))
+        self.conv_bias = nn.Parameter(torch.empty(di))
+        self.x_proj = nn.Linear(di, R + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(R, di, bias=True)
+        self.A_log = nn.Parameter(torch.empty(di, N))
+        self.D = nn.Parameter(torch.empty(di))
+        self.out_proj = nn.Linear(di, d_model, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for linear in (self.in_proj, self.x_proj, self.out_proj):
+            linear.reset_parameters()
+        init_conv_(self.conv_weight, self.conv_bias)
+        # dt_proj's weight scaled by R^-1/2 so the low-rank dt starts with unit-order variance;
+        # the bias alone sets the initial step sizes
+        bound = self.dt_rank ** -0.5
+        nn.init.uniform_(self.dt_proj.weight, -bound, bound)
+        init_dt_bias_(self.dt_proj.bias)
+        with torch.no_grad():
+            # S4D-real: A_n = -(n + 1), the same spectrum for every channel
+            n = torch.arange(1, self.d_state + 1, dtype=torch.float32)
+            self.A_log.copy_(n.log().expand(self.d_inner, -1))
+            self.D.fill_(1.0)
+
+    def _selection(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The token-dependent dt (fp32, > 0), B and C from the conv output x (..., di)."""
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        # softplus in fp32: in bf16 small step sizes would round to zero and freeze the state
+        dt = F.softplus(self.dt_proj(dt).float())
+        return dt, B, C
+
+    def _A(self) -> Tensor:
+        return -torch.exp(self.A_log.float())  # (di, N), negative
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, L, d) -> (B, L, d)."""
+        x_in, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, di) each
+        x_in = F.silu(causal_conv1d(x_in, self.conv_weight, self.conv_bias))
+        dt, B, C = self._selection(x_in)  # (B, L, di), (B, L, N), (B, L, N)
+        y = selective_scan(x_in, dt, self._A(), B, C, D=self.D, z=z)  # (B, L, di), x's dtype
+        return self.out_proj(y)
+
+    def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> State:
+        """Zero conv window and SSM state; their size does not depend on `max_len`."""
+        device = device if device is not None else self.A_log.device
+        dtype = dtype if dtype is not None else self.in_proj.weight.dtype
+        return {
+            "conv": torch.zeros(batch, self.d_inner, self.d_conv - 1, device=device, dtype=dtype),
+            "ssm": torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=dtype),
+        }
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        """One token: x_t (B, d) -> (y_t (B, d), state). The same maths as `forward`."""
+        x_in, z = self.in_proj(x_t).chunk(2, dim=-1)  # (B, di) each
+        x_in, conv = causal_conv1d_step(x_in, state["conv"], self.conv_weight, self.conv_bias)
+        x_in = F.silu(x_in)
+        dt, B, C = self._selection(x_in)
+        # the scan over a sequence of one token, starting from the carried state
+        y, ssm = selective_scan(x_in[:, None], dt[:, None], self._A(), B[:, None], C[:, None],
+                                D=self.D, z=z[:, None], h0=state["ssm"], return_state=True)
+        new_state = {"conv": conv.to(state["conv"].dtype), "ssm": ssm.to(state["ssm"].dtype)}
+        return self.out_proj(y[:, 0]), new_state

@@ -1,0 +1,111 @@
+"""HybridLM: embedding, pre-norm residual layers (any mixer, any FFN), final norm, LM head.
+
+    tokens -> embedding ─┬─> [ x + mixer(norm(x)) ; x + ffn(norm(x)) ] * layers -> norm -> head
+                         └─> (the embeddings also feed Zamba's shared blocks)
+
+`forward(tokens)` returns the logits and the FFNs' auxiliary outputs (MoE load-balancing loss and
+per-expert token counts); `init_state(batch, max_len)` and `step(tokens_t, state)` decode token
+by token with the same outputs as `forward`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from trials.norm import RMSNorm
+
+
+@dataclass
+class LMOutput:
+    logits: torch.Tensor  # (B, N, V)
+    aux_loss: torch.Tensor  # scalar: the sum of the MoE load-balancing losses (0 without MoE)
+    expert_counts: list[torch.Tensor] = field(default_factory=list)  # per MoE layer, (experts,)
+
+
+class Block(nn.Module):
+    """One residual layer: a mixer and an optional FFN, each behind its own RMSNorm."""
+
+    def __init__(self, mixer: nn.Module, ffn: nn.Module | None, d_model: int, eps: float) -> None:
+        super().__init__()
+        self.mixer_norm = RMSNorm(d_model, eps)
+        self.mixer = mixer
+        self.ffn_norm = RMSNorm(d_model, eps) if ffn is not None else None
+        self.ffn = ffn
+        self.takes_embedding = getattr(mixer, "takes_embedding", False)
+
+    def _mix(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        normed = self.mixer_norm(x)
+        return self.mixer(normed, emb) if self.takes_embedding else self.mixer(normed)
+
+    def _feed_forward(self, h: torch.Tensor):
+        if self.ffn is None:
+            return h, None
+        y, aux = self.ffn(self.ffn_norm(h))
+        return h + y, aux
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor):
+        return self._feed_forward(x + self._mix(x, emb))
+
+    def step(self, x_t: torch.Tensor, state, emb_t: torch.Tensor):
+        normed = self.mixer_norm(x_t)
+        if self.takes_embedding:
+            y_t, state = self.mixer.step(normed, state, emb_t)
+        else:
+            y_t, state = self.mixer.step(normed, state)
+        h, _ = self._feed_forward((x_t + y_t)[:, None, :])
+        return h[:, 0, :], state
+
+
+class HybridLM(nn.Module):
+    def __init__(self, blocks: list[Block], vocab_size: int, d_model: int, eps: float,
+                 tie_embeddings: bool) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.blocks = nn.ModuleList(blocks)
+        self.final_norm = RMSNorm(d_model, eps)
+        self.lm_head = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.embedding.weight, std=0.02)
+        if self.lm_head is not None:
+            nn.init.normal_(self.lm_head.weight, std=0.02)
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.final_norm(h)
+        weight = self.embedding.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(h, weight)
+
+    def forward(self, tokens: torch.Tensor) -> LMOutput:
+        """tokens: (B, N) integer ids."""
+        emb = self.embedding(tokens)
+        h = emb
+        aux_loss = emb.new_zeros((), dtype=torch.float32)
+        counts = []
+        for block in self.blocks:
+            h, aux = block(h, emb)
+            if aux is not None:
+                aux_loss = aux_loss + aux.loss
+                counts.append(aux.expert_counts)
+        return LMOutput(self._logits(h), aux_loss, counts)
+
+    def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> list:
+        """Per-layer decoding states for `batch` sequences of up to `max_len` tokens."""
+        device = device or self.embedding.weight.device
+        dtype = dtype or self.embedding.weight.dtype
+        return [block.mixer.init_state(batch, max_len, device=device, dtype=dtype)
+                for block in self.blocks]
+
+    def step(self, tokens_t: torch.Tensor, state: list):
+        """tokens_t: (B,) -> (logits_t: (B, V), state)."""
+        emb_t = self.embedding(tokens_t)
+        h = emb_t
+        new_state = []
+        for block, layer_state in zip(self.blocks, state):
+            h, layer_state = block.step(h, layer_state, emb_t)
+            new_state.append(layer_state)
+        return self._logits(h), new_state

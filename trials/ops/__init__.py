@@ -1,0 +1,40 @@
+"""Numerical ops of the mixers: pure functions, each fast path beside its `naive_*` reference.
+
+| op                    | used by          | fast path                                          |
+| --------------------- | ---------------- | -------------------------------------------------- |
+| `selective_scan`      | Mamba            | chunked in-place parallel scan, custom backward    |
+| `ssd`                 | Mamba-2          | chunked matrix (SSD) form + `linear_scan` across   |
+| `linear_scan`         | RG-LRU, `ssd`    | in-place parallel scan, custom backward            |
+| `causal_conv1d`       | short convs      | depthwise `conv1d`; `causal_conv1d_step` to decode |
+| `fft_long_conv`       | Hyena            | FFT product of spectra, O(L log L)                 |
+
+Every op takes (batch, length, ...) tensors, computes in fp32 where precision needs it, returns
+the input's dtype, supports autograd for every float input, and runs on the input's device.
+The fast paths never loop over time steps in Python (only over chunks or over log2 levels);
+the `naive_*` references do, and the tests hold every fast path to its reference.
+"""
+
+from trials.ops.conv import (
+    causal_conv1d,
+    causal_conv1d_step,
+    fft_long_conv,
+    naive_causal_conv1d,
+    naive_long_conv,
+)
+from trials.ops.scan import linear_scan, naive_linear_scan
+from trials.ops.selective_scan import naive_selective_scan, selective_scan
+from trials.ops.ssd import naive_ssd, ssd
+
+__all__ = [
+    "causal_conv1d",
+    "causal_conv1d_step",
+    "fft_long_conv",
+    "linear_scan",
+    "naive_causal_conv1d",
+    "naive_linear_scan",
+    "naive_long_conv",
+    "naive_selective_scan",
+    "naive_ssd",
+    "selective_scan",
+    "ssd",
+]

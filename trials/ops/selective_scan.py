@@ -1,0 +1,214 @@
+"""Mamba-1 selective scan: a diagonal state space model whose decay and input depend on time.
+
+Shape legend: B batch, L length, D channels (d_inner), N state size, T chunk length.
+
+    h_t = exp(dt_t * A) * h_{t-1} + (dt_t * x_t)[:, None] * B_t      h: (D, N) per sequence
+    y_t = <h_t, C_t> + D * x_t,   then y_t * silu(z_t) when a gate z is given
+
+Fast path (`selective_scan`): a custom autograd function that walks the sequence in chunks of T
+steps. For each chunk it builds the decays a = exp(dt * A) (all <= 1) and inputs u = dt*x*B as
+(B, T, D, N) tensors, folds the carried state into the first step, and runs the in-place
+work-efficient parallel scan of `trials.ops.scan` over the T axis; y is the contraction of the
+states with C. Only the state entering each chunk is kept, so memory is O(B*L*D + (L/T)*B*D*N)
+instead of the O(B*L*D*N) that materialising every state costs; the chunk is small enough to
+stay in cache. The backward pass walks the chunks in reverse: it recomputes the chunk's states
+from the stored entry state, runs the adjoint recurrence g_t = C_t*gy_t + a_{t+1}*g_{t+1} with
+the mirrored scan, and contracts. No step exponentiates anything positive, so large dt*|A| and
+long sequences stay finite (decays underflow to zero, which is the correct limit).
+
+`naive_selective_scan` is the step-by-step reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trials.ops._precision import compute_dtype, upcast
+from trials.ops.scan import reverse_scan_, scan_
+
+DEFAULT_CHUNK = 32
+LOG2_E = 1.4426950408889634  # 1 / ln 2
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """x, dt (B, L, D), A (D, N), B, C (B, L, N), h0 (B, D, N) or None; one float dtype, contiguous.
+
+    Returns (y without the D skip, final state (B, D, N)). Inside, a chunk's states are laid out
+    (B, T, N, D) so that every contraction reduces over a middle or the contiguous last axis.
+    """
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, h0, chunk: int):
+        batch, length, channels = x.shape
+        d_state = A.shape[1]
+        A2_t = A.t() * LOG2_E  # (N, D): exp(dt*A) = exp2(dt*A2), and exp2 is the cheaper kernel
+        y = x.new_empty(batch, length, channels)
+        entry = x.new_empty(batch, -(-length // chunk), d_state, channels)  # state entering chunks
+        entry_0 = x.new_zeros(batch, d_state, channels) if h0 is None else h0.transpose(1, 2)
+        bufs = _Buffers(x, d_state, 2)
+        for i, (start, end) in enumerate(_chunks(length, chunk)):
+            entry[:, i] = entry_0 if i == 0 else h
+            a, h = bufs.get(end - start)  # (B, T, N, D)
+            _decays(dt[:, start:end], A2_t, out=a)
+            _inputs(x[:, start:end], dt[:, start:end], B[:, start:end], out=h)
+            h[:, 0].addcmul_(a[:, 0], entry[:, i])
+            scan_(a, h)
+            y[:, start:end] = _contract_state(h, C[:, start:end])
+            h = h[:, -1]
+        final = h.transpose(1, 2).clone()
+        ctx.chunk = chunk
+        ctx.has_h0 = h0 is not None
+        ctx.save_for_backward(x, dt, A, B, C, entry)
+        return y, final
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_final):
+        x, dt, A, B, C, entry = ctx.saved_tensors
+        batch, length, channels = x.shape
+        d_state = A.shape[1]
+        A_t = A.t().contiguous()  # (N, D)
+        A2_t = A_t * LOG2_E
+        grad_x, grad_dt = torch.empty_like(x), torch.empty_like(dt)
+        grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
+        grad_A_t = torch.zeros_like(A_t)
+        # carry = dL/dh at the last step of the current chunk, from the steps after it.
+        carry = x.new_zeros(batch, d_state, channels)
+        if grad_final is not None:
+            carry += grad_final.transpose(1, 2)
+        if grad_y is None:
+            grad_y = torch.zeros_like(x)
+        bufs = _Buffers(x, d_state, 4)
+        for i, (start, end) in reversed(list(enumerate(_chunks(length, ctx.chunk)))):
+            a, work, h, g = bufs.get(end - start)  # (B, T, N, D)
+            dt_c, x_c, B_c, C_c, gy_c = (v[:, start:end] for v in (dt, x, B, C, grad_y))
+            # Recompute the chunk's states h from its entry state.
+            _decays(dt_c, A2_t, out=a)
+            _inputs(x_c, dt_c, B_c, out=h)
+            work.copy_(a)
+            h[:, 0].addcmul_(a[:, 0], entry[:, i])
+            scan_(work, h)
+            grad_C[:, start:end] = torch.mul(h, gy_c[:, :, None, :], out=work).sum(-1)
+            # work <- a_t * h_{t-1}, so that dL/d(dt_t * A) = g_t * a_t * h_{t-1}.
+            torch.mul(a[:, 1:], h[:, :-1], out=work[:, 1:])
+            torch.mul(a[:, 0], entry[:, i], out=work[:, 0])
+            # Adjoint: g_t = C_t gy_t + a_{t+1} * g_{t+1}; the carry enters at the chunk's end.
+            torch.mul(C_c[..., None], gy_c[:, :, None, :], out=g)
+            g[:, -1] += carry
+            if end - start > 1:
+                g[:, -2].addcmul_(a[:, -1], g[:, -1])
+                reverse_scan_(a[:, 1:], g[:, :-1])  # clobbers a[:, 1:], no longer needed
+            carry = a[:, 0] * g[:, 0]
+            gdA = work.mul_(g)
+            grad_A_t += torch.mul(gdA, dt_c[:, :, None, :], out=h).sum((0, 1))
+            grad_dt_c = torch.mul(gdA, A_t, out=h).sum(2)  # (B, T, D)
+            # u = B outer (dt * x)
+            gw = _contract_state(g, B_c)  # (B, T, D)
+            grad_B[:, start:end] = torch.mul(g, (dt_c * x_c)[:, :, None, :], out=h).sum(-1)
+            grad_dt[:, start:end] = grad_dt_c.addcmul_(gw, x_c)
+            grad_x[:, start:end] = gw.mul_(dt_c)
+        grad_h0 = carry.transpose(1, 2) if ctx.has_h0 else None
+        return grad_x, grad_dt, grad_A_t.t(), grad_B, grad_C, grad_h0, None
+
+
+class _Buffers:
+    """`count` reusable (B, T, N, D) fp32 work buffers, reallocated only for a shorter last chunk."""
+
+    def __init__(self, like: Tensor, d_state: int, count: int):
+        self.like, self.d_state, self.count = like, d_state, count
+        self.length, self.bufs = -1, []
+
+    def get(self, length: int) -> list[Tensor]:
+        if length != self.length:
+            batch, _, channels = self.like.shape
+            shape = (batch, length, self.d_state, channels)
+            self.bufs = [self.like.new_empty(shape) for _ in range(self.count)]
+            self.length = length
+        return self.bufs
+
+
+def _chunks(length: int, chunk: int) -> list[tuple[int, int]]:
+    return [(start, min(start + chunk, length)) for start in range(0, length, chunk)]
+
+
+def _decays(dt: Tensor, A2_t: Tensor, out: Tensor) -> Tensor:
+    """exp2(dt * A2) = exp(dt * A): (B, T, D) x (N, D) -> (B, T, N, D), in [0, 1] for A <= 0."""
+    return torch.mul(dt[:, :, None, :], A2_t, out=out).exp2_()
+
+
+def _inputs(x: Tensor, dt: Tensor, B: Tensor, out: Tensor) -> Tensor:
+    """B outer (dt * x): (B, T, D), (B, T, N) -> (B, T, N, D)."""
+    return torch.mul(B[..., None], (dt * x)[:, :, None, :], out=out)
+
+
+def _contract_state(h: Tensor, C: Tensor) -> Tensor:
+    """sum_n C[b, t, n] * h[b, t, n, :]: (B, T, N, D), (B, T, N) -> (B, T, D)."""
+    batch, length, d_state, channels = h.shape
+    rows = C.reshape(batch * length, 1, d_state)
+    return torch.bmm(rows, h.view(batch * length, d_state, channels)).view(batch, length, channels)
+
+
+def _finish(y: Tensor, x: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
+    if D is not None:
+        y = y + D.to(y.dtype) * x
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y
+
+
+def selective_scan(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    h0: Tensor | None = None,
+    return_state: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Mamba-1 selective scan, chunked parallel form (see the module docstring).
+
+    x, dt: (B, L, D) with dt > 0 (already softplus'ed); A: (D, N), negative; B, C: (B, L, N);
+    D: (D,) skip; z: (B, L, D) gate, applied as y * silu(z); h0: (B, D, N) initial state.
+    Returns y (B, L, D) in x's dtype and, with `return_state`, the final state (B, D, N) in
+    x's dtype. Computes in fp32 (fp64 inputs stay fp64).
+    """
+    dtype = compute_dtype(x, dt, A, B, C, D, z, h0)
+    x_c, dt_c, A_c, B_c, C_c, h0_c = (
+        None if v is None else v.to(dtype).contiguous() for v in (x, dt, A, B, C, h0)
+    )
+    y, final = _SelectiveScan.apply(x_c, dt_c, A_c, B_c, C_c, h0_c, int(chunk_size))
+    y = _finish(y, x_c, D, z).to(x.dtype)
+    if return_state:
+        return y, final.to(x.dtype)
+    return y
+
+
+def naive_selective_scan(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    h0: Tensor | None = None,
+    return_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Step-by-step reference for `selective_scan` (a Python loop over time)."""
+    dtype = compute_dtype(x, dt, A, B, C, D, z, h0)
+    x_c, dt_c, A_c, B_c, C_c = (upcast(v, dtype) for v in (x, dt, A, B, C))
+    batch, length, channels = x.shape
+    h = x_c.new_zeros(batch, channels, A.shape[1]) if h0 is None else upcast(h0, dtype)
+    ys = []
+    for t in range(length):
+        decay = torch.exp(dt_c[:, t, :, None] * A_c)  # (B, D, N)
+        h = decay * h + (dt_c[:, t] * x_c[:, t])[:, :, None] * B_c[:, t, None, :]
+        ys.append((h * C_c[:, t, None, :]).sum(-1))
+    y = _finish(torch.stack(ys, dim=1), x_c, D, z).to(x.dtype)
+    if return_state:
+        return y, h.to(x.dtype)
+    return y
