@@ -17,3 +17,4 @@ app.add_typer(space_app, name="space")
 # Registering the commands: each module adds its own to `app` or `space_app`.
 from nas.cli import cost as _cost  # noqa: E402,F401
 from nas.cli import space as _space  # noqa: E402,F401
+from nas.cli import train as _train  # noqa: E402,F401

@@ -1,0 +1,160 @@
+"""Brief training with Lightning: run_trial end to end, failures as data, hnas train."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nas.cli import app
+from search_spaces import ArchConfig, load_arch
+from trials.tasks import MQAR, InContextRecall, Suite, SuiteEntry
+from trials.train import Budget, BudgetError, TrialResult, run_trial
+from trials.train import module as train_module
+from trials.train import run as train_run
+
+TINY = Budget(steps=6, batch_size=8, eval_every=3, decode_context=8)
+
+
+def tiny_suite() -> Suite:
+    return Suite(name="tiny", entries=(
+        SuiteEntry(task=MQAR(seq_len=32, num_kv_pairs=4, vocab_size=32), n_train=64, n_test=16,
+                   weight=2.0),
+        SuiteEntry(task=InContextRecall(seq_len=32), n_train=64, n_test=16),
+    ))
+
+
+def small_arch() -> ArchConfig:
+    return ArchConfig.from_pattern("M A", d_model=32, n_heads=2, d_state=4)
+
+
+def test_run_trial_reports_metrics_curve_and_costs():
+    result = run_trial(small_arch(), tiny_suite(), TINY, seed=0)
+    assert result.ok, result.failure
+    assert set(result.tasks) == {"mqar_32x4", "in_context_recall"}
+    for task in result.tasks.values():
+        assert task.steps == 6
+        assert [point["step"] for point in task.curve] == [3, 6]
+        assert 0.0 <= task.metrics["accuracy"] <= 1.0 and task.metrics["loss"] > 0
+        assert task.tokens_per_s > 0
+    accuracies = [result.tasks[n].metrics["accuracy"] for n in ("mqar_32x4", "in_context_recall")]
+    assert result.quality == pytest.approx((2 * accuracies[0] + accuracies[1]) / 3)
+    assert result.analytic["params"] > 0 and result.analytic["context"] == 32
+    assert result.measured["train_tokens_per_s"] > 0
+    assert result.measured["decode_ms_per_token"] > 0 and result.measured["decode_context"] == 8
+    assert result.measured["peak_memory_bytes"] > 0
+    assert result.device.startswith("cpu") and result.precision == "32-true"
+    assert result.kernels and result.budget["steps"] == 6
+
+
+def test_same_seed_same_result():
+    first = run_trial(small_arch(), tiny_suite(), TINY, seed=1)
+    second = run_trial(small_arch(), tiny_suite(), TINY, seed=1)
+    assert first.quality == second.quality
+    assert first.tasks["mqar_32x4"].curve == second.tasks["mqar_32x4"].curve
+
+
+def test_result_round_trips_through_json():
+    result = run_trial(small_arch(), tiny_suite(), TINY, seed=0)
+    again = TrialResult.from_dict(json.loads(result.to_json()))
+    assert again == result
+
+
+def test_nan_loss_is_a_failed_result_naming_the_step(monkeypatch):
+    real = train_module.masked_cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, targets, mask):
+        calls["n"] += 1
+        loss = real(logits, targets, mask)
+        return loss * math.nan if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train_module, "masked_cross_entropy", poisoned)
+    result = run_trial(small_arch(), tiny_suite(), TINY)
+    assert not result.ok and result.failure == "nan_loss at step 2"
+    assert result.quality is None
+
+
+@pytest.mark.parametrize("error, reason", [
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "oom"),
+    (MemoryError(), "oom"),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 bytes. "
+                  "Error code 12 (Cannot allocate memory) out of memory"), "oom"),
+    (ValueError("something odd\nwith a second line"), "ValueError: something odd"),
+    (KeyError("x"), "KeyError: 'x'"),
+])
+def test_exceptions_inside_a_candidate_become_failed_results(monkeypatch, error, reason):
+    def explode(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(train_run, "build_model", explode)
+    result = run_trial(small_arch(), tiny_suite(), TINY)
+    assert result.status == "failed" and result.failure == reason
+
+
+def test_budget_validation_names_the_field():
+    with pytest.raises(BudgetError, match="budget: give steps, seconds or both"):
+        Budget(steps=None, seconds=None)
+    with pytest.raises(BudgetError, match="lr: expected a positive number"):
+        Budget(lr=0)
+    with pytest.raises(BudgetError, match="batch_size: expected a positive integer"):
+        Budget(batch_size=0)
+    with pytest.raises(BudgetError, match="stepz: unknown budget setting"):
+        Budget.from_dict({"stepz": 3})
+
+
+def test_learning_rate_warms_up_then_decays():
+    budget = Budget(steps=100, warmup=0.1, min_lr_ratio=0.1)
+    factors = [budget.lr_factor(step) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_time_budget_stops_training():
+    result = run_trial(small_arch(), tiny_suite(), Budget(steps=None, seconds=1.5, batch_size=8,
+                                                          decode_context=0))
+    assert result.ok, result.failure
+    assert all(task.steps >= 1 for task in result.tasks.values())
+    assert all(task.train_seconds < 10 for task in result.tasks.values())
+
+
+def test_hnas_train_prints_a_table_and_json(tmp_path):
+    runner = CliRunner()
+    config = tmp_path / "arch.yaml"
+    config.write_text(small_arch().to_yaml())
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: tiny\ntasks:\n"
+        "  - task: mqar\n    n_train: 32\n    n_test: 8\n"
+        "    settings: {seq_len: 32, num_kv_pairs: 4, vocab_size: 32}\n")
+    result = runner.invoke(app, ["train", str(config), "--suite", str(suite), "--steps", "3",
+                                 "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    assert "mqar_32x4" in result.output and "quality" in result.output
+    result = runner.invoke(app, ["train", "A", "--suite", str(suite), "--steps", "2",
+                                 "--batch-size", "8", "--d-model", "32", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["status"] == "ok" and data["pattern"] == "A"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "A", "--suite", "nope"], "error: "),
+    (["train", "A", "--steps", "0"], "error: steps: expected a positive integer"),
+    (["train", "(A", "--steps", "2"], "error: pattern '(A': col 3"),
+])
+def test_hnas_train_user_errors_are_one_line(args, message):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output.strip().startswith(message) and len(result.output.strip().splitlines()) == 1
+
+
+def test_quick_preset_suite_runs_end_to_end():
+    result = run_trial(load_arch("jamba"), "quick", Budget(steps=4, batch_size=8, decode_context=4))
+    assert result.ok, result.failure
+    assert result.suite == "quick" and len(result.tasks) >= 2
+    assert 0.0 <= result.quality <= 1.0

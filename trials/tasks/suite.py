@@ -1,0 +1,302 @@
+"""Suites: weighted lists of tasks, the quality score, presets and YAML files.
+
+    name: my_suite
+    difficulty: easy         # easy | medium | hard: a label stored with results, nothing more
+    seed: 0                  # data seed of every task (train and test are its two streams)
+    tasks:
+      - task: mqar           # a key of TASKS
+        name: mqar_small     # optional, default the task's label (mqar_64x4); unique
+        weight: 2            # > 0, default 1
+        n_train: 1024        # examples, defaults 1024 and 256
+        n_test: 256
+        settings: {seq_len: 64, num_kv_pairs: 4, vocab_size: 64}   # the task's fields
+
+Quality is the weight-averaged test accuracy over the tasks (`Suite.quality`); `Suite.summary`
+adds every task's accuracy and loss, and bits per byte for byte-level LM.
+
+Presets (`PRESETS`, `load_suite(name)`): `quick` (seconds per candidate on a CPU: MQAR 64x4 with
+a 64-token vocabulary and a 64-token in-context recall), `mad` (the six MAD tasks at their
+baseline settings), `mqar` (the four MQAR difficulties), `lm` (byte-level LM on the default
+corpus).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_type_hints
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from trials.registry import Registry
+from trials.tasks.base import Task, TaskData, TaskError
+from trials.tasks.byte_lm import ByteLM
+from trials.tasks.cache import load_splits
+from trials.tasks.compression import Compression
+from trials.tasks.fuzzy_recall import FuzzyRecall
+from trials.tasks.in_context_recall import InContextRecall
+from trials.tasks.memorization import Memorization
+from trials.tasks.mqar import MQAR
+from trials.tasks.noisy_recall import NoisyRecall
+from trials.tasks.selective_copying import SelectiveCopying
+
+TASKS = Registry("task", {cls.kind: cls for cls in (
+    MQAR, InContextRecall, NoisyRecall, FuzzyRecall, SelectiveCopying, Compression, Memorization,
+    ByteLM)})
+DIFFICULTIES = ("easy", "medium", "hard")
+DEFAULT_N_TRAIN, DEFAULT_N_TEST = 1024, 256
+
+
+class SuiteError(ValueError):
+    """A bad suite: one line naming the file (if any), the key and the value."""
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    task: Task
+    weight: float = 1.0
+    n_train: int = DEFAULT_N_TRAIN
+    n_test: int = DEFAULT_N_TEST
+    name: str | None = None  # None: the task's label
+
+    def __post_init__(self) -> None:
+        if self.name is None:
+            object.__setattr__(self, "name", self.task.label)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task.kind, "name": self.name, "weight": self.weight,
+                "n_train": self.n_train, "n_test": self.n_test, "settings": self.task.settings()}
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    entries: tuple[SuiteEntry, ...]
+    difficulty: str = "medium"
+    seed: int = 0
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "entries", tuple(self.entries))
+        if not self.entries:
+            raise SuiteError("tasks: a suite needs at least one task")
+        if self.difficulty not in DIFFICULTIES:
+            raise SuiteError(f"difficulty: {self.difficulty!r} is not one of "
+                             f"{', '.join(DIFFICULTIES)}")
+        names = set()
+        for index, entry in enumerate(self.entries):
+            if not entry.weight > 0 or not math.isfinite(entry.weight):
+                raise SuiteError(f"tasks[{index}].weight: must be positive, got {entry.weight}")
+            if entry.name in names:
+                raise SuiteError(f"tasks[{index}].name: {entry.name!r} is used twice; give "
+                                 f"each task of a suite its own name")
+            names.add(entry.name)
+
+    # -- use -------------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[SuiteEntry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def entry(self, name: str) -> SuiteEntry:
+        for entry in self.entries:
+            if entry.name == name:
+                return entry
+        raise KeyError(f"suite {self.name!r} has no task {name!r}; it has "
+                       f"{', '.join(e.name for e in self.entries)}")
+
+    def data(self, name: str, *, cache: bool = True) -> tuple[TaskData, TaskData]:
+        """The train and test sets of the task called `name` (cached on disk by default)."""
+        entry = self.entry(name)
+        return load_splits(entry.task, entry.n_train, entry.n_test, self.seed, cache=cache)
+
+    def quality(self, metrics: Mapping[str, Mapping[str, float]]) -> float:
+        """Weighted mean test accuracy; `metrics[name]` is `score(...)` of that task."""
+        total = sum(entry.weight for entry in self.entries)
+        return sum(entry.weight * self._metrics(metrics, entry)["accuracy"]
+                   for entry in self.entries) / total
+
+    def summary(self, metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+        """`quality` plus `<name>/accuracy`, `<name>/loss` and, for byte LM, `<name>/bpb`."""
+        flat = {"quality": self.quality(metrics)}
+        for entry in self.entries:
+            task_metrics = self._metrics(metrics, entry)
+            for key in ("accuracy", "loss", "bpb"):
+                if key in task_metrics:
+                    flat[f"{entry.name}/{key}"] = float(task_metrics[key])
+        return flat
+
+    @staticmethod
+    def _metrics(metrics: Mapping[str, Mapping[str, float]], entry: SuiteEntry):
+        if entry.name not in metrics:
+            raise KeyError(f"no metrics for task {entry.name!r}")
+        return metrics[entry.name]
+
+    # -- serialisation ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description,
+                "difficulty": self.difficulty, "seed": self.seed,
+                "tasks": [entry.to_dict() for entry in self.entries]}
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "suite") -> Suite:
+        if not isinstance(data, dict):
+            raise SuiteError(f"{source}: a suite must be a mapping with a 'tasks' key")
+        try:
+            model = _SuiteModel.model_validate(data)
+        except ValidationError as error:
+            raise SuiteError(f"{source}: {_describe(error)}") from None
+        entries = []
+        for index, raw in enumerate(model.tasks):
+            where = f"tasks[{index}]"
+            try:
+                task = _build_task(raw.task, raw.settings, where)
+                entries.append(SuiteEntry(task, raw.weight, raw.n_train, raw.n_test, raw.name))
+            except SuiteError as error:
+                raise SuiteError(f"{source}: {error}") from None
+        try:
+            return cls(model.name, tuple(entries), model.difficulty, model.seed, model.description)
+        except SuiteError as error:
+            raise SuiteError(f"{source}: {error}") from None
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "suite") -> Suite:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise SuiteError(f"{source}: not valid YAML{where}: "
+                             f"{getattr(error, 'problem', error)}") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Suite:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise SuiteError(f"{path}: cannot read ({error.strerror})") from None
+        return cls.from_yaml(text, str(path))
+
+
+# -- YAML validation ----------------------------------------------------------------------------
+
+class _EntryModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    task: str
+    name: str | None = None
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
+    n_train: int = Field(DEFAULT_N_TRAIN, ge=1)
+    n_test: int = Field(DEFAULT_N_TEST, ge=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class _SuiteModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+    description: str | None = None
+    difficulty: Literal["easy", "medium", "hard"] = "medium"
+    seed: int = Field(0, ge=0)
+    tasks: list[_EntryModel] = Field(min_length=1)
+
+
+def _location(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = tuple(part for part in first["loc"] if part not in ("str", "int", "float", "none"))
+    if first["type"] == "extra_forbidden":
+        model = _EntryModel if loc[0] == "tasks" else _SuiteModel
+        return f"{_location(loc)}: unknown key (valid: {', '.join(model.model_fields)})"
+    value = first.get("input")
+    shown = "" if first["type"] == "missing" else f", got {value!r}"
+    return f"{_location(loc)}: {first['msg'].lower()}{shown}"
+
+
+@functools.cache
+def _settings_model(cls: type) -> type[BaseModel]:
+    hints = get_type_hints(cls)
+    fields = {field.name: (hints[field.name], field.default)
+              for field in dataclasses.fields(cls)}
+    return create_model(f"{cls.__name__}Settings",
+                        __config__=ConfigDict(extra="forbid", strict=True), **fields)
+
+
+def _build_task(kind: str, settings: dict[str, Any], where: str) -> Task:
+    if kind not in TASKS:
+        raise SuiteError(f"{where}.task: unknown task {kind!r} (valid: {', '.join(TASKS)})")
+    cls = TASKS[kind]
+    valid = [field.name for field in dataclasses.fields(cls)]
+    unknown = [key for key in settings if key not in valid]
+    if unknown:
+        raise SuiteError(f"{where}.settings.{unknown[0]}: unknown setting of {kind} "
+                         f"(valid: {', '.join(valid)})")
+    try:
+        checked = _settings_model(cls).model_validate(settings)
+    except ValidationError as error:
+        raise SuiteError(f"{where}.settings.{_describe(error)}") from None
+    try:
+        return cls(**{key: getattr(checked, key) for key in settings})
+    except TaskError as error:
+        raise SuiteError(f"{where}.settings.{error}") from None
+
+
+# -- presets ------------------------------------------------------------------------------------
+
+def quick_suite() -> Suite:
+    return Suite("quick", (
+        SuiteEntry(MQAR(seq_len=64, num_kv_pairs=4, vocab_size=64)),
+        SuiteEntry(InContextRecall(seq_len=64), name="in_context_recall_64"),
+    ), difficulty="easy", description="seconds per candidate on a CPU")
+
+
+def mad_suite() -> Suite:
+    tasks = (InContextRecall(), NoisyRecall(), FuzzyRecall(), SelectiveCopying(), Compression(),
+             Memorization())
+    return Suite("mad", tuple(SuiteEntry(task, n_train=4096, n_test=512) for task in tasks),
+                 difficulty="medium", description="the MAD suite at its baseline settings")
+
+
+def mqar_suite() -> Suite:
+    return Suite("mqar", tuple(SuiteEntry(MQAR.preset(level), n_train=4096, n_test=512)
+                               for level in range(1, 5)),
+                 difficulty="hard", description="MQAR at the four Zoology difficulties")
+
+
+def lm_suite() -> Suite:
+    return Suite("lm", (SuiteEntry(ByteLM(), n_train=4096, n_test=512),), difficulty="medium",
+                 description="byte-level LM on the Python standard library")
+
+
+PRESETS: dict[str, Callable[[], Suite]] = {
+    "quick": quick_suite, "mad": mad_suite, "mqar": mqar_suite, "lm": lm_suite}
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """A preset by name, or a suite YAML file."""
+    if isinstance(name_or_path, str) and name_or_path in PRESETS:
+        return PRESETS[name_or_path]()
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return Suite.from_file(path)
+    raise SuiteError(f"{name_or_path}: not a suite preset ({', '.join(PRESETS)}) "
+                     f"nor a YAML file")

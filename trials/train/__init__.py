@@ -1,0 +1,7 @@
+"""Brief training of candidates on proxy tasks with Lightning, and what it measures."""
+
+from trials.train.budget import Budget, BudgetError
+from trials.train.result import TaskResult, TrialResult
+from trials.train.run import describe_failure, run_trial
+
+__all__ = ["Budget", "BudgetError", "TaskResult", "TrialResult", "describe_failure", "run_trial"]

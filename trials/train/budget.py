@@ -1,0 +1,87 @@
+"""How much training one candidate gets, and the optimiser schedule that goes with it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+class BudgetError(ValueError):
+    """A budget setting that cannot work; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training budget and optimiser settings for one candidate on one task.
+
+    Training stops at `steps` optimiser steps or after `seconds` of wall time, whichever comes
+    first (at least one must be set). The learning rate warms up linearly for `warmup` of the
+    planned steps, then follows a cosine decay to `min_lr_ratio * lr`.
+    """
+
+    steps: int | None = 200
+    seconds: float | None = None
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup: float = 0.1  # fraction of `steps`
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    aux_loss_weight: float = 0.01  # MoE load balancing
+    eval_every: int | None = None  # steps between learning-curve points; default: 5 points
+    eval_batches: int | None = None  # cap on test batches per learning-curve point
+    decode_context: int = 128  # context at which decoding latency is measured (0: skip)
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.seconds is None:
+            raise BudgetError("budget: give steps, seconds or both")
+        for name in ("steps", "batch_size", "eval_every", "eval_batches"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise BudgetError(f"{name}: expected a positive integer, got {value!r}")
+        for name in ("lr", "seconds", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0
+                                          and math.isfinite(value)):
+                raise BudgetError(f"{name}: expected a positive number, got {value!r}")
+        for name in ("weight_decay", "aux_loss_weight"):
+            if not getattr(self, name) >= 0:
+                raise BudgetError(f"{name}: expected a number >= 0, got {getattr(self, name)!r}")
+        for name in ("warmup", "min_lr_ratio"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise BudgetError(f"{name}: expected a number in [0, 1], got "
+                                  f"{getattr(self, name)!r}")
+        if self.decode_context < 0:
+            raise BudgetError(f"decode_context: expected >= 0, got {self.decode_context!r}")
+
+    @property
+    def planned_steps(self) -> int:
+        """Steps the schedule is laid out over (a time-only budget plans for 10k)."""
+        return self.steps if self.steps is not None else 10_000
+
+    @property
+    def curve_every(self) -> int:
+        return self.eval_every or max(1, self.planned_steps // 5)
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of `lr` at optimiser step `step` (0-based): warm-up, then cosine."""
+        total = self.planned_steps
+        warm = max(1, round(self.warmup * total))
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Budget":
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise BudgetError(f"{unknown[0]}: unknown budget setting (valid: "
+                              f"{', '.join(cls.__dataclass_fields__)})")
+        return cls(**data)

@@ -1,0 +1,142 @@
+"""run_trial: build a candidate, train it briefly on every task of a suite, score it, cost it.
+
+Failure is data: a NaN loss, an out-of-memory error or any other exception inside a candidate
+ends that candidate with a failed TrialResult that says why; the caller never sees it raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from datetime import timedelta
+
+import lightning.pytorch as pl
+import torch
+
+from search_spaces import ArchConfig
+from search_spaces.cost import estimate
+from trials.builder import build_model
+from trials.tasks import Suite, TaskData, load_suite, merge_scores, score
+from trials.train.budget import Budget
+from trials.train.measure import (
+    decode_ms_per_token,
+    describe_device,
+    peak_memory_bytes,
+    pick_device,
+    reset_peak_memory,
+)
+from trials.train.module import NonFiniteLoss, ProxyLM, TaskDataModule
+from trials.train.result import FAILED, TaskResult, TrialResult
+
+KERNELS = {"ops": "pure-pytorch"}  # no fused kernel is used yet; the rule lives in trials/ops
+
+
+def quiet_lightning() -> None:
+    """The caller draws progress: silence Lightning's banners and data-loader advice."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*GPU available.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line: `nan_loss at step k`, `oom`, or `Type: message`."""
+    if isinstance(error, NonFiniteLoss):
+        return str(error)
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or \
+            "out of memory" in str(error).lower():
+        return "oom"
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def _task_arch(arch: ArchConfig, vocab_size: int) -> ArchConfig:
+    """The candidate with the task's vocabulary (only the embedding and head change)."""
+    return ArchConfig.from_dict({**arch.to_dict(), "vocab_size": vocab_size})
+
+
+@torch.no_grad()
+def evaluate(model, test: TaskData, batch_size: int, device: torch.device) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    parts = []
+    for start in range(0, len(test), batch_size):
+        batch = test[start:start + batch_size]
+        logits = model(batch.inputs.to(device)).logits.float()
+        parts.append(score(logits, batch))
+    model.train(was_training)
+    return merge_scores(parts)
+
+
+def train_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget, seed: int,
+               accelerator: str, precision: str, name: str) -> tuple[TaskResult, object]:
+    """Train one fresh model on one task; returns its result and the trained model."""
+    model = build_model(_task_arch(arch, train.vocab_size), seed=seed)
+    module = ProxyLM(model, budget, train.vocab_size, train.token_unit)
+    data = TaskDataModule(train, test, budget.batch_size, seed)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, precision=precision,
+        max_steps=budget.steps if budget.steps is not None else -1, max_epochs=-1,
+        max_time=timedelta(seconds=budget.seconds) if budget.seconds else None,
+        val_check_interval=budget.curve_every, check_val_every_n_epoch=None,
+        limit_val_batches=budget.eval_batches, num_sanity_val_steps=0,
+        gradient_clip_val=budget.grad_clip, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=None)
+    result = TaskResult(name=name)
+    try:
+        trainer.fit(module, datamodule=data)
+    finally:
+        result.steps = int(trainer.global_step)
+        result.curve = module.curve
+        result.train_seconds = module.train_seconds
+        result.tokens_per_s = (module.train_tokens / module.train_seconds
+                               if module.train_seconds else 0.0)
+    device = next(model.parameters()).device
+    result.metrics = evaluate(model, test, max(budget.batch_size, 64), device)
+    return result, model
+
+
+def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | None = None,
+              seed: int = 0) -> TrialResult:
+    """Evaluate `arch` on every task of `suite` (one fresh model per task, as MAD does)."""
+    started = time.perf_counter()
+    quiet_lightning()
+    budget = budget or Budget()
+    result = TrialResult(pattern=arch.pattern, fingerprint=arch.fingerprint(),
+                         suite=suite if isinstance(suite, str) else suite.name, seed=seed,
+                         budget=budget.to_dict(), kernels=dict(KERNELS))
+    accelerator, precision = pick_device()
+    result.device, result.precision = describe_device(accelerator), precision
+    try:
+        suite = load_suite(suite) if isinstance(suite, str) else suite
+        result.suite = suite.name
+        context = max(entry.task.seq_len for entry in suite)
+        result.analytic = {key: value for key, value in
+                           estimate(arch, context=context, dtype="bf16").to_dict().items()
+                           if key != "breakdown"}
+        reset_peak_memory(accelerator)
+        metrics, model = {}, None
+        for entry in suite:
+            train, test = suite.data(entry.name)
+            task_result, model = train_task(arch, train, test, budget, seed, accelerator,
+                                            precision, entry.name)
+            result.tasks[entry.name] = task_result
+            metrics[entry.name] = task_result.metrics
+        result.quality = suite.quality(metrics)
+        tokens = sum(t.tokens_per_s * t.train_seconds for t in result.tasks.values())
+        seconds = sum(t.train_seconds for t in result.tasks.values())
+        result.measured["train_tokens_per_s"] = tokens / seconds if seconds else 0.0
+        result.measured["peak_memory_bytes"] = peak_memory_bytes(accelerator)
+        if budget.decode_context and model is not None:
+            device = next(model.parameters()).device
+            result.measured["decode_ms_per_token"] = decode_ms_per_token(
+                model, budget.decode_context, device)
+            result.measured["decode_context"] = budget.decode_context
+    except Exception as error:  # noqa: BLE001 - every failure becomes data (module docstring)
+        result.status, result.failure = FAILED, describe_failure(error)
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+    result.wall_seconds = time.perf_counter() - started
+    return result
