@@ -9,6 +9,7 @@ functions are also checked against finite differences in fp64.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import pytest
@@ -53,9 +54,10 @@ def assert_close(actual: Tensor, expected: Tensor, tol: float = TOL, what: str =
     assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:g} * {scale:.3g}"
 
 
-def outputs_and_grads(fn, inputs: dict[str, Tensor | None]):
+def outputs_and_grads(fn, inputs: dict[str, Tensor | None], forward_context=None):
     """Run fn(**inputs); return its outputs and d(sum of outputs * fixed noise)/d(each input)."""
-    outs = fn(**inputs)
+    with forward_context or contextlib.nullcontext():
+        outs = fn(**inputs)
     outs = outs if isinstance(outs, tuple) else (outs,)
     gen = torch.Generator().manual_seed(1)
     loss = sum((o.float() * torch.randn(o.shape, generator=gen)).sum() for o in outs)
@@ -209,7 +211,7 @@ def test_selective_scan_gradcheck_fp64():
 # --------------------------------------------------------------------------------- SSD
 
 
-@pytest.mark.parametrize("length,chunk", [(1, 4), (5, 4), (16, 16), (37, 16), (64, 16), (70, 64)])
+@pytest.mark.parametrize("length,chunk", [(1, 4), (5, 4), (10, 64), (37, 16), (64, 16), (70, 64)])
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_ssd_matches_reference(length, chunk, with_h0):
     inputs = ssd_inputs(length=length, h0=with_h0)
@@ -362,7 +364,7 @@ def test_fft_size_is_the_next_5_smooth_number():
 
 
 def _all_ops():
-    """(name, fast fn, inputs maker) for every op, small sizes; fast fns return tuples or tensors."""
+    """{name: (fast fn, inputs maker taking a dtype)} for every op, at small sizes."""
     return {
         "selective_scan": (
             functools.partial(selective_scan, return_state=True, chunk_size=8),
@@ -398,7 +400,7 @@ def test_bf16_in_bf16_out_close_to_fp32(name):
     inputs = make(torch.bfloat16)
     outs, grads = outputs_and_grads(fn, inputs)
     ref_inputs = {k: None if v is None else leaf(v.float()) for k, v in inputs.items()}
-    ref_outs, ref_grads = outputs_and_grads(fn, ref_inputs)
+    ref_outs, _ = outputs_and_grads(fn, ref_inputs)
     for out, ref in zip(outs, ref_outs):
         assert out.dtype == torch.bfloat16
         assert_close(out.float(), ref, 2e-2, "bf16 output")
@@ -430,3 +432,17 @@ def test_silu_gate_and_skip_follow_the_mamba_definition():
     full = selective_scan(**inputs)
     expected = (plain + inputs["D"] * inputs["x"]) * F.silu(inputs["z"])
     assert_close(full, expected, 1e-6)
+
+
+@pytest.mark.parametrize("name", list(_all_ops()))
+def test_autocast_does_not_lower_the_ops_precision(name):
+    fn, make = _all_ops()[name]
+    inputs = make(torch.float32)
+    outs, grads = outputs_and_grads(fn, inputs)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16)  # the forward only, as in training
+    auto_outs, auto_grads = outputs_and_grads(fn, inputs, forward_context=autocast)
+    for out, ref in zip(auto_outs, outs):
+        assert out.dtype == torch.float32
+        assert_close(out, ref, 1e-6, "output under autocast")
+    for k, grad in auto_grads.items():
+        assert_close(grad, grads[k], 1e-6, f"grad of {k} under autocast")

@@ -8,8 +8,9 @@
 | `causal_conv1d`       | short convs      | depthwise `conv1d`; `causal_conv1d_step` to decode |
 | `fft_long_conv`       | Hyena            | FFT product of spectra, O(L log L)                 |
 
-Every op takes (batch, length, ...) tensors, computes in fp32 where precision needs it, returns
-the input's dtype, supports autograd for every float input, and runs on the input's device.
+Every op takes (batch, length, ...) tensors, computes in at least fp32 (bf16 inputs are upcast,
+fp64 is kept, autocast is switched off inside), returns the input's dtype, supports autograd for
+every float input, and runs on the input's device.
 The fast paths never loop over time steps in Python (only over chunks or over log2 levels);
 the `naive_*` references do, and the tests hold every fast path to its reference.
 """

@@ -9,7 +9,8 @@ input). Its decoding state is the last K-1 inputs, (B, C, K-1), oldest first; pa
 
 `fft_long_conv` is Hyena's long conv with a filter as long as the sequence:
 y_t = sum_{s <= t} h_{t-s} u_s + bias * u_t, computed as a product of spectra in O(L log L).
-Zero padding to at least L + len(h) - 1 (at most 2L) makes the circular convolution linear.
+Zero padding to n >= L + len(h) - 1 (about 2L; n is rounded up to a size whose only prime
+factors are 2, 3 and 5, which FFTs handle fastest) makes the circular convolution linear.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trials.ops._precision import compute_dtype, upcast
+from trials.ops._precision import compute_dtype, full_precision, upcast
 
 
+@full_precision
 def causal_conv1d(
     x: Tensor,
     weight: Tensor,
@@ -48,6 +50,7 @@ def causal_conv1d(
     return y
 
 
+@full_precision
 def causal_conv1d_step(
     x_t: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -60,6 +63,7 @@ def causal_conv1d_step(
     return y.to(x_t.dtype), window[:, :, 1:].to(conv_state.dtype)
 
 
+@full_precision
 def naive_causal_conv1d(
     x: Tensor,
     weight: Tensor,
@@ -101,6 +105,7 @@ def fft_size(n: int) -> int:
         m += 1
 
 
+@full_precision
 def fft_long_conv(u: Tensor, h: Tensor, bias: Tensor | None = None) -> Tensor:
     """Causal long conv by FFT. u: (B, L, C); h: (L_h, C), taps beyond L ignored; bias: (C,).
 
@@ -118,6 +123,7 @@ def fft_long_conv(u: Tensor, h: Tensor, bias: Tensor | None = None) -> Tensor:
     return y.to(u.dtype)
 
 
+@full_precision
 def naive_long_conv(u: Tensor, h: Tensor, bias: Tensor | None = None) -> Tensor:
     """Direct O(L^2) reference for `fft_long_conv`."""
     length = u.shape[1]

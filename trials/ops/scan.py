@@ -15,6 +15,11 @@ down-sweep of a Blelloch scan, written recursively over strided views of the tim
 Each level is one or two fused tensor ops on half of the current length, so the whole scan costs
 about three elementwise passes over the data and log2(L) Python iterations. It only multiplies
 decays in (0, 1] and adds, so tiny `a` underflows to an exact reset rather than overflowing.
+
+`linear_scan` runs this scan over blocks of DEFAULT_CHUNK steps (a Python loop over L/T blocks,
+so that each block is scanned while it is in cache), carrying the state from block to block.
+Its custom backward runs the mirrored scan for the adjoint g_t = dL/dh_t + a_{t+1} g_{t+1}, then
+dL/db_t = g_t and dL/da_t = g_t h_{t-1}; it keeps a and h, nothing else.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from trials.ops._precision import compute_dtype
+from trials.ops._precision import autocast_off, compute_dtype, full_precision
+
+DEFAULT_CHUNK = 128  # time steps per in-cache block of `linear_scan`
 
 
 def scan_(a: Tensor, u: Tensor) -> None:
@@ -35,7 +42,8 @@ def scan_(a: Tensor, u: Tensor) -> None:
         return
     u_odd, a_odd = u[:, 1::2], a[:, 1::2]
     u_odd.addcmul_(a_odd, u[:, 0 : length - 1 : 2])
-    a_odd.mul_(a[:, 0 : length - 1 : 2])
+    if length >= 4:  # the pair products are only read by a recursion of length >= 2
+        a_odd.mul_(a[:, 0 : length - 1 : 2])
     scan_(a_odd, u_odd)
     if length > 2:
         u[:, 2::2].addcmul_(a[:, 2::2], u[:, 1 : length - 1 : 2])
@@ -52,44 +60,73 @@ def reverse_scan_(a: Tensor, u: Tensor) -> None:
     s = length % 2  # pair heads s, s+2, ..., L-2 absorb their right partner
     u_head, a_head = u[:, s::2], a[:, s::2]
     u_head.addcmul_(a_head, u[:, s + 1 :: 2])
-    a_head.mul_(a[:, s + 1 :: 2])
+    if length >= 4:
+        a_head.mul_(a[:, s + 1 :: 2])
     reverse_scan_(a_head, u_head)
     if length > 2 or s == 1:
         u[:, 1 - s : length - 1 : 2].addcmul_(a[:, 1 - s : length - 1 : 2], u[:, 2 - s :: 2])
 
 
 class _LinearScan(torch.autograd.Function):
-    """fp32, contiguous (B, L, ...) inputs of one shape; h0 (B, ...) or None."""
+    """a, b (B, L, ...) of one shape and dtype, h0 (B, ...) or None.
+
+    Walks time in chunks so that each chunk's in-place scan runs in cache and every tensor
+    crosses memory about once per pass; the carried state enters at each chunk's first step.
+    """
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
-        h = b.clone(memory_format=torch.contiguous_format)
-        work = a.clone(memory_format=torch.contiguous_format)
-        if h0 is not None:
-            h[:, 0].addcmul_(work[:, 0], h0)
-        scan_(work, h)
+    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor | None, chunk: int) -> Tensor:
+        h = torch.empty_like(b, memory_format=torch.contiguous_format)
+        work = a.new_empty(a.shape[0], min(chunk, a.shape[1]), *a.shape[2:])
+        last = h0
+        for start in range(0, b.shape[1], chunk):
+            end = min(start + chunk, b.shape[1])
+            h_c, w = h[:, start:end], work[:, : end - start]
+            h_c.copy_(b[:, start:end])
+            w.copy_(a[:, start:end])
+            if last is not None:
+                h_c[:, 0].addcmul_(w[:, 0], last)
+            scan_(w, h_c)
+            last = h_c[:, -1]
+        ctx.chunk = chunk
         ctx.save_for_backward(a, h, h0)
         return h
 
     @staticmethod
     def backward(ctx, grad_h: Tensor):
+        with autocast_off(grad_h.device):
+            return _LinearScan._backward(ctx, grad_h)
+
+    @staticmethod
+    def _backward(ctx, grad_h: Tensor):
         a, h, h0 = ctx.saved_tensors
-        # Adjoint: g_t = dL/dh_t (total) = grad_h_t + a_{t+1} * g_{t+1}.
-        g = grad_h.clone(memory_format=torch.contiguous_format)
-        a_next = torch.empty_like(g)
-        a_next[:, :-1] = a[:, 1:]
-        a_next[:, -1] = 0
-        reverse_scan_(a_next, g)
-        grad_a = torch.empty_like(g)
-        torch.mul(g[:, 1:], h[:, :-1], out=grad_a[:, 1:])
-        if h0 is None:
-            grad_a[:, 0] = 0
-        else:
-            torch.mul(g[:, 0], h0, out=grad_a[:, 0])
-        grad_h0 = None if h0 is None or not ctx.needs_input_grad[2] else a[:, 0] * g[:, 0]
-        return grad_a, g, grad_h0
+        length, chunk = h.shape[1], ctx.chunk
+        grad_a, grad_b = torch.empty_like(h), torch.empty_like(h)
+        work = a.new_empty(a.shape[0], min(chunk, length), *a.shape[2:])
+        # Adjoint: g_t = dL/dh_t (total) = grad_h_t + a_{t+1} * g_{t+1}, walked backwards.
+        for start in reversed(range(0, length, chunk)):
+            end = min(start + chunk, length)
+            g = grad_b[:, start:end]
+            g.copy_(grad_h[:, start:end])
+            if end < length:
+                g[:, -1].addcmul_(a[:, end], grad_b[:, end])
+            if end - start > 1:
+                g[:, -2].addcmul_(a[:, end - 1], g[:, -1])
+                w = work[:, : end - start - 1]
+                w.copy_(a[:, start + 1 : end])
+                reverse_scan_(w, g[:, :-1])
+            # dL/da_t = g_t * h_{t-1}
+            torch.mul(g[:, 1:], h[:, start : end - 1], out=grad_a[:, start + 1 : end])
+            previous = h0 if start == 0 else h[:, start - 1]
+            if previous is None:
+                grad_a[:, 0] = 0
+            else:
+                torch.mul(g[:, 0], previous, out=grad_a[:, start])
+        grad_h0 = None if h0 is None or not ctx.needs_input_grad[2] else a[:, 0] * grad_b[:, 0]
+        return grad_a, grad_b, grad_h0, None
 
 
+@full_precision
 def linear_scan(
     a: Tensor, b: Tensor, h0: Tensor | None = None, return_state: bool = False
 ) -> Tensor | tuple[Tensor, Tensor]:
@@ -103,12 +140,13 @@ def linear_scan(
     b_c = b.to(dtype)
     a_c = a.to(dtype).expand(b_c.shape)
     h0_c = None if h0 is None else h0.to(dtype).expand(b_c[:, 0].shape)
-    h = _LinearScan.apply(a_c, b_c, h0_c).to(b.dtype)
+    h = _LinearScan.apply(a_c, b_c, h0_c, DEFAULT_CHUNK).to(b.dtype)
     if return_state:
         return h, h[:, -1]
     return h
 
 
+@full_precision
 def naive_linear_scan(
     a: Tensor, b: Tensor, h0: Tensor | None = None, return_state: bool = False
 ) -> Tensor | tuple[Tensor, Tensor]:
@@ -117,8 +155,8 @@ def naive_linear_scan(
     a_c, b_c = torch.broadcast_tensors(a.to(dtype), b.to(dtype))
     h = b_c.new_zeros(b_c[:, 0].shape) if h0 is None else h0.to(dtype)
     states = []
-    for t in range(b_c.shape[1]):
-        h = a_c[:, t] * h + b_c[:, t]
+    for a_t, b_t in zip(a_c.unbind(1), b_c.unbind(1)):  # unbind: backward stays O(L)
+        h = a_t * h + b_t
         states.append(h)
     y = torch.stack(states, dim=1).to(b.dtype)
     if return_state:

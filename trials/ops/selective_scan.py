@@ -6,15 +6,19 @@ Shape legend: B batch, L length, D channels (d_inner), N state size, T chunk len
     y_t = <h_t, C_t> + D * x_t,   then y_t * silu(z_t) when a gate z is given
 
 Fast path (`selective_scan`): a custom autograd function that walks the sequence in chunks of T
-steps. For each chunk it builds the decays a = exp(dt * A) (all <= 1) and inputs u = dt*x*B as
-(B, T, D, N) tensors, folds the carried state into the first step, and runs the in-place
-work-efficient parallel scan of `trials.ops.scan` over the T axis; y is the contraction of the
-states with C. Only the state entering each chunk is kept, so memory is O(B*L*D + (L/T)*B*D*N)
-instead of the O(B*L*D*N) that materialising every state costs; the chunk is small enough to
-stay in cache. The backward pass walks the chunks in reverse: it recomputes the chunk's states
-from the stored entry state, runs the adjoint recurrence g_t = C_t*gy_t + a_{t+1}*g_{t+1} with
-the mirrored scan, and contracts. No step exponentiates anything positive, so large dt*|A| and
-long sequences stay finite (decays underflow to zero, which is the correct limit).
+steps (a Python loop over L/T chunks, never over steps):
+
+    per chunk:  a = exp(dt * A), u = B (dt * x)          (B, T, N, D), decays all in [0, 1]
+                u_0 += a_0 * h_entry                      the state carried in from the left
+                h = scan(a, u) over the T axis            in place, work-efficient, log2(T) levels
+                y = sum_n C * h                           one batched matmul
+
+Only the state entering each chunk is kept, so memory is O(B*L*D + (L/T)*B*N*D) rather than
+the O(B*L*N*D) of materialising every state (as `mambapy` does), and the chunk's working set
+stays in cache. The backward pass walks the chunks in reverse: it recomputes the chunk's
+states from its entry state, runs the adjoint recurrence g_t = C_t gy_t + a_{t+1} g_{t+1} with
+the mirrored scan, and contracts. Nothing positive is ever exponentiated, so large dt*|A| and
+long sequences stay finite: decays underflow to zero, which is the correct limit.
 
 `naive_selective_scan` is the step-by-step reference.
 """
@@ -25,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trials.ops._precision import compute_dtype, upcast
+from trials.ops._precision import autocast_off, compute_dtype, full_precision, upcast
 from trials.ops.scan import reverse_scan_, scan_
 
 DEFAULT_CHUNK = 32
@@ -46,25 +50,30 @@ class _SelectiveScan(torch.autograd.Function):
         A2_t = A.t() * LOG2_E  # (N, D): exp(dt*A) = exp2(dt*A2), and exp2 is the cheaper kernel
         y = x.new_empty(batch, length, channels)
         entry = x.new_empty(batch, -(-length // chunk), d_state, channels)  # state entering chunks
-        entry_0 = x.new_zeros(batch, d_state, channels) if h0 is None else h0.transpose(1, 2)
+        last = x.new_zeros(batch, d_state, channels) if h0 is None else h0.transpose(1, 2)
         bufs = _Buffers(x, d_state, 2)
         for i, (start, end) in enumerate(_chunks(length, chunk)):
-            entry[:, i] = entry_0 if i == 0 else h
+            entry[:, i] = last  # copied before the buffers are overwritten
             a, h = bufs.get(end - start)  # (B, T, N, D)
             _decays(dt[:, start:end], A2_t, out=a)
             _inputs(x[:, start:end], dt[:, start:end], B[:, start:end], out=h)
             h[:, 0].addcmul_(a[:, 0], entry[:, i])
             scan_(a, h)
             y[:, start:end] = _contract_state(h, C[:, start:end])
-            h = h[:, -1]
-        final = h.transpose(1, 2).clone()
-        ctx.chunk = chunk
+            last = h[:, -1]
+        final = last.transpose(1, 2).clone()
+        ctx.chunk, ctx.device = chunk, x.device
         ctx.has_h0 = h0 is not None
         ctx.save_for_backward(x, dt, A, B, C, entry)
         return y, final
 
     @staticmethod
     def backward(ctx, grad_y, grad_final):
+        with autocast_off(ctx.device):
+            return _SelectiveScan._backward(ctx, grad_y, grad_final)
+
+    @staticmethod
+    def _backward(ctx, grad_y, grad_final):
         x, dt, A, B, C, entry = ctx.saved_tensors
         batch, length, channels = x.shape
         d_state = A.shape[1]
@@ -109,11 +118,11 @@ class _SelectiveScan(torch.autograd.Function):
             grad_dt[:, start:end] = grad_dt_c.addcmul_(gw, x_c)
             grad_x[:, start:end] = gw.mul_(dt_c)
         grad_h0 = carry.transpose(1, 2) if ctx.has_h0 else None
-        return grad_x, grad_dt, grad_A_t.t(), grad_B, grad_C, grad_h0, None
+        return grad_x, grad_dt, grad_A_t.t().contiguous(), grad_B, grad_C, grad_h0, None
 
 
 class _Buffers:
-    """`count` reusable (B, T, N, D) fp32 work buffers, reallocated only for a shorter last chunk."""
+    """`count` reusable (B, T, N, D) work buffers, reallocated only for a shorter last chunk."""
 
     def __init__(self, like: Tensor, d_state: int, count: int):
         self.like, self.d_state, self.count = like, d_state, count
@@ -157,6 +166,7 @@ def _finish(y: Tensor, x: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
     return y
 
 
+@full_precision
 def selective_scan(
     x: Tensor,
     dt: Tensor,
@@ -176,6 +186,8 @@ def selective_scan(
     Returns y (B, L, D) in x's dtype and, with `return_state`, the final state (B, D, N) in
     x's dtype. Computes in fp32 (fp64 inputs stay fp64).
     """
+    if chunk_size < 1:
+        raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}")
     dtype = compute_dtype(x, dt, A, B, C, D, z, h0)
     x_c, dt_c, A_c, B_c, C_c, h0_c = (
         None if v is None else v.to(dtype).contiguous() for v in (x, dt, A, B, C, h0)
@@ -187,6 +199,7 @@ def selective_scan(
     return y
 
 
+@full_precision
 def naive_selective_scan(
     x: Tensor,
     dt: Tensor,
@@ -201,13 +214,13 @@ def naive_selective_scan(
     """Step-by-step reference for `selective_scan` (a Python loop over time)."""
     dtype = compute_dtype(x, dt, A, B, C, D, z, h0)
     x_c, dt_c, A_c, B_c, C_c = (upcast(v, dtype) for v in (x, dt, A, B, C))
-    batch, length, channels = x.shape
+    batch, _, channels = x.shape
     h = x_c.new_zeros(batch, channels, A.shape[1]) if h0 is None else upcast(h0, dtype)
     ys = []
-    for t in range(length):
-        decay = torch.exp(dt_c[:, t, :, None] * A_c)  # (B, D, N)
-        h = decay * h + (dt_c[:, t] * x_c[:, t])[:, :, None] * B_c[:, t, None, :]
-        ys.append((h * C_c[:, t, None, :]).sum(-1))
+    for x_t, dt_t, B_t, C_t in zip(*(v.unbind(1) for v in (x_c, dt_c, B_c, C_c))):
+        decay = torch.exp(dt_t[:, :, None] * A_c)  # (B, D, N)
+        h = decay * h + (dt_t * x_t)[:, :, None] * B_t[:, None, :]
+        ys.append((h * C_t[:, None, :]).sum(-1))
     y = _finish(torch.stack(ys, dim=1), x_c, D, z).to(x.dtype)
     if return_state:
         return y, h.to(x.dtype)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trials.ops._precision import compute_dtype
+from trials.ops._precision import compute_dtype, full_precision
 from trials.ops.scan import linear_scan
 
 
@@ -42,6 +42,7 @@ def segment_sums(log_decay: Tensor) -> Tensor:
     return sums.masked_fill(~torch.tril(ones), float("-inf"))
 
 
+@full_precision
 def ssd(
     x: Tensor,
     dt: Tensor,
@@ -56,15 +57,18 @@ def ssd(
     """Mamba-2 SSD, chunked matrix form (see the module docstring).
 
     x: (B, L, H, P); dt: (B, L, H), positive; A: (H,), negative; B, C: (B, L, G, N);
-    D: (H,) skip; h0: (B, H, P, N) initial state. Returns y (B, L, H, P) in x's dtype and, with
-    `return_state`, the final state (B, H, P, N) in x's dtype. Computes in fp32 (fp64 kept).
+    D: (H,) skip; h0: (B, H, P, N) initial state; chunk_size: Q (the chunk is the whole sequence
+    when L < Q). Returns y (B, L, H, P) in x's dtype and, with `return_state`, the final state
+    (B, H, P, N) in x's dtype. Computes in fp32 (fp64 kept).
     """
+    if chunk_size < 1:
+        raise ValueError(f"ssd: chunk_size must be >= 1, got {chunk_size}")
     batch, length, heads, head_dim = x.shape
     groups, d_state = B.shape[2], B.shape[3]
     per_group = heads // groups
-    n_chunks = -(-length // chunk_size)
-    pad = n_chunks * chunk_size - length
-    q = chunk_size
+    q = min(chunk_size, length)  # a sequence shorter than one chunk is one chunk
+    n_chunks = -(-length // q)
+    pad = n_chunks * q - length
 
     dtype = compute_dtype(x, dt, A, B, C, D, h0)
     x_c = x.to(dtype)
@@ -88,7 +92,7 @@ def ssd(
     chunk_states = torch.einsum("bkgrs,bksgrp,bksgn->bkgrpn", to_end, xdt, Bs)
     # 3. carry states across chunks: state after chunk k = exp(sum of its dA) * before + own
     chunk_decay = log_decay.sum(-1).exp()[..., None, None]  # (B, K, G, R, 1, 1)
-    init = None if h0 is None else h0.to(dtype).view(batch, groups, per_group, head_dim, d_state)
+    init = None if h0 is None else h0.to(dtype).reshape(batch, groups, per_group, head_dim, d_state)
     after = linear_scan(chunk_decay, chunk_states, init)  # (B, K, G, R, P, N)
     first = torch.zeros_like(after[:, :1]) if init is None else init[:, None]
     before = torch.cat([first, after[:, :-1]], dim=1)
@@ -105,6 +109,7 @@ def ssd(
     return y
 
 
+@full_precision
 def naive_ssd(
     x: Tensor,
     dt: Tensor,
@@ -116,21 +121,21 @@ def naive_ssd(
     return_state: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Step-by-step reference for `ssd` (a Python loop over time)."""
-    batch, length, heads, head_dim = x.shape
+    batch, _, heads, head_dim = x.shape
     per_group = heads // B.shape[2]
     dtype = compute_dtype(x, dt, A, B, C, D, h0)
-    x32, dt32, A32 = x.to(dtype), dt.to(dtype), A.to(dtype)
+    x_c, dt_c, A_c = x.to(dtype), dt.to(dtype), A.to(dtype)
     Bh = B.to(dtype).repeat_interleave(per_group, dim=2)  # (B, L, H, N)
     Ch = C.to(dtype).repeat_interleave(per_group, dim=2)
-    h = x32.new_zeros(batch, heads, head_dim, B.shape[3]) if h0 is None else h0.to(dtype)
+    h = x_c.new_zeros(batch, heads, head_dim, B.shape[3]) if h0 is None else h0.to(dtype)
     ys = []
-    for t in range(length):
-        decay = torch.exp(dt32[:, t] * A32)[:, :, None, None]  # (B, H, 1, 1)
-        h = decay * h + (dt32[:, t, :, None] * x32[:, t])[..., None] * Bh[:, t, :, None, :]
-        ys.append((h * Ch[:, t, :, None, :]).sum(-1))
+    for x_t, dt_t, B_t, C_t in zip(*(v.unbind(1) for v in (x_c, dt_c, Bh, Ch))):
+        decay = torch.exp(dt_t * A_c)[:, :, None, None]  # (B, H, 1, 1)
+        h = decay * h + (dt_t[:, :, None] * x_t)[..., None] * B_t[:, :, None, :]
+        ys.append((h * C_t[:, :, None, :]).sum(-1))
     y = torch.stack(ys, dim=1)
     if D is not None:
-        y = y + x32 * D.to(dtype)[:, None]
+        y = y + x_c * D.to(dtype)[:, None]
     y = y.to(x.dtype)
     if return_state:
         return y, h.to(x.dtype)
