@@ -1,9 +1,17 @@
 """Shared test set-up: generated task data goes to a per-run temporary cache, never to the
-user's ~/.cache."""
+user's ~/.cache; torch runs on one thread.
+
+One thread because the chunked scans issue many mid-sized ops: on a 2-core machine with any
+other load, two torch threads were measured 10-60x slower than one (see benchmarks/ops_scan.py),
+which made the suite's duration depend on whatever else the machine was doing.
+"""
 
 from __future__ import annotations
 
 import pytest
+import torch
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")
