@@ -1,7 +1,8 @@
 """Training-step time of every mixer on CPU, side by side with Hugging Face's PyTorch models.
 
     python benchmarks/mixers.py [--lengths 256 1024 4096] [--repeats N] [--quick]
-                                [--only NAME ...] [--json-out FILE]
+                                [--only NAME ...] [--no-hf] [--threads N]
+                                [--malloc-tunables] [--json-out FILE]
 
 One step = forward + cross-entropy (+ the MoE auxiliary loss) + backward, batch 8, d_model 128,
 vocab 64, fp32, train mode. Times are the median of the repeats after one warm-up step.
@@ -16,8 +17,10 @@ vocab 64, fp32, train mode. Times are the median of the repeats after one warm-u
 Each model runs in its own spawned process, so a model that runs out of memory or hangs costs
 that model only: a length whose step is estimated (from the previous length and the scaling so
 far) at over 60 s, or whose memory is estimated past what is free, is skipped, and a process that
-overruns its time limit is killed. The printout has one table of step times, the linear-scaling
-check of the recurrent and SSM mixers, and the HF/ours speed ratios with their targets.
+overruns its time limit is killed. The scored ratios (RATIOS with a target) are then timed again
+with ours and HF alternating step by step in one process, so that other load on the machine
+hits both alike. The printout has one table of step times, the linear-scaling check of the
+recurrent and SSM mixers, and the HF/ours speed ratios with their targets.
 """
 
 from __future__ import annotations
@@ -243,7 +246,7 @@ def transformers_version() -> str | None:
     return transformers.__version__
 
 
-# -- one model, all lengths, in a child process -----------------------------------------------
+# -- measuring, each model in a spawned process -----------------------------------------------
 
 def source_state() -> str:
     """The commit measured, and the source files changed on top of it (others may be
