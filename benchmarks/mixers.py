@@ -399,8 +399,8 @@ def _spec(name: str) -> Spec:
 
 def measure_pair(ours: Spec, hf: Spec, lengths: list[int], repeats: dict[int, int],
                  threads: int, conn) -> None:
-    """Child process: time two models in alternating steps at each length, so that a change
-    in the machine's load hits both alike. Sends one dict per length."""
+    """Child process: time two models in alternating steps (ABBA order) at each length, so
+    that a change in the machine's load hits both alike. Sends one dict per length."""
     import torch
 
     torch.set_num_threads(threads)
@@ -414,10 +414,10 @@ def measure_pair(ours: Spec, hf: Spec, lengths: list[int], repeats: dict[int, in
         tokens = torch.randint(0, VOCAB, (BATCH, length),
                                generator=torch.Generator().manual_seed(SEED + length))
         samples: list[list[float]] = [[], []]
-        for _ in range(repeats[length] + 1):  # the first round is the warm-up
-            for i, (model, source) in enumerate(zip(models, sources)):
+        for r in range(repeats[length] + 1):  # the first round is the warm-up
+            for i in (0, 1) if r % 2 else (1, 0):  # ABBA: neither model always goes first
                 start = time.perf_counter()
-                _step(model, tokens, source)
+                _step(models[i], tokens, sources[i])
                 samples[i].append(time.perf_counter() - start)
         ours_s, hf_s = (statistics.median(s[1:]) for s in samples)
         conn.send({"length": length, "status": "ok", "ours_ms": 1e3 * ours_s,
