@@ -15,6 +15,7 @@ import yaml
 from search_spaces.arch import ArchConfig, ArchConfigError
 from search_spaces.pattern import PatternError
 from search_spaces.space import SearchSpace, SpaceError
+from search_spaces.yaml_input import read_text
 
 PRESET_DIR = Path(__file__).parent
 
@@ -28,10 +29,7 @@ def space_names() -> list[str]:
 
 
 def _read(path: Path, what: str) -> str:
-    try:
-        return path.read_text()
-    except OSError as error:
-        raise SpaceError(f"{path}: cannot read {what} ({error.strerror})") from None
+    return read_text(path, SpaceError, what)
 
 
 def is_arch_reference(name_or_path: str | Path) -> bool:

@@ -45,6 +45,7 @@ from search_spaces.pattern import (
 )
 from search_spaces.space.constraints import Constraints
 from search_spaces.space.counting import count_assignments
+from search_spaces.yaml_input import load_yaml, read_text
 from search_spaces.space.dims import DimSpec, FixedDim, SpaceError, parse_dim
 
 TOP_LEVEL_KEYS = ("name", "description", "pattern", "dims", "constraints")
@@ -144,23 +145,11 @@ class SearchSpace:
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "space") -> "SearchSpace":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            raise SpaceError(f"{source}: not valid YAML{where}: "
-                             f"{getattr(error, 'problem', error)}") from None
-        return cls.from_dict(data, source)
+        return cls.from_dict(load_yaml(text, source, SpaceError), source)
 
     @classmethod
     def from_file(cls, path: str | Path) -> "SearchSpace":
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise SpaceError(f"{path}: cannot read ({error.strerror})") from None
-        return cls.from_yaml(text, str(path))
+        return cls.from_yaml(read_text(path, SpaceError), str(path))
 
     def _check(self) -> None:
         """Refuse spaces that cannot work, where that can be told before sampling."""

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from search_spaces.yaml_input import load_yaml, read_text
 from trials.registry import Registry
 from trials.tasks.base import Task, TaskData, TaskError
 from trials.tasks.byte_lm import ByteLM
@@ -174,23 +174,11 @@ class Suite:
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "suite") -> Suite:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            raise SuiteError(f"{source}: not valid YAML{where}: "
-                             f"{getattr(error, 'problem', error)}") from None
-        return cls.from_dict(data, source)
+        return cls.from_dict(load_yaml(text, source, SuiteError), source)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Suite:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise SuiteError(f"{path}: cannot read ({error.strerror})") from None
-        return cls.from_yaml(text, str(path))
+        return cls.from_yaml(read_text(path, SuiteError), str(path))
 
 
 # -- YAML validation ----------------------------------------------------------------------------
