@@ -1,0 +1,380 @@
+"""Hugging Face export: every fitting architecture builds a tiny transformers model whose layers,
+read back module by module, are ours; every misfit is refused with the feature that stops it.
+
+The read-back goes through the built model's modules, not the config we wrote: the HF configs
+turn unknown or misplaced entries into other layer kinds without a word.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+from nas.export import (  # noqa: E402
+    HF_FAMILIES,
+    HFExportError,
+    hf,
+    hf_config_object,
+    hf_families_for,
+    to_hf_config,
+)
+from search_spaces import ArchConfig, load_arch  # noqa: E402
+
+TINY = {"d_model": 32, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 96, "m2_head_dim": 16,
+        "m2_d_state": 16, "d_state": 8, "moe_experts": 4, "moe_top_k": 2}
+
+NEMOTRON_MIX = ArchConfig.from_pattern("M2+none A M2+moe M2 A+none M2+moe", tie_embeddings=False,
+                                       **TINY)
+ZAMBA2_MIX = ArchConfig.from_pattern("(M2*2 S0 M2 S1 M2)*2", ffn="none", **TINY)
+JAMBA_ALL_MOE = ArchConfig.from_pattern("(M A M M)*2", ffn="moe", **TINY)
+
+
+def _model(config):
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+
+# -- reading a built model back as our layers -------------------------------------------------
+
+
+def _read_jamba(model):
+    layers = []
+    for block in model.model.layers:
+        mixer = {"JambaAttention": "A", "JambaMambaMixer": "M"}[
+            type(getattr(block, "self_attn", None) or block.mamba).__name__]
+        ffn = {"JambaMLP": "mlp", "JambaSparseMoeBlock": "moe"}[type(block.feed_forward).__name__]
+        layers.append(f"{mixer}+{ffn}")
+    return layers
+
+
+def _read_nemotron_h(model):
+    layers = []
+    for block in model.model.layers:
+        kind = type(block.mixer).__name__
+        if kind in ("NemotronHMamba2Mixer", "NemotronHAttention"):
+            layers.append([{"NemotronHMamba2Mixer": "M2", "NemotronHAttention": "A"}[kind], "none"])
+        else:  # an FFN entry belongs to the mixer entry before it
+            assert layers and layers[-1][1] == "none", kind
+            layers[-1][1] = {"NemotronHMLP": "mlp", "NemotronHMoE": "moe"}[kind]
+    return [f"{mixer}+{ffn}" for mixer, ffn in layers]
+
+
+def _read_zamba2(model):
+    layers = []
+    for block in model.model.layers:
+        if type(block).__name__ == "Zamba2HybridLayer":
+            assert type(block.shared_transformer.self_attn).__name__ == "Zamba2Attention"
+            layers.append(f"S{block.shared_transformer.block_id}+none")
+            block = block.mamba_decoder
+        assert type(block.mamba).__name__ == "Zamba2MambaMixer"
+        layers.append("M2+none")
+    return layers
+
+
+def _read_recurrent_gemma(model):
+    layers = []
+    for block in model.model.layers:
+        temporal = block.temporal_block
+        kind = type(temporal).__name__
+        mixer = {"RecurrentGemmaRecurrentBlock": "R",
+                 "RecurrentGemmaAttention": f"L{getattr(temporal, 'sliding_window', None)}"}[kind]
+        assert type(block.mlp_block).__name__ == "RecurrentGemmaMlp"
+        layers.append(f"{mixer}+mlp")
+    return layers
+
+
+READ = {"jamba": _read_jamba, "nemotron_h": _read_nemotron_h, "zamba2": _read_zamba2,
+        "recurrent_gemma": _read_recurrent_gemma}
+
+
+def _ours(arch):
+    return [f"{layer.mixer}{'' if layer.arg is None else layer.arg}+{layer.ffn}"
+            for layer in arch.layers]
+
+
+def _embedding(model):
+    return model.get_input_embeddings().weight
+
+
+# -- widths, read back from the modules, per family --------------------------------------------
+
+
+def _widths_jamba(model, arch):
+    hd = arch.d_model // arch.n_heads
+    for block in model.model.layers:
+        if hasattr(block, "self_attn"):
+            assert block.self_attn.q_proj.out_features == arch.n_heads * hd
+            assert block.self_attn.k_proj.out_features == arch.n_kv_heads * hd
+        else:
+            mamba = block.mamba
+            assert tuple(mamba.A_log.shape) == (arch.expand * arch.d_model, arch.d_state)
+            assert mamba.conv1d.kernel_size == (arch.d_conv,)
+            assert mamba.x_proj.out_features == arch.dt_rank + 2 * arch.d_state
+        ffn = block.feed_forward
+        if hasattr(ffn, "experts"):
+            assert tuple(ffn.experts.gate_up_proj.shape) == (arch.moe_experts, 2 * arch.d_ff,
+                                                             arch.d_model)
+            assert ffn.router.top_k == arch.moe_top_k
+        else:
+            assert ffn.gate_proj.out_features == arch.d_ff
+
+
+def _widths_nemotron_h(model, arch):
+    hd = arch.d_model // arch.n_heads
+    for block in model.model.layers:
+        mixer, kind = block.mixer, type(block.mixer).__name__
+        if kind == "NemotronHMamba2Mixer":
+            assert mixer.head_dim == arch.m2_head_dim
+            assert mixer.num_heads == arch.expand * arch.d_model // arch.m2_head_dim
+            assert (mixer.n_groups, mixer.ssm_state_size) == (arch.m2_n_groups, arch.m2_d_state)
+            assert mixer.conv1d.kernel_size == (arch.d_conv,)
+        elif kind == "NemotronHAttention":
+            assert mixer.q_proj.out_features == arch.n_heads * hd
+            assert mixer.k_proj.out_features == arch.n_kv_heads * hd
+        elif kind == "NemotronHMoE":
+            assert tuple(mixer.experts.up_proj.shape) == (arch.moe_experts, arch.d_ff, arch.d_model)
+            assert mixer.gate.top_k == arch.moe_top_k
+        else:
+            assert mixer.up_proj.out_features == arch.d_ff
+
+
+def _widths_zamba2(model, arch):
+    hd = 2 * arch.d_model // arch.n_heads  # the shared block attends over concat(h, emb)
+    shared = {}
+    for block in model.model.layers:
+        if type(block).__name__ == "Zamba2HybridLayer":
+            attention = block.shared_transformer.self_attn
+            assert attention.q_proj.in_features == 2 * arch.d_model
+            assert attention.q_proj.out_features == arch.n_heads * hd
+            assert attention.k_proj.out_features == arch.n_kv_heads * hd
+            assert block.shared_transformer.feed_forward.intermediate_size == arch.d_ff
+            shared.setdefault(block.shared_transformer.block_id, set()).add(
+                attention.q_proj.weight.data_ptr())
+            block = block.mamba_decoder
+        mamba = block.mamba
+        assert mamba.num_heads == arch.expand * arch.d_model // arch.m2_head_dim
+        assert (mamba.n_groups, mamba.ssm_state_size) == (arch.m2_n_groups, arch.m2_d_state)
+        assert mamba.conv1d.kernel_size == (arch.d_conv,)
+    # One set of weights per shared block id, distinct between ids.
+    assert all(len(pointers) == 1 for pointers in shared.values()), shared
+    assert len({next(iter(p)) for p in shared.values()}) == len(shared)
+
+
+def _widths_recurrent_gemma(model, arch):
+    hd = arch.d_model // arch.n_heads
+    for block in model.model.layers:
+        temporal = block.temporal_block
+        if type(temporal).__name__ == "RecurrentGemmaRecurrentBlock":
+            assert temporal.linear_x.out_features == arch.lru_width
+            assert temporal.conv_1d.kernel_size == (arch.d_conv,)
+            assert temporal.rg_lru.num_attention_heads == arch.n_heads
+        else:
+            assert temporal.q_proj.out_features == arch.n_heads * hd
+            assert temporal.k_proj.out_features == arch.n_kv_heads * hd
+        assert block.mlp_block.gate_proj.out_features == arch.d_ff
+
+
+WIDTHS = {"jamba": _widths_jamba, "nemotron_h": _widths_nemotron_h, "zamba2": _widths_zamba2,
+          "recurrent_gemma": _widths_recurrent_gemma}
+
+FITS = [
+    ("jamba", "jamba"),
+    (JAMBA_ALL_MOE, "jamba"),
+    ("transformer", "jamba"),
+    (NEMOTRON_MIX, "nemotron_h"),
+    ("mamba2", "nemotron_h"),
+    (ZAMBA2_MIX, "zamba2"),
+    ("mamba2", "zamba2"),
+    ("griffin", "recurrent_gemma"),
+    ("hawk", "recurrent_gemma"),
+]
+
+
+# Zamba2's empty (rank 0) adapters make torch warn that initialising them does nothing.
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+@pytest.mark.parametrize("arch, family", FITS, ids=lambda x: x if isinstance(x, str) else x.pattern)
+def test_built_model_reads_back_as_our_layers_and_widths(arch, family):
+    arch = load_arch(arch) if isinstance(arch, str) else arch
+    config = hf_config_object(arch, family)
+    assert config.model_type == family
+    model = _model(config)
+    assert type(model).__name__ == to_hf_config(arch, family)["architectures"][0]
+    assert READ[family](model) == _ours(arch)
+    WIDTHS[family](model, arch)
+    assert tuple(_embedding(model).shape) == (arch.vocab_size, arch.d_model)
+    assert model.config.vocab_size == arch.vocab_size
+    if family != "nemotron_h":  # NemotronHForCausalLM never ties (see the module docstring)
+        tied = model.lm_head.weight.data_ptr() == _embedding(model).data_ptr()
+        assert tied == arch.tie_embeddings
+    assert config.tie_word_embeddings == arch.tie_embeddings
+    with torch.no_grad():  # use_cache=False: 5.24 fails a cached forward with no attention layer
+        logits = model(torch.randint(0, arch.vocab_size, (1, 6)), use_cache=False).logits
+    assert logits.shape == (1, 6, arch.vocab_size) and torch.isfinite(logits).all()
+
+
+def test_jamba_periods_and_offsets():
+    config = to_hf_config(load_arch("jamba"), "jamba")
+    assert (config["attn_layer_period"], config["attn_layer_offset"]) == (8, 4)
+    assert (config["expert_layer_period"], config["expert_layer_offset"]) == (2, 1)
+    assert (config["num_experts"], config["num_experts_per_tok"]) == (4, 2)
+    config = to_hf_config(JAMBA_ALL_MOE, "jamba")
+    assert (config["attn_layer_period"], config["attn_layer_offset"]) == (4, 1)
+    assert (config["expert_layer_period"], config["expert_layer_offset"]) == (1, 0)
+    no_moe = to_hf_config(load_arch("transformer"), "jamba")
+    assert no_moe["num_experts"] == 1 and no_moe["attn_layer_period"] == 1
+    # No attention at all: a period longer than the stack, so no layer reaches the offset.
+    mamba_only = hf_config_object(ArchConfig.from_pattern("M M M", **TINY), "jamba")
+    assert (mamba_only.attn_layer_period, mamba_only.attn_layer_offset) == (4, 3)
+    assert mamba_only.layers_block_type == ["mamba"] * 3
+
+
+def test_nemotron_pattern_splits_each_layer_into_mixer_and_ffn():
+    config = to_hf_config(NEMOTRON_MIX, "nemotron_h")
+    assert config["hybrid_override_pattern"] == "M*-MEM-*ME"
+    assert config["num_hidden_layers"] == 10
+    built = hf_config_object(NEMOTRON_MIX, "nemotron_h")
+    assert built.hybrid_override_pattern == "M*-MEM-*ME"
+    assert (built.num_attention_heads, built.num_key_value_heads, built.head_dim) == (4, 2, 8)
+    assert (built.n_routed_experts, built.num_experts_per_tok) == (4, 2)
+
+
+def test_zamba2_hybrid_layers_and_round_robin_blocks():
+    config = hf_config_object(ZAMBA2_MIX, "zamba2")
+    assert config.layers_block_type == ["linear_attention", "linear_attention", "hybrid",
+                                        "hybrid"] * 2
+    assert config.num_mem_blocks == 2 and config.hybrid_layer_ids == [2, 3, 6, 7]
+    assert config.rope_parameters["rope_theta"] == ZAMBA2_MIX.rope_theta
+    # Block ids are labels: S1 first, then S0, is the same round robin.
+    swapped = ArchConfig.from_pattern("S1 M2 S0 M2 S1 M2", ffn="none", **TINY)
+    assert to_hf_config(swapped, "zamba2")["num_mem_blocks"] == 2
+
+
+def test_recurrent_gemma_cycle_window_and_rope():
+    config = hf_config_object(load_arch("griffin"), "recurrent_gemma")
+    assert config.block_types == ["recurrent", "recurrent", "attention"]
+    assert config.num_hidden_layers == 6 and config.attention_window_size == 128
+    assert config.rope_parameters["partial_rotary_factor"] == 1.0
+    assert config.num_key_value_heads == 1
+    # RecurrentGemma repeats block_types only 100 times: a longer stack gets the whole list.
+    deep = ArchConfig.from_pattern("R*101", d_model=8, n_heads=2)
+    assert len(to_hf_config(deep, "recurrent_gemma")["block_types"]) == 101
+    assert len(hf_config_object(deep, "recurrent_gemma").layers_block_type) == 101
+
+
+REFUSALS = [
+    ("M L64 M M", {}, "jamba", "layer 1 (L64): local attention has no equivalent in JambaConfig"),
+    ("M A A M M M", {}, "jamba", "attention at layers 1, 2 is not periodic"),
+    ("A M A M M A", {}, "jamba", "attention at layers 0, 2, 5 is not periodic"),
+    ("M M+moe M+moe M", {}, "jamba", "MoE at layers 1, 2 is not periodic"),
+    ("M A M M+none", {}, "jamba", "layer 3 (M+none): a layer without an FFN has no equivalent "
+                                  "in JambaConfig"),
+    ("M2 A", {}, "jamba", "layer 0 (M2): Mamba-2 has no equivalent in JambaConfig (its Mamba "
+                          "layers are Mamba-1)"),
+    ("M+moe", {"moe_experts": 1, "moe_top_k": 1}, "jamba", "MoE with moe_experts=1 has no "
+                                                           "equivalent in JambaConfig"),
+    ("M2 M A", {}, "nemotron_h", "layer 1 (M): Mamba has no equivalent in NemotronHConfig (its M "
+                                 "layers are Mamba-2)"),
+    ("M2 L32", {}, "nemotron_h", "layer 1 (L32): local attention has no equivalent in "
+                                 "NemotronHConfig"),
+    ("S M2", {}, "nemotron_h", "layer 0 (S0): shared attention block has no equivalent"),
+    ("R A", {}, "nemotron_h", "layer 0 (R): RG-LRU has no equivalent in NemotronHConfig"),
+    ("(M2*6 S)*2", {"ffn": "none"}, "zamba2", "layer 13 (S0): a shared block followed by the end "
+                                              "has no equivalent in Zamba2Config"),
+    ("S S M2", {"ffn": "none"}, "zamba2", "layer 0 (S0): a shared block followed by layer 1 "
+                                          "(S0+none)"),
+    ("S M2+mlp", {"ffn": "none"}, "zamba2", "followed by layer 1 (M2+mlp)"),
+    ("M2 S M2", {}, "zamba2", "layer 0 (M2+mlp): an FFN after a Mamba-2 has no equivalent in "
+                              "Zamba2Config"),
+    ("S0 M2 S0 M2 S1 M2", {"ffn": "none"}, "zamba2", "shared blocks S0 S0 S1 are not used "
+                                                     "round-robin"),
+    ("M2 A", {"ffn": "none"}, "zamba2", "layer 1 (A): full attention has no equivalent in "
+                                        "Zamba2Config"),
+    ("(M*6 S)*2", {"ffn": "none"}, "zamba2", "layer 0 (M): Mamba has no equivalent in "
+                                             "Zamba2Config (its Mamba layers are Mamba-2)"),
+    ("R L64 R L128", {}, "recurrent_gemma", "local attention windows 64, 128 differ: "
+                                            "RecurrentGemmaConfig has one attention_window_size"),
+    ("R R A", {}, "recurrent_gemma", "layer 2 (A): full attention has no equivalent in "
+                                     "RecurrentGemmaConfig (its attention is always local)"),
+    ("R R+none L", {}, "recurrent_gemma", "layer 1 (R+none): a layer without an MLP has no "
+                                          "equivalent in RecurrentGemmaConfig"),
+    ("R+moe", {}, "recurrent_gemma", "layer 0 (R+moe): an MoE has no equivalent"),
+    ("R M2", {}, "recurrent_gemma", "layer 1 (M2): Mamba-2 has no equivalent in "
+                                    "RecurrentGemmaConfig"),
+]
+
+
+@pytest.mark.parametrize("pattern, dims, family, message", REFUSALS)
+def test_refusals_name_the_feature(pattern, dims, family, message):
+    arch = ArchConfig.from_pattern(pattern, **dims)
+    with pytest.raises(HFExportError) as caught:
+        to_hf_config(arch, family)
+    assert message in str(caught.value)
+    assert hf_families_for(arch)[family] == str(caught.value)
+
+
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_hyena_fits_no_family(family):
+    cls = hf._SPECS[family].config_class
+    with pytest.raises(HFExportError, match=rf"layer 0 \(H\): Hyena has no equivalent in {cls}"):
+        to_hf_config(ArchConfig.from_pattern("H"), family)
+
+
+def test_which_presets_fit_which_family():
+    fits = {name: sorted(f for f, why in hf_families_for(load_arch(name)).items() if why is None)
+            for name in ("jamba", "zamba", "griffin", "hawk", "stripedhyena", "transformer",
+                         "mamba", "mamba2")}
+    assert fits == {"jamba": ["jamba"], "zamba": [], "griffin": ["recurrent_gemma"],
+                    "hawk": ["recurrent_gemma"], "stripedhyena": [],
+                    "transformer": ["jamba", "nemotron_h"], "mamba": [],
+                    "mamba2": ["nemotron_h", "zamba2"]}
+
+
+def test_config_dict_is_json_and_unknown_family_is_named():
+    for arch, family in ((load_arch("jamba"), "jamba"), (NEMOTRON_MIX, "nemotron_h"),
+                         (ZAMBA2_MIX, "zamba2"), (load_arch("griffin"), "recurrent_gemma")):
+        config = json.loads(json.dumps(to_hf_config(arch, family)))
+        assert config["model_type"] == family and config["pad_token_id"] is None
+    with pytest.raises(HFExportError, match="unknown Hugging Face family 'llama'; valid: jamba"):
+        to_hf_config(load_arch("jamba"), "llama")
+
+
+def test_read_back_catches_a_silent_conversion(monkeypatch):
+    """RecurrentGemma builds attention for any entry that is not "recurrent": a typo must not
+    export quietly as another layer kind."""
+    spec = hf._SPECS["recurrent_gemma"]
+
+    def misspelt(arch):
+        config = spec.build(arch)
+        config["block_types"] = ["recurent" if kind == "recurrent" else kind
+                                 for kind in config["block_types"]]
+        return config
+
+    monkeypatch.setitem(hf._SPECS, "recurrent_gemma", dataclasses.replace(spec, build=misspelt))
+    with pytest.raises(HFExportError, match="reads this RecurrentGemmaConfig as layers"):
+        hf_config_object(load_arch("hawk"), "recurrent_gemma")
+
+
+def test_missing_transformers_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ImportError, match=r"pip install 'hybrid-nas\[hf\]'"):
+        hf_config_object(load_arch("jamba"), "jamba")
+
+
+def test_export_needs_neither_torch_nor_transformers():
+    code = ("import sys\n"
+            "sys.modules['torch'] = None\n"
+            "sys.modules['transformers'] = None\n"
+            "from search_spaces import load_arch\n"
+            "from nas.export import to_hf_config, hf_families_for\n"
+            "print(to_hf_config(load_arch('griffin'), 'recurrent_gemma')['block_types'])\n"
+            "print(hf_families_for(load_arch('jamba'))['jamba'])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["['recurrent', 'recurrent', 'attention']", "None"]
