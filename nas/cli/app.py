@@ -13,8 +13,13 @@ app = typer.Typer(
 )
 space_app = typer.Typer(help="Inspect and sample search spaces.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
+study_app = typer.Typer(help="Manage study databases.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
 
-# Registering the commands: each module adds its own to `app` or `space_app`.
+# Registering the commands: each module adds its own to `app`, `space_app` or `study_app`.
 from nas.cli import cost as _cost  # noqa: E402,F401
+from nas.cli import results as _results  # noqa: E402,F401
+from nas.cli import search as _search  # noqa: E402,F401
 from nas.cli import space as _space  # noqa: E402,F401
+from nas.cli import studies as _studies  # noqa: E402,F401
 from nas.cli import train as _train  # noqa: E402,F401

@@ -15,6 +15,9 @@ USAGE_ERROR = 2
 
 def user_errors(func: F) -> F:
     """Report the toolkit's input errors as `error: ...` on stderr and exit 2, no traceback."""
+    from nas.definition import DefinitionError
+    from nas.objectives import ObjectiveError
+    from nas.storage import StorageError
     from search_spaces import ArchConfigError, PatternError, SpaceError
 
     @functools.wraps(func)
@@ -23,7 +26,8 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except PatternError as error:
             fail(f"pattern {error.text!r}: {error}" if error.text is not None else str(error))
-        except (ArchConfigError, SpaceError) as error:
+        except (ArchConfigError, SpaceError, StorageError, DefinitionError,
+                ObjectiveError) as error:
             fail(str(error))
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,144 @@
+"""`hnas status`, `hnas trials`, `hnas pareto`: reading what a study found."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Optional
+
+import typer
+
+from nas.cli.app import app
+from nas.cli.common import console, fail, human, user_errors
+from nas.cli.search import STORAGE_HELP
+
+
+def open_for_reading(name: str, storage: Optional[str]):
+    from nas.storage import default_url, load_study, open_storage
+
+    return load_study(name, open_storage(storage or default_url(), heartbeat=False))
+
+
+@app.command()
+@user_errors
+def status(
+    study_name: str = typer.Argument(..., metavar="NAME"),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Trials by state, failures by reason, trials/hour, best per objective, front size."""
+    from nas import report
+
+    summary = report.status(open_for_reading(study_name, storage))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    out = console()
+    states = ", ".join(f"{count} {name}" for name, count in summary["states"].items() if count)
+    out.print(f"study {summary['study']}: {summary['measured']}/{summary['n_trials']} measured "
+              f"({states or 'no trials'}); sampler {summary['sampler']}", style="bold")
+    out.print(f"distinct architectures {summary['distinct_architectures']}, duplicates reused "
+              f"{summary['duplicates']}, Pareto front {summary['pareto_size']}"
+              + (f", {summary['trials_per_hour']:.1f} trials/hour"
+                 if summary["trials_per_hour"] else ""))
+    for key, label in (("failures", "failed"), ("pruned", "infeasible"), ("lost", "re-run")):
+        if summary[key]:
+            out.print(f"{label}: " + ", ".join(f"{reason} x{count}"
+                                               for reason, count in summary[key].items()))
+    if summary["baselines"]:
+        out.print("baselines: " + ", ".join(f"{name} (trial {number})"
+                                            for name, number in summary["baselines"].items()))
+    if summary["best"]:
+        from rich.table import Table
+
+        table = Table(title="best per objective")
+        for column in ("objective", "direction", "value", "trial", "pattern"):
+            table.add_column(column)
+        directions = {o["name"]: o["direction"] for o in summary["objectives"]}
+        for name, best in summary["best"].items():
+            table.add_row(name, directions[name], _fmt(best["value"]), str(best["trial"]),
+                          best["pattern"] or "")
+        out.print(table)
+
+
+@app.command()
+@user_errors
+def trials(
+    study_name: str = typer.Argument(..., metavar="NAME"),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    state: Optional[str] = typer.Option(None, "--state", help="complete, fail, pruned, "
+                                        "running or waiting."),
+    sort: Optional[str] = typer.Option(None, "--sort", help="An objective, best first."),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    as_json: bool = typer.Option(False, "--json"),
+    as_csv: bool = typer.Option(False, "--csv"),
+) -> None:
+    """The study's trials: pattern, every objective, baseline, duplicate and failure."""
+    from nas import report
+
+    study = open_for_reading(study_name, storage)
+    try:
+        rows = report.trial_rows(study, state=state, sort=sort, limit=limit)
+    except ValueError as error:
+        fail(str(error))
+    _print_rows(rows, as_json, as_csv, f"trials of {study_name}")
+
+
+@app.command()
+@user_errors
+def pareto(
+    study_name: str = typer.Argument(..., metavar="NAME"),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Also draw the front to FILE.png "
+                                       "(matplotlib) or FILE.html (plotly)."),
+    as_json: bool = typer.Option(False, "--json"),
+    as_csv: bool = typer.Option(False, "--csv"),
+) -> None:
+    """The Pareto front: canonical pattern and every objective, baselines marked."""
+    from nas import report
+
+    study = open_for_reading(study_name, storage)
+    objectives = report.objectives_of(study)
+    rows = [report.trial_row(t, objectives) for t in report.pareto_front(study)]
+    _print_rows(rows, as_json, as_csv, f"Pareto front of {study_name}")
+    if plot:
+        from nas.plots import PlotError, plot_front
+
+        try:
+            plot_front(study, plot)
+        except PlotError as error:
+            fail(str(error))
+        print(f"wrote {plot}", file=sys.stderr)
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if as_csv:
+        import csv
+
+        columns = list(rows[0]) if rows else ["trial"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = list(rows[0]) if rows else ["trial", "state", "pattern"]
+    shown = [c for c in columns if any(row.get(c) is not None for row in rows)] or columns
+    for column in shown:
+        table.add_column(column, justify="left" if column in ("pattern", "state", "failure",
+                                                               "baseline") else "right")
+    for row in rows:
+        table.add_row(*[_fmt(row.get(column)) for column in shown])
+    console().print(table)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else human(value)
+    return str(value)

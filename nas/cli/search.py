@@ -1,0 +1,199 @@
+"""`hnas search`, `hnas resume` and `hnas worker`: running studies."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional
+
+import typer
+
+from nas.cli.app import app
+from nas.cli.common import fail, user_errors
+from nas.cli.progress import SearchProgress
+
+CURVE_BATCHES = 4
+INTERRUPTED = 130  # the shell's code for Ctrl-C
+STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///hnas.db here)."
+
+
+@app.command()
+@user_errors
+def search(
+    space_ref: str = typer.Argument(..., metavar="SPACE", help="A space YAML file or preset."),
+    study_name: Optional[str] = typer.Option(None, "--study", help="Study name (default: the "
+                                             "space's name)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    suite: str = typer.Option("quick", "--suite", help="quick, mad, mqar, lm or a suite YAML."),
+    objectives: str = typer.Option("quality,params", "--objectives",
+                                   help="Comma-separated: quality, loss, params, active_params, "
+                                        "flops@N, cache@N, train_tokens_per_s, decode_ms@N."),
+    sampler: str = typer.Option("nsga2", "--sampler", help="nsga2, tpe, gp, random or grid."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="The study's trial budget "
+                                           "(default 20; grid: the space's size)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after S seconds."),
+    budget_steps: int = typer.Option(100, "--budget-steps", help="Training steps per task."),
+    budget_seconds: Optional[float] = typer.Option(None, "--budget-seconds",
+                                                   help="Wall-time cap per task."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
+    seed: int = typer.Option(0, "--seed"),
+    baselines: str = typer.Option("", "--baselines", help="Presets to enqueue, e.g. "
+                                  "jamba,zamba,griffin,stripedhyena,transformer,mamba."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes on this machine."),
+    allow_changes: bool = typer.Option(False, "--allow-changes", help="Continue an existing "
+                                       "study although its space, suite or budget differ."),
+    quiet: bool = typer.Option(False, "--quiet", help="A log line per trial, no progress bar."),
+) -> None:
+    """Search a space: sample candidates, train them briefly, record every result."""
+    from nas.definition import StudyDefinition, toolkit_versions
+    from nas.objectives import parse_objectives
+    from nas.storage import default_url, open_storage
+    from search_spaces import arch_names, load_space
+
+    space = load_space(space_ref)
+    parse_objectives(objectives)
+    names = tuple(name.strip() for name in baselines.split(",") if name.strip())
+    unknown = [name for name in names if name not in arch_names()]
+    if unknown:
+        fail(f"--baselines: unknown preset {unknown[0]!r} (valid: {', '.join(arch_names())})")
+    if workers < 1:
+        fail(f"--workers: expected at least 1, got {workers}")
+    if n_trials is not None and n_trials < 1:
+        fail(f"--n-trials: expected at least 1, got {n_trials}")
+    if n_trials is None:
+        n_trials = _grid_size(space) if sampler == "grid" else 20
+    task_suite, budget = _suite_and_budget(suite, budget_steps, budget_seconds, batch_size, lr)
+    definition = StudyDefinition(
+        space_yaml=space.to_yaml(), space_fingerprint=space.fingerprint(),
+        suite=task_suite.to_dict(), suite_fingerprint=task_suite.fingerprint(),
+        budget=budget.to_dict(), objectives=objectives, sampler=sampler, n_trials=n_trials,
+        seed=seed, baselines=names, versions=toolkit_versions())
+    name = study_name or space.name or "hnas"
+    url = storage or default_url()
+    _run(name, url, open_storage(url), definition, allow_changes, timeout, workers, quiet)
+
+
+@app.command()
+@user_errors
+def resume(
+    study_name: str = typer.Argument(..., metavar="NAME"),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials",
+                                           help="New trial budget for the study (a total)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout"),
+    workers: int = typer.Option(1, "--workers"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Continue a study with its stored space, suite, budget and objectives."""
+    from nas.storage import default_url, open_storage
+    from nas.study import open_study
+
+    url = storage or default_url()
+    study, definition = open_study(study_name, open_storage(url))
+    if n_trials is not None:
+        if n_trials < 1:
+            fail(f"--n-trials: expected at least 1, got {n_trials}")
+        definition = definition.with_trials(n_trials)
+    _run(study_name, url, open_storage(url), definition, False, timeout, workers, quiet)
+
+
+@app.command()
+@user_errors
+def worker(
+    study_name: str = typer.Option(..., "--study"),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    timeout: Optional[float] = typer.Option(None, "--timeout"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+    seed_offset: int = typer.Option(0, "--seed-offset", help="Added to the study's seed, so "
+                                    "that workers do not all draw the same candidates."),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Join an existing study (from any machine) and run trials until it has its budget."""
+    from nas.storage import default_url, open_storage
+    from nas.study import SearchError, open_study, run_worker
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    study, definition = open_study(study_name, open_storage(storage or default_url()),
+                                   seed_offset=seed_offset)
+    progress = SearchProgress(study, definition.n_trials, quiet=quiet)
+    try:
+        with progress:
+            run_worker(study, definition, timeout=timeout, on_trial=progress.trial_done)
+    except SearchError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        _interrupted(study_name, storage)
+
+
+def _run(name: str, url: str, storage, definition, allow_changes: bool,
+         timeout: Optional[float], workers: int, quiet: bool) -> None:
+    from nas.study import SearchError, create_or_check, run_worker
+
+    study, messages = create_or_check(name, storage, definition, allow_changes=allow_changes)
+    progress = SearchProgress(study, definition.n_trials, quiet=quiet)
+    for message in messages:
+        progress.note(message)
+    try:
+        with progress:
+            if workers == 1:
+                run_worker(study, definition, timeout=timeout, on_trial=progress.trial_done)
+            else:
+                _run_processes(name, url, study, workers, timeout, progress)
+    except SearchError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        _interrupted(name, url)
+    progress.summary()
+
+
+def _run_processes(name: str, url: str, study, workers: int, timeout: Optional[float],
+                   progress: SearchProgress) -> None:
+    from nas.workers import start_workers
+
+    processes = start_workers(name, url, workers, timeout=timeout)
+    try:
+        while any(w.process.poll() is None for w in processes):
+            progress.refresh()
+            time.sleep(1.0)
+    finally:
+        for w in processes:
+            if w.process.poll() is None:
+                w.process.terminate()
+            w.process.wait()
+    progress.refresh()
+    broken = [w for w in processes if w.process.returncode not in (0, None)]
+    if broken:
+        fail("; ".join(f"worker {w.index} exited with {w.process.returncode}: "
+                       f"{w.last_line()}" for w in broken))
+
+
+def _grid_size(space) -> int:
+    size = space.size()
+    if size is None:
+        fail("--sampler grid: the space has a continuous dim; give it a step or a list")
+    return size
+
+
+def _suite_and_budget(suite: str, steps: int, seconds: Optional[float], batch_size: int,
+                      lr: float):
+    from trials.tasks import SuiteError, TaskError, load_suite
+    from trials.train import Budget, BudgetError
+
+    try:
+        # Learning-curve points on a few test batches: the final score uses the whole test set.
+        return load_suite(suite), Budget(steps=steps, seconds=seconds, batch_size=batch_size,
+                                         lr=lr, eval_batches=CURVE_BATCHES)
+    except (SuiteError, TaskError, BudgetError) as error:
+        fail(str(error))
+        raise  # unreachable: fail() exits
+
+
+def _interrupted(name: str, storage: Optional[str]) -> None:
+    where = f" --storage {storage}" if storage else ""
+    print(f"interrupted; study {name!r} is consistent, continue it with: "
+          f"hnas resume {name}{where}", file=sys.stderr)
+    raise typer.Exit(INTERRUPTED)

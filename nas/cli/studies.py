@@ -1,0 +1,123 @@
+"""`hnas studies`, `hnas study copy`, `hnas dashboard`, `hnas export`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nas.cli.app import app, study_app
+from nas.cli.common import console, fail, user_errors
+from nas.cli.results import open_for_reading
+from nas.cli.search import STORAGE_HELP
+
+
+@app.command()
+@user_errors
+def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP)) -> None:
+    """The studies in a database, with their trial counts and state."""
+    import optuna
+    from rich.table import Table
+
+    from nas.storage import default_url, open_storage, shown_url
+
+    url = storage or default_url()
+    db = open_storage(url, heartbeat=False)
+    table = Table(title=f"studies in {shown_url(url)}")
+    for column in ("study", "objectives", "measured", "budget", "running", "state", "started"):
+        table.add_column(column)
+    from nas.study import count_trials
+
+    for summary in optuna.get_all_study_summaries(db, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=db)
+        attrs = summary.user_attrs
+        counts = count_trials(study)
+        budget = attrs.get("n_trials")
+        state = ("running" if counts.running else
+                 "done" if budget is not None and counts.measured >= budget else "open")
+        table.add_row(summary.study_name, str(attrs.get("objectives", "-")),
+                      str(counts.measured), str(budget if budget is not None else "-"),
+                      str(counts.running), state,
+                      f"{summary.datetime_start:%Y-%m-%d %H:%M}" if summary.datetime_start
+                      else "-")
+    console().print(table)
+
+
+@study_app.command("copy")
+@user_errors
+def copy(
+    from_url: str = typer.Option(..., "--from", help="Source database URL."),
+    to_url: str = typer.Option(..., "--to", help="Destination database URL."),
+    study_name: Optional[str] = typer.Option(None, "--study", help="One study (default: all)."),
+) -> None:
+    """Copy studies between databases (for example a laptop's SQLite to a cluster's Postgres)."""
+    import optuna
+
+    from nas.storage import StorageError, load_study, open_storage, shown_url, study_names
+
+    source = open_storage(from_url, heartbeat=False)
+    target = open_storage(to_url, heartbeat=False)
+    names = [study_name] if study_name else study_names(source)
+    if study_name:
+        load_study(study_name, source)  # a clear error when it is not there
+    existing = set(study_names(target))
+    clash = [name for name in names if name in existing]
+    if clash:
+        raise StorageError(f"study {clash[0]!r} already exists in {shown_url(to_url)}; "
+                           "copying would mix two studies")
+    for name in names:
+        optuna.copy_study(from_study_name=name, from_storage=source, to_storage=target)
+        print(f"copied {name} to {shown_url(to_url)}", file=sys.stderr)
+
+
+@app.command()
+@user_errors
+def dashboard(
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    port: int = typer.Option(8080, "--port"),
+) -> None:
+    """Open optuna-dashboard on the study database (every study, every attribute)."""
+    from nas.storage import check_url, default_url
+
+    url = storage or default_url()
+    check_url(url)
+    executable = shutil.which("optuna-dashboard")
+    if executable is None:
+        fail("optuna-dashboard is not installed: pip install optuna-dashboard")
+    raise typer.Exit(subprocess.call([executable, url, "--port", str(port)]))
+
+
+@app.command()
+@user_errors
+def export(
+    study_name: str = typer.Argument(..., metavar="NAME"),
+    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    trial: Optional[int] = typer.Option(None, "--trial", help="One trial by number."),
+    pareto: bool = typer.Option(False, "--pareto", help="Every trial on the Pareto front."),
+    top: Optional[int] = typer.Option(None, "--top", help="The best K by --by."),
+    by: Optional[str] = typer.Option(None, "--by", help="Objective for --top."),
+    fmt: str = typer.Option("yaml", "--format", help="yaml, json or hf."),
+    hf_family: Optional[str] = typer.Option(None, "--hf-family", help="With --format hf: "
+                                            "jamba, nemotron_h, zamba2 or recurrent_gemma "
+                                            "(default: every family that fits)."),
+    out_dir: Path = typer.Option(Path("."), "-o", "--out", help="Folder for the files."),
+) -> None:
+    """Write trials' architectures as ArchConfig YAML/JSON (rebuilt exactly by `hnas train`)
+    or as Hugging Face transformers configs where the pattern fits one."""
+    from nas.export.configs import ExportError, select_trials, write_trial
+
+    if fmt not in ("yaml", "json", "hf"):
+        fail(f"--format {fmt!r}: expected yaml, json or hf")
+    study = open_for_reading(study_name, storage)
+    try:
+        chosen = select_trials(study, trial=trial, pareto=pareto, top=top, by=by)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for frozen in chosen:
+            for path in write_trial(study, frozen, fmt, out_dir, hf_family=hf_family):
+                typer.echo(str(path))
+    except ExportError as error:
+        fail(str(error))

@@ -1,0 +1,124 @@
+"""What defines a study, kept in the study's own user attributes so any machine can resume it.
+
+A study is a search space, a task suite, a training budget, a list of objectives, a sampler and
+a trial budget. All of it is stored with the study (Optuna user attributes, plain JSON), so
+`hnas resume NAME` and `hnas worker` need only the name and the database; plain Optuna and
+optuna-dashboard show the same attributes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nas.objectives import Objective, format_objectives, parse_objectives
+
+SAMPLERS = ("nsga2", "tpe", "gp", "random", "grid")
+MARKER, FORMAT_VERSION = "hnas_study_format", 1
+
+
+class DefinitionError(ValueError):
+    """A study definition that cannot be used, or one that clashes with the stored one."""
+
+
+@dataclass(frozen=True)
+class StudyDefinition:
+    space_yaml: str
+    space_fingerprint: str
+    suite: dict[str, Any]  # Suite.to_dict(): the tasks themselves, not only a preset's name
+    suite_fingerprint: str
+    budget: dict[str, Any]  # Budget.to_dict()
+    objectives: str  # "quality,cache@131072"
+    sampler: str = "nsga2"
+    n_trials: int = 20
+    seed: int = 0
+    baselines: tuple[str, ...] = ()
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise DefinitionError(f"sampler {self.sampler!r}: unknown (valid: "
+                                  f"{', '.join(SAMPLERS)})")
+        if self.n_trials < 1:
+            raise DefinitionError(f"n_trials: expected at least 1, got {self.n_trials}")
+
+    @property
+    def objective_list(self) -> tuple[Objective, ...]:
+        return parse_objectives(self.objectives)
+
+    @property
+    def directions(self) -> list[str]:
+        return [objective.direction for objective in self.objective_list]
+
+    def space(self):
+        from search_spaces import SearchSpace
+
+        return SearchSpace.from_yaml(self.space_yaml, "stored space")
+
+    def load_suite(self):
+        from trials.tasks import Suite
+
+        return Suite.from_dict(self.suite, "stored suite")
+
+    def load_budget(self):
+        from trials.train import Budget
+
+        return Budget.from_dict(self.budget)
+
+    # -- storing ----------------------------------------------------------------------------------
+
+    def to_attrs(self) -> dict[str, Any]:
+        """One user attribute per field (as the dashboard shows them), plus a format marker."""
+        data = asdict(self)
+        data["baselines"] = list(self.baselines)
+        return {MARKER: FORMAT_VERSION, **data}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any], study_name: str) -> "StudyDefinition":
+        if attrs.get(MARKER) != FORMAT_VERSION:
+            raise DefinitionError(f"study {study_name!r} was not created by hnas (its user "
+                                  f"attributes have no {MARKER!r})")
+        data = {name: attrs[name] for name in cls.__dataclass_fields__ if name in attrs}
+        data["baselines"] = tuple(data.get("baselines", ()))
+        return cls(**data)
+
+    def with_trials(self, n_trials: int) -> "StudyDefinition":
+        return StudyDefinition(**{**asdict(self), "baselines": self.baselines,
+                                  "n_trials": n_trials})
+
+    # -- comparing --------------------------------------------------------------------------------
+
+    def changes_from(self, stored: "StudyDefinition") -> list[str]:
+        """What makes this definition a different experiment from `stored` (empty: the same)."""
+        changes = []
+        if self.space_fingerprint != stored.space_fingerprint:
+            changes.append("the search space")
+        if self.suite_fingerprint != stored.suite_fingerprint:
+            changes.append(f"the suite ({stored.suite.get('name')} -> {self.suite.get('name')})"
+                           if self.suite.get("name") != stored.suite.get("name") else
+                           "the suite's tasks")
+        if _comparable(self.budget) != _comparable(stored.budget):
+            keys = sorted(k for k in set(self.budget) | set(stored.budget)
+                          if self.budget.get(k) != stored.budget.get(k))
+            changes.append("the budget (" + ", ".join(
+                f"{k} {stored.budget.get(k)} -> {self.budget.get(k)}" for k in keys) + ")")
+        if format_objectives(self.objective_list) != format_objectives(stored.objective_list):
+            changes.append(f"the objectives ({stored.objectives} -> {self.objectives})")
+        return changes
+
+
+def _comparable(budget: dict[str, Any]) -> str:
+    return json.dumps(budget, sort_keys=True, default=str)
+
+
+def toolkit_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("hybrid-nas", "optuna", "torch", "lightning"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions

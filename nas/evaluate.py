@@ -1,0 +1,159 @@
+"""The Optuna objective: sample a candidate, check it, train it (or reuse a twin), record it.
+
+One call evaluates one trial:
+
+    sample (pattern decisions, then dims)  ->  constraints set on the trial
+      infeasible?       -> PRUNED at once, never trained, violations recorded
+      already measured? -> the twin's values, marked duplicate_of (Optuna does not deduplicate)
+      otherwise         -> trials.run_trial on the suite, then the objective values
+      candidate failed  -> FAIL with the reason (NaN loss, oom, ...): failure is a result too
+
+Everything the toolkit knows about a trial goes into its user attributes (plain JSON), so plain
+Optuna and optuna-dashboard read it: `pattern`, `arch`, `fingerprint`, `analytic`, `quality`,
+`loss`, `tasks`, `measured`, `device`, `precision`, `kernels`, `wall_seconds`, `failure`,
+`violations`, `duplicate_of`, `baseline`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from nas.definition import StudyDefinition
+from nas.objectives import analytic_costs, decode_context
+
+
+class CandidateFailed(Exception):
+    """The candidate could not be evaluated (its trial is recorded as FAIL with the reason)."""
+
+
+# User attributes copied from a measured trial to its duplicates.
+MEASURED_ATTRS = ("quality", "loss", "tasks", "measured", "device", "precision", "kernels",
+                  "failure")
+
+
+def trial_budget(definition: StudyDefinition):
+    """The training budget, with decoding timed where an objective needs it."""
+    from trials.train import Budget
+
+    budget = definition.load_budget()
+    context = decode_context(definition.objective_list)
+    if context is not None and budget.decode_context != context:
+        budget = Budget.from_dict({**budget.to_dict(), "decode_context": context})
+    return budget
+
+
+class Evaluator:
+    """Callable objective for `study.optimize`, built once per worker from the study definition.
+
+    `run` is `trials.run_trial` unless a caller substitutes another evaluation with the same
+    signature (the orchestration benchmark times the search machinery with an instant one).
+    """
+
+    def __init__(self, definition: StudyDefinition, run: Callable[..., Any] | None = None) -> None:
+        self.definition = definition
+        self.space = definition.space()
+        self.objectives = definition.objective_list
+        self.suite = definition.load_suite()
+        self.budget = trial_budget(definition)
+        self._run = run
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        from search_spaces.space.space import InvalidCandidate
+
+        try:
+            candidate = self.space.sample(trial)
+        except InvalidCandidate as error:
+            trial.set_user_attr("violations", {"invalid": str(error)})
+            raise optuna.TrialPruned(f"invalid candidate: {error}") from None
+        arch = candidate.arch
+        fingerprint = arch.fingerprint()
+        analytic = analytic_costs(arch, self.objectives)
+        for key, value in (("pattern", arch.pattern), ("arch", arch.to_dict()),
+                           ("fingerprint", fingerprint), ("analytic", analytic)):
+            trial.set_user_attr(key, value)
+        if not candidate.feasible:
+            trial.set_user_attr("violations", candidate.violations)
+            raise optuna.TrialPruned("infeasible: " + ", ".join(
+                f"{name} over by {value:.3g}" for name, value in candidate.violations.items()))
+        twin = find_measured(trial.study, fingerprint, exclude=trial.number)
+        if twin is not None:
+            return self._reuse(trial, twin)
+        try:
+            result = self._evaluate(arch)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        record = self._record(trial, result)
+        if result["status"] != "ok":
+            raise CandidateFailed(result["failure"])
+        return self._values(trial, analytic, record)
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _evaluate(self, arch) -> dict[str, Any]:
+        if self._run is None:
+            from trials.train import run_trial
+
+            self._run = run_trial
+        return self._run(arch, self.suite, self.budget, seed=self.definition.seed).to_dict()
+
+    def _record(self, trial: optuna.Trial, result: dict[str, Any]) -> dict[str, Any]:
+        weights = {entry.name: entry.weight for entry in self.suite}
+        losses = [(weights.get(name, 1.0), task["metrics"]["loss"])
+                  for name, task in result["tasks"].items() if "loss" in task["metrics"]]
+        total = sum(weight for weight, _ in losses)
+        record = {
+            "quality": result["quality"],
+            "loss": sum(w * loss for w, loss in losses) / total if total else None,
+            "tasks": {name: {"metrics": task["metrics"], "steps": task["steps"],
+                             "tokens_per_s": task["tokens_per_s"], "curve": task["curve"],
+                             "failure": task["failure"]}
+                      for name, task in result["tasks"].items()},
+            "measured": result["measured"], "device": result["device"],
+            "precision": result["precision"], "kernels": result["kernels"],
+            "wall_seconds": result["wall_seconds"], "failure": result["failure"],
+        }
+        for key, value in record.items():
+            trial.set_user_attr(key, value)
+        return record
+
+    def _values(self, trial: optuna.Trial, analytic: dict[str, float],
+                record: dict[str, Any]) -> tuple[float, ...]:
+        values = tuple(objective.value(analytic, record) for objective in self.objectives)
+        bad = [o.name for o, v in zip(self.objectives, values) if not math.isfinite(v)]
+        if bad:
+            reason = f"non-finite objective {', '.join(bad)}"
+            trial.set_user_attr("failure", reason)
+            raise CandidateFailed(reason)
+        return values
+
+    def _reuse(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+        trial.set_user_attr("duplicate_of", twin.number)
+        for key in MEASURED_ATTRS:
+            if key in twin.user_attrs:
+                trial.set_user_attr(key, twin.user_attrs[key])
+        if twin.state == TrialState.FAIL:
+            raise CandidateFailed(f"{twin.user_attrs['failure']} (duplicate of trial "
+                                  f"{twin.number})")
+        return tuple(twin.values)
+
+
+def is_measured(trial: optuna.trial.FrozenTrial) -> bool:
+    """A finished evaluation: complete, or failed for a reason of the candidate's own (not a
+    dead worker or Ctrl-C, whose trials are run again)."""
+    return trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.FAIL and "failure" in trial.user_attrs)
+
+
+def find_measured(study: optuna.Study, fingerprint: str,
+                  exclude: int | None = None) -> optuna.trial.FrozenTrial | None:
+    """The first measured trial of the architecture with this fingerprint, if any."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if (trial.number != exclude and trial.user_attrs.get("fingerprint") == fingerprint
+                and "duplicate_of" not in trial.user_attrs and is_measured(trial)):
+            return trial
+    return None

@@ -1,0 +1,149 @@
+"""The objectives a study optimises, parsed from `quality,cache@131072,params`.
+
+Each objective has a direction and says where its value comes from: the analytic cost model
+(known before training, so an untrained candidate still has it), or the trained result.
+
+    quality             weighted mean test accuracy of the suite     maximize  trained
+    loss                weighted mean test loss of the suite         minimize  trained
+    params              parameters                                   minimize  analytic
+    active_params       parameters one token uses (MoE: top-k)       minimize  analytic
+    flops@N             forward FLOPs per token at context N         minimize  analytic
+    cache@N             inference cache bytes (bf16) at context N    minimize  analytic
+    train_tokens_per_s  measured training throughput                 maximize  trained
+    decode_ms@N         measured decode latency per token at N       minimize  trained
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+MAXIMIZE, MINIMIZE = "maximize", "minimize"
+CACHE_DTYPE = "bf16"
+
+# name -> (direction, takes a context, measured by training)
+KINDS: dict[str, tuple[str, bool, bool]] = {
+    "quality": (MAXIMIZE, False, True),
+    "loss": (MINIMIZE, False, True),
+    "params": (MINIMIZE, False, False),
+    "active_params": (MINIMIZE, False, False),
+    "flops": (MINIMIZE, True, False),
+    "cache": (MINIMIZE, True, False),
+    "train_tokens_per_s": (MAXIMIZE, False, True),
+    "decode_ms": (MINIMIZE, True, True),
+}
+VALID = ("quality", "loss", "params", "active_params", "flops@N", "cache@N",
+         "train_tokens_per_s", "decode_ms@N")
+_SUFFIXES = {"k": 1_000, "m": 1_000_000, "ki": 1024, "mi": 1024**2}
+
+
+class ObjectiveError(ValueError):
+    """An objective list that cannot be used; the message names the entry."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    kind: str
+    context: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}@{self.context}" if self.context is not None else self.kind
+
+    @property
+    def direction(self) -> str:
+        return KINDS[self.kind][0]
+
+    @property
+    def measured(self) -> bool:
+        """Needs a trained model (an untrained candidate has no value for it)."""
+        return KINDS[self.kind][2]
+
+    def value(self, analytic: Mapping[str, Any], result: Mapping[str, Any]) -> float:
+        """This objective's value from `analytic_costs(arch, ...)` and a TrialResult dict."""
+        if not self.measured:
+            return float(analytic[self.name])
+        if self.kind == "quality":
+            return float(result["quality"])
+        if self.kind == "loss":
+            return mean_loss(result)
+        if self.kind == "train_tokens_per_s":
+            return float(result["measured"]["train_tokens_per_s"])
+        return float(result["measured"]["decode_ms_per_token"])
+
+
+def parse_objectives(text: str | list[str]) -> tuple[Objective, ...]:
+    """`"quality,cache@128k"` -> objectives; ObjectiveError naming a bad entry."""
+    entries = text.split(",") if isinstance(text, str) else list(text)
+    objectives: list[Objective] = []
+    for raw in entries:
+        entry = raw.strip()
+        if not entry:
+            raise ObjectiveError(f"objectives: empty entry in {text!r}")
+        kind, _, context_text = entry.partition("@")
+        kind = kind.strip().lower()
+        if kind not in KINDS:
+            raise ObjectiveError(f"objective {entry!r}: unknown (valid: {', '.join(VALID)})")
+        wants_context = KINDS[kind][1]
+        if wants_context and not context_text:
+            raise ObjectiveError(f"objective {entry!r}: give a context length, as in "
+                                 f"{kind}@131072")
+        if context_text and not wants_context:
+            raise ObjectiveError(f"objective {entry!r}: {kind} takes no @context")
+        context = _parse_context(entry, context_text) if context_text else None
+        objective = Objective(kind, context)
+        if objective in objectives:
+            raise ObjectiveError(f"objective {entry!r}: listed twice")
+        objectives.append(objective)
+    if not objectives:
+        raise ObjectiveError("objectives: give at least one (valid: " + ", ".join(VALID) + ")")
+    decode = {o.context for o in objectives if o.kind == "decode_ms"}
+    if len(decode) > 1:
+        raise ObjectiveError("objectives: decode latency is measured at one context per study; "
+                             f"got decode_ms@{' and decode_ms@'.join(map(str, sorted(decode)))}")
+    return tuple(objectives)
+
+
+def _parse_context(entry: str, text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+)\s*([kKmM][iI]?)?\s*", text)
+    if not match:
+        raise ObjectiveError(f"objective {entry!r}: context {text!r} is not a whole number")
+    value = int(match.group(1)) * _SUFFIXES.get((match.group(2) or "").lower(), 1)
+    if value < 1:
+        raise ObjectiveError(f"objective {entry!r}: context must be at least 1")
+    return value
+
+
+def format_objectives(objectives: tuple[Objective, ...]) -> str:
+    return ",".join(objective.name for objective in objectives)
+
+
+def analytic_costs(arch: Any, objectives: tuple[Objective, ...]) -> dict[str, float]:
+    """Cost-model values for every analytic objective (and params/active_params always)."""
+    from search_spaces.cost import estimate
+
+    base = estimate(arch, context=1, dtype=CACHE_DTYPE)
+    costs: dict[str, float] = {"params": base.params, "active_params": base.active_params}
+    for objective in objectives:
+        if objective.kind in ("flops", "cache"):
+            report = estimate(arch, context=objective.context, dtype=CACHE_DTYPE)
+            costs[f"flops@{objective.context}"] = report.flops_per_token
+            costs[f"cache@{objective.context}"] = report.cache_bytes
+    return costs
+
+
+def mean_loss(result: Mapping[str, Any]) -> float:
+    """Mean test loss over the suite's tasks (each task's loss on its scored positions)."""
+    losses = [float(task["metrics"]["loss"]) for task in result["tasks"].values()
+              if "loss" in task.get("metrics", {})]
+    return sum(losses) / len(losses) if losses else math.nan
+
+
+def decode_context(objectives: tuple[Objective, ...]) -> int | None:
+    """The context at which decoding must be timed, when an objective asks for it."""
+    for objective in objectives:
+        if objective.kind == "decode_ms":
+            return objective.context
+    return None

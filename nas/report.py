@@ -1,0 +1,141 @@
+"""What a study has found, as plain data for the CLI's tables, JSON and CSV.
+
+Everything is read from Optuna: trial states, values and the user attributes that
+`nas.evaluate` records. Nothing here writes to the study.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.definition import StudyDefinition
+from nas.evaluate import is_measured
+from nas.objectives import MAXIMIZE, Objective
+from nas.study import count_trials
+
+STATES = ("complete", "fail", "pruned", "running", "waiting")
+
+
+def objectives_of(study: optuna.Study) -> tuple[Objective, ...]:
+    return StudyDefinition.from_attrs(study.user_attrs, study.study_name).objective_list
+
+
+def failure_kind(reason: str) -> str:
+    """`nan_loss at step 17` -> `nan_loss`; `RuntimeError: shape ...` -> `RuntimeError`."""
+    reason = re.sub(r" \(duplicate of trial \d+\)$", "", reason)
+    return re.split(r" at step |: ", reason, maxsplit=1)[0]
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The non-dominated complete trials by trial number; a duplicate (the same architecture
+    measured once, its values reused) appears once, as the trial that measured it."""
+    if not _has_complete(study):
+        return []
+    front = [t for t in study.best_trials if "duplicate_of" not in t.user_attrs]
+    return sorted(front, key=lambda trial: trial.number)
+
+
+def _has_complete(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def status(study: optuna.Study) -> dict[str, Any]:
+    """Trials by state, failures by reason, throughput, the best per objective, the front."""
+    trials = study.get_trials(deepcopy=False)
+    counts = count_trials(study)
+    definition = StudyDefinition.from_attrs(study.user_attrs, study.study_name)
+    objectives = definition.objective_list
+    measured = [t for t in trials if is_measured(t)]
+    failures = Counter(failure_kind(t.user_attrs["failure"]) for t in trials
+                       if t.state == TrialState.FAIL and "failure" in t.user_attrs)
+    lost = Counter("interrupted" if t.user_attrs.get("interrupted") else "worker died"
+                   for t in trials if t.state == TrialState.FAIL and not is_measured(t))
+    pruned = Counter(next(iter(t.user_attrs.get("violations") or {"pruned": 0}))
+                     for t in trials if t.state == TrialState.PRUNED)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = {}
+    for index, objective in enumerate(objectives):
+        if complete:
+            pick = max if objective.direction == MAXIMIZE else min
+            trial = pick(complete, key=lambda t, i=index: t.values[i])
+            best[objective.name] = {"value": trial.values[index], "trial": trial.number,
+                                    "pattern": trial.user_attrs.get("pattern")}
+    return {
+        "study": study.study_name,
+        "objectives": [{"name": o.name, "direction": o.direction} for o in objectives],
+        "n_trials": definition.n_trials,
+        "sampler": definition.sampler,
+        "states": {name: sum(1 for t in trials if t.state.name.lower() == name)
+                   for name in STATES},
+        "measured": counts.measured,
+        "distinct_architectures": len({t.user_attrs.get("fingerprint") for t in measured}),
+        "duplicates": sum(1 for t in measured if "duplicate_of" in t.user_attrs),
+        "failures": dict(failures.most_common()),
+        "lost": dict(lost.most_common()),
+        "pruned": dict(pruned.most_common()),
+        "trials_per_hour": _per_hour(measured),
+        "best": best,
+        "pareto_size": len(pareto_front(study)),
+        "baselines": {t.user_attrs["baseline"]: t.number for t in trials
+                      if "baseline" in t.user_attrs and t.state == TrialState.COMPLETE},
+    }
+
+
+def _per_hour(trials: list[FrozenTrial]) -> float | None:
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    if len(trials) < 2 or not starts or not ends:
+        return None
+    hours = (max(ends) - min(starts)).total_seconds() / 3600
+    return len(trials) / hours if hours > 0 else None
+
+
+def trial_row(trial: FrozenTrial, objectives: tuple[Objective, ...]) -> dict[str, Any]:
+    """One trial as a flat row: number, state, pattern, every objective, provenance."""
+    attrs = trial.user_attrs
+    row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name.lower(),
+                           "pattern": attrs.get("pattern", "")}
+    for index, objective in enumerate(objectives):
+        row[objective.name] = trial.values[index] if trial.values else None
+    row["baseline"] = attrs.get("baseline")
+    row["duplicate_of"] = attrs.get("duplicate_of")
+    row["failure"] = attrs.get("failure") or _pruned_reason(trial)
+    row["seconds"] = attrs.get("wall_seconds")
+    return row
+
+
+def _pruned_reason(trial: FrozenTrial) -> str | None:
+    violations = trial.user_attrs.get("violations")
+    if trial.state != TrialState.PRUNED or not violations:
+        return None
+    return "infeasible: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                      for k, v in violations.items())
+
+
+def trial_rows(study: optuna.Study, *, state: str | None = None, sort: str | None = None,
+               limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows of `trials`, optionally of one state, sorted best-first by one objective."""
+    objectives = objectives_of(study)
+    if state is not None and state not in STATES:
+        raise ValueError(f"state {state!r}: unknown (valid: {', '.join(STATES)})")
+    trials = [t for t in study.get_trials(deepcopy=False)
+              if state is None or t.state.name.lower() == state]
+    if sort is not None:
+        names = [o.name for o in objectives]
+        if sort not in names:
+            raise ValueError(f"sort {sort!r}: not an objective of this study "
+                             f"(its objectives: {', '.join(names)})")
+        objective = objectives[names.index(sort)]
+        index = names.index(sort)
+        scored = [t for t in trials if t.values]
+        unscored = [t for t in trials if not t.values]
+        scored.sort(key=lambda t: t.values[index], reverse=objective.direction == MAXIMIZE)
+        trials = scored + unscored
+    if limit is not None:
+        trials = trials[:limit]
+    return [trial_row(t, objectives) for t in trials]

@@ -1,0 +1,207 @@
+"""Creating, checking and running studies; any number of workers on one database.
+
+A worker runs one trial at a time through `study.optimize(n_trials=1)`, because Optuna records
+heartbeats and fails stale trials (re-queueing them through the storage's retry callback) only
+inside `optimize` when a trial starts. Between trials the worker counts the study's measured
+trials (complete, or failed for the candidate's own reason), so `n_trials` is the study's
+budget, shared by every worker on every machine:
+
+    measured >= n_trials                     -> done
+    measured + running >= n_trials           -> wait: a running trial may still die and come back
+    otherwise                                -> run one more trial
+
+Trials that died with their worker (heartbeat) or were interrupted (Ctrl-C) do not count; they
+are queued again with the same parameters.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from nas.definition import DefinitionError, StudyDefinition
+from nas.evaluate import CandidateFailed, Evaluator, is_measured
+from nas.samplers import make_sampler
+from nas.storage import load_study, study_names
+
+POLL_SECONDS = 2.0
+MAX_PRUNED_IN_A_ROW = 500  # infeasible draws in a row before a worker gives up on the space
+
+
+class SearchError(RuntimeError):
+    """A search that cannot go on (for example a space whose candidates are all infeasible)."""
+
+
+@dataclass
+class Counts:
+    measured: int = 0
+    complete: int = 0
+    failed: int = 0  # the candidate failed (NaN loss, oom, ...)
+    pruned: int = 0  # infeasible or invalid, never trained
+    running: int = 0
+    waiting: int = 0
+    lost: int = 0  # died with a worker or interrupted; run again
+
+
+def count_trials(study: optuna.Study) -> Counts:
+    counts = Counts()
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.COMPLETE:
+            counts.complete += 1
+        elif trial.state == TrialState.FAIL:
+            if is_measured(trial):
+                counts.failed += 1
+            else:
+                counts.lost += 1
+        elif trial.state == TrialState.PRUNED:
+            counts.pruned += 1
+        elif trial.state == TrialState.RUNNING:
+            counts.running += 1
+        elif trial.state == TrialState.WAITING:
+            counts.waiting += 1
+    counts.measured = counts.complete + counts.failed
+    return counts
+
+
+# -- creating and opening -------------------------------------------------------------------------
+
+
+def create_or_check(name: str, storage, definition: StudyDefinition, *,
+                    allow_changes: bool = False) -> tuple[optuna.Study, list[str]]:
+    """Create the study, or open the existing one after checking it is the same experiment.
+
+    Returns the study and the messages worth showing (baselines enqueued or skipped, changes
+    accepted). An existing study with another space, suite, budget or objectives is refused
+    unless `allow_changes`; its objectives can never change (Optuna fixes the directions).
+    """
+    messages: list[str] = []
+    sampler = make_sampler(definition.sampler, definition.seed, definition.n_trials)
+    if name in study_names(storage):
+        study = load_study(name, storage, sampler=None)
+        stored = StudyDefinition.from_attrs(study.user_attrs, name)
+        changes = definition.changes_from(stored)
+        if any(change.startswith("the objectives") for change in changes):
+            raise DefinitionError(f"study {name!r} exists with objectives {stored.objectives}; "
+                                  "a study's objectives cannot change (start a new --study)")
+        if changes and not allow_changes:
+            raise DefinitionError(f"study {name!r} exists with a different "
+                                  f"{' and '.join(c.removeprefix('the ') for c in changes)}; "
+                                  "pass --allow-changes to continue it anyway, or use a new "
+                                  "--study name")
+        if changes:
+            messages.append("continuing with changed " + ", ".join(changes))
+            for key, value in definition.to_attrs().items():
+                study.set_user_attr(key, value)
+        # The trial budget and the sampler may change freely: neither changes what a trial
+        # measures. Baselines named now and not yet in the study are added.
+        study.set_user_attr("n_trials", definition.n_trials)
+        study.set_user_attr("sampler", definition.sampler)
+        known = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+        new = tuple(b for b in definition.baselines if b not in known)
+        if new:
+            messages.extend(enqueue_baselines(study, definition, new))
+            study.set_user_attr("baselines", sorted(set(stored.baselines) | set(new)))
+        return load_study(name, storage, sampler=sampler), messages
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                directions=definition.directions)
+    for key, value in definition.to_attrs().items():
+        study.set_user_attr(key, value)
+    if definition.sampler == "grid":
+        space = definition.space()
+        assignments = list(space.enumerate())
+        for params in assignments:
+            study.enqueue_trial(params, skip_if_exists=True)
+        messages.append(f"grid: enqueued {len(assignments)} assignments")
+    messages.extend(enqueue_baselines(study, definition))
+    return study, messages
+
+
+def open_study(name: str, storage, *, seed_offset: int = 0) -> tuple[optuna.Study,
+                                                                      StudyDefinition]:
+    """An existing study with its definition and its sampler (seeded per worker)."""
+    study = load_study(name, storage)
+    definition = StudyDefinition.from_attrs(study.user_attrs, name)
+    seed = None if definition.seed is None else definition.seed + seed_offset
+    sampler = make_sampler(definition.sampler, seed, definition.n_trials)
+    return load_study(name, storage, sampler=sampler), definition
+
+
+def enqueue_baselines(study: optuna.Study, definition: StudyDefinition,
+                      names: tuple[str, ...] | None = None) -> list[str]:
+    """Enqueue every named preset that the space can produce; say which were skipped."""
+    from search_spaces import load_arch
+    from search_spaces.space.match import params_for
+
+    space = definition.space()
+    messages = []
+    for name in definition.baselines if names is None else names:
+        match = params_for(space, load_arch(name))
+        if match is None:
+            messages.append(f"baseline {name}: skipped, the space cannot produce its layers "
+                            f"({load_arch(name).pattern})")
+            continue
+        study.enqueue_trial(match.params, user_attrs={"baseline": name}, skip_if_exists=True)
+        note = ""
+        if match.adjusted:
+            note = " with " + ", ".join(f"{key} {want} -> {used}" for key, (want, used)
+                                        in sorted(match.adjusted.items()))
+        messages.append(f"baseline {name}: enqueued{note}")
+    return messages
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Queue again, once, every trial that Ctrl-C stopped (same parameters and attributes)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    count = 0
+    for trial in trials:
+        if (trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted")
+                and trial.number not in retried):
+            attrs = {key: value for key, value in trial.user_attrs.items()
+                     if key in ("baseline",)}
+            study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
+            count += 1
+    return count
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+
+def run_worker(study: optuna.Study, definition: StudyDefinition, *,
+               timeout: float | None = None,
+               on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+               run: Callable[..., Any] | None = None) -> Counts:
+    """Run trials until the study has `definition.n_trials` measured ones (or `timeout`)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    evaluator = Evaluator(definition, run=run)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pruned_in_a_row = 0
+    requeue_interrupted(study)
+    while True:
+        optuna.storages.fail_stale_trials(study)  # re-queues trials of dead workers
+        counts = count_trials(study)
+        if counts.measured >= definition.n_trials:
+            return counts
+        if deadline is not None and time.monotonic() >= deadline:
+            return counts
+        if counts.measured + counts.running >= definition.n_trials:
+            time.sleep(POLL_SECONDS)  # a running trial elsewhere may die and be queued again
+            continue
+        finished: list[optuna.trial.FrozenTrial] = []
+        study.optimize(evaluator, n_trials=1, catch=(CandidateFailed,), gc_after_trial=True,
+                       callbacks=[lambda _study, trial, seen=finished: seen.append(trial)])
+        pruned = bool(finished) and finished[-1].state == TrialState.PRUNED
+        pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0
+        if on_trial is not None and finished:
+            on_trial(study, finished[-1])
+        if pruned_in_a_row >= MAX_PRUNED_IN_A_ROW:
+            raise SearchError(f"{pruned_in_a_row} candidates in a row broke the space's "
+                              "constraints; loosen them or narrow the space")
+
+
