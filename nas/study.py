@@ -194,7 +194,7 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
             time.sleep(POLL_SECONDS)  # a running trial elsewhere may die and be queued again
             continue
         finished: list[optuna.trial.FrozenTrial] = []
-        study.optimize(evaluator, n_trials=1, catch=(CandidateFailed,), gc_after_trial=True,
+        study.optimize(evaluator, n_trials=1, catch=(CandidateFailed,),
                        callbacks=[lambda _study, trial, seen=finished: seen.append(trial)])
         pruned = bool(finished) and finished[-1].state == TrialState.PRUNED
         pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0
