@@ -1,0 +1,153 @@
+"""The study commands end to end through the CLI, with real (tiny) training on SQLite:
+search, status, trials, pareto (with a plot), export, resume, train of an exported config,
+study copy, and every user error as one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from nas.cli import app
+from search_spaces import ArchConfig
+
+SPACE = """
+name: tiny
+pattern: "{A|M} {A|M|L}"
+dims:
+  d_model: [16, 32]
+  n_heads: 2
+  d_state: 4
+  window: 8
+"""
+SUITE = """
+name: tiny
+tasks:
+  - task: mqar
+    n_train: 64
+    n_test: 32
+    settings: {seq_len: 32, num_kv_pairs: 2, vocab_size: 16}
+"""
+SEARCH = ["search", "space.yaml", "--study", "e2e", "--suite", "suite.yaml",
+          "--objectives", "quality,params,cache@1024", "--budget-steps", "2",
+          "--batch-size", "8", "--baselines", "transformer", "--quiet"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One study searched once for the module (training is the slow part)."""
+    folder = tmp_path_factory.mktemp("e2e")
+    (folder / "space.yaml").write_text(SPACE)
+    (folder / "suite.yaml").write_text(SUITE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        result = invoke(*SEARCH, "--n-trials", "3")
+        assert result.exit_code == 0, result.output
+        yield folder
+
+
+def test_search_writes_the_default_sqlite_file(workdir):
+    assert (workdir / "hnas.db").exists()
+    result = invoke("status", "e2e", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["measured"] == 3 and summary["states"]["complete"] == 3
+    assert summary["n_trials"] == 3
+    assert [o["name"] for o in summary["objectives"]] == ["quality", "params", "cache@1024"]
+    # The transformer preset (A*6) does not fit a 2-layer space: skipped, not enqueued.
+    assert summary["baselines"] == {}
+
+
+def test_status_trials_and_pareto_tables(workdir):
+    result = invoke("status", "e2e")
+    assert result.exit_code == 0 and "3/3 measured" in result.output
+    result = invoke("trials", "e2e", "--sort", "params", "--csv")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("trial,state,pattern,quality,params,cache@1024")
+    params = [float(line.split(",")[4]) for line in lines[1:]]
+    assert params == sorted(params) and len(params) == 3
+    result = invoke("pareto", "e2e", "--json", "--plot", "front.png")
+    assert result.exit_code == 0, result.output
+    front = json.loads(result.output[:result.output.rindex("]") + 1])
+    assert front and all(row["state"] == "complete" for row in front)
+    assert (workdir / "front.png").stat().st_size > 1000
+
+
+def test_export_rebuilds_and_trains_the_same_architecture(workdir):
+    result = invoke("export", "e2e", "--top", "1", "--by", "quality", "--format", "yaml",
+                    "-o", "exported")
+    assert result.exit_code == 0, result.output
+    path = workdir / result.output.strip().splitlines()[0]
+    arch = ArchConfig.from_yaml(path.read_text())
+    trials = json.loads(invoke("trials", "e2e", "--sort", "quality", "--json").output)
+    assert arch.pattern == trials[0]["pattern"]
+    from trials.builder import build_model
+
+    model = build_model(arch, seed=0)
+    assert sum(p.numel() for p in model.parameters()) == trials[0]["params"]
+    result = invoke("train", str(path), "--suite", "suite.yaml", "--steps", "2",
+                    "--batch-size", "8", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["pattern"] == arch.pattern
+    result = invoke("export", "e2e", "--pareto", "--format", "json", "-o", "exported")
+    assert result.exit_code == 0
+    for line in result.output.strip().splitlines():
+        assert ArchConfig.from_json((workdir / line).read_text()).layers
+
+
+def test_resume_adds_trials_to_the_same_study(workdir):
+    result = invoke("resume", "e2e", "--n-trials", "4", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(invoke("status", "e2e", "--json").output)
+    assert summary["measured"] == 4 and summary["n_trials"] == 4
+
+
+def test_search_on_a_changed_definition_is_refused(workdir):
+    changed = [*SEARCH[:SEARCH.index("--budget-steps") + 1], "3",
+               *SEARCH[SEARCH.index("--budget-steps") + 2:]]
+    result = invoke(*changed)
+    assert result.exit_code == 2
+    assert "different budget (steps 2 -> 3)" in result.output
+    assert "--allow-changes" in result.output
+
+
+def test_study_copy_and_listing(workdir):
+    result = invoke("study", "copy", "--from", "sqlite:///hnas.db", "--to",
+                    "sqlite:///copy.db")
+    assert result.exit_code == 0, result.output
+    result = invoke("studies", "--storage", "sqlite:///copy.db")
+    assert result.exit_code == 0 and "e2e" in result.output
+    again = invoke("study", "copy", "--from", "sqlite:///hnas.db", "--to", "sqlite:///copy.db")
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["search", "space.yaml", "--objectives", "quality,speed"], "unknown (valid: quality"),
+    (["search", "space.yaml", "--sampler", "cmaes"], "sampler 'cmaes': unknown"),
+    (["search", "space.yaml", "--storage", "mysql+nodriver://x/y"], "storage"),
+    (["search", "space.yaml", "--storage", "not a url"], "not an SQLAlchemy URL"),
+    (["search", "space.yaml", "--baselines", "llama"], "--baselines: unknown preset 'llama'"),
+    (["search", "nospace.yaml"], "nospace.yaml"),
+    (["search", "space.yaml", "--suite", "huge"], "not a suite preset"),
+    (["status", "missing"], "study 'missing' not found"),
+    (["resume", "missing"], "study 'missing' not found"),
+    (["worker", "--study", "missing"], "study 'missing' not found"),
+    (["pareto", "e2e", "--plot", "front.svg"], "give a .png or .html file"),
+    (["trials", "e2e", "--sort", "loss"], "not an objective of this study"),
+    (["export", "e2e", "--trial", "99"], "trial 99 of study 'e2e' is not a complete trial"),
+    (["export", "e2e", "--pareto", "--format", "onnx"], "--format 'onnx'"),
+    (["export", "e2e", "--top", "2"], "--top needs --by"),
+    (["status", "e2e", "--storage", "postgresql+psycopg://u@127.0.0.1:1/db"], "cannot connect"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(workdir, args, words):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "Traceback" not in result.output

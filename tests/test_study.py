@@ -1,0 +1,275 @@
+"""Studies in a SQLite file: definition guard, duplicates, constraints, baselines, failures,
+interrupted and dead-worker trials. Training is replaced by an instant evaluation here (the
+`run=` hook of the worker); tests/test_cli_search.py runs real training end to end."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.definition import DefinitionError, StudyDefinition, toolkit_versions
+from nas.evaluate import find_measured
+from nas.objectives import ObjectiveError, Objective, parse_objectives
+from nas.report import pareto_front, status, trial_rows
+from nas.storage import StorageError, load_study, open_storage
+from nas.study import count_trials, create_or_check, open_study, requeue_interrupted, run_worker
+from search_spaces import SearchSpace
+
+SPACE = """
+name: tiny
+pattern: "{A|M|L} {A|M}"
+dims:
+  d_model: [16, 32]
+  n_heads: 2
+  d_state: 4
+  window: 8
+"""
+
+
+def definition(space_yaml: str = SPACE, *, suite: str = "quick", n_trials: int = 6,
+               objectives: str = "quality,params", baselines=(), steps: int = 3,
+               sampler: str = "random") -> StudyDefinition:
+    from trials.tasks import load_suite
+    from trials.train import Budget
+
+    space = SearchSpace.from_yaml(space_yaml)
+    task_suite = load_suite(suite)
+    return StudyDefinition(space.to_yaml(), space.fingerprint(), task_suite.to_dict(),
+                           task_suite.fingerprint(), Budget(steps=steps).to_dict(), objectives,
+                           sampler, n_trials, 0, tuple(baselines), toolkit_versions())
+
+
+class FakeRun:
+    """An instant evaluation: quality from the share of attention layers, and a call log."""
+
+    def __init__(self, fail_first=(), interrupt_once: bool = False) -> None:
+        self.calls: list[str] = []
+        self.fail_patterns = set(fail_first)  # first mixers whose stacks fail
+        self.interrupt_once = interrupt_once
+
+    def __call__(self, arch, suite, budget, seed=0):
+        from trials.train import TaskResult, TrialResult
+
+        if self.interrupt_once:
+            self.interrupt_once = False
+            raise KeyboardInterrupt
+        self.calls.append(arch.fingerprint())
+        result = TrialResult(pattern=arch.pattern, fingerprint=arch.fingerprint(),
+                             suite=suite.name)
+        if any(layer.mixer in self.fail_patterns for layer in arch.layers[:1]):
+            result.status, result.failure = "failed", "nan_loss at step 2"
+            return result
+        attention = sum(layer.mixer == "A" for layer in arch.layers) / len(arch.layers)
+        result.quality = 0.2 + 0.6 * attention + arch.d_model / 1000
+        result.tasks = {entry.name: TaskResult(entry.name, {"accuracy": result.quality,
+                                                            "loss": 1 - result.quality})
+                        for entry in suite}
+        result.measured = {"train_tokens_per_s": 1000.0, "decode_ms_per_token": 1.0}
+        return result
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def test_objectives_parse_and_refuse():
+    objectives = parse_objectives("quality, cache@128k,params,decode_ms@4096")
+    assert [o.name for o in objectives] == ["quality", "cache@128000", "params", "decode_ms@4096"]
+    assert [o.direction for o in objectives] == ["maximize", "minimize", "minimize", "minimize"]
+    assert parse_objectives("flops@2Ki")[0] == Objective("flops", 2048)
+    for bad, words in (("quality,acc", "unknown (valid: quality, loss"),
+                       ("cache", "give a context length"), ("params@5", "takes no @context"),
+                       ("quality,quality", "listed twice"), ("cache@x", "not a whole number"),
+                       ("decode_ms@1,decode_ms@2", "one context per study"), ("", "empty")):
+        with pytest.raises(ObjectiveError, match=re.escape(words)):
+            parse_objectives(bad)
+
+
+def test_search_records_definition_and_trials(storage):
+    spec = definition(n_trials=6)
+    study, _ = create_or_check("s", storage, spec)
+    run = FakeRun()
+    counts = run_worker(study, spec, run=run)
+    assert counts.measured == 6 and counts.complete == 6
+    stored = StudyDefinition.from_attrs(load_study("s", storage).user_attrs, "s")
+    assert stored == spec
+    trial = study.trials[0]
+    for key in ("pattern", "arch", "fingerprint", "analytic", "quality", "tasks", "measured",
+                "device", "wall_seconds"):
+        assert key in trial.user_attrs, key
+    assert trial.values[1] == trial.user_attrs["analytic"]["params"]
+    # The values are what the objectives say, computed from the recorded attributes.
+    assert trial.values[0] == pytest.approx(trial.user_attrs["quality"])
+
+
+def test_duplicates_reuse_recorded_values(storage):
+    spec = definition(n_trials=10)
+    study, _ = create_or_check("s", storage, spec)
+    run = FakeRun()
+    run_worker(study, spec, run=run)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    fingerprints = [t.user_attrs["fingerprint"] for t in trials]
+    # 12 architectures, 10 random draws: repeats happen with this seed; each was trained once.
+    assert len(run.calls) == len(set(run.calls)) == len(set(fingerprints)) < len(trials)
+    for trial in trials:
+        if "duplicate_of" in trial.user_attrs:
+            twin = study.trials[trial.user_attrs["duplicate_of"]]
+            assert twin.user_attrs["fingerprint"] == trial.user_attrs["fingerprint"]
+            assert twin.values == trial.values
+    assert all("duplicate_of" not in t.user_attrs for t in pareto_front(study))
+
+
+def test_infeasible_candidates_are_recorded_but_never_trained(storage):
+    space = SPACE + "constraints:\n  max_params: 20K\n"
+    spec = definition(space, n_trials=4)
+    study, _ = create_or_check("s", storage, spec)
+    run = FakeRun()
+    counts = run_worker(study, spec, run=run)
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert counts.measured == 4 and pruned, "some d_model=32 draws break the 20K limit"
+    for trial in pruned:
+        assert trial.user_attrs["violations"]["max_params"] > 0
+        assert trial.constraints["max_params"] > 0
+        assert trial.user_attrs["fingerprint"] not in run.calls
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert trial.user_attrs["analytic"]["params"] <= 20_000
+
+
+def test_candidate_failures_are_results_with_reasons(storage):
+    spec = definition(n_trials=8)
+    study, _ = create_or_check("s", storage, spec)
+    counts = run_worker(study, spec, run=FakeRun(fail_first={"M"}))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert failed and counts.failed == len(failed) and counts.measured == 8
+    assert {t.user_attrs["failure"].split(" (")[0] for t in failed} == {"nan_loss at step 2"}
+    assert status(study)["failures"] == {"nan_loss": len(failed)}
+
+
+def test_changed_definition_is_refused_unless_allowed(storage):
+    create_or_check("s", storage, definition())
+    with pytest.raises(DefinitionError, match="different suite"):
+        create_or_check("s", storage, definition(suite="mqar"))
+    with pytest.raises(DefinitionError, match=re.escape("different budget (steps 3 -> 5)")):
+        create_or_check("s", storage, definition(steps=5))
+    with pytest.raises(DefinitionError, match="different search space"):
+        create_or_check("s", storage, definition(SPACE.replace("[16, 32]", "[16, 64]")))
+    with pytest.raises(DefinitionError, match="objectives cannot change"):
+        create_or_check("s", storage, definition(objectives="quality"), allow_changes=True)
+    study, messages = create_or_check("s", storage, definition(steps=5), allow_changes=True)
+    assert "changed the budget" in messages[0]
+    assert StudyDefinition.from_attrs(study.user_attrs, "s").budget["steps"] == 5
+    # The same experiment with a bigger trial budget is simply continued.
+    study, messages = create_or_check("s", storage, definition(steps=5, n_trials=9))
+    assert messages == [] and study.user_attrs["n_trials"] == 9
+
+
+def test_resume_continues_to_the_new_budget(storage):
+    spec = definition(n_trials=3)
+    study, _ = create_or_check("s", storage, spec)
+    run_worker(study, spec, run=FakeRun())
+    study, stored = open_study("s", storage)
+    counts = run_worker(study, stored.with_trials(5), run=FakeRun())
+    assert counts.measured == 5 and len(study.trials) == 5
+
+
+def test_baselines_are_enqueued_and_reach_the_front(storage):
+    space = """
+pattern: "{A|M|R|L}*{depth: 2..6}"
+dims: {d_model: [32, 64], n_heads: 4, window: [64, 128]}
+"""
+    spec = definition(space, n_trials=5, baselines=("transformer", "griffin", "zamba"))
+    study, messages = create_or_check("s", storage, spec)
+    assert any(m.startswith("baseline zamba: skipped") for m in messages)
+    assert any(m.startswith("baseline transformer: enqueued") for m in messages)
+    run_worker(study, spec, run=FakeRun())
+    baselines = {t.user_attrs.get("baseline"): t for t in study.trials if
+                 t.user_attrs.get("baseline")}
+    assert set(baselines) == {"transformer", "griffin"}
+    assert baselines["transformer"].user_attrs["pattern"] == "A*6"
+    assert baselines["griffin"].user_attrs["pattern"] == "(R*2 L128)*2"
+    # An all-attention stack scores best with the fake evaluation: the transformer baseline
+    # is on the front, as `hnas pareto` will show it.
+    assert baselines["transformer"].number in {t.number for t in pareto_front(study)}
+    assert status(study)["baselines"] == {"transformer": baselines["transformer"].number,
+                                          "griffin": baselines["griffin"].number}
+
+
+def test_interrupted_trial_is_queued_again_once(storage):
+    spec = definition(n_trials=3)
+    study, _ = create_or_check("s", storage, spec)
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(study, spec, run=FakeRun(interrupt_once=True))
+    first = study.trials[0]
+    assert first.state == TrialState.FAIL and first.user_attrs["interrupted"]
+    assert count_trials(study).measured == 0 and count_trials(study).lost == 1
+    counts = run_worker(study, spec, run=FakeRun())
+    assert counts.measured == 3
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == 0]
+    assert len(retry) == 1 and retry[0].params == first.params
+    assert retry[0].state == TrialState.COMPLETE
+    assert requeue_interrupted(study) == 0  # once only
+
+
+def test_dead_worker_trial_is_failed_and_retried(tmp_path, monkeypatch):
+    import nas.storage
+
+    monkeypatch.setattr(nas.storage, "HEARTBEAT_INTERVAL", 1)
+    monkeypatch.setattr(nas.storage, "GRACE_PERIOD", 2)
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    spec = definition(n_trials=2)
+    study, _ = create_or_check("s", storage, spec)
+    # A worker that asked for a trial, beat once, and died.
+    dead = study.ask()
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(3)
+    counts = run_worker(study, spec, run=FakeRun())
+    assert counts.measured == 2 and counts.running == 0
+    dead_frozen = study.trials[dead.number]
+    assert dead_frozen.state == TrialState.FAIL and "failure" not in dead_frozen.user_attrs
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert status(study)["lost"] == {"worker died": 1}
+
+
+def test_trial_rows_sort_and_filter(storage):
+    spec = definition(n_trials=5)
+    study, _ = create_or_check("s", storage, spec)
+    run_worker(study, spec, run=FakeRun())
+    rows = trial_rows(study, sort="quality", limit=3)
+    assert len(rows) == 3
+    assert [r["quality"] for r in rows] == sorted((r["quality"] for r in rows), reverse=True)
+    assert rows[0]["quality"] == max(t.values[0] for t in study.trials)
+    with pytest.raises(ValueError, match="not an objective of this study"):
+        trial_rows(study, sort="loss")
+    with pytest.raises(ValueError, match="state 'done': unknown"):
+        trial_rows(study, state="done")
+
+
+def test_find_measured_ignores_lost_trials(storage):
+    spec = definition(n_trials=1)
+    study, _ = create_or_check("s", storage, spec)
+    lost = study.ask()
+    lost.set_user_attr("fingerprint", "abc")
+    study.tell(lost, state=TrialState.FAIL)
+    assert find_measured(study, "abc") is None
+
+
+def test_storage_errors_are_one_line(tmp_path):
+    for url, words in (("not a url", "not an SQLAlchemy URL"),
+                       ("foo://x", "unknown database kind 'foo'"),
+                       (f"sqlite:///{tmp_path}/missing/x.db", "does not exist"),
+                       ("postgresql+psycopg://u:secret@127.0.0.1:1/db", "cannot connect")):
+        with pytest.raises(StorageError, match=words) as error:
+            open_storage(url)
+        assert "\n" not in str(error.value) and "secret" not in str(error.value)
+    storage = open_storage(f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(StorageError, match="study 'nope' not found .* no studies"):
+        load_study("nope", storage)
+    optuna.create_study(study_name="plain", storage=storage)
+    with pytest.raises(DefinitionError, match="not created by hnas"):
+        open_study("plain", storage)
