@@ -3,9 +3,9 @@
 | op                    | used by          | fast path                                          |
 | --------------------- | ---------------- | -------------------------------------------------- |
 | `selective_scan`      | Mamba            | chunked in-place parallel scan, custom backward    |
-| `ssd`                 | Mamba-2          | chunked matrix (SSD) form + `linear_scan` across   |
-| `linear_scan`         | RG-LRU, `ssd`    | in-place parallel scan, custom backward            |
-| `causal_conv1d`       | short convs      | depthwise `conv1d`; `causal_conv1d_step` to decode |
+| `ssd`                 | Mamba-2          | chunked matrix (SSD) form, custom backward         |
+| `linear_scan`         | RG-LRU           | in-place parallel scan, custom backward            |
+| `causal_conv1d`       | short convs      | channels-last depthwise conv, custom backward      |
 | `fft_long_conv`       | Hyena            | FFT product of spectra, O(L log L)                 |
 
 Every op takes (batch, length, ...) tensors, computes in at least fp32 (bf16 inputs are upcast,

@@ -1,7 +1,7 @@
 """Diagonal linear recurrence h_t = a_t * h_{t-1} + b_t, computed in parallel.
 
-Used directly by the RG-LRU mixer and, over chunks, by the Mamba-2 SSD op. The in-place scan
-kernels here are also the building block of `selective_scan`.
+Used directly by the RG-LRU mixer. The in-place scan kernels here are also the building block
+of `selective_scan`.
 
 Shape legend: B batch, L length (time is always dim 1), C channels (any trailing dims).
 
