@@ -5,7 +5,9 @@ Shape legend: B batch, L length, C channels, K kernel width.
 `causal_conv1d` is the short depthwise conv in front of Mamba, Mamba-2, RG-LRU and Hyena
 mixers: y_t = sum_j weight[:, j] * x_{t-K+1+j} + bias (the last tap multiplies the current
 input). Its decoding state is the last K-1 inputs, (B, C, K-1), oldest first; passing it as
-`state` continues a sequence exactly where the previous call stopped.
+`state` continues a sequence exactly where the previous call stopped. Its fast path keeps the
+(B, L, C) layout throughout (oneDNN's channels-last depthwise kernel, no transposed copies) and
+has its own backward pass; `naive_causal_conv1d` is the window-sum reference.
 
 `fft_long_conv` is Hyena's long conv with a filter as long as the sequence:
 y_t = sum_{s <= t} h_{t-s} u_s + bias * u_t, computed as a product of spectra in O(L log L).
@@ -19,7 +21,72 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trials.ops._precision import compute_dtype, full_precision, upcast
+from trials.ops._precision import autocast_off, compute_dtype, full_precision, upcast
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    """y[:, t] = bias + sum_j weight[:, j] * xp[:, t + j]: a "valid" depthwise conv over time.
+
+    xp: (B, L+K-1, C) the input with its K-1 earlier steps in front; weight: (C, K); bias: (C,)
+    or None. Returns (B, L, C).
+
+    The (B, L, C) tensors are handed to the 2-D convolution as (B, C, 1, L) views, whose
+    strides are channels-last, so no transposed copy is ever made, and oneDNN's channels-last
+    depthwise kernel runs on them. The backward pass takes only the input gradient from the
+    convolution backward (its weight and bias gradients reduce over a strided layout and cost
+    several times more) and reduces the weight gradient itself, over blocks of time.
+    """
+
+    @staticmethod
+    def forward(ctx, xp: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        channels = weight.shape[0]
+        y = F.conv2d(_as_image(xp), weight[:, None, None, :], bias, groups=channels)
+        ctx.save_for_backward(xp, weight)
+        ctx.has_bias = bias is not None
+        return _from_image(y)
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor):
+        with autocast_off(grad_y.device):
+            xp, weight = ctx.saved_tensors
+            channels, width = weight.shape
+            grad_y = grad_y.contiguous()
+            grad_xp = None
+            if ctx.needs_input_grad[0]:
+                grad_xp = torch.ops.aten.convolution_backward(
+                    _as_image(grad_y), _as_image(xp), weight[:, None, None, :], None,
+                    [1, 1], [0, 0], [1, 1], False, [0, 0], channels, [True, False, False])[0]
+                grad_xp = _from_image(grad_xp)
+            grad_w = _weight_grad(grad_y, xp, width) if ctx.needs_input_grad[1] else None
+            grad_b = grad_y.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+            return grad_xp, grad_w, grad_b
+
+
+def _as_image(t: Tensor) -> Tensor:
+    """(B, L, C) -> a (B, C, 1, L) view (channels-last strides when t is contiguous)."""
+    return t.transpose(1, 2)[:, :, None, :]
+
+
+def _from_image(t: Tensor) -> Tensor:
+    """(B, C, 1, L) -> a (B, L, C) view (contiguous when t is channels-last)."""
+    return t[:, :, 0, :].transpose(1, 2)
+
+
+WEIGHT_GRAD_BLOCK = 1 << 18  # elements per (B, T, C) block: the product stays in cache
+
+
+def _weight_grad(grad_y: Tensor, xp: Tensor, width: int) -> Tensor:
+    """dL/dweight[c, j] = sum_{b, t} grad_y[b, t, c] * xp[b, t + j, c], (C, K)."""
+    batch, length, channels = grad_y.shape
+    grad_w = grad_y.new_zeros(width, channels)
+    block = max(1, WEIGHT_GRAD_BLOCK // (batch * channels))
+    work = grad_y.new_empty(batch, min(block, length), channels)
+    for start in range(0, length, block):
+        end = min(start + block, length)
+        g, w = grad_y[:, start:end], work[:, : end - start]
+        for j in range(width):
+            grad_w[j] += torch.mul(g, xp[:, start + j : end + j], out=w).sum((0, 1))
+    return grad_w.t()
 
 
 @full_precision
@@ -35,18 +102,15 @@ def causal_conv1d(
     Returns y (B, L, C) in x's dtype and, with `return_state`, the new state (B, C, K-1): the
     last K-1 inputs, including those of `state` when the sequence is shorter than K-1.
     """
-    channels, width = weight.shape
+    width = weight.shape[1]
     dtype = compute_dtype(x, weight, bias, state)
-    xt = x.to(dtype).transpose(1, 2)  # (B, C, L)
     if state is None:
-        xt = F.pad(xt, (width - 1, 0))
+        xp = F.pad(x.to(dtype), (0, 0, width - 1, 0))  # (B, K-1+L, C)
     else:
-        xt = torch.cat([state.to(dtype), xt], dim=2)
-    w = weight.to(dtype)[:, None, :]  # (C, 1, K)
-    y = F.conv1d(xt, w, upcast(bias, dtype), groups=channels)  # (B, C, L)
-    y = y.transpose(1, 2).to(x.dtype)
+        xp = torch.cat([state.to(dtype).transpose(1, 2), x.to(dtype)], dim=1)
+    y = _DepthwiseConv.apply(xp, weight.to(dtype), upcast(bias, dtype)).to(x.dtype)
     if return_state:
-        return y, xt[:, :, xt.shape[2] - (width - 1) :].to(x.dtype)
+        return y, xp[:, xp.shape[1] - (width - 1) :].transpose(1, 2).to(x.dtype)
     return y
 
 
