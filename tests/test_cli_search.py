@@ -151,3 +151,21 @@ def test_user_errors_are_one_line_with_exit_code_2(workdir, args, words):
     assert words in result.output
     error_lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "Traceback" not in result.output
+
+
+def test_export_hf_configs_where_the_pattern_fits(workdir):
+    transformers = pytest.importorskip("transformers")
+    trials = json.loads(invoke("trials", "e2e", "--state", "complete", "--json").output)
+    for row in trials:
+        result = invoke("export", "e2e", "--trial", str(row["trial"]), "--format", "hf",
+                        "-o", "hf")
+        if "L" in row["pattern"]:  # local attention: only RecurrentGemma has it, with R layers
+            assert result.exit_code == 2
+            assert "local attention has no equivalent in JambaConfig" in result.output
+            continue
+        assert result.exit_code == 0, result.output
+        for line in result.output.strip().splitlines():
+            config = transformers.AutoConfig.from_pretrained(str((workdir / line).parent))
+            assert config.model_type in ("jamba", "nemotron_h")
+            assert config.hidden_size == json.loads(
+                (workdir / line).read_text())["hidden_size"]

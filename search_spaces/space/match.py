@@ -11,7 +11,7 @@ samples from those parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Iterator
 
 from search_spaces.arch import ArchConfig
@@ -143,6 +143,15 @@ def _nearest(spec: Any, value: Any) -> Any:
     raise TypeError(f"not a dim spec: {spec!r}")
 
 
+def _derived(arch: ArchConfig, name: str) -> bool:
+    """Whether `name` holds the value derived from the other widths (d_ff from d_model, ...):
+    such a field follows an adjusted width and is not itself worth reporting."""
+    if {f.name: f for f in fields(ArchConfig)}[name].default is not None:
+        return False
+    return getattr(ArchConfig.from_dict({**arch.to_dict(), name: None}), name) == \
+        getattr(arch, name)
+
+
 def params_for(space: "SearchSpace", arch: ArchConfig) -> Match | None:
     """Parameters with which `space` samples `arch`'s layers (None: no way to produce them)."""
     from optuna.trial import FixedTrial
@@ -173,5 +182,6 @@ def params_for(space: "SearchSpace", arch: ArchConfig) -> Match | None:
         return None
     adjusted = {name: (getattr(arch, name), getattr(candidate.arch, name))
                 for name in arch.relevant_fields()
-                if getattr(arch, name) != getattr(candidate.arch, name)}
+                if getattr(arch, name) != getattr(candidate.arch, name)
+                and not (_derived(arch, name) and _derived(candidate.arch, name))}
     return Match(params, candidate.arch, adjusted)
