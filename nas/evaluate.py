@@ -84,9 +84,12 @@ class Evaluator:
             return self._reuse(trial, twin)
         try:
             result = self._evaluate(arch)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
+            # Lightning answers Ctrl-C inside `fit` with sys.exit(1), after setting SIGINT to be
+            # ignored; both mean "interrupted": put Ctrl-C back and let Optuna fail the trial.
+            _restore_ctrl_c()
             trial.set_user_attr("interrupted", True)
-            raise
+            raise KeyboardInterrupt from None
         record = self._record(trial, result)
         if result["status"] != "ok":
             raise CandidateFailed(result["failure"])
@@ -143,6 +146,15 @@ class Evaluator:
             raise CandidateFailed(f"{twin.user_attrs['failure']} (duplicate of trial "
                                   f"{twin.number})")
         return tuple(twin.values)
+
+
+def _restore_ctrl_c() -> None:
+    import signal
+
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: nothing was changed there
+        pass
 
 
 def release_accelerator_memory() -> None:

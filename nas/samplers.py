@@ -8,6 +8,8 @@ pattern's parameters are conditional.
 
 from __future__ import annotations
 
+import warnings
+
 from nas.definition import SAMPLERS, DefinitionError
 
 
@@ -21,8 +23,11 @@ def make_sampler(name: str, seed: int | None, n_trials: int = 20):
     if name == "tpe":
         # group: the pattern's parameters are conditional (a window only where L was chosen);
         # constant_liar: parallel workers do not all propose the same point.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                          constant_liar=True, n_startup_trials=min(10, n_trials))
+        with warnings.catch_warnings():  # `group` and `multivariate` are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              constant_liar=True,
+                                              n_startup_trials=min(10, n_trials))
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if name in ("random", "grid"):

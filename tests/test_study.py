@@ -46,7 +46,7 @@ def definition(space_yaml: str = SPACE, *, suite: str = "quick", n_trials: int =
 class FakeRun:
     """An instant evaluation: quality from the share of attention layers, and a call log."""
 
-    def __init__(self, fail_first=(), interrupt_once: bool = False) -> None:
+    def __init__(self, fail_first=(), interrupt_once: type[BaseException] | None = None) -> None:
         self.calls: list[str] = []
         self.fail_patterns = set(fail_first)  # first mixers whose stacks fail
         self.interrupt_once = interrupt_once
@@ -54,9 +54,9 @@ class FakeRun:
     def __call__(self, arch, suite, budget, seed=0):
         from trials.train import TaskResult, TrialResult
 
-        if self.interrupt_once:
-            self.interrupt_once = False
-            raise KeyboardInterrupt
+        if self.interrupt_once is not None:
+            error, self.interrupt_once = self.interrupt_once, None
+            raise error(1)
         self.calls.append(arch.fingerprint())
         result = TrialResult(pattern=arch.pattern, fingerprint=arch.fingerprint(),
                              suite=suite.name)
@@ -199,11 +199,13 @@ dims: {d_model: [32, 64], n_heads: 4, window: [64, 128]}
                                           "griffin": baselines["griffin"].number}
 
 
-def test_interrupted_trial_is_queued_again_once(storage):
+# Ctrl-C reaches us as KeyboardInterrupt, or as SystemExit(1) when Lightning's `fit` caught it.
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit])
+def test_interrupted_trial_is_queued_again_once(storage, interruption):
     spec = definition(n_trials=3)
     study, _ = create_or_check("s", storage, spec)
     with pytest.raises(KeyboardInterrupt):
-        run_worker(study, spec, run=FakeRun(interrupt_once=True))
+        run_worker(study, spec, run=FakeRun(interrupt_once=interruption))
     first = study.trials[0]
     assert first.state == TrialState.FAIL and first.user_attrs["interrupted"]
     assert count_trials(study).measured == 0 and count_trials(study).lost == 1
@@ -273,3 +275,25 @@ def test_storage_errors_are_one_line(tmp_path):
     optuna.create_study(study_name="plain", storage=storage)
     with pytest.raises(DefinitionError, match="not created by hnas"):
         open_study("plain", storage)
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "gp", "random"])
+def test_every_sampler_runs_a_constrained_study(storage, sampler):
+    space = SPACE + "constraints:\n  max_params: 20K\n"
+    spec = definition(space, n_trials=5, sampler=sampler)
+    study, _ = create_or_check("s", storage, spec)
+    counts = run_worker(study, spec, run=FakeRun())
+    assert counts.measured == 5
+    assert type(study.sampler).__name__.lower().startswith(
+        {"nsga2": "nsgaii", "tpe": "tpe", "gp": "gp", "random": "random"}[sampler])
+
+
+def test_grid_visits_every_assignment_once(storage):
+    spec = definition(n_trials=SearchSpace.from_yaml(SPACE).size(), sampler="grid")
+    study, messages = create_or_check("s", storage, spec)
+    assert messages == [f"grid: enqueued {spec.n_trials} assignments"]
+    run = FakeRun()
+    counts = run_worker(study, spec, run=run)
+    assert counts.measured == spec.n_trials == 12
+    assert len(set(run.calls)) == len(run.calls) == 12
+    assert not any("duplicate_of" in t.user_attrs for t in study.trials)
