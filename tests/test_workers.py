@@ -1,0 +1,247 @@
+"""Several worker processes on one study: a real PostgreSQL server with a worker killed in the
+middle of a trial, and `hnas search --workers 2` with both workers on one SQLite file.
+
+Every worker here is `python -m nas worker`, the command a user runs on another machine, and
+every trial really trains (a tiny space, a one-task suite, a few seconds of training), so what
+is tested is the whole path: counting the study's trials, heartbeats, the stale-trial retry,
+deduplication and SQLite's busy waiting.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pg_server
+import pytest
+
+SPACE = """\
+name: tiny
+pattern: "{A|M} {A|M} {A|M}"
+dims: {d_model: 16, n_heads: 2, d_state: 4}
+"""
+SUITE = """\
+name: tiny
+tasks:
+  - task: mqar
+    n_train: 64
+    n_test: 32
+    settings: {seq_len: 16, num_kv_pairs: 2, vocab_size: 16}
+"""
+# Heartbeats every second, stale after 4 s: a killed worker's trial is retried within seconds.
+HEARTBEAT_ENV = {"HNAS_HEARTBEAT_INTERVAL": "1", "HNAS_GRACE_PERIOD": "4"}
+WORKER_TIMEOUT_S = 240  # a worker still running after this is a hang, not a slow machine
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    reason = pg_server.skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with pg_server.postgres_server() as url:
+        yield url
+
+
+@pytest.fixture()
+def files(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    (tmp_path / "suite.yaml").write_text(SUITE)
+    return tmp_path
+
+
+def create_study(name: str, url: str, files: Path, n_trials: int, *, steps: int = 10_000,
+                 seconds: float | None = None):
+    """The study as `hnas search` creates it, without running a trial here."""
+    from nas.definition import StudyDefinition, toolkit_versions
+    from nas.storage import open_storage
+    from nas.study import create_or_check
+    from search_spaces import load_space
+    from trials.tasks import load_suite
+    from trials.train import Budget
+
+    space, suite = load_space(str(files / "space.yaml")), load_suite(str(files / "suite.yaml"))
+    # A wall-time cap makes every trial last about `seconds` whatever the machine's load.
+    budget = Budget(steps=steps, seconds=seconds, batch_size=16, eval_batches=2, decode_context=0)
+    definition = StudyDefinition(
+        space_yaml=space.to_yaml(), space_fingerprint=space.fingerprint(),
+        suite=suite.to_dict(), suite_fingerprint=suite.fingerprint(), budget=budget.to_dict(),
+        objectives="quality,params", n_trials=n_trials, seed=0, versions=toolkit_versions())
+    study, _ = create_or_check(name, open_storage(url, heartbeat=False), definition)
+    return study
+
+
+def start_worker(name: str, url: str, index: int, log_dir: Path) -> tuple[subprocess.Popen, Path]:
+    log = log_dir / f"worker-{index}.log"
+    env = {**os.environ, **HEARTBEAT_ENV, "OMP_NUM_THREADS": "1"}
+    with log.open("w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nas", "worker", "--study", name, "--storage", url,
+             "--threads", "1", "--seed-offset", str(index), "--quiet"],
+            stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=log_dir)
+    return process, log
+
+
+def wait_all(processes: list[subprocess.Popen], timeout: float = WORKER_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    try:
+        for process in processes:
+            process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def fresh_trials(name: str, url: str):
+    """Every trial as the database holds it now (a new storage: no cached state)."""
+    from nas.storage import load_study, open_storage
+
+    storage = open_storage(url, heartbeat=False)
+    try:
+        return load_study(name, storage).get_trials(deepcopy=False)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
+def trained_twice(trials) -> list[tuple[int, int]]:
+    """Pairs of trials that trained the same architecture one after the other.
+
+    Deduplication can only reuse a twin that has finished: two workers that draw the same
+    architecture at the same moment both train it. Those overlapping pairs are allowed; a pair
+    where the second started after the first had finished means deduplication missed it.
+    """
+    from nas.evaluate import is_measured
+
+    by_fingerprint = defaultdict(list)
+    for trial in trials:
+        if is_measured(trial) and "duplicate_of" not in trial.user_attrs:
+            by_fingerprint[trial.user_attrs["fingerprint"]].append(trial)
+    pairs = []
+    for group in by_fingerprint.values():
+        group.sort(key=lambda t: t.datetime_start)
+        for first, second in itertools.pairwise(group):
+            if second.datetime_start >= first.datetime_complete:
+                pairs.append((first.number, second.number))
+    return pairs
+
+
+def check_duplicates_reused(trials) -> None:
+    from optuna.trial import TrialState
+
+    numbers = {t.number: t for t in trials}
+    for trial in trials:
+        twin = trial.user_attrs.get("duplicate_of")
+        if twin is not None:
+            assert numbers[twin].user_attrs["fingerprint"] == trial.user_attrs["fingerprint"]
+            if trial.state == TrialState.COMPLETE:
+                assert tuple(trial.values) == tuple(numbers[twin].values)
+
+
+def test_postgres_workers_survive_a_killed_worker(postgres_url, files):
+    from optuna.trial import TrialState
+
+    from nas.evaluate import is_measured
+    from nas.storage import load_study, open_storage
+    from nas.study import count_trials
+
+    n_trials, name = 6, "killed"
+    create_study(name, postgres_url, files, n_trials, seconds=3.0)
+    workers = [start_worker(name, postgres_url, index, files) for index in range(3)]
+    processes = [process for process, _ in workers]
+    victim = processes[0]
+    try:
+        # Each worker runs at most one trial at a time, so with three RUNNING trials and three
+        # live workers every worker is inside a trial. The workers are frozen while the count
+        # is checked, so none can finish its trial between the check and the kill (the freeze
+        # lasts well under the 4 s grace period, so no heartbeat goes stale meanwhile).
+        killed_running: list[int] | None = None
+        deadline = time.monotonic() + 120
+        while killed_running is None and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in processes), "a worker exited before the kill"
+            for process in processes:
+                process.send_signal(signal.SIGSTOP)
+            try:
+                running = [t.number for t in fresh_trials(name, postgres_url)
+                           if t.state == TrialState.RUNNING]
+                if len(running) == len(processes):
+                    victim.kill()
+                    victim.wait()
+                    killed_running = running
+            finally:
+                for process in processes[1:]:
+                    process.send_signal(signal.SIGCONT)
+                if killed_running is None:
+                    victim.send_signal(signal.SIGCONT)
+            if killed_running is None:
+                time.sleep(0.3)
+        assert killed_running is not None, "three trials were never running at once"
+        wait_all(processes[1:])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    logs = {index: log.read_text() for index, (_, log) in enumerate(workers)}
+    assert [p.returncode for p in processes[1:]] == [0, 0], logs
+    trials = fresh_trials(name, postgres_url)
+    states = {t.number: t.state.name for t in trials}
+    storage = open_storage(postgres_url, heartbeat=False)
+    counts = count_trials(load_study(name, storage))
+    storage.engine.dispose()
+
+    # Exactly the victim's trial died: FAIL without a reason of its own, i.e. lost, not measured.
+    lost = [t for t in trials if t.state == TrialState.FAIL and not is_measured(t)]
+    assert len(lost) == 1, states
+    assert lost[0].number in killed_running
+    # ... and was queued again (WAITING) by a surviving worker's stale-trial check, with the
+    # same parameters, and that retry then ran to completion.
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == lost[0].number]
+    assert len(retries) == 1, states
+    assert retries[0].params == lost[0].params
+    assert is_measured(retries[0]), states
+    # The budget is the study's: every worker stopped at N measured trials, nothing is left
+    # running or waiting, and nothing was counted twice.
+    assert counts.measured == n_trials, (counts, states)
+    assert counts.running == counts.waiting == 0, states
+    assert counts.lost == 1
+    assert len(trials) == n_trials + 1 + counts.pruned, states
+    assert trained_twice(trials) == [], states
+    check_duplicates_reused(trials)
+
+
+def test_search_with_two_workers_on_one_sqlite_file(files):
+    """`hnas search --workers 2`: two worker processes and the parent's progress polling share
+    one SQLite file; heartbeats every second add writes. Nobody may hit "database is locked"."""
+    from nas.evaluate import is_measured
+
+    n_trials, url = 8, f"sqlite:///{files / 'search.db'}"
+    # The workers' logs go to a folder under TMPDIR; a private one lets the test read them.
+    tmp = files / "tmp"
+    tmp.mkdir()
+    command = [sys.executable, "-m", "nas", "search", str(files / "space.yaml"), "--study", "cli",
+               "--storage", url, "--suite", str(files / "suite.yaml"), "--n-trials",
+               str(n_trials), "--budget-steps", "10", "--batch-size", "16", "--workers", "2",
+               "--quiet"]
+    env = {**os.environ, **HEARTBEAT_ENV, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=files, env=env,
+                          timeout=WORKER_TIMEOUT_S, check=False)
+
+    logs = [log.read_text() for log in sorted(tmp.glob("hnas-workers-*/worker-*.log"))]
+    assert done.returncode == 0, done.stderr
+    assert len(logs) == 2
+    assert not any("locked" in text.lower() for text in [done.stderr, *logs]), (done.stderr, logs)
+    assert not any("Traceback" in text for text in logs), logs  # e.g. a heartbeat thread's
+    assert f"study 'cli': {n_trials}/{n_trials} measured" in done.stderr, done.stderr
+    trials = fresh_trials("cli", url)
+    assert sum(is_measured(t) for t in trials) == n_trials
+    assert trained_twice(trials) == []
+    check_duplicates_reused(trials)
