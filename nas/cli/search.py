@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import Optional
@@ -168,7 +169,8 @@ def _run_processes(name: str, url: str, study, workers: int, timeout: Optional[f
     broken = [w for w in processes if w.process.returncode not in (0, None)]
     if broken:
         fail("; ".join(f"worker {w.index} exited with {w.process.returncode}: "
-                       f"{w.last_line()}" for w in broken))
+                       f"{w.last_line()} (log: {w.log})" for w in broken))
+    shutil.rmtree(processes[0].log.parent, ignore_errors=True)  # logs are kept only on failure
 
 
 def _grid_size(space) -> int:
