@@ -62,13 +62,14 @@ class Objective:
         return KINDS[self.kind][2]
 
     def value(self, analytic: Mapping[str, Any], result: Mapping[str, Any]) -> float:
-        """This objective's value from `analytic_costs(arch, ...)` and a TrialResult dict."""
+        """This objective's value from `analytic_costs(arch, ...)` and a trial's recorded result
+        (`nas.evaluate` records `loss` as the suite-weighted mean of the task losses)."""
         if not self.measured:
             return float(analytic[self.name])
         if self.kind == "quality":
             return float(result["quality"])
         if self.kind == "loss":
-            return mean_loss(result)
+            return math.nan if result.get("loss") is None else float(result["loss"])
         if self.kind == "train_tokens_per_s":
             return float(result["measured"]["train_tokens_per_s"])
         return float(result["measured"]["decode_ms_per_token"])
@@ -132,13 +133,6 @@ def analytic_costs(arch: Any, objectives: tuple[Objective, ...]) -> dict[str, fl
             costs[f"flops@{objective.context}"] = report.flops_per_token
             costs[f"cache@{objective.context}"] = report.cache_bytes
     return costs
-
-
-def mean_loss(result: Mapping[str, Any]) -> float:
-    """Mean test loss over the suite's tasks (each task's loss on its scored positions)."""
-    losses = [float(task["metrics"]["loss"]) for task in result["tasks"].values()
-              if "loss" in task.get("metrics", {})]
-    return sum(losses) / len(losses) if losses else math.nan
 
 
 def decode_context(objectives: tuple[Objective, ...]) -> int | None:

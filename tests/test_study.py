@@ -297,3 +297,19 @@ def test_grid_visits_every_assignment_once(storage):
     assert counts.measured == spec.n_trials == 12
     assert len(set(run.calls)) == len(run.calls) == 12
     assert not any("duplicate_of" in t.user_attrs for t in study.trials)
+
+
+def test_every_objective_kind_gets_its_value(storage):
+    from nas.evaluate import trial_budget
+
+    spec = definition(n_trials=2, objectives="loss,train_tokens_per_s,decode_ms@64,flops@128,"
+                                             "active_params,cache@256")
+    assert trial_budget(spec).decode_context == 64  # latency is timed where the objective asks
+    study, _ = create_or_check("s", storage, spec)
+    run_worker(study, spec, run=FakeRun())
+    trial = study.trials[0]
+    analytic = trial.user_attrs["analytic"]
+    assert trial.values == [pytest.approx(trial.user_attrs["loss"]), 1000.0, 1.0,
+                            analytic["flops@128"], analytic["active_params"],
+                            analytic["cache@256"]]
+    assert study.directions[1] == optuna.study.StudyDirection.MAXIMIZE
