@@ -307,16 +307,18 @@ def _possible_kinds(tree: Node, dims: dict[str, DimSpec], raw: bool = False) -> 
 
 
 def _probe_layers(kinds: set[str]) -> tuple:
-    """One layer of every possible mixer, covering every possible FFN, for validity checks."""
-    from search_spaces.layers import MIXERS, Layer
+    """A stack that has every mixer and every FFN the space can produce (each at least once),
+    so that one ArchConfig checks all of the width rules that could apply."""
+    from itertools import cycle, islice
 
+    from search_spaces.layers import MIXERS, SHARED, Layer
+
+    default_arg = {LOCAL_ATTENTION: 1, SHARED: 0}  # any valid window / block id will do
     mixers = [m for m in MIXERS if m in kinds] or ["M"]
     ffns = [f for f in FFNS if f in kinds] or [MLP]
-    count = max(len(mixers), len(ffns))
-    return tuple(Layer(mixers[i % len(mixers)],
-                       (1 if mixers[i % len(mixers)] == LOCAL_ATTENTION else
-                        0 if mixers[i % len(mixers)] == "S" else None),
-                       ffns[i % len(ffns)]) for i in range(count))
+    depth = max(len(mixers), len(ffns))
+    return tuple(Layer(mixer, default_arg.get(mixer), ffn)
+                 for mixer, ffn in zip(islice(cycle(mixers), depth), islice(cycle(ffns), depth)))
 
 
 def _depth_range(node: Node) -> tuple[int, int]:
