@@ -101,6 +101,20 @@ def test_rope_matches_complex_rotation_and_depends_only_on_relative_position():
     assert rotate(x.bfloat16(), 100, THETA).dtype == torch.bfloat16
 
 
+def test_rope_gradient_is_the_opposite_rotation_and_tables_come_from_any_mode():
+    x = randn(2, 3, 9, 8).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    weights = randn(2, 3, 9, 8, seed=3)
+    (rotate(x, 7, THETA) * weights).sum().backward()
+    (naive_rope(x_ref, 7).float() * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    # the cached tables, first built under inference mode, still serve a training step
+    with torch.inference_mode():
+        rotate(randn(1, 1, 4, 6), 900, THETA)
+    y = rotate(randn(1, 1, 3, 6).requires_grad_(), 901, THETA)
+    y.sum().backward()
+
+
 # -- global attention ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n_kv_heads", [4, 2, 1])

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from trials.mixers.base import State
-from trials.ops.rotary import apply_rope, rope_tables
+from trials.ops.rotary import apply_rope, rope_tables_for
 
 # `enable_gqa` arrived in torch 2.5; older versions get the KV heads repeated (same numbers,
 # more memory).
@@ -76,8 +76,7 @@ class AttentionCore(nn.Module):
         q = self.q_proj(x).view(B, N, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        positions = torch.arange(start, start + N, device=x.device)
-        cos, sin = rope_tables(positions, self.head_dim, self.rope_theta)  # (N, hd/2)
+        cos, sin = rope_tables_for(start, N, self.head_dim, self.rope_theta, x.device)  # (N, hd/2)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def output(self, o: Tensor) -> Tensor:

@@ -7,9 +7,13 @@ pos * theta^(-2i/hd). A query rotated at position m and a key rotated at positio
 dot product that depends only on m - n, which is what lets a decoder cache keys already rotated
 at their own position and never touch them again.
 
-The tables are computed on the fly from the positions, on the input's device and in fp32, so
-nothing here is state or a parameter; the rotation is done in fp32 and cast back, so that bf16
-activations are not rotated with bf16 sines at large positions.
+The tables are computed from the positions, on the input's device and in fp32, so nothing here
+is state or a parameter (`rope_tables_for` keeps the tables of 0..n-1 per head dim, theta and
+device and slices them: a model's layers all rotate the same positions, and the table is a
+constant). The rotation is done in fp32 and cast back, so that bf16 activations are not rotated
+with bf16 sines at large positions. It is its own autograd function: the gradient of a rotation
+is the rotation by the opposite angle, so forward and backward are each four fused multiply-adds
+over half the channels, written straight into the output.
 """
 
 from __future__ import annotations
@@ -31,11 +35,55 @@ def rope_tables(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor,
     return angles.cos(), angles.sin()
 
 
+_TABLES: dict[tuple, tuple[Tensor, Tensor]] = {}  # (hd, theta, device) -> tables of 0..n-1
+
+
+def rope_tables_for(start: int, length: int, head_dim: int, theta: float,
+                    device: torch.device) -> tuple[Tensor, Tensor]:
+    """`rope_tables` of positions start .. start+length-1, sliced from a cached table.
+
+    The values are those of `rope_tables` itself (the same fp32 products, row by row). The
+    table grows by doubling; it is built outside autograd and inference mode, so that it can
+    be saved for a backward pass whatever mode the first call ran in.
+    """
+    key = (head_dim, float(theta), torch.device(device))
+    cached = _TABLES.get(key)
+    if cached is None or cached[0].shape[0] < start + length:
+        size = max(start + length, 2 * cached[0].shape[0] if cached is not None else 0)
+        with torch.inference_mode(False), torch.no_grad():
+            cached = rope_tables(torch.arange(size, device=device), head_dim, theta)
+        _TABLES[key] = cached
+    return cached[0][start : start + length], cached[1][start : start + length]
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """[x1 cos - x2 sin, x1 sin + x2 cos] for the halves x1, x2 of x's last dim (fp32 x)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    o1, o2 = out.chunk(2, dim=-1)
+    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)
+    torch.mul(x1, sin, out=o2).addcmul_(x2, cos)
+    return out
+
+
+class _Rope(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        cos, sin = ctx.saved_tensors
+        return _rotate(grad, cos, -sin), None, None  # the rotation by the opposite angle
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate x: (..., N, hd) by tables cos, sin: (N, hd/2); returns x's dtype."""
-    x1, x2 = x.float().chunk(2, dim=-1)  # (..., N, hd/2) each
-    rotated = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return rotated.to(x.dtype)
+    """Rotate x: (..., N, hd) by tables cos, sin: (N, hd/2); returns x's dtype.
+
+    The tables are constants here (no gradient flows into them).
+    """
+    return _Rope.apply(x.float(), cos.float(), sin.float()).to(x.dtype)
 
 
 def rotate(x: Tensor, start: int, theta: float) -> Tensor:
@@ -43,6 +91,5 @@ def rotate(x: Tensor, start: int, theta: float) -> Tensor:
 
     With N = 1 this rotates a single decoding position.
     """
-    positions = torch.arange(start, start + x.shape[-2], device=x.device)
-    cos, sin = rope_tables(positions, x.shape[-1], theta)
+    cos, sin = rope_tables_for(start, x.shape[-2], x.shape[-1], theta, x.device)
     return apply_rope(x, cos, sin)
