@@ -109,9 +109,9 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True):
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
     except SQLAlchemyError as error:
         raise StorageError(f"storage {shown_url(url)!r}: cannot connect "
-                           f"({_first_line(error)})") from None
+                           f"({first_line(error)})") from None
     except Exception as error:  # noqa: BLE001 - sqlite3 errors, schema checks: say which URL
-        raise StorageError(f"storage {shown_url(url)!r}: {_first_line(error)}") from None
+        raise StorageError(f"storage {shown_url(url)!r}: {first_line(error)}") from None
 
 
 def study_names(storage) -> list[str]:
@@ -133,7 +133,7 @@ def load_study(name: str, storage, sampler=None):
                            f"({there})") from None
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

@@ -10,12 +10,13 @@ budget, shared by every worker on every machine:
     measured + running >= n_trials           -> wait: a running trial may still die and come back
     otherwise                                -> run one more trial
 
-Trials that died with their worker (heartbeat) or were interrupted (Ctrl-C) do not count; they
-are queued again with the same parameters.
+Trials that died with their worker (heartbeat), were interrupted (Ctrl-C) or hit a storage
+error do not count; they are queued again, once each, with the same parameters.
 """
 
 from __future__ import annotations
 
+import datetime
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,14 +24,17 @@ from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
 
 from nas.definition import DefinitionError, StudyDefinition
 from nas.evaluate import CandidateFailed, Evaluator, is_measured
 from nas.samplers import make_sampler
-from nas.storage import load_study, study_names
+from nas.storage import first_line, load_study, study_names
 
 POLL_SECONDS = 2.0
-MAX_PRUNED_IN_A_ROW = 500  # infeasible draws in a row before a worker gives up on the space
+MAX_PRUNED_IN_A_ROW = 500
+MAX_STORAGE_ERRORS = 5  # in a row, before a worker gives up
+SETTLE_SECONDS = 30.0  # infeasible draws in a row before a worker gives up on the space
 
 
 class SearchError(RuntimeError):
@@ -154,16 +158,24 @@ def enqueue_baselines(study: optuna.Study, definition: StudyDefinition,
     return messages
 
 
-def requeue_interrupted(study: optuna.Study) -> int:
-    """Queue again, once, every trial that Ctrl-C stopped (same parameters and attributes)."""
+def requeue_lost(study: optuna.Study, settle: float = SETTLE_SECONDS) -> int:
+    """Queue again, once, every trial lost without a result of its own: stopped by Ctrl-C, or
+    failed by a storage error. Trials of dead workers are left to Optuna's heartbeat callback,
+    which re-queues them itself: a lost trial is only taken here once it has been failed for
+    `settle` seconds, long after that callback would have run (a worker that has just seen its
+    own trial fail on a storage error passes 0)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
+    retried = {t.user_attrs.get("retry_of") for t in trials} | \
+        {t.system_attrs.get("failed_trial") for t in trials}
+    now = datetime.datetime.now()
     count = 0
     for trial in trials:
-        if (trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted")
-                and trial.number not in retried):
-            attrs = {key: value for key, value in trial.user_attrs.items()
-                     if key in ("baseline",)}
+        if trial.state != TrialState.FAIL or is_measured(trial) or trial.number in retried:
+            continue
+        settled = trial.datetime_complete is not None and \
+            (now - trial.datetime_complete).total_seconds() >= settle
+        if trial.user_attrs.get("interrupted") or settled:
+            attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
             study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
             count += 1
     return count
@@ -181,8 +193,8 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     evaluator = Evaluator(definition, run=run)
     deadline = None if timeout is None else time.monotonic() + timeout
-    pruned_in_a_row = 0
-    requeue_interrupted(study)
+    pruned_in_a_row = storage_errors = 0
+    requeue_lost(study)
     while True:
         optuna.storages.fail_stale_trials(study)  # re-queues trials of dead workers
         counts = count_trials(study)
@@ -194,8 +206,20 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
             time.sleep(POLL_SECONDS)  # a running trial elsewhere may die and be queued again
             continue
         finished: list[optuna.trial.FrozenTrial] = []
-        study.optimize(evaluator, n_trials=1, catch=(CandidateFailed,),
-                       callbacks=[lambda _study, trial, seen=finished: seen.append(trial)])
+        try:
+            study.optimize(evaluator, n_trials=1, catch=(CandidateFailed,),
+                           callbacks=[lambda _study, trial, seen=finished: seen.append(trial)])
+        except OperationalError as error:
+            # A busy or briefly unreachable database: the trial is failed (or goes stale and
+            # is failed by a heartbeat) and queued again; this worker waits and carries on.
+            storage_errors += 1
+            if storage_errors > MAX_STORAGE_ERRORS:
+                raise SearchError(f"the study database keeps failing: {first_line(error)}") \
+                    from None
+            time.sleep(POLL_SECONDS * storage_errors)
+            requeue_lost(study, settle=0)
+            continue
+        storage_errors = 0
         pruned = bool(finished) and finished[-1].state == TrialState.PRUNED
         pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0
         if on_trial is not None and finished:

@@ -16,7 +16,7 @@ from nas.evaluate import find_measured
 from nas.objectives import ObjectiveError, Objective, parse_objectives
 from nas.report import pareto_front, status, trial_rows
 from nas.storage import StorageError, load_study, open_storage
-from nas.study import count_trials, create_or_check, open_study, requeue_interrupted, run_worker
+from nas.study import count_trials, create_or_check, open_study, requeue_lost, run_worker
 from search_spaces import SearchSpace
 
 SPACE = """
@@ -214,7 +214,7 @@ def test_interrupted_trial_is_queued_again_once(storage, interruption):
     retry = [t for t in study.trials if t.user_attrs.get("retry_of") == 0]
     assert len(retry) == 1 and retry[0].params == first.params
     assert retry[0].state == TrialState.COMPLETE
-    assert requeue_interrupted(study) == 0  # once only
+    assert requeue_lost(study) == 0  # once only
 
 
 def test_dead_worker_trial_is_failed_and_retried(tmp_path, monkeypatch):
@@ -313,3 +313,28 @@ def test_every_objective_kind_gets_its_value(storage):
                             analytic["flops@128"], analytic["active_params"],
                             analytic["cache@256"]]
     assert study.directions[1] == optuna.study.StudyDirection.MAXIMIZE
+
+
+def test_a_storage_error_costs_a_retry_not_the_worker(storage, monkeypatch):
+    import nas.study
+    from sqlalchemy.exc import OperationalError
+
+    monkeypatch.setattr(nas.study, "POLL_SECONDS", 0.01)
+    fake = FakeRun()
+
+    def flaky(arch, suite, budget, seed=0):
+        if not flaky.failed:
+            flaky.failed = True
+            raise OperationalError("UPDATE trials", {}, Exception("database is locked"))
+        return fake(arch, suite, budget, seed)
+
+    flaky.failed = False
+    spec = definition(n_trials=3)
+    study, _ = create_or_check("s", storage, spec)
+    counts = run_worker(study, spec, run=flaky)
+    assert counts.measured == 3 and counts.lost == 1
+    lost = study.trials[0]
+    assert lost.state == TrialState.FAIL and "failure" not in lost.user_attrs
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == 0]
+    assert len(retry) == 1 and retry[0].params == lost.params
+    assert retry[0].state == TrialState.COMPLETE
