@@ -91,12 +91,13 @@ def resume(
     from nas.study import open_study
 
     url = storage or default_url()
-    study, definition = open_study(study_name, open_storage(url))
+    db = open_storage(url)
+    _, definition = open_study(study_name, db)
     if n_trials is not None:
         if n_trials < 1:
             fail(f"--n-trials: expected at least 1, got {n_trials}")
         definition = definition.with_trials(n_trials)
-    _run(study_name, url, open_storage(url), definition, False, timeout, workers, quiet)
+    _run(study_name, url, db, definition, False, timeout, workers, quiet)
 
 
 @app.command()
