@@ -353,6 +353,23 @@ def test_fft_long_conv_matches_reference(length, filter_len, with_bias):
     check_against_reference(fft_long_conv, naive_long_conv, inputs)
 
 
+def test_blocked_conv_paths_match_reference(monkeypatch):
+    # the smallest blocks: the conv's weight gradient one time step at a time, the FFT conv
+    # one sequence at a time (large inputs take these paths with bigger blocks)
+    import trials.ops._memory as memory
+    from trials.ops import conv
+
+    monkeypatch.setattr(conv, "WEIGHT_GRAD_BLOCK", 1)
+    monkeypatch.setattr(memory, "TEMP_BYTES", 1)
+    inputs = {"x": leaf(torch.randn(3, 11, 5)), "weight": leaf(torch.randn(5, 4)),
+              "bias": leaf(torch.randn(5)), "state": leaf(torch.randn(3, 5, 3))}
+    check_against_reference(functools.partial(causal_conv1d, return_state=True),
+                            functools.partial(naive_causal_conv1d, return_state=True), inputs)
+    inputs = {"u": leaf(torch.randn(3, 20, 4)), "h": leaf(torch.randn(20, 4) / 5),
+              "bias": leaf(torch.randn(4))}
+    check_against_reference(fft_long_conv, naive_long_conv, inputs)
+
+
 def test_fft_long_conv_is_causal():
     u = torch.randn(1, 50, 3)
     h = torch.randn(50, 3)

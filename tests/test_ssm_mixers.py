@@ -81,6 +81,26 @@ def test_block_equals_the_naive_reference(kind, reference, dims):
         torch.testing.assert_close(m(x), reference(m, x), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_segmented_forward_equals_one_segment_with_gradients(kind, monkeypatch):
+    # with a 1-byte budget every segment is one chunk (32 or 64 tokens): over 200 tokens the
+    # conv window and the SSM state cross 3 to 6 segment boundaries, gradients flow back
+    import trials.ops._memory as memory
+
+    _, m = build(kind, m2_n_groups=2)
+    x = randn(2, 200, 32).requires_grad_()
+    weights = randn(2, 200, 32, seed=2)
+    outputs, grads = [], []
+    for budget in (memory.TEMP_BYTES, 1):
+        monkeypatch.setattr(memory, "TEMP_BYTES", budget)
+        y = m(x)
+        outputs.append(y)
+        grads.append(torch.autograd.grad((y * weights).sum(), [x, *m.parameters()]))
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-4)
+    for g1, g0 in zip(grads[1], grads[0]):
+        torch.testing.assert_close(g1, g0, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("kind, cost", [("M", mamba_cost), ("M2", mamba2_cost)])
 @pytest.mark.parametrize("dims", [
     {"d_model": 32},

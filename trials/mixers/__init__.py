@@ -11,7 +11,6 @@ from trials.mixers.rglru import RecurrentBlock
 from trials.mixers.shared_block import SharedAttentionBlock, SharedBlockInvocation
 from trials.registry import Registry
 
-
 MIXERS = Registry("mixer", {
     "A": Attention,
     "L": LocalAttention,

@@ -25,6 +25,8 @@ from torch.nn import functional as F
 
 from trials.mixers.base import State
 from trials.ops import causal_conv1d, causal_conv1d_step, selective_scan
+from trials.ops._memory import blocks
+from trials.ops.selective_scan import DEFAULT_CHUNK
 
 
 def init_dt_bias_(bias: Tensor, dt_min: float = 1e-3, dt_max: float = 1e-1,
@@ -96,12 +98,23 @@ class Mamba(nn.Module):
         return -torch.exp(self.A_log.float())  # (di, N), negative
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (B, L, d) -> (B, L, d)."""
-        x_in, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, di) each
-        x_in = F.silu(causal_conv1d(x_in, self.conv_weight, self.conv_bias))
-        dt, B, C = self._selection(x_in)  # (B, L, di), (B, L, N), (B, L, N)
-        y = selective_scan(x_in, dt, self._A(), B, C, D=self.D, z=z)  # (B, L, di), x's dtype
-        return self.out_proj(y)
+        """x: (B, L, d) -> (B, L, d), over segments of the sequence
+        (`trials.ops._memory.blocks`), each starting
+        from the conv window and SSM state the previous one ended with."""
+        batch, length, _ = x.shape
+        A = self._A()
+        conv = ssm = None
+        outputs = []
+        for start, end in blocks(length, 4 * batch * 2 * self.d_inner, DEFAULT_CHUNK):
+            x_in, z = self.in_proj(x[:, start:end]).chunk(2, dim=-1)  # (B, l, di) each
+            x_in, conv = causal_conv1d(x_in, self.conv_weight, self.conv_bias, state=conv,
+                                       return_state=True)
+            x_in = F.silu(x_in)
+            dt, B, C = self._selection(x_in)  # (B, l, di), (B, l, N), (B, l, N)
+            y, ssm = selective_scan(x_in, dt, A, B, C, D=self.D, z=z, h0=ssm,
+                                    return_state=True)  # (B, l, di), x's dtype
+            outputs.append(self.out_proj(y))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
     def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> State:
         """Zero conv window and SSM state; their size does not depend on `max_len`."""

@@ -27,6 +27,9 @@ from trials.mixers.base import State
 from trials.mixers.mamba import init_conv_, init_dt_bias_
 from trials.norm import RMSNorm
 from trials.ops import causal_conv1d, causal_conv1d_step, ssd
+from trials.ops._memory import blocks
+
+SSD_CHUNK = 64  # Q, the chunk length of the SSD's matrix form
 
 
 class Mamba2(nn.Module):
@@ -87,12 +90,23 @@ class Mamba2(nn.Module):
         return self.out_proj(self.norm(gated))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (B, L, d) -> (B, L, d)."""
-        z, xBC, dt = self._project(x)
-        xBC = F.silu(causal_conv1d(xBC, self.conv_weight, self.conv_bias))  # (B, L, Cc)
-        x_ssm, dt, A, B, C = self._ssm_inputs(xBC, dt)
-        y = ssd(x_ssm, dt, A, B, C, D=self.D)  # (B, L, nh, P)
-        return self._output(y, z)
+        """x: (B, L, d) -> (B, L, d), over segments of whole SSD chunks
+        (`trials.ops._memory.blocks`), each
+        starting from the conv window and SSM state the previous one ended with."""
+        batch, length, _ = x.shape
+        # the widest per-token tensors: in_proj's output and the SSD's (nh, Q) decay rows
+        width = max(self.in_proj.out_features, self.n_heads * SSD_CHUNK)
+        conv = ssm = None
+        outputs = []
+        for start, end in blocks(length, 4 * batch * width, SSD_CHUNK):
+            z, xBC, dt = self._project(x[:, start:end])
+            xBC, conv = causal_conv1d(xBC, self.conv_weight, self.conv_bias, state=conv,
+                                      return_state=True)  # (B, l, Cc)
+            x_ssm, dt, A, B, C = self._ssm_inputs(F.silu(xBC), dt)
+            y, ssm = ssd(x_ssm, dt, A, B, C, D=self.D, h0=ssm, chunk_size=SSD_CHUNK,
+                         return_state=True)  # (B, l, nh, P)
+            outputs.append(self._output(y, z))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
     def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> State:
         """Zero conv window and SSM state; their size does not depend on `max_len`."""

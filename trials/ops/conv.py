@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trials.ops._memory import blocks
 from trials.ops._precision import autocast_off, compute_dtype, full_precision, upcast
 
 
@@ -175,13 +176,18 @@ def fft_long_conv(u: Tensor, h: Tensor, bias: Tensor | None = None) -> Tensor:
 
     Returns y (B, L, C) in u's dtype; computed in fp32 (fp64 kept).
     """
-    length = u.shape[1]
+    batch, length, channels = u.shape
     dtype = compute_dtype(u, h, bias)
     h_c = h.to(dtype)[:length]
     n = fft_size(length + h_c.shape[0] - 1)
     u_c = u.to(dtype)
-    spectrum = torch.fft.rfft(u_c, n=n, dim=1) * torch.fft.rfft(h_c, n=n, dim=0)
-    y = torch.fft.irfft(spectrum, n=n, dim=1)[:, :length]
+    filter_spectrum = torch.fft.rfft(h_c, n=n, dim=0)  # (n/2+1, C)
+    # over blocks of the batch, so that the padded input, its spectrum and the backward's
+    # full complex buffer (n, C) per sequence stay within the temporary budget (`_memory`)
+    ys = [torch.fft.irfft(torch.fft.rfft(u_c[start:end], n=n, dim=1) * filter_spectrum,
+                          n=n, dim=1)[:, :length]
+          for start, end in blocks(batch, 8 * n * channels)]
+    y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=0)
     if bias is not None:
         y = y + u_c * bias.to(dtype)
     return y.to(u.dtype)
