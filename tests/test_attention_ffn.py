@@ -270,6 +270,27 @@ def test_moe_output_is_the_gated_sum_of_its_top_k_experts():
     assert not aux.expert_counts.requires_grad
 
 
+def test_block_runs_a_dense_ffn_over_segments_with_the_same_outputs(monkeypatch):
+    # with a 1-byte budget the Block applies its SwiGLU one position at a time
+    import trials.ops._memory as memory
+    from trials.model import Block
+
+    torch.manual_seed(0)
+    block = Block(Attention(32, 4, 2, THETA), SwiGLU(32, 40), 32, 1e-5)
+    x = randn(2, 9, 32).requires_grad_()
+    outputs, grads = [], []
+    for budget in (memory.TEMP_BYTES, 1):
+        monkeypatch.setattr(memory, "TEMP_BYTES", budget)
+        y, aux = block(x, x)
+        assert aux is None
+        outputs.append(y)
+        grads.append(torch.autograd.grad((y * randn(2, 9, 32, seed=4)).sum(),
+                                         [x, *block.parameters()]))
+    torch.testing.assert_close(outputs[1], outputs[0])
+    for g1, g0 in zip(grads[1], grads[0]):
+        torch.testing.assert_close(g1, g0)
+
+
 def test_moe_expert_matches_a_swiglu_with_the_same_weights():
     layer, dense = MoE(16, 24, n_experts=3, top_k=1), SwiGLU(16, 24)
     with torch.no_grad():

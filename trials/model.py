@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trials.ffn import SwiGLU
 from trials.norm import RMSNorm
+from trials.ops._memory import blocks
 
 
 @dataclass
@@ -36,6 +38,10 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(d_model, eps) if ffn is not None else None
         self.ffn = ffn
         self.takes_embedding = getattr(mixer, "takes_embedding", False)
+        # A dense FFN treats each position alone, so it runs over segments of the sequence and
+        # its d_ff-wide tensors stay within the temporary budget of trials.ops._memory; MoE's
+        # load-balancing loss needs every token at once.
+        self.ffn_width = ffn.gate.out_features if isinstance(ffn, SwiGLU) else None
 
     def _mix(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         normed = self.mixer_norm(x)
@@ -44,8 +50,14 @@ class Block(nn.Module):
     def _feed_forward(self, h: torch.Tensor):
         if self.ffn is None:
             return h, None
-        y, aux = self.ffn(self.ffn_norm(h))
-        return h + y, aux
+        normed = self.ffn_norm(h)
+        if self.ffn_width is None or normed.dim() != 3:
+            y, aux = self.ffn(normed)
+            return h + y, aux
+        batch, length, _ = normed.shape
+        ys = [self.ffn(normed[:, start:end])[0]
+              for start, end in blocks(length, 4 * batch * self.ffn_width)]
+        return h + (ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)), None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor):
         return self._feed_forward(x + self._mix(x, emb))
