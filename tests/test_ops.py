@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trials.norm import RMSNorm
 from trials.ops import (
     causal_conv1d,
     causal_conv1d_step,
@@ -27,6 +28,7 @@ from trials.ops import (
     naive_long_conv,
     naive_selective_scan,
     naive_ssd,
+    rms_norm,
     selective_scan,
     ssd,
 )
@@ -468,3 +470,30 @@ def test_autocast_does_not_lower_the_ops_precision(name):
         assert_close(out, ref, 1e-6, "output under autocast")
     for k, grad in auto_grads.items():
         assert_close(grad, grads[k], 1e-6, f"grad of {k} under autocast")
+
+
+# --------------------------------------------------------------------------------- RMSNorm
+
+
+def naive_rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """trials.norm.RMSNorm.forward written out, with its weight as an input."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 16), (5, 3)])
+def test_rms_norm_matches_reference_and_the_module(shape):
+    inputs = {"x": leaf(torch.randn(*shape) * 3), "weight": leaf(torch.rand(shape[-1]) + 0.5)}
+    check_against_reference(lambda x, weight: rms_norm(x, weight, 1e-5),
+                            lambda x, weight: naive_rms_norm(x, weight, 1e-5), inputs, 1e-5)
+    norm = RMSNorm(shape[-1], eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(inputs["weight"])
+        assert_close(rms_norm(inputs["x"], norm.weight, norm.eps), norm(inputs["x"]), 1e-6)
+
+
+def test_rms_norm_keeps_the_module_rounding_in_bf16():
+    norm = RMSNorm(16)
+    x = torch.randn(3, 16).bfloat16()
+    y = rms_norm(x, norm.weight, norm.eps)
+    assert y.dtype == norm(x).dtype and torch.equal(y, norm(x))

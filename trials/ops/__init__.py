@@ -7,6 +7,7 @@
 | `linear_scan`         | RG-LRU           | in-place parallel scan, custom backward            |
 | `causal_conv1d`       | short convs      | channels-last depthwise conv, custom backward      |
 | `fft_long_conv`       | Hyena            | FFT product of spectra, O(L log L)                 |
+| `rms_norm`            | every RMSNorm    | one op, custom backward (reference: `RMSNorm`)     |
 
 Every op takes (batch, length, ...) tensors, computes in at least fp32 (bf16 inputs are upcast,
 fp64 is kept, autocast is switched off inside), returns the input's dtype, supports autograd for
@@ -22,6 +23,7 @@ from trials.ops.conv import (
     naive_causal_conv1d,
     naive_long_conv,
 )
+from trials.ops.norm import rms_norm
 from trials.ops.scan import linear_scan, naive_linear_scan
 from trials.ops.selective_scan import naive_selective_scan, selective_scan
 from trials.ops.ssd import naive_ssd, ssd
@@ -36,6 +38,7 @@ __all__ = [
     "naive_long_conv",
     "naive_selective_scan",
     "naive_ssd",
+    "rms_norm",
     "selective_scan",
     "ssd",
 ]
