@@ -184,6 +184,30 @@ def requeue_lost(study: optuna.Study, settle: float = SETTLE_SECONDS) -> int:
 # -- running ---------------------------------------------------------------------------------------
 
 
+def heartbeat_old_running(study: optuna.Study, touched: set[int]) -> None:
+    """Record one heartbeat for each RUNNING trial older than the grace period, once per worker.
+
+    Optuna fails a stale trial only once it has a heartbeat, and a trial's first heartbeat comes
+    after `study.ask()` has created it RUNNING and the sampler has drawn from it. A worker killed
+    in between leaves a RUNNING trial that nothing would ever fail, and the other workers would
+    wait for it forever (measured + running >= n_trials). Given a heartbeat, it goes stale one
+    grace period later and is failed and re-queued like any other. A live trial has heartbeats
+    of its own, so one more changes nothing; a dead one is delayed by at most one grace period
+    per worker that sees it.
+    """
+    storage = study._storage  # as optuna.storages.fail_stale_trials reaches it
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is None:
+        return
+    grace = getattr(getattr(storage, "_backend", storage), "grace_period", None) or 2 * interval
+    now = datetime.datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if (trial.number not in touched and trial.datetime_start is not None
+                and (now - trial.datetime_start).total_seconds() > grace):
+            storage.record_heartbeat(trial._trial_id)
+            touched.add(trial.number)
+
+
 def run_worker(study: optuna.Study, definition: StudyDefinition, *,
                timeout: float | None = None,
                on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
@@ -195,7 +219,9 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
     deadline = None if timeout is None else time.monotonic() + timeout
     pruned_in_a_row = storage_errors = 0
     requeue_lost(study)
+    touched: set[int] = set()
     while True:
+        heartbeat_old_running(study, touched)
         optuna.storages.fail_stale_trials(study)  # re-queues trials of dead workers
         counts = count_trials(study)
         if counts.measured >= definition.n_trials:
