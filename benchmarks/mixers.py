@@ -18,8 +18,9 @@ Each model runs in its own spawned process, so a model that runs out of memory o
 that model only: a length whose step is estimated (from the previous length and the scaling so
 far) at over 60 s, or whose memory is estimated past what is free, is skipped, and a process that
 overruns its time limit is killed. The scored ratios (RATIOS with a target) are then timed again
-with ours and HF alternating step by step in one process, so that other load on the machine
-hits both alike. The printout has one table of step times, the linear-scaling check of the
+with ours and HF alternating step by step in one process (at least PAIRED_ROUNDS rounds), so
+that other load on the machine hits both alike. Every step also records the process's CPU time,
+shown beside the wall-time ratios: on a machine shared with other work it is the steadier one. The printout has one table of step times, the linear-scaling check of the
 recurrent and SSM mixers, and the HF/ours speed ratios with their targets.
 """
 
@@ -59,6 +60,9 @@ RATIOS: tuple[tuple[str, str, float | None], ...] = (
     ("preset:zamba", "hf:Zamba2", None),
 )
 RATIO_LENGTHS = (256, 1024)
+#: timed rounds (after the warm-up) of each paired re-timing, at least: a ratio scored against
+#: a target is the median of this many alternating steps per model
+PAIRED_ROUNDS = 7
 #: --malloc-tunables: keep freed memory in glibc's heap instead of returning every block over
 #: 32 MiB to the kernel, whose page faults on the next allocation dominate elementwise ops on
 #: (8, 4096, >= 256) fp32 tensors on some (virtual) machines
@@ -368,12 +372,12 @@ def measure(spec: Spec, lengths: list[int], repeats: dict[int, int], threads: in
             start = time.perf_counter()
             _step(model, tokens, spec.source)  # warm-up
             warm_s = time.perf_counter() - start
-            samples = []
+            samples, cpu = [], []
             # a warm-up over the limit is itself the measurement: do not repeat it
             for _ in range(repeats[length] if warm_s <= STEP_LIMIT_S else 0):
-                start = time.perf_counter()
-                _step(model, tokens, spec.source)
-                samples.append(time.perf_counter() - start)
+                wall_s, cpu_s = _timed_step(model, tokens, spec.source)
+                samples.append(wall_s)
+                cpu.append(cpu_s)
         except Exception as error:  # noqa: BLE001 - reported as this length's result
             conn.send({**row, "status": "error",
                        "note": f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"})
@@ -389,7 +393,17 @@ def measure(spec: Spec, lengths: list[int], repeats: dict[int, int], threads: in
         memory.append((length, max(peak - base_mb, 1.0)))
         conn.send({**row, "status": "ok", "ms": 1e3 * median,
                    "ms_all": [round(1e3 * s, 2) for s in samples], "warmup_ms": 1e3 * warm_s,
+                   "cpu_ms": 1e3 * statistics.median(cpu),
                    "tokens_per_s": BATCH * length / median, "peak_rss_mb": peak})
+
+
+def _timed_step(model, tokens, source: str) -> tuple[float, float]:
+    """One step's wall time and this process's CPU time (user + system, all threads): the CPU
+    time does not count the time other processes held the cores, so it is the steadier of the
+    two on a busy machine (with one thread it is the step's own work)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    _step(model, tokens, source)
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _spec(name: str) -> Spec:
@@ -414,14 +428,17 @@ def measure_pair(ours: Spec, hf: Spec, lengths: list[int], repeats: dict[int, in
         tokens = torch.randint(0, VOCAB, (BATCH, length),
                                generator=torch.Generator().manual_seed(SEED + length))
         samples: list[list[float]] = [[], []]
+        cpu: list[list[float]] = [[], []]
         for r in range(repeats[length] + 1):  # the first round is the warm-up
             for i in (0, 1) if r % 2 else (1, 0):  # ABBA: neither model always goes first
-                start = time.perf_counter()
-                _step(models[i], tokens, sources[i])
-                samples[i].append(time.perf_counter() - start)
+                wall_s, cpu_s = _timed_step(models[i], tokens, sources[i])
+                samples[i].append(wall_s)
+                cpu[i].append(cpu_s)
         ours_s, hf_s = (statistics.median(s[1:]) for s in samples)
+        ours_cpu, hf_cpu = (statistics.median(s[1:]) for s in cpu)
         conn.send({"length": length, "status": "ok", "ours_ms": 1e3 * ours_s,
-                   "hf_ms": 1e3 * hf_s, "ratio": hf_s / ours_s})
+                   "hf_ms": 1e3 * hf_s, "ratio": hf_s / ours_s, "ours_cpu_ms": 1e3 * ours_cpu,
+                   "hf_cpu_ms": 1e3 * hf_cpu, "cpu_ratio": hf_cpu / ours_cpu})
 
 
 def _child(task: str, names: list[str], lengths, repeats, threads, conn) -> None:
@@ -477,7 +494,8 @@ def _run_child(task: str, names: list[str], lengths: list[int], repeats: dict[in
         elif task == "single":
             shown = f"{message['ms']:10.1f} ms/step"
         else:
-            shown = f"{message['ours_ms']:10.1f} / {message['hf_ms']:.1f} ms/step (paired)"
+            shown = (f"{message['ours_ms']:10.1f} / {message['hf_ms']:.1f} ms/step (paired), "
+                     f"ratio {message['ratio']:.2f}, CPU-time ratio {message['cpu_ratio']:.2f}")
         log(f"  {label:<22} {message['length']:>5}: {shown}")
     process.join(10)
     if process.is_alive():
@@ -491,9 +509,9 @@ class Result:
     rows: dict[int, dict] = field(default_factory=dict)
     error: str | None = None
 
-    def ms(self, length: int) -> float | None:
+    def ms(self, length: int, key: str = "ms") -> float | None:
         row = self.rows.get(length)
-        return row["ms"] if row and row.get("status") == "ok" else None
+        return row.get(key) if row and row.get("status") == "ok" else None
 
 
 def run_spec(spec: Spec, lengths: list[int], repeats: dict[int, int], threads: int,
@@ -526,7 +544,10 @@ def scaling_rows(results: dict[str, Result]) -> list[dict]:
         result = results.get(name)
         t1024, t4096 = (result.ms(1024), result.ms(4096)) if result else (None, None)
         ratio = t4096 / t1024 if t1024 and t4096 else None
+        c1024, c4096 = (result.ms(1024, "cpu_ms"), result.ms(4096, "cpu_ms")) if result \
+            else (None, None)
         rows.append({"model": name, "t4096_over_t1024": ratio, "limit": LINEAR_LIMIT,
+                     "cpu_t4096_over_t1024": c4096 / c1024 if c1024 and c4096 else None,
                      "exponent": math.log(ratio) / math.log(4) if ratio else None,
                      "verdict": "n/a" if ratio is None else
                      ("PASS" if ratio <= LINEAR_LIMIT else "FAIL")})
@@ -547,14 +568,18 @@ def ratio_rows(results: dict[str, Result], paired: dict[tuple[str, str], dict],
             pair = paired.get((ours, hf), {}).get(length)
             if pair and pair.get("status") == "ok":
                 t_ours, t_hf, how = pair["ours_ms"], pair["hf_ms"], "paired"
+                cpu_ratio = pair["cpu_ratio"]
             else:
                 t_ours, t_hf, how = results[ours].ms(length), results[hf].ms(length), "table"
+                c_ours, c_hf = results[ours].ms(length, "cpu_ms"), results[hf].ms(length, "cpu_ms")
+                cpu_ratio = c_hf / c_ours if c_ours and c_hf else None
             ratio = t_hf / t_ours if t_ours and t_hf else None
             scored = target is not None and length in RATIO_LENGTHS and how == "paired"
             verdict = "n/a" if ratio is None else \
                 ("PASS" if ratio >= target else "MISS") if scored else "info"
             rows.append({"ours": ours, "hf": hf, "length": length, "ours_ms": t_ours,
-                         "hf_ms": t_hf, "ratio": ratio, "target": target if scored else None,
+                         "hf_ms": t_hf, "ratio": ratio, "cpu_ratio": cpu_ratio,
+                         "target": target if scored else None,
                          "verdict": verdict, "timing": how})
     return rows
 
@@ -610,25 +635,28 @@ def print_report(console, results: dict[str, Result], lengths: list[int], scalin
     console.print(table)
 
     if scaling:
-        table = Table(title=f"Linear scaling: time(4096)/time(1024) <= {LINEAR_LIMIT}")
-        for column in ("mixer", "t4096/t1024", "exponent", "verdict"):
+        table = Table(title=f"Linear scaling: time(4096)/time(1024) <= {LINEAR_LIMIT} (wall "
+                            "time; the CPU-time ratio beside it, for a busy machine)")
+        for column in ("mixer", "t4096/t1024", "exponent", "verdict", "CPU t4096/t1024"):
             table.add_column(column, justify="left" if column == "mixer" else "right")
         for row in scaling:
             table.add_row(row["model"], _fmt(row["t4096_over_t1024"], ".2f"),
-                          _fmt(row["exponent"], ".2f"), row["verdict"])
+                          _fmt(row["exponent"], ".2f"), row["verdict"],
+                          _fmt(row["cpu_t4096_over_t1024"], ".2f"))
         console.print(table)
 
     if ratios:
         table = Table(title="Speed ratio = HF step time / ours (higher: ours faster); 'paired' "
                             "times alternate ours and HF step by step in one process")
         for column in ("ours", "HF", "N", "timing", "ours ms", "HF ms", "ratio", "target",
-                       "verdict"):
+                       "verdict", "CPU ratio"):
             table.add_column(column, justify="left" if column in ("ours", "HF") else "right")
         for row in ratios:
             table.add_row(row["ours"], row["hf"], str(row["length"]), row["timing"],
                           _fmt(row["ours_ms"], ".1f"), _fmt(row["hf_ms"], ".1f"),
                           _fmt(row["ratio"], ".2f"),
-                          _fmt(row["target"], ">.1f") if row["target"] else "-", row["verdict"])
+                          _fmt(row["target"], ">.1f") if row["target"] else "-", row["verdict"],
+                          _fmt(row["cpu_ratio"], ".2f"))
         console.print(table)
     for note in notes:
         console.print(f"- {note}", highlight=False, markup=False)
@@ -719,11 +747,12 @@ def main(argv: list[str] | None = None) -> int:
         results[spec.name] = run_spec(spec, args.lengths, repeats, threads, log)
     # the scored ratios again, ours and HF in alternating steps, where both ran above
     paired: dict[tuple[str, str], dict] = {}
+    paired_repeats = {n: max(r, PAIRED_ROUNDS) for n, r in repeats.items()}
     for ours, hf, target in RATIOS if hf_version else ():
         both = [n for n in RATIO_LENGTHS if n in args.lengths and ours in results
                 and hf in results and results[ours].ms(n) and results[hf].ms(n)]
         if target is not None and both:
-            paired[ours, hf] = run_pair(ours, hf, both, repeats, threads, log)
+            paired[ours, hf] = run_pair(ours, hf, both, paired_repeats, threads, log)
     elapsed = time.perf_counter() - started
 
     scaling = scaling_rows(results) if {1024, 4096} <= set(args.lengths) else []
@@ -736,7 +765,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.json_out or os.path.join(tempfile.gettempdir(), "hnas-bench-mixers.json")
     meta = {"torch": torch.__version__, "transformers": hf_version, "threads": threads,
             "batch": BATCH, "d_model": D_MODEL, "vocab": VOCAB, "seed": SEED,
-            "lengths": args.lengths, "repeats": repeats, "step_limit_s": STEP_LIMIT_S,
+            "lengths": args.lengths, "repeats": repeats, "paired_rounds": PAIRED_ROUNDS,
+            "step_limit_s": STEP_LIMIT_S,
             "machine": platform.platform(), "elapsed_s": elapsed, "load_at_start": load,
             "source": source, "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
     steps = [{"model": name, "source": r.spec.source, "note": r.spec.note, "error": r.error,
