@@ -252,12 +252,15 @@ def test_postgres_workers_survive_a_killed_worker(postgres_url, files):
     assert len(retries) == 1, states
     assert lost[0].params.items() <= retries[0].params.items()
     assert is_measured(retries[0]), states
-    # The budget is the study's: every worker stopped at N measured trials, nothing is left
-    # running or waiting, and nothing was counted twice.
-    assert counts.measured == n_trials, (counts, states)
+    # The budget is the study's: every worker stopped once the study had N measured trials.
+    # Workers that count at the same moment may each start "the last" trial (the count and
+    # the trial's creation are not one transaction, as with Optuna's MaxTrialsCallback), so
+    # the two survivors may overshoot by one. Nothing is left running or waiting, and every
+    # trial is either measured, infeasible or the one lost.
+    assert n_trials <= counts.measured <= n_trials + 1, (counts, states)
     assert counts.running == counts.waiting == 0, states
     assert counts.lost == 1
-    assert len(trials) == n_trials + 1 + counts.pruned, states
+    assert len(trials) == counts.measured + counts.pruned + 1, states
     assert trained_twice(trials) == [], states
     check_duplicates_reused(trials)
 
@@ -289,7 +292,7 @@ def test_two_workers_share_one_sqlite_file(files):
     assert [process.returncode for process, _ in workers] == [0, 0], logs
     assert not any("locked" in text.lower() or "Traceback" in text for text in logs), logs
     trials = fresh_trials(name, url)
-    assert sum(is_measured(t) for t in trials) == n_trials
+    assert n_trials <= sum(is_measured(t) for t in trials) <= n_trials + 1  # see the PG test
     check_nothing_lost(trials)
     assert trained_twice(trials) == []
     check_duplicates_reused(trials)
@@ -311,7 +314,8 @@ def test_search_with_two_worker_processes(files):
 
     assert done.returncode == 0, done.stderr
     assert "locked" not in done.stderr.lower(), done.stderr
-    assert f"study 'cli': {n_trials}/{n_trials} measured" in done.stderr, done.stderr
+    measured = sum(is_measured(t) for t in fresh_trials("cli", url))
+    assert n_trials <= measured <= n_trials + 1  # two workers may both start the last trial
+    assert f"study 'cli': {measured}/{n_trials} measured" in done.stderr, done.stderr
     trials = fresh_trials("cli", url)
-    assert sum(is_measured(t) for t in trials) == n_trials
     check_nothing_lost(trials)
