@@ -221,9 +221,10 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
     requeue_lost(study)
     touched: set[int] = set()
     while True:
-        heartbeat_old_running(study, touched)
         optuna.storages.fail_stale_trials(study)  # re-queues trials of dead workers
         counts = count_trials(study)
+        if counts.running:  # all another worker's, alive or not; one read fewer when alone
+            heartbeat_old_running(study, touched)
         if counts.measured >= definition.n_trials:
             return counts
         if deadline is not None and time.monotonic() >= deadline:
