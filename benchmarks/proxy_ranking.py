@@ -6,30 +6,44 @@ step budget and at a multiple of it, then prints:
 - per-task accuracy and the suite quality of every preset at both budgets;
 - the recall ordering check: attention and the attention hybrids (transformer, jamba, zamba,
   griffin, stripedhyena) should score above the attention-free mixers (mamba, mamba2, hawk) on
-  the recall tasks at small width;
+  the recall tasks (MQAR, in-context, noisy and fuzzy recall: the mean accuracy over those of
+  the suite's tasks) at small width;
 - the Spearman rank correlation of the presets' quality between the two budgets (goal >= 0.8).
+  A preset that failed (NaN loss, out of memory) at either budget is left out and named.
 
     python benchmarks/proxy_ranking.py --suite mqar --steps 100 --multiple 8
     python benchmarks/proxy_ranking.py --suite quick --steps 50 --presets transformer mamba jamba
 
 Writes one JSON row per (preset, budget) with --json-out. CPU-only runs at the default sizes
-take a long time (every preset, every task, two budgets); --presets and --steps trim them.
+take a long time (every preset, every task, two budgets); --presets and --steps trim them, and
+--threads 1 keeps a shared machine's load from slowing torch down (see benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import torch
 
 from search_spaces import arch_names, load_arch
-from trials.tasks import load_suite
+from trials.tasks import Suite, load_suite
 from trials.train import Budget, run_trial
 
 ATTENTION = ("transformer", "jamba", "zamba", "griffin", "stripedhyena")
 ATTENTION_FREE = ("mamba", "mamba2", "hawk")
+RECALL_TASKS = ("mqar", "in_context_recall", "noisy_recall", "fuzzy_recall")
+
+
+def recall_score(suite: Suite, accuracies: dict[str, float | None]) -> float:
+    """Mean accuracy over the suite's recall tasks (NaN if the suite has none or one failed)."""
+    names = [entry.name for entry in suite if entry.task.kind in RECALL_TASKS]
+    values = [accuracies.get(name) for name in names]
+    if not values or any(value is None for value in values):
+        return float("nan")
+    return sum(values) / len(values)
 
 
 def spearman(xs: list[float], ys: list[float]) -> float:
@@ -55,6 +69,92 @@ def spearman(xs: list[float], ys: list[float]) -> float:
     return cov / var if var else float("nan")
 
 
+def ordering(scores: dict[str, float]) -> str:
+    """Whether every attention preset scores above every attention-free one (NaN: left out)."""
+    trained = [name for name, value in scores.items() if not math.isnan(value)]
+    with_attention = [scores[n] for n in trained if n in ATTENTION]
+    without = [scores[n] for n in trained if n in ATTENTION_FREE]
+    if not (with_attention and without):
+        return "not checked (needs presets of both kinds)"
+    holds = min(with_attention) > max(without)
+    mean_gap = sum(with_attention) / len(with_attention) - sum(without) / len(without)
+    return (f"{'yes' if holds else 'no'} (min {min(with_attention):.3f} vs max "
+            f"{max(without):.3f}; mean gap {mean_gap:+.3f})")
+
+
+def train_rows(suite: Suite, presets: list[str], budgets: tuple[int, int],
+               args: argparse.Namespace) -> list[dict]:
+    """Train every preset at both budgets; one row per (preset, budget), printed as it ends."""
+    rows = []
+    for steps in budgets:
+        # One learning-curve point (the end): the curve is not used here, and every point
+        # would cost a pass over the test set.
+        budget = Budget(steps=steps, batch_size=args.batch_size, lr=args.lr, decode_context=0,
+                        eval_every=steps)
+        for name in presets:
+            arch = load_arch(name, d_model=args.d_model)
+            started = time.perf_counter()
+            result = run_trial(arch, suite, budget, seed=args.seed)
+            accuracies = {t: r.metrics.get("accuracy") for t, r in result.tasks.items()}
+            rows.append({"preset": name, "pattern": arch.pattern, "suite": suite.name,
+                         "steps": steps, "batch_size": args.batch_size, "lr": args.lr,
+                         "d_model": args.d_model, "seed": args.seed,
+                         "quality": result.quality if result.ok else None,
+                         "status": result.status, "failure": result.failure,
+                         "accuracy": accuracies, "seconds": time.perf_counter() - started})
+            failure = "" if result.ok else f"  FAILED: {result.failure}"
+            quality = result.quality if result.ok else float("nan")
+            print(f"{steps:>5} steps  {name:<13} quality {quality:.3f}  " +
+                  "  ".join(f"{t} {a:.3f}" for t, a in accuracies.items() if a is not None) +
+                  f"  ({rows[-1]['seconds']:.0f} s){failure}", flush=True)
+    return rows
+
+
+def summarize(rows: list[dict], suite: Suite, presets: list[str], budgets: tuple[int, int],
+              multiple: int) -> None:
+    """The quality table, the recall ordering checks and the Spearman correlation."""
+    nan = float("nan")
+    by_key = {(row["preset"], row["steps"]): row for row in rows}
+    missing = [f"{p}@{s}" for s in budgets for p in presets if (p, s) not in by_key]
+    if missing:
+        raise SystemExit(f"no rows for {', '.join(missing)}")
+    ok = {key: row["status"] == "ok" for key, row in by_key.items()}
+    quality = {s: {p: by_key[p, s]["quality"] if ok[p, s] else nan for p in presets}
+               for s in budgets}
+    recall = {s: {p: recall_score(suite, by_key[p, s]["accuracy"]) if ok[p, s] else nan
+                  for p in presets} for s in budgets}
+    recall_tasks = [e.name for e in suite if e.task.kind in RECALL_TASKS]
+    (base, long), labels = budgets, ("1x", f"{multiple}x")
+
+    print(f"\npreset         quality@1x  quality@{multiple}x  recall@1x  recall@{multiple}x")
+    for name in presets:
+        print(f"{name:<13} {quality[base][name]:>10.3f} {quality[long][name]:>11.3f} "
+              f"{recall[base][name]:>10.3f} {recall[long][name]:>10.3f}")
+    for label, steps in zip(labels, budgets):
+        if not recall_tasks:
+            print(f"recall ordering at {label}: not checked (the suite has no recall task)")
+            continue
+        print(f"recall ordering at {label}: attention presets above attention-free: "
+              f"{ordering(recall[steps])}")
+        if len(recall_tasks) > 1:
+            for task in recall_tasks:
+                scores = {p: by_key[p, steps]["accuracy"].get(task) if ok[p, steps] else None
+                          for p in presets}
+                scores = {p: nan if v is None else v for p, v in scores.items()}
+                print(f"  on {task} alone: {ordering(scores)}")
+    ranked = [n for n in presets
+              if not (math.isnan(quality[base][n]) or math.isnan(quality[long][n]))]
+    left_out = [n for n in presets if n not in ranked]
+    note = f"; left out (failed): {', '.join(left_out)}" if left_out else ""
+    if len(ranked) >= 2:
+        rho = spearman([quality[base][n] for n in ranked], [quality[long][n] for n in ranked])
+        verdict = "PASS" if rho >= 0.8 else "MISS"
+        print(f"Spearman rank correlation of quality, 1x vs {multiple}x over "
+              f"{len(ranked)} presets: {rho:.3f} (goal >= 0.8: {verdict}){note}")
+    else:
+        print(f"Spearman rank correlation: needs two presets that trained at both budgets{note}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="mqar")
@@ -65,52 +165,35 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json-out")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json-out", help="write one JSON row per (preset, budget) here")
+    parser.add_argument("--summary-from", metavar="JSON",
+                        help="train nothing: print the summary of the rows of an earlier "
+                             "--json-out (with the same --suite, --steps, --multiple)")
     args = parser.parse_args()
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads: expected a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    unknown = [name for name in args.presets if name not in arch_names()]
+    if unknown:
+        parser.error(f"--presets: unknown preset {unknown[0]!r} (valid: {', '.join(arch_names())})")
 
     suite = load_suite(args.suite)
-    print(f"suite {suite.name}: {', '.join(e.name for e in suite)}; d_model {args.d_model}; "
-          f"budgets {args.steps} and {args.steps * args.multiple} steps; "
-          f"{torch.get_num_threads()} threads")
-    rows = []
-    quality: dict[int, dict[str, float]] = {}
-    for steps in (args.steps, args.steps * args.multiple):
-        budget = Budget(steps=steps, batch_size=args.batch_size, lr=args.lr, decode_context=0)
-        quality[steps] = {}
-        for name in args.presets:
-            arch = load_arch(name, d_model=args.d_model)
-            started = time.perf_counter()
-            result = run_trial(arch, suite, budget, seed=args.seed)
-            accuracies = {t: r.metrics.get("accuracy") for t, r in result.tasks.items()}
-            quality[steps][name] = result.quality if result.ok else float("nan")
-            rows.append({"preset": name, "pattern": arch.pattern, "steps": steps,
-                         "quality": result.quality, "status": result.status,
-                         "failure": result.failure, "accuracy": accuracies,
-                         "seconds": time.perf_counter() - started})
-            print(f"{steps:>5} steps  {name:<13} quality {quality[steps][name]:.3f}  " +
-                  "  ".join(f"{t} {a:.3f}" for t, a in accuracies.items() if a is not None) +
-                  f"  ({rows[-1]['seconds']:.0f} s)", flush=True)
-
-    base, long = quality[args.steps], quality[args.steps * args.multiple]
-    print("\npreset         quality@1x  quality@%dx" % args.multiple)
-    for name in args.presets:
-        print(f"{name:<13} {base[name]:>10.3f} {long[name]:>11.3f}")
-    for label, scores in (("1x", base), (f"{args.multiple}x", long)):
-        with_attention = [scores[n] for n in args.presets if n in ATTENTION]
-        without = [scores[n] for n in args.presets if n in ATTENTION_FREE]
-        if with_attention and without:
-            holds = min(with_attention) > max(without)
-            mean_gap = sum(with_attention) / len(with_attention) - sum(without) / len(without)
-            print(f"recall ordering at {label}: attention presets above attention-free: "
-                  f"{'yes' if holds else 'no'} (min {min(with_attention):.3f} vs max "
-                  f"{max(without):.3f}; mean gap {mean_gap:+.3f})")
-    rho = spearman([base[n] for n in args.presets], [long[n] for n in args.presets])
-    print(f"Spearman rank correlation 1x vs {args.multiple}x: {rho:.3f} (goal >= 0.8: "
-          f"{'PASS' if rho >= 0.8 else 'MISS'})")
-    if args.json_out:
-        with open(args.json_out, "w") as handle:
-            for row in rows:
-                handle.write(json.dumps(row) + "\n")
+    budgets = (args.steps, args.steps * args.multiple)
+    if args.summary_from:
+        with open(args.summary_from) as handle:
+            rows = [json.loads(line) for line in handle if line.strip()]
+        print(f"suite {suite.name}: summary of {args.summary_from} ({len(rows)} rows)")
+    else:
+        print(f"suite {suite.name}: {', '.join(e.name for e in suite)}; d_model {args.d_model}; "
+              f"batch {args.batch_size}; budgets {budgets[0]} and {budgets[1]} steps; "
+              f"{torch.get_num_threads()} threads")
+        rows = train_rows(suite, args.presets, budgets, args)
+        if args.json_out:
+            with open(args.json_out, "w") as handle:
+                handle.writelines(json.dumps(row) + "\n" for row in rows)
+    summarize(rows, suite, args.presets, budgets, args.multiple)
 
 
 if __name__ == "__main__":
