@@ -31,23 +31,38 @@ def failure_kind(reason: str) -> str:
     return re.split(r" at step |: ", reason, maxsplit=1)[0]
 
 
-def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
-    """The non-dominated complete trials by trial number; a duplicate (the same architecture
-    measured once, its values reused) appears once, as the trial that measured it."""
-    if not _has_complete(study):
+def pareto_front(study: optuna.Study,
+                 trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
+    """The non-dominated complete, feasible trials, by trial number. A duplicate (the same
+    architecture measured once, its values reused) appears once, as the trial that measured it.
+
+    Computed here rather than with `study.best_trials`, which reads (and deep-copies) every
+    trial again: `status` on a 1,000-trial study spent a third of its time there.
+    """
+    import numpy as np
+
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    candidates = [t for t in trials if t.state == TrialState.COMPLETE
+                  and "duplicate_of" not in t.user_attrs
+                  and all(value <= 0 for value in t.constraints.values())]
+    if not candidates:
         return []
-    front = [t for t in study.best_trials if "duplicate_of" not in t.user_attrs]
+    signs = np.array([-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0
+                      for d in study.directions])
+    values = np.array([t.values for t in candidates], dtype=float) * signs  # all minimised
+    front = []
+    for index, row in enumerate(values):
+        no_worse = (values <= row).all(axis=1)
+        better = (values < row).any(axis=1)
+        if not (no_worse & better).any():
+            front.append(candidates[index])
     return sorted(front, key=lambda trial: trial.number)
-
-
-def _has_complete(study: optuna.Study) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def status(study: optuna.Study) -> dict[str, Any]:
     """Trials by state, failures by reason, throughput, the best per objective, the front."""
     trials = study.get_trials(deepcopy=False)
-    counts = count_trials(study)
+    counts = count_trials(study, trials)
     definition = StudyDefinition.from_attrs(study.user_attrs, study.study_name)
     objectives = definition.objective_list
     measured = [t for t in trials if is_measured(t)]
@@ -80,7 +95,7 @@ def status(study: optuna.Study) -> dict[str, Any]:
         "pruned": dict(pruned.most_common()),
         "trials_per_hour": _per_hour(measured),
         "best": best,
-        "pareto_size": len(pareto_front(study)),
+        "pareto_size": len(pareto_front(study, trials)),
         "baselines": {t.user_attrs["baseline"]: t.number for t in trials
                       if "baseline" in t.user_attrs and t.state == TrialState.COMPLETE},
     }

@@ -57,10 +57,11 @@ class SearchProgress:
         from nas.report import pareto_front
         from nas.study import count_trials
 
-        counts = count_trials(self.study)
+        trials = self.study.get_trials(deepcopy=False)
+        counts = count_trials(self.study, trials)
         if self._progress is not None:
             extra = (f"failed {counts.failed}  infeasible {counts.pruned}  "
-                     f"running {counts.running}  front {len(pareto_front(self.study))}")
+                     f"running {counts.running}  front {len(pareto_front(self.study, trials))}")
             self._progress.update(self._task, completed=min(counts.measured, self.n_trials),
                                   extra=extra)
 
