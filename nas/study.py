@@ -17,6 +17,7 @@ error do not count; they are queued again, once each, with the same parameters.
 from __future__ import annotations
 
 import datetime
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,9 +33,9 @@ from nas.samplers import make_sampler
 from nas.storage import first_line, load_study, study_names
 
 POLL_SECONDS = 2.0
-MAX_PRUNED_IN_A_ROW = 500
+MAX_PRUNED_IN_A_ROW = 500  # infeasible draws in a row before a worker gives up on the space
 MAX_STORAGE_ERRORS = 5  # in a row, before a worker gives up
-SETTLE_SECONDS = 30.0  # infeasible draws in a row before a worker gives up on the space
+SETTLE_SECONDS = 30.0  # a lost trial this old was surely not re-queued by Optuna's callback
 
 
 class SearchError(RuntimeError):
@@ -242,6 +243,8 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
             # A busy or briefly unreachable database: the trial is failed (or goes stale and
             # is failed by a heartbeat) and queued again; this worker waits and carries on.
             storage_errors += 1
+            print(f"storage error ({storage_errors} in a row), the trial will run again: "
+                  f"{first_line(error)}", file=sys.stderr, flush=True)
             if storage_errors > MAX_STORAGE_ERRORS:
                 raise SearchError(f"the study database keeps failing: {first_line(error)}") \
                     from None
