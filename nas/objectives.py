@@ -125,13 +125,14 @@ def analytic_costs(arch: Any, objectives: tuple[Objective, ...]) -> dict[str, fl
     """Cost-model values for every analytic objective (and params/active_params always)."""
     from search_spaces.cost import estimate
 
-    base = estimate(arch, context=1, dtype=CACHE_DTYPE)
+    contexts = {o.context for o in objectives if o.kind in ("flops", "cache")}
+    reports = {context: estimate(arch, context=context, dtype=CACHE_DTYPE)
+               for context in contexts}  # one estimate per context, whichever asks for it
+    base = next(iter(reports.values()), None) or estimate(arch, context=1, dtype=CACHE_DTYPE)
     costs: dict[str, float] = {"params": base.params, "active_params": base.active_params}
-    for objective in objectives:
-        if objective.kind in ("flops", "cache"):
-            report = estimate(arch, context=objective.context, dtype=CACHE_DTYPE)
-            costs[f"flops@{objective.context}"] = report.flops_per_token
-            costs[f"cache@{objective.context}"] = report.cache_bytes
+    for context, report in reports.items():
+        costs[f"flops@{context}"] = report.flops_per_token
+        costs[f"cache@{context}"] = report.cache_bytes
     return costs
 
 

@@ -130,7 +130,8 @@ def test_study_copy_and_listing(workdir):
 @pytest.mark.parametrize("args, words", [
     (["search", "space.yaml", "--objectives", "quality,speed"], "unknown (valid: quality"),
     (["search", "space.yaml", "--sampler", "cmaes"], "sampler 'cmaes': unknown"),
-    (["search", "space.yaml", "--storage", "mysql+nodriver://x/y"], "storage"),
+    (["search", "space.yaml", "--storage", "mysql+nodriver://x/y"],
+     "unknown database kind 'mysql+nodriver'"),
     (["search", "space.yaml", "--storage", "not a url"], "not an SQLAlchemy URL"),
     (["search", "space.yaml", "--baselines", "llama"], "--baselines: unknown preset 'llama'"),
     (["search", "nospace.yaml"], "nospace.yaml"),

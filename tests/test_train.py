@@ -158,3 +158,25 @@ def test_quick_preset_suite_runs_end_to_end():
     assert result.ok, result.failure
     assert result.suite == "quick" and len(result.tasks) >= 2
     assert 0.0 <= result.quality <= 1.0
+
+
+@pytest.mark.parametrize("eval_batches", [None, 1])
+def test_final_metrics_score_the_whole_test_set_once(monkeypatch, eval_batches):
+    """The last curve point, when it covered the whole test set at the last step, is the final
+    score; a curve point on part of the test set is not, and the test set is scored again."""
+    # 130 test sequences: three validation batches of 64, so eval_batches=1 sees part of them.
+    suite = Suite(name="t", entries=(SuiteEntry(MQAR(seq_len=32, num_kv_pairs=4, vocab_size=32),
+                                                n_train=64, n_test=130),))
+    train, test = suite.data("mqar_32x4")
+    budget = Budget(steps=6, batch_size=8, eval_every=3, eval_batches=eval_batches,
+                    decode_context=0)
+    calls = []
+    real_evaluate = train_run.evaluate
+    monkeypatch.setattr(train_run, "evaluate", lambda *a: calls.append(1) or real_evaluate(*a))
+    result, model = train_run.train_task(small_arch(), train, test, budget, 0, "cpu",
+                                         "32-true", "mqar")
+    assert result.metrics["n_scored"] == int(test.score_mask.sum())
+    assert len(calls) == (0 if eval_batches is None else 1)
+    expected = real_evaluate(model, test, 64, torch.device("cpu"))
+    assert result.metrics["accuracy"] == pytest.approx(expected["accuracy"])
+    assert result.metrics["loss"] == pytest.approx(expected["loss"], rel=1e-5)

@@ -37,6 +37,9 @@ class ProxyLM(pl.LightningModule):
         self.train_tokens = 0
         self._parts: list[dict[str, float]] = []
         self._batch_started = 0.0
+        # (step, merged scores) of the latest validation: when it covered the whole test set at
+        # the last step, it is the final score and the test set is not scored a second time.
+        self.last_validation: tuple[int, dict[str, float]] | None = None
 
     def training_step(self, batch, batch_idx):
         inputs, targets, loss_mask = batch
@@ -65,6 +68,7 @@ class ProxyLM(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self._parts:
             merged = merge_scores(self._parts)
+            self.last_validation = (int(self.global_step), merged)
             self.curve.append({"step": int(self.global_step), "loss": merged["loss"],
                                "accuracy": merged["accuracy"]})
         self._parts = []
