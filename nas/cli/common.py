@@ -15,13 +15,15 @@ USAGE_ERROR = 2
 
 def user_errors(func: F) -> F:
     """Report the toolkit's input errors as `error: ...` on stderr and exit 2, no traceback."""
-    from nas.definition import DefinitionError
-    from nas.objectives import ObjectiveError
-    from nas.storage import StorageError
-    from search_spaces import ArchConfigError, PatternError, SpaceError
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # Imported when a command runs, not when it is registered: `hnas --help` stays light.
+        from nas.definition import DefinitionError
+        from nas.objectives import ObjectiveError
+        from nas.storage import StorageError
+        from search_spaces import ArchConfigError, PatternError, SpaceError
+
         try:
             return func(*args, **kwargs)
         except PatternError as error:
