@@ -16,15 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trials.ffn import SwiGLU
 from trials.norm import RMSNorm
-from trials.ops import rms_norm
-from trials.ops._memory import blocks
-
-
-def _norm(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
-    """`norm(x)` through the fused op (`trials.ops.rms_norm`: the same maths, a cheaper backward)."""
-    return rms_norm(x, norm.weight, norm.eps)
 
 
 @dataclass
@@ -44,32 +36,22 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(d_model, eps) if ffn is not None else None
         self.ffn = ffn
         self.takes_embedding = getattr(mixer, "takes_embedding", False)
-        # A dense FFN treats each position alone, so it runs over segments of the sequence and
-        # its d_ff-wide tensors stay within the temporary budget of trials.ops._memory; MoE's
-        # load-balancing loss needs every token at once.
-        self.ffn_width = ffn.gate.out_features if isinstance(ffn, SwiGLU) else None
 
     def _mix(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        normed = _norm(self.mixer_norm, x)
+        normed = self.mixer_norm(x)
         return self.mixer(normed, emb) if self.takes_embedding else self.mixer(normed)
 
     def _feed_forward(self, h: torch.Tensor):
         if self.ffn is None:
             return h, None
-        normed = _norm(self.ffn_norm, h)
-        if self.ffn_width is None or normed.dim() != 3:
-            y, aux = self.ffn(normed)
-            return h + y, aux
-        batch, length, _ = normed.shape
-        ys = [self.ffn(normed[:, start:end])[0]
-              for start, end in blocks(length, 4 * batch * self.ffn_width)]
-        return h + (ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)), None
+        y, aux = self.ffn(self.ffn_norm(h))
+        return h + y, aux
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor):
         return self._feed_forward(x + self._mix(x, emb))
 
     def step(self, x_t: torch.Tensor, state, emb_t: torch.Tensor):
-        normed = _norm(self.mixer_norm, x_t)
+        normed = self.mixer_norm(x_t)
         if self.takes_embedding:
             y_t, state = self.mixer.step(normed, state, emb_t)
         else:
@@ -94,7 +76,7 @@ class HybridLM(nn.Module):
             nn.init.normal_(self.lm_head.weight, std=0.02)
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        h = _norm(self.final_norm, h)
+        h = self.final_norm(h)
         weight = self.embedding.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(h, weight)
 

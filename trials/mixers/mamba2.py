@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from trials.mixers.base import State
 from trials.mixers.mamba import init_conv_, init_dt_bias_
 from trials.norm import RMSNorm
-from trials.ops import causal_conv1d, causal_conv1d_step, rms_norm, ssd
+from trials.ops import causal_conv1d, causal_conv1d_step, ssd
 from trials.ops._memory import blocks
 
 SSD_CHUNK = 64  # Q, the chunk length of the SSD's matrix form
@@ -87,7 +87,7 @@ class Mamba2(nn.Module):
         y = y.reshape(*z.shape)  # (B, L, di)
         # gate in fp32; the norm then takes statistics in fp32 too
         gated = (y.float() * F.silu(z.float())).to(z.dtype)
-        return self.out_proj(rms_norm(gated, self.norm.weight, self.norm.eps))
+        return self.out_proj(self.norm(gated))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, L, d) -> (B, L, d), over segments of whole SSD chunks

@@ -26,7 +26,6 @@ from trials.ffn.mlp import SwiGLU
 from trials.mixers.attention import AttentionCore
 from trials.mixers.base import State
 from trials.norm import RMSNorm
-from trials.ops import rms_norm
 
 
 class SharedAttentionBlock(nn.Module):
@@ -49,12 +48,12 @@ class SharedAttentionBlock(nn.Module):
             module.reset_parameters()
 
     def _mlp(self, a: Tensor) -> Tensor:
-        return a + self.mlp(rms_norm(a, self.mlp_norm.weight, self.mlp_norm.eps))[0]
+        return a + self.mlp(self.mlp_norm(a))[0]
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         """x, emb: (B, N, d) -> m: (B, N, d)."""
         xe = torch.cat((x, emb), dim=-1)  # (B, N, 2d)
-        a = self.attention(rms_norm(xe, self.in_norm.weight, self.in_norm.eps))  # (B, N, d)
+        a = self.attention(self.in_norm(xe))  # (B, N, d)
         return self._mlp(a)
 
     def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> State:
@@ -63,7 +62,7 @@ class SharedAttentionBlock(nn.Module):
     def step(self, x_t: Tensor, state: State, emb_t: Tensor) -> tuple[Tensor, State]:
         """x_t, emb_t: (B, d) -> (m_t: (B, d), state)."""
         xe_t = torch.cat((x_t, emb_t), dim=-1)
-        a_t, state = self.attention.step(rms_norm(xe_t, self.in_norm.weight, self.in_norm.eps),
+        a_t, state = self.attention.step(self.in_norm(xe_t),
                                          state)
         return self._mlp(a_t), state
 

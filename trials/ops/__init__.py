@@ -23,7 +23,7 @@ from trials.ops.conv import (
     naive_causal_conv1d,
     naive_long_conv,
 )
-from trials.ops.norm import rms_norm
+from trials.ops.norm import naive_rms_norm, rms_norm
 from trials.ops.scan import linear_scan, naive_linear_scan
 from trials.ops.selective_scan import naive_selective_scan, selective_scan
 from trials.ops.ssd import naive_ssd, ssd
@@ -38,6 +38,7 @@ __all__ = [
     "naive_long_conv",
     "naive_selective_scan",
     "naive_ssd",
+    "naive_rms_norm",
     "rms_norm",
     "selective_scan",
     "ssd",

@@ -2,7 +2,7 @@
 
     y = (x / sqrt(mean(x^2) + eps)).to(x.dtype) * weight        statistics in fp32
 
-The same maths as `trials.norm.RMSNorm.forward` (its reference in the tests). Autograd through
+The same maths as `naive_rms_norm` (its reference), which `trials.norm.RMSNorm` runs through this op. Autograd through
 that composite keeps five full-size tensors and walks about ten passes backward; here the
 forward reads x twice (the norm, then the scaled product) and the backward, with x_hat = x / rms
 kept, is
@@ -46,6 +46,11 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     if x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype \
             and not torch.is_autocast_enabled(x.device.type):
         return _RMSNorm.apply(x, weight, eps)
-    x32 = x.float()
+    return naive_rms_norm(x, weight, eps)
+
+
+def naive_rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """The composite, autograd through every op: the reference, and the path for bf16."""
+    x32 = x.float()  # statistics in fp32 so that bf16 activations do not lose the mean square
     normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
     return normed.to(x.dtype) * weight
