@@ -84,8 +84,14 @@ def ordering(scores: dict[str, float]) -> str:
 
 def train_rows(suite: Suite, presets: list[str], budgets: tuple[int, int],
                args: argparse.Namespace) -> list[dict]:
-    """Train every preset at both budgets; one row per (preset, budget), printed as it ends."""
+    """Train every preset at both budgets; one row per (preset, budget), printed as it ends.
+
+    With --json-out each row is also appended to that file as it ends, so that a run stopped
+    after hours keeps what it measured (--summary-from reads what is there).
+    """
     rows = []
+    if args.json_out:
+        open(args.json_out, "w").close()
     for steps in budgets:
         # One learning-curve point (the end): the curve is not used here, and every point
         # would cost a pass over the test set.
@@ -102,6 +108,9 @@ def train_rows(suite: Suite, presets: list[str], budgets: tuple[int, int],
                          "quality": result.quality if result.ok else None,
                          "status": result.status, "failure": result.failure,
                          "accuracy": accuracies, "seconds": time.perf_counter() - started})
+            if args.json_out:
+                with open(args.json_out, "a") as handle:
+                    handle.write(json.dumps(rows[-1]) + "\n")
             failure = "" if result.ok else f"  FAILED: {result.failure}"
             quality = result.quality if result.ok else float("nan")
             print(f"{steps:>5} steps  {name:<13} quality {quality:.3f}  " +
@@ -167,9 +176,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--json-out", help="write one JSON row per (preset, budget) here")
-    parser.add_argument("--summary-from", metavar="JSON",
-                        help="train nothing: print the summary of the rows of an earlier "
-                             "--json-out (with the same --suite, --steps, --multiple)")
+    parser.add_argument("--summary-from", metavar="JSON", nargs="+",
+                        help="train nothing: print the summary of the rows of earlier "
+                             "--json-out files (same --suite, --steps, --multiple; several "
+                             "runs that split --presets between them are merged)")
     args = parser.parse_args()
     if args.threads is not None:
         if args.threads < 1:
@@ -182,17 +192,16 @@ def main() -> None:
     suite = load_suite(args.suite)
     budgets = (args.steps, args.steps * args.multiple)
     if args.summary_from:
-        with open(args.summary_from) as handle:
-            rows = [json.loads(line) for line in handle if line.strip()]
-        print(f"suite {suite.name}: summary of {args.summary_from} ({len(rows)} rows)")
+        rows = []
+        for path in args.summary_from:
+            with open(path) as handle:
+                rows += [json.loads(line) for line in handle if line.strip()]
+        print(f"suite {suite.name}: summary of {', '.join(args.summary_from)} ({len(rows)} rows)")
     else:
         print(f"suite {suite.name}: {', '.join(e.name for e in suite)}; d_model {args.d_model}; "
               f"batch {args.batch_size}; budgets {budgets[0]} and {budgets[1]} steps; "
               f"{torch.get_num_threads()} threads")
         rows = train_rows(suite, args.presets, budgets, args)
-        if args.json_out:
-            with open(args.json_out, "w") as handle:
-                handle.writelines(json.dumps(row) + "\n" for row in rows)
     summarize(rows, suite, args.presets, budgets, args.multiple)
 
 

@@ -1,7 +1,8 @@
 """What a study has found, as plain data for the CLI's tables, JSON and CSV.
 
-Everything is read from Optuna: trial states, values and the user attributes that
-`nas.evaluate` records. Nothing here writes to the study.
+Everything is read from Optuna's records: trial states, values and the user attributes that
+`nas.evaluate` records. Each function takes an `optuna.Study` or a `nas.snapshot.StudySnapshot`
+(the same trials, read at once; what the CLI passes). Nothing here writes to the study.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.definition import StudyDefinition
 from nas.evaluate import is_measured
 from nas.objectives import MAXIMIZE, Objective
+from nas.snapshot import ReadableStudy
 from nas.study import count_trials
 
 STATES = ("complete", "fail", "pruned", "running", "waiting")
 
 
-def objectives_of(study: optuna.Study) -> tuple[Objective, ...]:
+def objectives_of(study: ReadableStudy) -> tuple[Objective, ...]:
     return StudyDefinition.from_attrs(study.user_attrs, study.study_name).objective_list
 
 
@@ -31,7 +33,7 @@ def failure_kind(reason: str) -> str:
     return re.split(r" at step |: ", reason, maxsplit=1)[0]
 
 
-def pareto_front(study: optuna.Study,
+def pareto_front(study: ReadableStudy,
                  trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
     """The non-dominated complete, feasible trials, by trial number. A duplicate (the same
     architecture measured once, its values reused) appears once, as the trial that measured it.
@@ -59,7 +61,7 @@ def pareto_front(study: optuna.Study,
     return sorted(front, key=lambda trial: trial.number)
 
 
-def status(study: optuna.Study) -> dict[str, Any]:
+def status(study: ReadableStudy) -> dict[str, Any]:
     """Trials by state, failures by reason, throughput, the best per objective, the front."""
     trials = study.get_trials(deepcopy=False)
     counts = count_trials(study, trials)
@@ -132,7 +134,7 @@ def _pruned_reason(trial: FrozenTrial) -> str | None:
                                       for k, v in violations.items())
 
 
-def trial_rows(study: optuna.Study, *, state: str | None = None, sort: str | None = None,
+def trial_rows(study: ReadableStudy, *, state: str | None = None, sort: str | None = None,
                limit: int | None = None) -> list[dict[str, Any]]:
     """Rows of `trials`, optionally of one state, sorted best-first by one objective."""
     objectives = objectives_of(study)

@@ -68,7 +68,7 @@ def check_url(url: str) -> None:
             raise StorageError(f"storage {url!r}: folder {str(folder)!r} does not exist")
 
 
-def _engine_kwargs(url: str) -> dict[str, Any]:
+def engine_kwargs(url: str) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
 
     if make_url(url).get_backend_name() == "sqlite":
@@ -106,7 +106,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True):
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
                 kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL, "grace_period": GRACE_PERIOD,
                           "heartbeat_stale_trial_callback": retry}
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **kwargs)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), **kwargs)
     except SQLAlchemyError as error:
         raise StorageError(f"storage {shown_url(url)!r}: cannot connect "
                            f"({first_line(error)})") from None

@@ -263,6 +263,10 @@ def test_postgres_workers_survive_a_killed_worker(postgres_url, files):
     assert len(trials) == counts.measured + counts.pruned + 1, states
     assert trained_twice(trials) == [], states
     check_duplicates_reused(trials)
+    # The reading commands' direct reader gives PostgreSQL's trials exactly as Optuna does.
+    from nas.snapshot import read_study
+
+    assert list(read_study(name, postgres_url).trials) == trials
 
 
 def check_nothing_lost(trials) -> None:

@@ -14,9 +14,11 @@ from nas.cli.search import STORAGE_HELP
 
 
 def open_for_reading(name: str, storage: Optional[str]):
-    from nas.storage import default_url, load_study, open_storage
+    """The study as one read (`nas.snapshot`): the reading commands need no live storage."""
+    from nas.snapshot import read_study
+    from nas.storage import default_url
 
-    return load_study(name, open_storage(storage or default_url(), heartbeat=False))
+    return read_study(name, storage or default_url())
 
 
 @app.command()
