@@ -253,7 +253,16 @@ def main() -> None:
                         "(default: a temporary folder on the disk, removed afterwards)")
     parser.add_argument("--json-out", default=os.path.join(tempfile.gettempdir(),
                                                            "hnas-bench-orchestration.json"))
+    parser.add_argument("--cli-only", nargs=2, metavar=("STUDY", "URL"),
+                        help="run no trials: time `hnas status` and `hnas pareto` on an "
+                             "existing study (to re-time them when the machine is quiet)")
     args = parser.parse_args()
+    if args.cli_only:
+        name, url = args.cli_only
+        print(f"{name} at {url}: status {time_cli(['status', name], url):.2f} s, pareto "
+              f"{time_cli(['pareto', name], url):.2f} s, hnas --help {_help_seconds():.2f} s "
+              f"(medians of {CLI_REPEATS} runs in a fresh Python)")
+        return
 
     # The first trial would otherwise pay for importing torch and lightning.
     import trials.train  # noqa: F401
