@@ -60,15 +60,50 @@ class StudySnapshot:
 
 def read_study(name: str, url: str) -> StudySnapshot:
     """Study `name` in the database at `url`; StorageError when it cannot be read."""
+    missing = _missing_sqlite_file(url)
+    if missing:
+        raise StorageError(f"study {name!r} not found: no database file at {missing!r}")
+    snapshot = _on_known_schema(url, lambda connection: _read(connection, name, url))
+    return _read_with_optuna(name, url) if snapshot is None else snapshot
+
+
+def read_studies(url: str) -> list[StudySnapshot]:
+    """Every study in the database at `url`, oldest first; StorageError when it cannot be read.
+
+    Optuna's `get_all_study_summaries` builds every trial of every study through its ORM as
+    well; this is the same reading as `read_study`, once per study on one connection.
+    """
+    missing = _missing_sqlite_file(url)
+    if missing:
+        raise StorageError(f"storage {shown_url(url)!r}: no database file at {missing!r}")
+
+    def read_all(connection) -> list[StudySnapshot]:
+        from optuna.storages._rdb import models
+        from sqlalchemy import select
+
+        studies = models.StudyModel.__table__
+        names = connection.execute(
+            select(studies.c.study_name).order_by(studies.c.study_id)).scalars().all()
+        return [_read(connection, name, url) for name in names]
+
+    snapshots = _on_known_schema(url, read_all)
+    if snapshots is None:
+        from nas.storage import study_names
+
+        names = study_names(open_storage(url, heartbeat=False))
+        snapshots = [_read_with_optuna(name, url) for name in names]
+    return snapshots
+
+
+def _on_known_schema(url: str, read):
+    """`read(connection)` on the database at `url`, or None when its schema is not the one this
+    module knows (the caller then asks Optuna). Errors become one-line StorageErrors."""
     import sqlalchemy
     from sqlalchemy.exc import SQLAlchemyError
 
     from nas.storage import check_url, engine_kwargs
 
     check_url(url)
-    missing = _missing_sqlite_file(url)
-    if missing:
-        raise StorageError(f"study {name!r} not found: no database file at {missing!r}")
     engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
     try:
         try:
@@ -77,14 +112,14 @@ def read_study(name: str, url: str) -> StudySnapshot:
             raise StorageError(f"storage {shown_url(url)!r}: cannot connect "
                                f"({first_line(error)})") from None
         with connection:
-            if _schema_version(connection) == KNOWN_SCHEMA_VERSION:
-                return _read(connection, name, url)
+            if _schema_version(connection) != KNOWN_SCHEMA_VERSION:
+                return None
+            return read(connection)
     except SQLAlchemyError as error:
         raise StorageError(f"storage {shown_url(url)!r}: cannot read "
                            f"({first_line(error)})") from None
     finally:
         engine.dispose()
-    return _read_with_optuna(name, url)
 
 
 def _missing_sqlite_file(url: str) -> str | None:

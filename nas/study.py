@@ -53,9 +53,10 @@ class Counts:
     lost: int = 0  # died with a worker or interrupted; run again
 
 
-def count_trials(study: optuna.Study,
+def count_trials(study: Any,
                  trials: list[optuna.trial.FrozenTrial] | None = None) -> Counts:
-    """Trials by state (`trials`: already read from the study, to save reading them again)."""
+    """Trials by state of an `optuna.Study` or a `StudySnapshot` (`trials`: already read from
+    the study, to save reading them again)."""
     counts = Counts()
     for trial in study.get_trials(deepcopy=False) if trials is None else trials:
         if trial.state == TrialState.COMPLETE:

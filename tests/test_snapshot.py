@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from nas import snapshot
-from nas.snapshot import read_study
+from nas.snapshot import read_studies, read_study
 from nas.storage import StorageError, load_study, open_storage
 
 
@@ -138,3 +138,17 @@ def test_a_database_without_optuna_tables_is_left_to_optuna(tmp_path):
     path.touch()
     with pytest.raises(StorageError, match="the database has no studies"):
         read_study("s", f"sqlite:///{path}")
+
+
+def test_read_studies_reads_every_study_oldest_first(study_url):
+    snapshots = read_studies(study_url)
+    assert [s.study_name for s in snapshots] == ["other", "s"]
+    assert [len(s.trials) for s in snapshots] == [1, len(read_study("s", study_url).trials)]
+    assert snapshots[1].user_attrs == read_study("s", study_url).user_attrs
+
+
+def test_read_studies_of_a_missing_file_says_so(tmp_path):
+    path = tmp_path / "absent.db"
+    with pytest.raises(StorageError, match="no database file at"):
+        read_studies(f"sqlite:///{path}")
+    assert not path.exists()

@@ -20,30 +20,27 @@ from nas.cli.search import STORAGE_HELP
 @user_errors
 def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP)) -> None:
     """The studies in a database, with their trial counts and state."""
-    import optuna
     from rich.table import Table
 
-    from nas.storage import default_url, open_storage, shown_url
+    from nas.snapshot import read_studies
+    from nas.storage import default_url, shown_url
+    from nas.study import count_trials
 
     url = storage or default_url()
-    db = open_storage(url, heartbeat=False)
     table = Table(title=f"studies in {shown_url(url)}")
     for column in ("study", "objectives", "measured", "budget", "running", "state", "started"):
         table.add_column(column)
-    from nas.study import count_trials
-
-    for summary in optuna.get_all_study_summaries(db, include_best_trial=False):
-        study = optuna.load_study(study_name=summary.study_name, storage=db)
-        attrs = summary.user_attrs
+    for study in read_studies(url):
+        attrs = study.user_attrs
         counts = count_trials(study)
         budget = attrs.get("n_trials")
         state = ("running" if counts.running else
                  "done" if budget is not None and counts.measured >= budget else "open")
-        table.add_row(summary.study_name, str(attrs.get("objectives", "-")),
+        started = min((t.datetime_start for t in study.trials if t.datetime_start), default=None)
+        table.add_row(study.study_name, str(attrs.get("objectives", "-")),
                       str(counts.measured), str(budget if budget is not None else "-"),
                       str(counts.running), state,
-                      f"{summary.datetime_start:%Y-%m-%d %H:%M}" if summary.datetime_start
-                      else "-")
+                      f"{started:%Y-%m-%d %H:%M}" if started else "-")
     console().print(table)
 
 
