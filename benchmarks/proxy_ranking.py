@@ -1,9 +1,11 @@
 """Does the proxy score rank architectures the way the literature does, and stably?
 
 Trains every preset architecture at equal width on a suite (MQAR and the MAD tasks), at a base
-step budget and at a multiple of it, then prints:
+step budget and at a multiple of it, at each learning rate of `--lrs`, then prints:
 
-- per-task accuracy and the suite quality of every preset at both budgets;
+- the suite quality of every preset at both budgets, each task scored at its best learning
+  rate (MAD's protocol: one fixed rate misranks architectures whose best rates differ; pure
+  attention at 3e-3 never learned in-context recall where 1e-3 solved it);
 - the recall ordering check: attention and the attention hybrids (transformer, jamba, zamba,
   griffin, stripedhyena) should score above the attention-free mixers (mamba, mamba2, hawk) on
   the recall tasks (MQAR, in-context, noisy and fuzzy recall: the mean accuracy over those of
@@ -11,10 +13,12 @@ step budget and at a multiple of it, then prints:
 - the Spearman rank correlation of the presets' quality between the two budgets (goal >= 0.8).
   A preset that failed (NaN loss, out of memory) at either budget is left out and named.
 
-    python benchmarks/proxy_ranking.py --suite mqar --steps 100 --multiple 8
+    python benchmarks/proxy_ranking.py --suite mqar --steps 100 --multiple 8 --lrs 1e-3 3e-3
     python benchmarks/proxy_ranking.py --suite quick --steps 50 --presets transformer mamba jamba
 
-Writes one JSON row per (preset, budget) with --json-out. CPU-only runs at the default sizes
+Writes one JSON row per (preset, budget, learning rate) with --json-out, as each ends;
+--summary-from merges the files of several runs (split presets or learning rates) into one
+summary without training. CPU-only runs at the default sizes
 take a long time (every preset, every task, two budgets); --presets and --steps trim them, and
 --threads 1 keeps a shared machine's load from slowing torch down (see benchmarks/README.md).
 """
@@ -22,6 +26,7 @@ take a long time (every preset, every task, two budgets); --presets and --steps 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
@@ -84,7 +89,8 @@ def ordering(scores: dict[str, float]) -> str:
 
 def train_rows(suite: Suite, presets: list[str], budgets: tuple[int, int],
                args: argparse.Namespace) -> list[dict]:
-    """Train every preset at both budgets; one row per (preset, budget), printed as it ends.
+    """Train every preset at both budgets and every learning rate; one row per (preset, budget,
+    learning rate), printed as it ends.
 
     With --json-out each row is also appended to that file as it ends, so that a run stopped
     after hours keeps what it measured (--summary-from reads what is there).
@@ -92,10 +98,10 @@ def train_rows(suite: Suite, presets: list[str], budgets: tuple[int, int],
     rows = []
     if args.json_out:
         open(args.json_out, "w").close()
-    for steps in budgets:
+    for steps, lr in itertools.product(budgets, args.lrs):
         # One learning-curve point (the end): the curve is not used here, and every point
         # would cost a pass over the test set.
-        budget = Budget(steps=steps, batch_size=args.batch_size, lr=args.lr, decode_context=0,
+        budget = Budget(steps=steps, batch_size=args.batch_size, lr=lr, decode_context=0,
                         eval_every=steps)
         for name in presets:
             arch = load_arch(name, d_model=args.d_model)
@@ -103,7 +109,7 @@ def train_rows(suite: Suite, presets: list[str], budgets: tuple[int, int],
             result = run_trial(arch, suite, budget, seed=args.seed)
             accuracies = {t: r.metrics.get("accuracy") for t, r in result.tasks.items()}
             rows.append({"preset": name, "pattern": arch.pattern, "suite": suite.name,
-                         "steps": steps, "batch_size": args.batch_size, "lr": args.lr,
+                         "steps": steps, "batch_size": args.batch_size, "lr": lr,
                          "d_model": args.d_model, "seed": args.seed,
                          "quality": result.quality if result.ok else None,
                          "status": result.status, "failure": result.failure,
@@ -113,17 +119,45 @@ def train_rows(suite: Suite, presets: list[str], budgets: tuple[int, int],
                     handle.write(json.dumps(rows[-1]) + "\n")
             failure = "" if result.ok else f"  FAILED: {result.failure}"
             quality = result.quality if result.ok else float("nan")
-            print(f"{steps:>5} steps  {name:<13} quality {quality:.3f}  " +
+            print(f"{steps:>5} steps  lr {lr:g}  {name:<13} quality {quality:.3f}  " +
                   "  ".join(f"{t} {a:.3f}" for t, a in accuracies.items() if a is not None) +
                   f"  ({rows[-1]['seconds']:.0f} s){failure}", flush=True)
     return rows
+
+
+def best_over_learning_rates(rows: list[dict], suite: Suite) -> dict[tuple[str, int], dict]:
+    """One row per (preset, steps): each task's best accuracy over the learning rates tried,
+    as MAD scores an architecture (the best of a small learning-rate sweep per task), and the
+    suite quality of those. Failed runs count only when every learning rate failed."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["preset"], row["steps"]), []).append(row)
+    combined = {}
+    for key, group in groups.items():
+        lrs = sorted({row["lr"] for row in group})
+        trained = [row for row in group if row["status"] == "ok"]
+        if not trained:
+            combined[key] = {**group[0], "lrs": lrs, "best_lr": {}}
+            continue
+        accuracy, best_lr = {}, {}
+        for entry in suite:
+            best = max(trained, key=lambda row: row["accuracy"][entry.name])
+            accuracy[entry.name], best_lr[entry.name] = best["accuracy"][entry.name], best["lr"]
+        quality = suite.quality({name: {"accuracy": value} for name, value in accuracy.items()})
+        combined[key] = {**trained[0], "accuracy": accuracy, "quality": quality, "lrs": lrs,
+                         "best_lr": best_lr}
+    return combined
+
+
+def _best_lrs(row: dict) -> str:
+    return ", ".join(f"{lr:g}" for lr in row["best_lr"].values()) or "failed"
 
 
 def summarize(rows: list[dict], suite: Suite, presets: list[str], budgets: tuple[int, int],
               multiple: int) -> None:
     """The quality table, the recall ordering checks and the Spearman correlation."""
     nan = float("nan")
-    by_key = {(row["preset"], row["steps"]): row for row in rows}
+    by_key = best_over_learning_rates(rows, suite)
     missing = [f"{p}@{s}" for s in budgets for p in presets if (p, s) not in by_key]
     if missing:
         raise SystemExit(f"no rows for {', '.join(missing)}")
@@ -135,10 +169,13 @@ def summarize(rows: list[dict], suite: Suite, presets: list[str], budgets: tuple
     recall_tasks = [e.name for e in suite if e.task.kind in RECALL_TASKS]
     (base, long), labels = budgets, ("1x", f"{multiple}x")
 
-    print(f"\npreset         quality@1x  quality@{multiple}x  recall@1x  recall@{multiple}x")
+    print(f"\npreset         quality@1x  quality@{multiple}x  recall@1x  recall@{multiple}x  "
+          "learning rates tried: best per task at 1x / at 8x")
     for name in presets:
+        tried = ", ".join(f"{lr:g}" for lr in by_key[name, base]["lrs"])
         print(f"{name:<13} {quality[base][name]:>10.3f} {quality[long][name]:>11.3f} "
-              f"{recall[base][name]:>10.3f} {recall[long][name]:>10.3f}")
+              f"{recall[base][name]:>10.3f} {recall[long][name]:>10.3f}  {tried}: "
+              f"{_best_lrs(by_key[name, base])} / {_best_lrs(by_key[name, long])}")
     for label, steps in zip(labels, budgets):
         if not recall_tasks:
             print(f"recall ordering at {label}: not checked (the suite has no recall task)")
@@ -172,7 +209,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--multiple", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3], metavar="LR",
+                        help="peak learning rates: every preset trains at each, and each "
+                             "task scores its best (MAD's protocol); default 3e-3")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--json-out", help="write one JSON row per (preset, budget) here")
