@@ -15,6 +15,7 @@ how to say that a database needs `optuna storage upgrade`. Nothing here writes.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections import defaultdict
 from collections.abc import Container
@@ -64,7 +65,9 @@ def read_study(name: str, url: str) -> StudySnapshot:
     if missing:
         raise StorageError(f"study {name!r} not found: no database file at {missing!r}")
     snapshot = _on_known_schema(url, lambda connection: _read(connection, name, url))
-    return _read_with_optuna(name, url) if snapshot is None else snapshot
+    if snapshot is None:
+        snapshot = _read_with_optuna(name, open_storage(url, heartbeat=False))
+    return snapshot
 
 
 def read_studies(url: str) -> list[StudySnapshot]:
@@ -90,8 +93,8 @@ def read_studies(url: str) -> list[StudySnapshot]:
     if snapshots is None:
         from nas.storage import study_names
 
-        names = study_names(open_storage(url, heartbeat=False))
-        snapshots = [_read_with_optuna(name, url) for name in names]
+        storage = open_storage(url, heartbeat=False)
+        snapshots = [_read_with_optuna(name, storage) for name in study_names(storage)]
     return snapshots
 
 
@@ -101,9 +104,8 @@ def _on_known_schema(url: str, read):
     import sqlalchemy
     from sqlalchemy.exc import SQLAlchemyError
 
-    from nas.storage import check_url, engine_kwargs
+    from nas.storage import engine_kwargs
 
-    check_url(url)
     engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
     try:
         try:
@@ -123,15 +125,15 @@ def _on_known_schema(url: str, read):
 
 
 def _missing_sqlite_file(url: str) -> str | None:
-    """The path of an SQLite URL's file when it does not exist (reading must not create it)."""
+    """Check the URL; then the path of its SQLite file when that does not exist (reading must
+    not create it)."""
     from pathlib import Path
 
-    from sqlalchemy.engine import make_url
+    from nas.storage import check_url, sqlite_file
 
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return None if Path(parsed.database).expanduser().exists() else parsed.database
+    check_url(url)
+    path = sqlite_file(url)
+    return None if path is None or Path(path).expanduser().exists() else path
 
 
 def _schema_version(connection) -> int | None:
@@ -145,11 +147,11 @@ def _schema_version(connection) -> int | None:
     return connection.execute(sqlalchemy.select(table.c.schema_version)).scalar()
 
 
-def _read_with_optuna(name: str, url: str) -> StudySnapshot:
+def _read_with_optuna(name: str, storage) -> StudySnapshot:
     """Optuna's own reader: slower, and right for every schema it supports."""
     from nas.storage import load_study
 
-    study = load_study(name, open_storage(url, heartbeat=False))
+    study = load_study(name, storage)
     return StudySnapshot(study.study_name, tuple(study.directions), dict(study.user_attrs),
                          tuple(study.get_trials(deepcopy=False)))
 
@@ -251,16 +253,16 @@ def _child_rows(connection, study_id: int, last_id: int) -> _Children:
     return children
 
 
+# Optuna stores infinities (and NaN intermediate values) as NULL plus a type.
+_SPECIAL_FLOATS = {"INF_POS": float("inf"), "INF_NEG": float("-inf"), "NAN": float("nan")}
+
+
 def _stored_float(value: float | None, kind) -> float:
-    """Optuna stores infinities (and NaN intermediate values) as NULL plus a type."""
-    special = {"INF_POS": float("inf"), "INF_NEG": float("-inf"), "NAN": float("nan")}
-    return special.get(kind.name, value)
+    return _SPECIAL_FLOATS.get(kind.name, value)
 
 
 def _local(stored):
     """Optuna stores naive UTC datetimes and hands out naive local ones."""
-    import datetime
-
     if stored is None:
         return None
     return stored.replace(tzinfo=datetime.timezone.utc).astimezone().replace(tzinfo=None)

@@ -62,10 +62,21 @@ def check_url(url: str) -> None:
     except ImportError as error:
         raise StorageError(f"storage {shown_url(url)!r}: the driver is not installed "
                            f"({error}); for PostgreSQL: pip install 'hybrid-nas[postgres]'") from None
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).expanduser().resolve().parent
+    path = sqlite_file(url)
+    if path is not None:
+        folder = Path(path).expanduser().resolve().parent
         if not folder.is_dir():
             raise StorageError(f"storage {url!r}: folder {str(folder)!r} does not exist")
+
+
+def sqlite_file(url: str) -> str | None:
+    """The database file of an SQLite URL (None for other databases and in-memory SQLite)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
@@ -79,14 +90,12 @@ def engine_kwargs(url: str) -> dict[str, Any]:
 
 def _use_wal(url: str) -> None:
     """SQLite in WAL mode lets readers (status, dashboard) work while a worker writes."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    path = sqlite_file(url)
+    if path is None:
         return
     import sqlite3
 
-    with sqlite3.connect(parsed.database, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
+    with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
 
 

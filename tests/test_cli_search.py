@@ -147,6 +147,8 @@ def test_study_copy_and_listing(workdir):
     (["status", "e2e", "--storage", "postgresql+psycopg://u@127.0.0.1:1/db"], "cannot connect"),
     (["status", "e2e", "--storage", "sqlite:///absent.db"], "no database file at 'absent.db'"),
     (["studies", "--storage", "sqlite:///absent.db"], "no database file at 'absent.db'"),
+    (["status", "e2e", "--storage", "not a url"], "not an SQLAlchemy URL"),
+    (["studies", "--storage", "not a url"], "not an SQLAlchemy URL"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(workdir, args, words):
     result = invoke(*args)
