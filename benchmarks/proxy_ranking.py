@@ -36,6 +36,7 @@ import torch
 from search_spaces import arch_names, load_arch
 from trials.tasks import Suite, load_suite
 from trials.train import Budget, run_trial
+from trials.train.budget import DEFAULT_LR
 
 ATTENTION = ("transformer", "jamba", "zamba", "griffin", "stripedhyena")
 ATTENTION_FREE = ("mamba", "mamba2", "hawk")
@@ -209,9 +210,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--multiple", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3], metavar="LR",
+    parser.add_argument("--lrs", type=float, nargs="+", default=[DEFAULT_LR], metavar="LR",
                         help="peak learning rates: every preset trains at each, and each "
-                             "task scores its best (MAD's protocol); default 3e-3")
+                             f"task scores its best (MAD's protocol); default {DEFAULT_LR:g}, "
+                             "the training budget's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--json-out", help="write one JSON row per (preset, budget) here")

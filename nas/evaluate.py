@@ -117,7 +117,8 @@ class Evaluator:
             "loss": sum(w * loss for w, loss in losses) / total if total else None,
             "tasks": {name: {"metrics": task["metrics"], "steps": task["steps"],
                              "tokens_per_s": task["tokens_per_s"], "curve": task["curve"],
-                             "failure": task["failure"]}
+                             "failure": task["failure"], "lr": task.get("lr"),
+                             "sweep": task.get("sweep", [])}
                       for name, task in result["tasks"].items()},
             "measured": result["measured"], "device": result["device"],
             "precision": result["precision"], "kernels": result["kernels"],

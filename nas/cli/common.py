@@ -11,6 +11,8 @@ import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
 USAGE_ERROR = 2
+LR_HELP = ("Peak learning rate (AdamW, warm-up then cosine; default 1e-3). Repeat it to sweep: "
+           "each task trains at every rate and scores its best, at that many times the cost.")
 
 
 def user_errors(func: F) -> F:
@@ -33,6 +35,11 @@ def user_errors(func: F) -> F:
             fail(str(error))
 
     return wrapper  # type: ignore[return-value]
+
+
+def learning_rates(values: list[float]) -> dict[str, Any]:
+    """Budget keyword arguments for the --lr options given (none: the budget's default)."""
+    return {"lr": tuple(values)} if values else {}
 
 
 def fail(message: str) -> None:

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from nas.cli.app import app
-from nas.cli.common import fail, user_errors
+from nas.cli.common import LR_HELP, learning_rates, fail, user_errors
 from nas.cli.progress import SearchProgress
 
 CURVE_BATCHES = 4
@@ -37,7 +37,7 @@ def search(
     budget_seconds: Optional[float] = typer.Option(None, "--budget-seconds",
                                                    help="Wall-time cap per task."),
     batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
+    lr: list[float] = typer.Option([], "--lr", help=LR_HELP),
     seed: int = typer.Option(0, "--seed"),
     baselines: str = typer.Option("", "--baselines", help="Presets to enqueue, e.g. "
                                   "jamba,zamba,griffin,stripedhyena,transformer,mamba."),
@@ -182,14 +182,15 @@ def _grid_size(space) -> int:
 
 
 def _suite_and_budget(suite: str, steps: int, seconds: Optional[float], batch_size: int,
-                      lr: float):
+                      lr: list[float]):
     from trials.tasks import SuiteError, TaskError, load_suite
     from trials.train import Budget, BudgetError
 
     try:
         # Learning-curve points on a few test batches: the final score uses the whole test set.
-        return load_suite(suite), Budget(steps=steps, seconds=seconds, batch_size=batch_size,
-                                         lr=lr, eval_batches=CURVE_BATCHES)
+        budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
+                        eval_batches=CURVE_BATCHES, **learning_rates(lr))
+        return load_suite(suite), budget
     except (SuiteError, TaskError, BudgetError) as error:
         fail(str(error))
         raise  # unreachable: fail() exits

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from nas.cli.app import app
-from nas.cli.common import console, fail, human, user_errors
+from nas.cli.common import LR_HELP, learning_rates, console, fail, human, user_errors
 from nas.cli.cost import build_arch, parse_dim_options
 
 
@@ -19,7 +19,7 @@ def train(
     steps: Optional[int] = typer.Option(200, "--steps", help="Optimiser steps per task."),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Wall-time cap per task."),
     batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (AdamW, cosine decay)."),
+    lr: list[float] = typer.Option([], "--lr", help=LR_HELP),
     seed: int = typer.Option(0, "--seed"),
     d_model: Optional[int] = typer.Option(None, "--d-model"),
     dim: list[str] = typer.Option([], "--dim", help="Any other dim as KEY=VALUE (repeatable)."),
@@ -37,7 +37,8 @@ def train(
         dims["d_model"] = d_model
     arch = build_arch(reference, dims)
     try:
-        budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size, lr=lr)
+        budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
+                        **learning_rates(lr))
         task_suite = load_suite(suite)
     except (BudgetError, SuiteError, TaskError) as error:
         fail(str(error))
@@ -50,17 +51,25 @@ def train(
         raise typer.Exit(1)
 
 
+def _rate(task) -> str:
+    """The peak learning rate of the reported run; under a sweep, the rates it was chosen from."""
+    if task.lr is None:
+        return "-"
+    tried = ", ".join(f"{run['lr']:g}" for run in task.sweep)
+    return f"{task.lr:g}" + (f" (best of {tried})" if tried else "")
+
+
 def _print_result(result) -> None:
     from rich.table import Table
 
     out = console()
     table = Table(title=f"{result.pattern} on {result.suite} ({result.device}, {result.precision})")
-    for column in ("task", "accuracy", "loss", "steps", "tokens/s", "seconds"):
+    for column in ("task", "accuracy", "loss", "lr", "steps", "tokens/s", "seconds"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for task in result.tasks.values():
         metrics = task.metrics
         table.add_row(task.name, f"{metrics.get('accuracy', float('nan')):.3f}",
-                      f"{metrics.get('loss', float('nan')):.3f}", str(task.steps),
+                      f"{metrics.get('loss', float('nan')):.3f}", _rate(task), str(task.steps),
                       human(task.tokens_per_s), f"{task.train_seconds:.1f}")
     out.print(table)
     if result.ok:

@@ -28,6 +28,9 @@ class ProxyLM(pl.LightningModule):
 
     def __init__(self, model: HybridLM, budget: Budget, vocab_size: int, token_unit: str) -> None:
         super().__init__()
+        if len(budget.rates) != 1:
+            raise ValueError(f"ProxyLM trains at one learning rate, got the sweep {budget.lr}; "
+                             f"run_trial runs a sweep one rate at a time")
         self.model = model
         self.budget = budget
         self.vocab_size = vocab_size

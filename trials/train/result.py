@@ -11,7 +11,12 @@ OK, FAILED = "ok", "failed"
 
 @dataclass
 class TaskResult:
-    """One task: final test metrics, the learning curve, and how the training went."""
+    """One task: final test metrics, the learning curve, and how the training went.
+
+    `lr` is the peak learning rate of the run these metrics come from. Under a learning-rate
+    sweep, `sweep` has one entry per rate tried (`lr`, `accuracy`, `loss`, `steps`, `failure`),
+    the metrics and curve are the best run's, and `train_seconds` covers every run.
+    """
 
     name: str
     metrics: dict[str, float] = field(default_factory=dict)
@@ -20,6 +25,8 @@ class TaskResult:
     train_seconds: float = 0.0
     tokens_per_s: float = 0.0
     failure: str | None = None
+    lr: float | None = None
+    sweep: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -84,7 +84,7 @@ def train_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget
         limit_val_batches=budget.eval_batches, num_sanity_val_steps=0,
         gradient_clip_val=budget.grad_clip, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=None)
-    result = TaskResult(name=name)
+    result = TaskResult(name=name, lr=budget.lr)
     try:
         trainer.fit(module, datamodule=data)
     finally:
@@ -103,9 +103,51 @@ def train_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget
     return result, model
 
 
+def sweep_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget, seed: int,
+               accelerator: str, precision: str, name: str) -> tuple[TaskResult, object]:
+    """Train one fresh model per learning rate of `budget`; keep the best run.
+
+    The best run has the highest test accuracy, then the lowest test loss, then the earliest
+    rate in the sweep. As in MAD the choice is made on the test set: the score is the best of a
+    few runs, an optimism every candidate gets. A NaN loss at one rate is that rate's failure,
+    recorded in the sweep (the usual fate of a too-high rate); only when every rate fails does
+    the task fail. Any other error (out of memory, a bug) ends the sweep at once: another rate
+    would not avoid it.
+    """
+    if len(budget.rates) == 1:
+        return train_task(arch, train, test, budget, seed, accelerator, precision, name)
+    best, best_model, sweep, first_failure = None, None, [], None
+    seconds = tokens = 0.0  # over every finished run: a sweep costs all of them
+    for rate in budget.rates:
+        try:
+            run, model = train_task(arch, train, test, budget.at_rate(rate), seed, accelerator,
+                                    precision, name)
+        except NonFiniteLoss as error:
+            first_failure = first_failure or error
+            sweep.append({"lr": rate, "accuracy": None, "loss": None, "steps": error.step,
+                          "failure": str(error)})
+            continue
+        sweep.append({"lr": rate, "accuracy": run.metrics["accuracy"],
+                      "loss": run.metrics["loss"], "steps": run.steps, "failure": None})
+        seconds += run.train_seconds
+        tokens += run.train_seconds * run.tokens_per_s
+        if best is None or _better(run.metrics, best.metrics):
+            best, best_model = run, model
+    if best is None:
+        raise first_failure
+    best.train_seconds, best.tokens_per_s = seconds, (tokens / seconds if seconds else 0.0)
+    best.sweep = sweep
+    return best, best_model
+
+
+def _better(metrics: dict[str, float], than: dict[str, float]) -> bool:
+    return (metrics["accuracy"], -metrics["loss"]) > (than["accuracy"], -than["loss"])
+
+
 def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | None = None,
               seed: int = 0) -> TrialResult:
-    """Evaluate `arch` on every task of `suite` (one fresh model per task, as MAD does)."""
+    """Evaluate `arch` on every task of `suite` (one fresh model per task, as MAD does; one per
+    task and learning rate when the budget sweeps rates)."""
     started = time.perf_counter()
     quiet_lightning()
     budget = budget or Budget()
@@ -125,7 +167,7 @@ def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | N
         metrics, model = {}, None
         for entry in suite:
             train, test = suite.data(entry.name)
-            task_result, model = train_task(arch, train, test, budget, seed, accelerator,
+            task_result, model = sweep_task(arch, train, test, budget, seed, accelerator,
                                             precision, entry.name)
             result.tasks[entry.name] = task_result
             metrics[entry.name] = task_result.metrics
