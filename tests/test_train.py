@@ -180,3 +180,15 @@ def test_final_metrics_score_the_whole_test_set_once(monkeypatch, eval_batches):
     expected = real_evaluate(model, test, 64, torch.device("cpu"))
     assert result.metrics["accuracy"] == pytest.approx(expected["accuracy"])
     assert result.metrics["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+
+
+def test_precision_can_be_overridden():
+    # How benchmarks/gpu_quick.py compares bf16 with fp32 on one device; bf16 autocast on the
+    # CPU exercises the same override here.
+    result = run_trial(small_arch(), tiny_suite(), TINY, precision="bf16-mixed")
+    assert result.ok, result.failure
+    assert result.precision == "bf16-mixed" and result.device.startswith("cpu")
+    fp32 = run_trial(small_arch(), tiny_suite(), TINY)
+    # Same seed and data: only the arithmetic differs, and with it the losses.
+    assert fp32.precision == "32-true"
+    assert fp32.tasks["mqar_32x4"].metrics["loss"] != result.tasks["mqar_32x4"].metrics["loss"]

@@ -145,16 +145,22 @@ def _better(metrics: dict[str, float], than: dict[str, float]) -> bool:
 
 
 def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | None = None,
-              seed: int = 0) -> TrialResult:
+              seed: int = 0, precision: str | None = None) -> TrialResult:
     """Evaluate `arch` on every task of `suite` (one fresh model per task, as MAD does; one per
-    task and learning rate when the budget sweeps rates)."""
+    task and learning rate when the budget sweeps rates).
+
+    The device and precision follow `pick_device` (bf16 mixed on a GPU, fp32 on the CPU);
+    `precision`, a Lightning precision string, overrides the latter, for comparisons such as
+    bf16 against fp32 on one GPU.
+    """
     started = time.perf_counter()
     quiet_lightning()
     budget = budget or Budget()
     result = TrialResult(pattern=arch.pattern, fingerprint=arch.fingerprint(),
                          suite=suite if isinstance(suite, str) else suite.name, seed=seed,
                          budget=budget.to_dict(), kernels=dict(KERNELS))
-    accelerator, precision = pick_device()
+    accelerator, chosen = pick_device()
+    precision = precision or chosen
     result.device, result.precision = describe_device(accelerator), precision
     try:
         suite = load_suite(suite) if isinstance(suite, str) else suite
