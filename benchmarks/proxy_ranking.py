@@ -17,10 +17,12 @@ step budget and at a multiple of it, at each learning rate of `--lrs`, then prin
     python benchmarks/proxy_ranking.py --suite quick --steps 50 --presets transformer mamba jamba
 
 Writes one JSON row per (preset, budget, learning rate) with --json-out, as each ends;
---summary-from merges the files of several runs (split presets or learning rates) into one
-summary without training. CPU-only runs at the default sizes
-take a long time (every preset, every task, two budgets); --presets and --steps trim them, and
---threads 1 keeps a shared machine's load from slowing torch down (see benchmarks/README.md).
+--summary-from merges the files of several runs (split presets, learning rates or --seed) into
+one summary without training. Rows of several seeds are summarised on the seed means (each seed
+at its best rate), with each seed's Spearman printed beside the means'. CPU-only runs at the
+default sizes take a long time (every preset, every task, two budgets); --presets and --steps
+trim them, and --threads 1 keeps a shared machine's load from slowing torch down (see
+benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -126,13 +128,13 @@ def train_rows(suite: Suite, presets: list[str], budgets: tuple[int, int],
     return rows
 
 
-def best_over_learning_rates(rows: list[dict], suite: Suite) -> dict[tuple[str, int], dict]:
-    """One row per (preset, steps): each task's best accuracy over the learning rates tried,
-    as MAD scores an architecture (the best of a small learning-rate sweep per task), and the
-    suite quality of those. Failed runs count only when every learning rate failed."""
-    groups: dict[tuple[str, int], list[dict]] = {}
+def best_over_learning_rates(rows: list[dict], suite: Suite) -> dict[tuple[str, int, int], dict]:
+    """One row per (preset, steps, seed): each task's best accuracy over the learning rates
+    tried, as MAD scores an architecture (the best of a small learning-rate sweep per task), and
+    the suite quality of those. Failed runs count only when every learning rate failed."""
+    groups: dict[tuple[str, int, int], list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["preset"], row["steps"]), []).append(row)
+        groups.setdefault((row["preset"], row["steps"], row["seed"]), []).append(row)
     combined = {}
     for key, group in groups.items():
         lrs = sorted({row["lr"] for row in group})
@@ -144,24 +146,76 @@ def best_over_learning_rates(rows: list[dict], suite: Suite) -> dict[tuple[str, 
         for entry in suite:
             best = max(trained, key=lambda row: row["accuracy"][entry.name])
             accuracy[entry.name], best_lr[entry.name] = best["accuracy"][entry.name], best["lr"]
-        quality = suite.quality({name: {"accuracy": value} for name, value in accuracy.items()})
-        combined[key] = {**trained[0], "accuracy": accuracy, "quality": quality, "lrs": lrs,
-                         "best_lr": best_lr}
+        combined[key] = {**trained[0], "accuracy": accuracy, "quality": _quality(suite, accuracy),
+                         "lrs": lrs, "best_lr": best_lr}
     return combined
 
 
+def mean_over_seeds(per_seed: dict[tuple[str, int, int], dict],
+                    suite: Suite) -> dict[tuple[str, int], dict]:
+    """One row per (preset, steps): each task's accuracy averaged over the seeds (each seed at
+    its best learning rate), failed if any seed failed. `best_lr` lists every seed's winner."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for (preset, steps, _), row in sorted(per_seed.items()):
+        groups.setdefault((preset, steps), []).append(row)
+    means = {}
+    for key, group in groups.items():
+        lrs = sorted({lr for row in group for lr in row["lrs"]})
+        seeds = [row["seed"] for row in group]
+        if any(row["status"] != "ok" for row in group):
+            failed = next(row for row in group if row["status"] != "ok")
+            means[key] = {**failed, "lrs": lrs, "seeds": seeds, "best_lr": {}}
+            continue
+        accuracy = {entry.name: sum(row["accuracy"][entry.name] for row in group) / len(group)
+                    for entry in suite}
+        best_lr = {entry.name: [row["best_lr"][entry.name] for row in group] for entry in suite}
+        means[key] = {**group[0], "accuracy": accuracy, "quality": _quality(suite, accuracy),
+                      "lrs": lrs, "seeds": seeds, "best_lr": best_lr}
+    return means
+
+
+def _quality(suite: Suite, accuracy: dict[str, float]) -> float:
+    return suite.quality({name: {"accuracy": value} for name, value in accuracy.items()})
+
+
 def _best_lrs(row: dict) -> str:
-    return ", ".join(f"{lr:g}" for lr in row["best_lr"].values()) or "failed"
+    return ", ".join("/".join(f"{lr:g}" for lr in winners)
+                     for winners in row["best_lr"].values()) or "failed"
+
+
+def rank_agreement(quality: dict[int, dict[str, float]], budgets: tuple[int, int],
+                   presets: list[str], multiple: int, label: str = "") -> None:
+    """The Spearman line: quality ranks at the two budgets, over presets that trained at both."""
+    base, long = budgets
+    ranked = [n for n in presets
+              if not (math.isnan(quality[base][n]) or math.isnan(quality[long][n]))]
+    left_out = [n for n in presets if n not in ranked]
+    note = f"; left out (failed): {', '.join(left_out)}" if left_out else ""
+    if len(ranked) < 2:
+        print(f"Spearman rank correlation{label}: needs two presets that trained at both "
+              f"budgets{note}")
+        return
+    rho = spearman([quality[base][n] for n in ranked], [quality[long][n] for n in ranked])
+    verdict = "PASS" if rho >= 0.8 else "MISS"
+    print(f"Spearman rank correlation of quality{label}, 1x vs {multiple}x over "
+          f"{len(ranked)} presets: {rho:.3f} (goal >= 0.8: {verdict}){note}")
 
 
 def summarize(rows: list[dict], suite: Suite, presets: list[str], budgets: tuple[int, int],
               multiple: int) -> None:
-    """The quality table, the recall ordering checks and the Spearman correlation."""
+    """The quality table, the recall ordering checks and the Spearman correlation; with rows
+    of several seeds, all of them on the seed means, and the Spearman of each seed as well."""
     nan = float("nan")
-    by_key = best_over_learning_rates(rows, suite)
+    per_seed = best_over_learning_rates(rows, suite)
+    by_key = mean_over_seeds(per_seed, suite)
     missing = [f"{p}@{s}" for s in budgets for p in presets if (p, s) not in by_key]
     if missing:
         raise SystemExit(f"no rows for {', '.join(missing)}")
+    seeds = sorted({seed for (_, _, seed) in per_seed})
+    incomplete = [f"{p}@{s} seed {seed}" for p in presets for s in budgets for seed in seeds
+                  if (p, s, seed) not in per_seed]
+    if incomplete:
+        raise SystemExit(f"no rows for {', '.join(incomplete)} (every preset needs every seed)")
     ok = {key: row["status"] == "ok" for key, row in by_key.items()}
     quality = {s: {p: by_key[p, s]["quality"] if ok[p, s] else nan for p in presets}
                for s in budgets}
@@ -170,6 +224,8 @@ def summarize(rows: list[dict], suite: Suite, presets: list[str], budgets: tuple
     recall_tasks = [e.name for e in suite if e.task.kind in RECALL_TASKS]
     (base, long), labels = budgets, ("1x", f"{multiple}x")
 
+    if len(seeds) > 1:
+        print(f"\nmeans over seeds {', '.join(map(str, seeds))} (each seed at its best rate)")
     print(f"\npreset         quality@1x  quality@{multiple}x  recall@1x  recall@{multiple}x  "
           "learning rates tried: best per task at 1x / at 8x")
     for name in presets:
@@ -189,17 +245,14 @@ def summarize(rows: list[dict], suite: Suite, presets: list[str], budgets: tuple
                           for p in presets}
                 scores = {p: nan if v is None else v for p, v in scores.items()}
                 print(f"  on {task} alone: {ordering(scores)}")
-    ranked = [n for n in presets
-              if not (math.isnan(quality[base][n]) or math.isnan(quality[long][n]))]
-    left_out = [n for n in presets if n not in ranked]
-    note = f"; left out (failed): {', '.join(left_out)}" if left_out else ""
-    if len(ranked) >= 2:
-        rho = spearman([quality[base][n] for n in ranked], [quality[long][n] for n in ranked])
-        verdict = "PASS" if rho >= 0.8 else "MISS"
-        print(f"Spearman rank correlation of quality, 1x vs {multiple}x over "
-              f"{len(ranked)} presets: {rho:.3f} (goal >= 0.8: {verdict}){note}")
-    else:
-        print(f"Spearman rank correlation: needs two presets that trained at both budgets{note}")
+    if len(seeds) > 1:
+        for seed in seeds:
+            seed_quality = {s: {p: per_seed[p, s, seed]["quality"]
+                                if per_seed[p, s, seed]["status"] == "ok" else nan
+                                for p in presets} for s in budgets}
+            rank_agreement(seed_quality, budgets, presets, multiple, f" (seed {seed})")
+    rank_agreement(quality, budgets, presets, multiple,
+                   " (seed means)" if len(seeds) > 1 else "")
 
 
 def main() -> None:
@@ -219,8 +272,8 @@ def main() -> None:
     parser.add_argument("--json-out", help="write one JSON row per (preset, budget) here")
     parser.add_argument("--summary-from", metavar="JSON", nargs="+",
                         help="train nothing: print the summary of the rows of earlier "
-                             "--json-out files (same --suite, --steps, --multiple; several "
-                             "runs that split --presets between them are merged)")
+                             "--json-out files (same --suite, --steps, --multiple; runs that "
+                             "split --presets, --lrs or --seed between them are merged)")
     args = parser.parse_args()
     if args.threads is not None:
         if args.threads < 1:
