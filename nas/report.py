@@ -87,6 +87,7 @@ def status(study: ReadableStudy) -> dict[str, Any]:
         "objectives": [{"name": o.name, "direction": o.direction} for o in objectives],
         "n_trials": definition.n_trials,
         "sampler": definition.sampler,
+        "training": training(definition, measured),
         "states": {name: sum(1 for t in trials if t.state.name.lower() == name)
                    for name in STATES},
         "measured": counts.measured,
@@ -101,6 +102,20 @@ def status(study: ReadableStudy) -> dict[str, Any]:
         "baselines": {t.user_attrs["baseline"]: t.number for t in trials
                       if "baseline" in t.user_attrs and t.state == TrialState.COMPLETE},
     }
+
+
+def training(definition: StudyDefinition, measured: list[FrozenTrial]) -> dict[str, Any]:
+    """What each candidate is trained on and how; under a learning-rate sweep, how often each
+    rate gave a task its best run (a rate that never wins is cost without information)."""
+    budget = definition.budget
+    summary = {"suite": definition.suite.get("name"),
+               **{key: budget.get(key) for key in ("steps", "seconds", "batch_size", "lr")}}
+    if isinstance(budget.get("lr"), (list, tuple)):
+        trained = [t for t in measured if "duplicate_of" not in t.user_attrs]
+        wins = Counter(task.get("lr") for trial in trained
+                       for task in (trial.user_attrs.get("tasks") or {}).values())
+        summary["best_lr_counts"] = {f"{rate:g}": wins.get(rate, 0) for rate in budget["lr"]}
+    return summary
 
 
 def _per_hour(trials: list[FrozenTrial]) -> float | None:

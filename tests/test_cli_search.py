@@ -66,6 +66,7 @@ def test_search_writes_the_default_sqlite_file(workdir):
 def test_status_trials_and_pareto_tables(workdir):
     result = invoke("status", "e2e")
     assert result.exit_code == 0 and "3/3 measured" in result.output
+    assert "training: suite tiny, 2 steps per task, batch 8, lr 0.001" in result.output
     result = invoke("trials", "e2e", "--sort", "params", "--csv")
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()

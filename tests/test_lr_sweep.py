@@ -184,5 +184,17 @@ def test_search_stores_the_sweep_and_each_tasks_rates(tmp_path, monkeypatch):
     task = trial.user_attrs["tasks"]["mqar_32x4"]
     assert [run["lr"] for run in task["sweep"]] == [1e-3, 3e-3] and task["lr"] in (1e-3, 3e-3)
     # Resuming rebuilds the same budget from the stored JSON: no "budget changed" refusal.
-    result = CliRunner().invoke(app, ["resume", "sweep", "--n-trials", "2", "--quiet"])
+    result = CliRunner().invoke(app, ["resume", "sweep", "--n-trials", "3", "--quiet"])
     assert result.exit_code == 0, result.output
+    # Status says how often each rate won: once per task of every trial that was trained.
+    trained = [t for t in study.get_trials() if "duplicate_of" not in t.user_attrs]
+    won = [t.user_attrs["tasks"]["mqar_32x4"]["lr"] for t in trained]
+    result = CliRunner().invoke(app, ["status", "sweep", "--json"])
+    assert result.exit_code == 0, result.output
+    training = json.loads(result.output)["training"]
+    assert training["suite"] == "tiny" and training["lr"] == [1e-3, 3e-3]
+    assert training["best_lr_counts"] == {"0.001": won.count(1e-3), "0.003": won.count(3e-3)}
+    result = CliRunner().invoke(app, ["status", "sweep"])
+    assert "training: suite tiny, 2 steps per task, batch 8, lr sweep 0.001, 0.003 (best run " \
+           f"of a task: 0.001 x{won.count(1e-3)}, 0.003 x{won.count(3e-3)})" in \
+           " ".join(result.output.split())

@@ -43,6 +43,7 @@ def status(
               f"{summary['duplicates']}, Pareto front {summary['pareto_size']}"
               + (f", {summary['trials_per_hour']:.1f} trials/hour"
                  if summary["trials_per_hour"] else ""))
+    out.print(_training_line(summary["training"]))
     for key, label in (("failures", "failed"), ("pruned", "infeasible"), ("lost", "re-run")):
         if summary[key]:
             out.print(f"{label}: " + ", ".join(f"{reason} x{count}"
@@ -61,6 +62,19 @@ def status(
             table.add_row(name, directions[name], _fmt(best["value"]), str(best["trial"]),
                           best["pattern"] or "")
         out.print(table)
+
+
+def _training_line(training: dict) -> str:
+    limits = [f"{training['steps']} steps" if training.get("steps") else "",
+              f"{training['seconds']:g} s" if training.get("seconds") else ""]
+    line = (f"training: suite {training['suite']}, {' or '.join(x for x in limits if x)} per "
+            f"task, batch {training['batch_size']}, ")
+    rates = training.get("lr")
+    if not isinstance(rates, (list, tuple)):
+        return line + f"lr {rates:g}"
+    wins = ", ".join(f"{rate} x{count}" for rate, count in training["best_lr_counts"].items())
+    swept = ", ".join(f"{rate:g}" for rate in rates)
+    return line + f"lr sweep {swept} (best run of a task: {wins})"
 
 
 @app.command()
