@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from nas.cli.app import app
-from nas.cli.common import LR_HELP, learning_rates, fail, user_errors
+from nas.cli.common import LR_HELP, fail, learning_rates, user_errors
 from nas.cli.progress import SearchProgress
 
 CURVE_BATCHES = 4

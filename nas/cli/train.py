@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from nas.cli.app import app
-from nas.cli.common import LR_HELP, learning_rates, console, fail, human, user_errors
+from nas.cli.common import LR_HELP, console, fail, human, learning_rates, user_errors
 from nas.cli.cost import build_arch, parse_dim_options
 
 
