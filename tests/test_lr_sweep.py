@@ -51,6 +51,17 @@ def test_budget_holds_one_rate_or_a_sweep():
     assert Budget.from_dict(json.loads(json.dumps(sweep.to_dict()))) == sweep
 
 
+def test_cli_help_names_the_budgets_default_rate():
+    # The CLI's help is written without importing trials (torch stays out of `hnas --help`):
+    # this keeps its default from drifting away from the budget's.
+    import re
+
+    from nas.cli.common import LR_HELP
+
+    (stated,) = re.findall(r"default ([0-9.e-]+)\)", LR_HELP)
+    assert float(stated) == DEFAULT_LR
+
+
 @pytest.mark.parametrize("lr, message", [
     ((), "lr: give at least one learning rate"),
     ((1e-3, -1.0), "lr: expected a positive number, got -1.0"),

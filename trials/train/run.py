@@ -131,7 +131,7 @@ def sweep_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget
                       "loss": run.metrics["loss"], "steps": run.steps, "failure": None})
         seconds += run.train_seconds
         tokens += run.train_seconds * run.tokens_per_s
-        if best is None or _better(run.metrics, best.metrics):
+        if best is None or run_rank(run.metrics) > run_rank(best.metrics):
             best, best_model = run, model
     if best is None:
         raise first_failure
@@ -140,8 +140,10 @@ def sweep_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget
     return best, best_model
 
 
-def _better(metrics: dict[str, float], than: dict[str, float]) -> bool:
-    return (metrics["accuracy"], -metrics["loss"]) > (than["accuracy"], -than["loss"])
+def run_rank(metrics: dict[str, float]) -> tuple[float, float]:
+    """Orders the runs of one task at different learning rates: higher test accuracy first,
+    then lower test loss (what a sweep keeps, and how benchmarks pick a rate from saved rows)."""
+    return metrics["accuracy"], -metrics.get("loss", float("inf"))
 
 
 def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | None = None,
