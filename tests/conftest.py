@@ -1,5 +1,5 @@
-"""Shared test set-up: generated task data goes to a per-run temporary cache, never to the
-user's ~/.cache; torch runs on one thread.
+"""Shared test set-up: generated task data and the compiled CPU kernels go to per-run
+temporary caches, never to the user's ~/.cache; torch runs on one thread.
 
 One thread because the chunked scans issue many mid-sized ops: on a 2-core machine with any
 other load, two torch threads were measured 10-60x slower than one (see benchmarks/ops_scan.py),
@@ -18,7 +18,10 @@ torch.set_num_threads(1)
 def _task_cache(tmp_path_factory):
     from trials.tasks.cache import CACHE_ENV
 
+    from trials.ops.native import ENV_CACHE
+
     patch = pytest.MonkeyPatch()
     patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("task-cache")))
+    patch.setenv(ENV_CACHE, str(tmp_path_factory.mktemp("kernel-cache")))
     yield
     patch.undo()

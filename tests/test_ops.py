@@ -5,6 +5,9 @@ For each op: outputs, final state and the gradient of every float input agree wi
 without an initial state; two calls chained through the returned state equal one call; long
 sequences with steep decays stay finite and still agree; bf16 in, bf16 out. The custom autograd
 functions are also checked against finite differences in fp64.
+
+Every test here runs twice: with the compiled CPU kernels (`trials.ops.native`) and with them
+switched off, so that both the native path and the PyTorch fallback are held to the references.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from trials.ops import (
     selective_scan,
     ssd,
 )
+from trials.ops import native
 from trials.ops.conv import fft_size
 from trials.ops.scan import reverse_scan_, scan_
 
@@ -43,6 +47,17 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, params=[native.NATIVE, native.PYTORCH])
+def kernels(request):
+    """Each test once per implementation of the ops on the CPU."""
+    if request.param == native.PYTORCH:
+        with native.disabled():
+            yield request.param
+    else:
+        assert native.library() is not None, f"native kernels did not build: {native.failure()}"
+        yield request.param
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -299,16 +314,39 @@ def test_linear_scan_gradcheck_fp64():
 @pytest.mark.parametrize("width", [1, 2, 4])
 @pytest.mark.parametrize("length", [1, 3, 10])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_causal_conv1d_matches_reference(width, length, with_state):
+@pytest.mark.parametrize("silu", [False, True])
+def test_causal_conv1d_matches_reference(width, length, with_state, silu):
     inputs = {
         "x": leaf(torch.randn(2, length, 5)),
         "weight": leaf(torch.randn(5, width)),
         "bias": leaf(torch.randn(5)),
         "state": leaf(torch.randn(2, 5, width - 1)) if with_state else None,
     }
-    fast = functools.partial(causal_conv1d, return_state=True)
-    check_against_reference(fast, functools.partial(naive_causal_conv1d, return_state=True),
-                            inputs)
+    fast = functools.partial(causal_conv1d, return_state=True, silu=silu)
+    naive = functools.partial(naive_causal_conv1d, return_state=True, silu=silu)
+    check_against_reference(fast, naive, inputs)
+
+
+def test_causal_conv1d_gradcheck_fp64():
+    inputs = (leaf(torch.randn(2, 6, 3, dtype=torch.float64)),
+              leaf(torch.randn(3, 4, dtype=torch.float64)),
+              leaf(torch.randn(3, dtype=torch.float64)),
+              leaf(torch.randn(2, 3, 3, dtype=torch.float64)))
+    fn = functools.partial(causal_conv1d, return_state=True, silu=True)
+    assert torch.autograd.gradcheck(lambda x, w, b, s: fn(x, w, b, s), inputs, eps=1e-6,
+                                    atol=1e-5)
+
+
+def test_causal_conv1d_without_bias_matches_reference():
+    inputs = {"x": leaf(torch.randn(3, 7, 4)), "weight": leaf(torch.randn(4, 3)), "bias": None}
+    check_against_reference(functools.partial(causal_conv1d, silu=True),
+                            functools.partial(naive_causal_conv1d, silu=True), inputs)
+
+
+def test_causal_conv1d_silu_is_the_conv_then_silu():
+    x, weight, bias = torch.randn(2, 9, 5), torch.randn(5, 4), torch.randn(5)
+    assert_close(causal_conv1d(x, weight, bias, silu=True),
+                 F.silu(causal_conv1d(x, weight, bias)), 1e-6)
 
 
 def test_causal_conv1d_is_causal_with_the_last_tap_on_the_current_input():
@@ -404,7 +442,7 @@ def _all_ops():
             lambda dt: linear_scan_inputs(length=21, dtype=dt),
         ),
         "causal_conv1d": (
-            functools.partial(causal_conv1d, return_state=True),
+            functools.partial(causal_conv1d, return_state=True, silu=True),
             lambda dt: {"x": leaf(torch.randn(2, 21, 5, dtype=dt)),
                         "weight": leaf(torch.randn(5, 4, dtype=dt)),
                         "bias": leaf(torch.randn(5, dtype=dt)),

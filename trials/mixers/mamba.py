@@ -108,8 +108,7 @@ class Mamba(nn.Module):
         for start, end in blocks(length, 4 * batch * 2 * self.d_inner, DEFAULT_CHUNK):
             x_in, z = self.in_proj(x[:, start:end]).chunk(2, dim=-1)  # (B, l, di) each
             x_in, conv = causal_conv1d(x_in, self.conv_weight, self.conv_bias, state=conv,
-                                       return_state=True)
-            x_in = F.silu(x_in)
+                                       return_state=True, silu=True)
             dt, B, C = self._selection(x_in)  # (B, l, di), (B, l, N), (B, l, N)
             y, ssm = selective_scan(x_in, dt, A, B, C, D=self.D, z=z, h0=ssm,
                                     return_state=True)  # (B, l, di), x's dtype

@@ -101,8 +101,8 @@ class Mamba2(nn.Module):
         for start, end in blocks(length, 4 * batch * width, SSD_CHUNK):
             z, xBC, dt = self._project(x[:, start:end])
             xBC, conv = causal_conv1d(xBC, self.conv_weight, self.conv_bias, state=conv,
-                                      return_state=True)  # (B, l, Cc)
-            x_ssm, dt, A, B, C = self._ssm_inputs(F.silu(xBC), dt)
+                                      return_state=True, silu=True)  # (B, l, Cc)
+            x_ssm, dt, A, B, C = self._ssm_inputs(xBC, dt)
             y, ssm = ssd(x_ssm, dt, A, B, C, D=self.D, h0=ssm, chunk_size=SSD_CHUNK,
                          return_state=True)  # (B, l, nh, P)
             outputs.append(self._output(y, z))

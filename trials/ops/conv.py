@@ -7,7 +7,9 @@ mixers: y_t = sum_j weight[:, j] * x_{t-K+1+j} + bias (the last tap multiplies t
 input). Its decoding state is the last K-1 inputs, (B, C, K-1), oldest first; passing it as
 `state` continues a sequence exactly where the previous call stopped. Its fast path keeps the
 (B, L, C) layout throughout (oneDNN's channels-last depthwise kernel, no transposed copies) and
-has its own backward pass; `naive_causal_conv1d` is the window-sum reference.
+has its own backward pass; on the CPU (fp32, fp64) a compiled kernel (`trials.ops.native`)
+runs it instead, with the mixers' silu fused in. `naive_causal_conv1d` is the window-sum
+reference.
 
 `fft_long_conv` is Hyena's long conv with a filter as long as the sequence:
 y_t = sum_{s <= t} h_{t-s} u_s + bias * u_t, computed as a product of spectra in O(L log L).
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trials.ops import native
 from trials.ops._memory import blocks
 from trials.ops._precision import autocast_off, compute_dtype, full_precision, upcast
 
@@ -90,6 +93,44 @@ def _weight_grad(grad_y: Tensor, xp: Tensor, width: int) -> Tensor:
     return grad_w.t()
 
 
+class _NativeDepthwiseConv(torch.autograd.Function):
+    """The causal conv (and the silu after it, when asked) on the compiled CPU kernel
+    (`native`), one pass over each sequence vectorised over channels.
+
+    x: (B, L, C); history: (B, K-1, C) the inputs before x; weight: (C, K); bias: (C,) or None.
+    Returns (B, L, C). The backward pass recomputes the pre-activation rather than keeping it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, history: Tensor, weight: Tensor, bias: Tensor | None,
+                silu: bool) -> Tensor:
+        batch, length, channels = x.shape
+        w_t = weight.t().contiguous()  # (K, C)
+        y = torch.empty_like(x)
+        native.entry("causal_conv_fwd", x)(
+            *map(native.pointer, (x, history, w_t, bias, y)),
+            batch, length, channels, w_t.shape[0], int(silu), torch.get_num_threads())
+        ctx.silu = silu
+        ctx.save_for_backward(x, history, w_t, bias)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor):
+        x, history, w_t, bias = ctx.saved_tensors
+        batch, length, channels = x.shape
+        width = w_t.shape[0]
+        grad_x = torch.empty_like(x)
+        grad_history = torch.empty_like(history) if ctx.needs_input_grad[1] else None
+        grad_w_parts = x.new_empty(batch, width, channels)
+        grad_b_parts = x.new_empty(batch, channels)
+        native.entry("causal_conv_bwd", x)(
+            *map(native.pointer, (x, history, w_t, bias, grad_y.contiguous(), grad_x,
+                                  grad_history, grad_w_parts, grad_b_parts)),
+            batch, length, channels, width, int(ctx.silu), torch.get_num_threads())
+        grad_b = grad_b_parts.sum(0) if bias is not None else None
+        return grad_x, grad_history, grad_w_parts.sum(0).t(), grad_b, None
+
+
 @full_precision
 def causal_conv1d(
     x: Tensor,
@@ -97,19 +138,32 @@ def causal_conv1d(
     bias: Tensor | None = None,
     state: Tensor | None = None,
     return_state: bool = False,
+    silu: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Depthwise causal conv. x: (B, L, C); weight: (C, K); bias: (C,); state: (B, C, K-1).
 
-    Returns y (B, L, C) in x's dtype and, with `return_state`, the new state (B, C, K-1): the
-    last K-1 inputs, including those of `state` when the sequence is shorter than K-1.
+    Returns y (B, L, C) in x's dtype, passed through silu when `silu` (the mixers' activation,
+    fused into the conv where a kernel allows), and, with `return_state`, the new state
+    (B, C, K-1): the last K-1 inputs, including those of `state` when the sequence is shorter
+    than K-1.
     """
     width = weight.shape[1]
     dtype = compute_dtype(x, weight, bias, state)
+    x_c = x.to(dtype).contiguous()
+    if native.kernel_for(x_c) == native.NATIVE:
+        history = (x_c.new_zeros(x.shape[0], width - 1, x.shape[2]) if state is None
+                   else state.to(dtype).transpose(1, 2).contiguous())
+        y = _NativeDepthwiseConv.apply(x_c, history, weight.to(dtype), upcast(bias, dtype), silu)
+        if return_state:
+            xp = torch.cat([history, x_c], dim=1) if x.shape[1] < width - 1 else x_c
+            return y.to(x.dtype), xp[:, xp.shape[1] - (width - 1):].transpose(1, 2).to(x.dtype)
+        return y.to(x.dtype)
     if state is None:
-        xp = F.pad(x.to(dtype), (0, 0, width - 1, 0))  # (B, K-1+L, C)
+        xp = F.pad(x_c, (0, 0, width - 1, 0))  # (B, K-1+L, C)
     else:
-        xp = torch.cat([state.to(dtype).transpose(1, 2), x.to(dtype)], dim=1)
-    y = _DepthwiseConv.apply(xp, weight.to(dtype), upcast(bias, dtype)).to(x.dtype)
+        xp = torch.cat([state.to(dtype).transpose(1, 2), x_c], dim=1)
+    y = _DepthwiseConv.apply(xp, weight.to(dtype), upcast(bias, dtype))
+    y = (F.silu(y) if silu else y).to(x.dtype)
     if return_state:
         return y, xp[:, xp.shape[1] - (width - 1) :].transpose(1, 2).to(x.dtype)
     return y
@@ -135,6 +189,7 @@ def naive_causal_conv1d(
     bias: Tensor | None = None,
     state: Tensor | None = None,
     return_state: bool = False,
+    silu: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Reference for `causal_conv1d`: an explicit window sum at every step."""
     batch, length, channels = x.shape
@@ -151,7 +206,8 @@ def naive_causal_conv1d(
         window = seq[:, t : t + width]  # (B, K, C), oldest first
         y_t = (window * w.t()).sum(1)
         ys.append(y_t if bias is None else y_t + bias.to(dtype))
-    y = torch.stack(ys, dim=1).to(x.dtype)
+    y = torch.stack(ys, dim=1)
+    y = (F.silu(y) if silu else y).to(x.dtype)
     if return_state:
         return y, seq[:, seq.shape[1] - (width - 1) :].transpose(1, 2).to(x.dtype)
     return y

@@ -20,6 +20,9 @@ decays in (0, 1] and adds, so tiny `a` underflows to an exact reset rather than 
 so that each block is scanned while it is in cache), carrying the state from block to block.
 Its custom backward runs the mirrored scan for the adjoint g_t = dL/dh_t + a_{t+1} g_{t+1}, then
 dL/db_t = g_t and dL/da_t = g_t h_{t-1}; it keeps a and h, nothing else.
+
+On the CPU (fp32, fp64) `linear_scan` runs a compiled kernel instead (`trials.ops.native`):
+the sequential recurrence, one pass over memory, vectorised over channels.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from trials.ops import native
 from trials.ops._precision import autocast_off, compute_dtype, full_precision
 
 DEFAULT_CHUNK = 128  # time steps per in-cache block of `linear_scan`
@@ -126,6 +130,33 @@ class _LinearScan(torch.autograd.Function):
         return grad_a, grad_b, grad_h0, None
 
 
+class _NativeLinearScan(torch.autograd.Function):
+    """`_LinearScan`'s contract on the compiled CPU kernel (`native`): one pass over time per
+    sequence, vectorised over channels; a, b (B, L, C) contiguous, h0 (B, C) or None."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor | None, chunk: int) -> Tensor:
+        batch, length = b.shape[:2]
+        h = torch.empty_like(b)
+        kernel = native.entry("linear_scan_fwd", b)
+        kernel(*map(native.pointer, (a, b, h0, h)), batch, length, b[0, 0].numel(),
+               torch.get_num_threads())
+        ctx.save_for_backward(a, h, h0)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: Tensor):
+        a, h, h0 = ctx.saved_tensors
+        batch, length = h.shape[:2]
+        grad_a, grad_b = torch.empty_like(h), torch.empty_like(h)
+        want_h0 = h0 is not None and ctx.needs_input_grad[2]
+        grad_h0 = torch.empty_like(h0) if want_h0 else None
+        kernel = native.entry("linear_scan_bwd", h)
+        kernel(*map(native.pointer, (a, h, h0, grad_h.contiguous(), grad_a, grad_b, grad_h0)),
+               batch, length, h[0, 0].numel(), torch.get_num_threads())
+        return grad_a, grad_b, grad_h0, None
+
+
 @full_precision
 def linear_scan(
     a: Tensor, b: Tensor, h0: Tensor | None = None, return_state: bool = False
@@ -140,7 +171,12 @@ def linear_scan(
     b_c = b.to(dtype)
     a_c = a.to(dtype).expand(b_c.shape)
     h0_c = None if h0 is None else h0.to(dtype).expand(b_c[:, 0].shape)
-    h = _LinearScan.apply(a_c, b_c, h0_c, DEFAULT_CHUNK).to(b.dtype)
+    if native.kernel_for(b_c) == native.NATIVE:
+        a_c, b_c = a_c.contiguous(), b_c.contiguous()
+        h0_c = None if h0_c is None else h0_c.contiguous()
+        h = _NativeLinearScan.apply(a_c, b_c, h0_c, DEFAULT_CHUNK).to(b.dtype)
+    else:
+        h = _LinearScan.apply(a_c, b_c, h0_c, DEFAULT_CHUNK).to(b.dtype)
     if return_state:
         return h, h[:, -1]
     return h

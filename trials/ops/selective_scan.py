@@ -20,6 +20,10 @@ states from its entry state, runs the adjoint recurrence g_t = C_t gy_t + a_{t+1
 the mirrored scan, and contracts. Nothing positive is ever exponentiated, so large dt*|A| and
 long sequences stay finite: decays underflow to zero, which is the correct limit.
 
+On the CPU (fp32, fp64) a compiled kernel (`trials.ops.native`) runs instead, by the rule in
+that module: the same chunked recomputation, with each sequence's state held in cache. The
+tensor path above stays the fallback and runs on every other device.
+
 `naive_selective_scan` is the step-by-step reference.
 """
 
@@ -29,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trials.ops import native
 from trials.ops._precision import autocast_off, compute_dtype, full_precision, upcast
 from trials.ops.scan import reverse_scan_, scan_
 
@@ -121,6 +126,55 @@ class _SelectiveScan(torch.autograd.Function):
         return grad_x, grad_dt, grad_A_t.t().contiguous(), grad_B, grad_C, grad_h0, None
 
 
+class _NativeSelectiveScan(torch.autograd.Function):
+    """`_SelectiveScan`'s contract plus the skip and gate, run by the compiled CPU kernel
+    (`native`): each sequence is walked step by step with its (N, D) state in cache, and the
+    output (y + D x) * silu(z) is formed in the same pass. The backward pass recomputes each
+    chunk's states from the entry states kept here, as the tensor path does. D (D,) and z
+    (B, L, D) may be None; returns (output, final state (B, D, N))."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, z, h0, chunk: int):
+        batch, length, channels = x.shape
+        d_state = A.shape[1]
+        A_t = A.t().contiguous()  # (N, D)
+        h0_t = None if h0 is None else h0.transpose(1, 2).contiguous()  # (B, N, D)
+        y = torch.empty_like(x)  # y + D x
+        out = torch.empty_like(x) if z is not None else None  # gated
+        final = x.new_empty(batch, d_state, channels)
+        entry = x.new_empty(batch, -(-length // chunk), d_state, channels)
+        native.entry("selective_scan_fwd", x)(
+            *map(native.pointer, (x, dt, A_t, B, C, D, z, h0_t, y, out, final, entry)),
+            batch, length, channels, d_state, chunk, torch.get_num_threads())
+        ctx.chunk, ctx.has_h0 = chunk, h0 is not None
+        ctx.save_for_backward(x, dt, A_t, B, C, D, z, y if z is not None else None, entry)
+        return (y if out is None else out), final.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_final):
+        x, dt, A_t, B, C, D, z, y, entry = ctx.saved_tensors
+        batch, length, channels = x.shape
+        d_state = A_t.shape[0]
+        grad_out = torch.zeros_like(x) if grad_out is None else grad_out.contiguous()
+        if grad_final is not None:
+            grad_final = grad_final.transpose(1, 2).contiguous()  # (B, N, D)
+        grad_x, grad_dt = torch.empty_like(x), torch.empty_like(dt)
+        grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
+        grad_A_parts = x.new_empty(batch, d_state, channels)
+        grad_D_parts = x.new_empty(batch, channels) if D is not None else None
+        grad_z = torch.empty_like(z) if z is not None else None
+        grad_h0 = x.new_empty(batch, d_state, channels) if ctx.has_h0 else None
+        native.entry("selective_scan_bwd", x)(
+            *map(native.pointer, (x, dt, A_t, B, C, D, z, y, entry, grad_out, grad_final,
+                                  grad_x, grad_dt, grad_A_parts, grad_B, grad_C, grad_D_parts,
+                                  grad_z, grad_h0)),
+            batch, length, channels, d_state, ctx.chunk, torch.get_num_threads())
+        grad_A = grad_A_parts.sum(0).t()
+        grad_D = None if grad_D_parts is None else grad_D_parts.sum(0)
+        grad_h0 = None if grad_h0 is None else grad_h0.transpose(1, 2)
+        return grad_x, grad_dt, grad_A, grad_B, grad_C, grad_D, grad_z, grad_h0, None
+
+
 class _Buffers:
     """`count` reusable (B, T, N, D) work buffers, reallocated only for a shorter last chunk."""
 
@@ -192,8 +246,14 @@ def selective_scan(
     x_c, dt_c, A_c, B_c, C_c, h0_c = (
         None if v is None else v.to(dtype).contiguous() for v in (x, dt, A, B, C, h0)
     )
-    y, final = _SelectiveScan.apply(x_c, dt_c, A_c, B_c, C_c, h0_c, int(chunk_size))
-    y = _finish(y, x_c, D, z).to(x.dtype)
+    if native.kernel_for(x_c) == native.NATIVE:
+        D_c, z_c = (None if v is None else v.to(dtype).contiguous() for v in (D, z))
+        y, final = _NativeSelectiveScan.apply(x_c, dt_c, A_c, B_c, C_c, D_c, z_c, h0_c,
+                                              int(chunk_size))
+    else:
+        y, final = _SelectiveScan.apply(x_c, dt_c, A_c, B_c, C_c, h0_c, int(chunk_size))
+        y = _finish(y, x_c, D, z)
+    y = y.to(x.dtype)
     if return_state:
         return y, final.to(x.dtype)
     return y

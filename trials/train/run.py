@@ -17,6 +17,7 @@ import torch
 from search_spaces import ArchConfig
 from search_spaces.cost import estimate
 from trials.builder import build_model
+from trials.ops.native import kernels_in_use
 from trials.tasks import Suite, TaskData, load_suite, merge_scores, score
 from trials.train.budget import Budget
 from trials.train.measure import (
@@ -29,7 +30,6 @@ from trials.train.measure import (
 from trials.train.module import NonFiniteLoss, ProxyLM, TaskDataModule
 from trials.train.result import FAILED, TaskResult, TrialResult
 
-KERNELS = {"ops": "pure-pytorch"}  # no fused kernel is used yet; the rule lives in trials/ops
 
 
 def quiet_lightning() -> None:
@@ -160,8 +160,9 @@ def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | N
     budget = budget or Budget()
     result = TrialResult(pattern=arch.pattern, fingerprint=arch.fingerprint(),
                          suite=suite if isinstance(suite, str) else suite.name, seed=seed,
-                         budget=budget.to_dict(), kernels=dict(KERNELS))
+                         budget=budget.to_dict())
     accelerator, chosen = pick_device()
+    result.kernels = kernels_in_use("cuda" if accelerator == "gpu" else "cpu")
     precision = precision or chosen
     result.device, result.precision = describe_device(accelerator), precision
     try:

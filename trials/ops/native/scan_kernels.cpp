@@ -1,0 +1,486 @@
+// CPU kernels for the recurrences of trials/ops: plain C entry points over raw pointers,
+// loaded with ctypes by trials/ops/native/__init__.py (no torch headers: a build takes about a
+// second, and any C++17 compiler will do).
+//
+// Why a compiled loop beats the tensor code here: the state of one sequence (N x D floats for
+// a Mamba-1 layer, a few KiB) fits in L1 cache, so walking time step by step with the state
+// held in cache touches each input once. The tensor formulations materialise (B, T, N, D)
+// blocks per chunk and are bound by memory traffic instead.
+//
+// Layouts (all contiguous, row-major):
+//   selective scan: x, dt, y (B, L, D); At (N, D), the transpose of A; Bm, Cm (B, L, N);
+//                   states (B, N, D); entry (B, K, N, D) with K = ceil(L / chunk).
+//                   Dskip (D,), z (B, L, D): the fused output (y + D x) * silu(z).
+//   linear scan:    a, b, h (B, L, C); h0 (B, C).
+//   causal conv:    x, y (B, L, C); history (B, K-1, C), the inputs before x; wt (K, C), the
+//                   transpose of the (C, K) weight; bias (C,).
+// Loops over D (or C) are innermost and carry no dependence, so the compiler vectorises them;
+// the batch is split over `threads` OpenMP threads (1: no threading at all).
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+// exp for float, vectorisable: x = n ln2 + r, |r| <= ln2 / 2, e^r by Cephes' degree-6
+// polynomial (max relative error about 2 ulp), 2^n by building the exponent bits. Inputs below
+// -87.3 (where exp leaves the normal range) give exactly 0, the limit the scans rely on.
+inline float exp_fast(float x) {
+  const float lo = -87.3365447505531f;
+  const float hi = 88.0f;
+  float xc = x < lo ? lo : (x > hi ? hi : x);
+  const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  float fn = (xc * 1.44269504088896341f + round_magic) - round_magic;
+  float r = xc - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t n = static_cast<int32_t>(fn);
+  int32_t bits = (n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  float result = p * scale;
+  return x < lo ? 0.0f : result;
+}
+
+inline float exp_of(float x) { return exp_fast(x); }
+inline double exp_of(double x) { return std::exp(x); }
+
+template <typename T>
+inline T sigmoid(T x) { return T(1) / (T(1) + exp_of(-x)); }
+
+template <typename T>
+struct Scratch {  // per-thread work memory, reused across the sequences a thread walks
+  std::vector<T> buf;
+  T* get(size_t n) {
+    if (buf.size() < n) buf.resize(n);
+    return buf.data();
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Mamba-1 selective scan.  h_t = exp(dt_t A) * h_{t-1} + (dt_t x_t) B_t^T,  y_t = h_t^T C_t.
+
+template <typename T>
+void selective_scan_fwd(const T* x, const T* dt, const T* At, const T* Bm, const T* Cm,
+                        const T* Dskip, const T* z, const T* h0, T* y, T* out, T* final_state,
+                        T* entry, int64_t batch,
+                        int64_t length, int64_t D, int64_t N, int64_t chunk, int threads) {
+  const int64_t K = (length + chunk - 1) / chunk;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < batch; ++b) {
+    T* h = final_state + b * N * D;  // the running state lives in the output buffer
+    if (h0) std::memcpy(h, h0 + b * N * D, sizeof(T) * N * D);
+    else std::memset(h, 0, sizeof(T) * N * D);
+    thread_local Scratch<T> scratch;
+    T* dtx = scratch.get(D);
+    for (int64_t t = 0; t < length; ++t) {
+      if (t % chunk == 0) std::memcpy(entry + (b * K + t / chunk) * N * D, h, sizeof(T) * N * D);
+      const T* dt_t = dt + (b * length + t) * D;
+      const T* x_t = x + (b * length + t) * D;
+      const T* B_t = Bm + (b * length + t) * N;
+      const T* C_t = Cm + (b * length + t) * N;
+      T* y_t = y + (b * length + t) * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) {
+        dtx[d] = dt_t[d] * x_t[d];
+        y_t[d] = 0;
+      }
+      for (int64_t n = 0; n < N; ++n) {
+        const T Bn = B_t[n], Cn = C_t[n];
+        const T* A_n = At + n * D;
+        T* h_n = h + n * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) {
+          T v = exp_of(dt_t[d] * A_n[d]) * h_n[d] + dtx[d] * Bn;
+          h_n[d] = v;
+          y_t[d] += v * Cn;
+        }
+      }
+      if (Dskip) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) y_t[d] += Dskip[d] * x_t[d];
+      }
+      if (z) {  // keep y + D x for the backward pass, return it gated
+        const T* z_t = z + (b * length + t) * D;
+        T* out_t = out + (b * length + t) * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) out_t[d] = y_t[d] * z_t[d] * sigmoid(z_t[d]);
+      }
+    }
+  }
+}
+
+// The backward pass walks each sequence's chunks in reverse: it recomputes the chunk's states
+// from the entry state kept by the forward pass, with their decays, into chunk-sized buffers
+// that stay in cache (so each exp is taken once), then runs the adjoint
+// g_t = C_t gy_t + a_{t+1} g_{t+1} back through the chunk.
+// grad_At_partial (B, N, D) and grad_D_partial (B, D) are per sequence, summed by the caller;
+// with a gate z, y holds y + D x as the forward pass left it.
+template <typename T>
+void selective_scan_bwd(const T* x, const T* dt, const T* At, const T* Bm, const T* Cm,
+                        const T* Dskip, const T* z, const T* y, const T* entry,
+                        const T* grad_out, const T* grad_final, T* grad_x, T* grad_dt,
+                        T* grad_At_partial, T* grad_B, T* grad_C, T* grad_D_partial, T* grad_z,
+                        T* grad_h0,
+                        int64_t batch, int64_t length, int64_t D, int64_t N, int64_t chunk,
+                        int threads) {
+  const int64_t K = (length + chunk - 1) / chunk;
+  const int64_t ND = N * D;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < batch; ++b) {
+    thread_local Scratch<T> scratch;
+    T* work = scratch.get(ND * (2 * chunk + 1) + 4 * D);
+    T* g = work;                       // (N, D) adjoint carried backwards
+    T* states = work + ND;             // (chunk, N, D) states of the current chunk
+    T* decays = states + chunk * ND;   // (chunk, N, D) their decays exp(dt A)
+    T* dtx = decays + chunk * ND;      // (D,)
+    T* gdtx = dtx + D;                 // (D,) dL/d(dt x) at step t
+    T* gdt = gdtx + D;                 // (D,) dL/d dt at step t through the decay
+    T* gy = gdt + D;                   // (D,) dL/d(y + D x) at step t
+    T* gA = grad_At_partial + b * ND;
+    std::memset(gA, 0, sizeof(T) * ND);
+    T* gD = grad_D_partial ? grad_D_partial + b * D : nullptr;
+    if (gD) std::memset(gD, 0, sizeof(T) * D);
+    if (grad_final) std::memcpy(g, grad_final + b * ND, sizeof(T) * ND);
+    else std::memset(g, 0, sizeof(T) * ND);
+    for (int64_t k = K - 1; k >= 0; --k) {
+      const int64_t start = k * chunk;
+      const int64_t end = start + chunk < length ? start + chunk : length;
+      const T* h_entry = entry + (b * K + k) * ND;
+      // recompute the chunk's states
+      for (int64_t t = start; t < end; ++t) {
+        const T* dt_t = dt + (b * length + t) * D;
+        const T* x_t = x + (b * length + t) * D;
+        const T* B_t = Bm + (b * length + t) * N;
+        const T* prev = t == start ? h_entry : states + (t - start - 1) * ND;
+        T* cur = states + (t - start) * ND;
+        T* decay = decays + (t - start) * ND;
+        for (int64_t n = 0; n < N; ++n) {
+          const T Bn = B_t[n];
+          const T* A_n = At + n * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) {
+            T a = exp_of(dt_t[d] * A_n[d]);
+            decay[n * D + d] = a;
+            cur[n * D + d] = a * prev[n * D + d] + dt_t[d] * x_t[d] * Bn;
+          }
+        }
+      }
+      // walk the chunk backwards
+      for (int64_t t = end - 1; t >= start; --t) {
+        const int64_t row = b * length + t;
+        const T* dt_t = dt + row * D;
+        const T* x_t = x + row * D;
+        const T* B_t = Bm + row * N;
+        const T* C_t = Cm + row * N;
+        const T* go_t = grad_out + row * D;
+        const T* gy_t = go_t;
+        if (z) {  // through the gate: out = y * silu(z)
+          const T* z_t = z + row * D;
+          const T* y_t = y + row * D;
+          T* gz_t = grad_z + row * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) {
+            T sg = sigmoid(z_t[d]);
+            gy[d] = go_t[d] * z_t[d] * sg;
+            gz_t[d] = go_t[d] * y_t[d] * sg * (T(1) + z_t[d] * (T(1) - sg));
+          }
+          gy_t = gy;
+        }
+        const T* cur = states + (t - start) * ND;
+        const T* decay = decays + (t - start) * ND;
+        const T* prev = t == start ? h_entry : states + (t - start - 1) * ND;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) {
+          dtx[d] = dt_t[d] * x_t[d];
+          gdtx[d] = 0;
+          gdt[d] = 0;
+        }
+        for (int64_t n = 0; n < N; ++n) {
+          const T Bn = B_t[n], Cn = C_t[n];
+          const T* A_n = At + n * D;
+          const T* cur_n = cur + n * D;
+          const T* a_n = decay + n * D;
+          const T* prev_n = prev + n * D;
+          T* g_n = g + n * D;
+          T* gA_n = gA + n * D;
+          T acc_C = 0, acc_B = 0;
+#pragma omp simd reduction(+ : acc_C, acc_B)
+          for (int64_t d = 0; d < D; ++d) {
+            acc_C += cur_n[d] * gy_t[d];
+            T gn = g_n[d] + Cn * gy_t[d];  // dL/dh_t, all paths
+            T a = a_n[d];
+            acc_B += gn * dtx[d];
+            gdtx[d] += gn * Bn;
+            T s = gn * a * prev_n[d];  // dL/d(dt_t A) through the decay
+            gdt[d] += s * A_n[d];
+            gA_n[d] += s * dt_t[d];
+            g_n[d] = a * gn;  // carried to step t-1
+          }
+          grad_C[row * N + n] = acc_C;
+          grad_B[row * N + n] = acc_B;
+        }
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) {
+          grad_x[row * D + d] = gdtx[d] * dt_t[d];
+          grad_dt[row * D + d] = gdt[d] + gdtx[d] * x_t[d];
+        }
+        if (Dskip) {
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) {
+            grad_x[row * D + d] += gy_t[d] * Dskip[d];
+            gD[d] += gy_t[d] * x_t[d];
+          }
+        }
+      }
+    }
+    if (grad_h0) std::memcpy(grad_h0 + b * ND, g, sizeof(T) * ND);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diagonal linear recurrence h_t = a_t * h_{t-1} + b_t (RG-LRU).
+
+template <typename T>
+void linear_scan_fwd(const T* a, const T* bx, const T* h0, T* h, int64_t batch, int64_t length,
+                     int64_t C, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* a_b = a + b * length * C;
+    const T* x_b = bx + b * length * C;
+    T* h_b = h + b * length * C;
+    if (h0) {
+      const T* init = h0 + b * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) h_b[c] = a_b[c] * init[c] + x_b[c];
+    } else {
+      std::memcpy(h_b, x_b, sizeof(T) * C);
+    }
+    for (int64_t t = 1; t < length; ++t) {
+      const T* a_t = a_b + t * C;
+      const T* x_t = x_b + t * C;
+      const T* prev = h_b + (t - 1) * C;
+      T* cur = h_b + t * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) cur[c] = a_t[c] * prev[c] + x_t[c];
+    }
+  }
+}
+
+// g_t = grad_h_t + a_{t+1} g_{t+1};  grad_b_t = g_t;  grad_a_t = g_t h_{t-1};  grad_h0 = a_0 g_0.
+template <typename T>
+void linear_scan_bwd(const T* a, const T* h, const T* h0, const T* grad_h, T* grad_a, T* grad_b,
+                     T* grad_h0, int64_t batch, int64_t length, int64_t C, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t base = b * length * C;
+    const T* a_b = a + base;
+    const T* h_b = h + base;
+    const T* gh_b = grad_h + base;
+    T* ga_b = grad_a + base;
+    T* g_b = grad_b + base;
+    std::memcpy(g_b + (length - 1) * C, gh_b + (length - 1) * C, sizeof(T) * C);
+    for (int64_t t = length - 2; t >= 0; --t) {
+      const T* a_next = a_b + (t + 1) * C;
+      const T* g_next = g_b + (t + 1) * C;
+      const T* gh_t = gh_b + t * C;
+      T* g_t = g_b + t * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) g_t[c] = gh_t[c] + a_next[c] * g_next[c];
+    }
+    for (int64_t t = 1; t < length; ++t) {
+      const T* g_t = g_b + t * C;
+      const T* prev = h_b + (t - 1) * C;
+      T* ga_t = ga_b + t * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) ga_t[c] = g_t[c] * prev[c];
+    }
+    if (h0) {
+      const T* init = h0 + b * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) ga_b[c] = g_b[c] * init[c];
+    } else {
+      std::memset(ga_b, 0, sizeof(T) * C);
+    }
+    if (grad_h0) {
+      T* gh0 = grad_h0 + b * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) gh0[c] = a_b[c] * g_b[c];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise causal conv, optionally followed by silu:
+//   s_t = bias + sum_j wt[j] * xp_{t+j},  xp = [history, x],  y_t = s_t or silu(s_t).
+
+template <typename T>
+inline const T* conv_input(const T* x_b, const T* hist_b, int64_t i, int64_t hist, int64_t C) {
+  // row i of [history; x] for one sequence; rows before the history are never asked for
+  return i < hist ? hist_b + i * C : x_b + (i - hist) * C;
+}
+
+template <typename T>
+void conv_pre(const T* x_b, const T* hist_b, const T* wt, const T* bias, T* s_t, int64_t t,
+              int64_t K, int64_t C) {
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) s_t[c] = bias ? bias[c] : T(0);
+  for (int64_t j = 0; j < K; ++j) {
+    const T* in = conv_input(x_b, hist_b, t + j, K - 1, C);
+    const T* w = wt + j * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) s_t[c] += w[c] * in[c];
+  }
+}
+
+template <typename T>
+void causal_conv_fwd(const T* x, const T* history, const T* wt, const T* bias, T* y,
+                     int64_t batch, int64_t length, int64_t C, int64_t K, int silu,
+                     int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* x_b = x + b * length * C;
+    const T* hist_b = history + b * (K - 1) * C;
+    for (int64_t t = 0; t < length; ++t) {
+      T* y_t = y + (b * length + t) * C;
+      conv_pre(x_b, hist_b, wt, bias, y_t, t, K, C);
+      if (silu) {
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) y_t[c] = y_t[c] * sigmoid(y_t[c]);
+      }
+    }
+  }
+}
+
+// grad_wt_partial (B, K, C) and grad_bias_partial (B, C) are per sequence, summed by the caller.
+template <typename T>
+void causal_conv_bwd(const T* x, const T* history, const T* wt, const T* bias, const T* grad_y,
+                     T* grad_x, T* grad_history, T* grad_wt_partial, T* grad_bias_partial,
+                     int64_t batch, int64_t length, int64_t C, int64_t K, int silu,
+                     int threads) {
+  const int64_t hist = K - 1;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < batch; ++b) {
+    thread_local Scratch<T> scratch;
+    T* gs = scratch.get((length + hist) * C);  // dL/ds, with K-1 zero rows after the end
+    const T* x_b = x + b * length * C;
+    const T* hist_b = history + b * hist * C;
+    T* gw = grad_wt_partial + b * K * C;
+    T* gb = grad_bias_partial + b * C;
+    std::memset(gw, 0, sizeof(T) * K * C);
+    std::memset(gb, 0, sizeof(T) * C);
+    std::memset(gs + length * C, 0, sizeof(T) * hist * C);
+    for (int64_t t = 0; t < length; ++t) {
+      T* gs_t = gs + t * C;
+      const T* gy_t = grad_y + (b * length + t) * C;
+      if (silu) {
+        conv_pre(x_b, hist_b, wt, bias, gs_t, t, K, C);  // recompute s_t in place
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          T sg = sigmoid(gs_t[c]);
+          gs_t[c] = gy_t[c] * sg * (T(1) + gs_t[c] * (T(1) - sg));
+        }
+      } else {
+        std::memcpy(gs_t, gy_t, sizeof(T) * C);
+      }
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) gb[c] += gs_t[c];
+      for (int64_t j = 0; j < K; ++j) {
+        const T* in = conv_input(x_b, hist_b, t + j, hist, C);
+        T* gw_j = gw + j * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) gw_j[c] += gs_t[c] * in[c];
+      }
+    }
+    // input row i feeds s_{i-j} through tap j
+    for (int64_t i = 0; i < length + hist; ++i) {
+      T* out;
+      if (i < hist) {
+        if (!grad_history) continue;
+        out = grad_history + (b * hist + i) * C;
+      } else {
+        out = grad_x + (b * length + i - hist) * C;
+      }
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) out[c] = 0;
+      for (int64_t j = 0; j < K; ++j) {
+        const int64_t t = i - j;
+        if (t < 0 || t >= length) continue;
+        const T* w = wt + j * C;
+        const T* g = gs + t * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) out[c] += w[c] * g[c];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// C entry points: one per op, pass and dtype (f32, f64). Null pointers mean "absent".
+#define HNAS_EXPORT extern "C" __attribute__((visibility("default")))
+
+#define HNAS_SELECTIVE_SCAN(SUFFIX, T)                                                        \
+  HNAS_EXPORT void hnas_selective_scan_fwd_##SUFFIX(                                           \
+      const T* x, const T* dt, const T* At, const T* Bm, const T* Cm, const T* Dskip,          \
+      const T* z, const T* h0, T* y, T* out, T* final_state, T* entry, int64_t batch,          \
+      int64_t length, int64_t D, int64_t N, int64_t chunk, int threads) {                      \
+    selective_scan_fwd<T>(x, dt, At, Bm, Cm, Dskip, z, h0, y, out, final_state, entry, batch,  \
+                          length, D, N, chunk, threads);                                       \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_selective_scan_bwd_##SUFFIX(                                           \
+      const T* x, const T* dt, const T* At, const T* Bm, const T* Cm, const T* Dskip,          \
+      const T* z, const T* y, const T* entry, const T* grad_out, const T* grad_final,          \
+      T* grad_x, T* grad_dt, T* grad_At_partial, T* grad_B, T* grad_C, T* grad_D_partial,      \
+      T* grad_z, T* grad_h0, int64_t batch, int64_t length, int64_t D, int64_t N,              \
+      int64_t chunk, int threads) {                                                            \
+    selective_scan_bwd<T>(x, dt, At, Bm, Cm, Dskip, z, y, entry, grad_out, grad_final, grad_x, \
+                          grad_dt, grad_At_partial, grad_B, grad_C, grad_D_partial, grad_z,    \
+                          grad_h0, batch, length, D, N, chunk, threads);                       \
+  }
+
+#define HNAS_LINEAR_SCAN(SUFFIX, T)                                                            \
+  HNAS_EXPORT void hnas_linear_scan_fwd_##SUFFIX(const T* a, const T* bx, const T* h0, T* h,  \
+                                                 int64_t batch, int64_t length, int64_t C,     \
+                                                 int threads) {                                \
+    linear_scan_fwd<T>(a, bx, h0, h, batch, length, C, threads);                               \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_linear_scan_bwd_##SUFFIX(const T* a, const T* h, const T* h0,          \
+                                                 const T* grad_h, T* grad_a, T* grad_b,        \
+                                                 T* grad_h0, int64_t batch, int64_t length,    \
+                                                 int64_t C, int threads) {                     \
+    linear_scan_bwd<T>(a, h, h0, grad_h, grad_a, grad_b, grad_h0, batch, length, C, threads);  \
+  }
+
+#define HNAS_CAUSAL_CONV(SUFFIX, T)                                                            \
+  HNAS_EXPORT void hnas_causal_conv_fwd_##SUFFIX(const T* x, const T* history, const T* wt,    \
+                                                 const T* bias, T* y, int64_t batch,           \
+                                                 int64_t length, int64_t C, int64_t K,         \
+                                                 int silu, int threads) {                      \
+    causal_conv_fwd<T>(x, history, wt, bias, y, batch, length, C, K, silu, threads);           \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_causal_conv_bwd_##SUFFIX(                                              \
+      const T* x, const T* history, const T* wt, const T* bias, const T* grad_y, T* grad_x,    \
+      T* grad_history, T* grad_wt_partial, T* grad_bias_partial, int64_t batch,                \
+      int64_t length, int64_t C, int64_t K, int silu, int threads) {                           \
+    causal_conv_bwd<T>(x, history, wt, bias, grad_y, grad_x, grad_history, grad_wt_partial,    \
+                       grad_bias_partial, batch, length, C, K, silu, threads);                 \
+  }
+
+HNAS_SELECTIVE_SCAN(f32, float)
+HNAS_SELECTIVE_SCAN(f64, double)
+HNAS_LINEAR_SCAN(f32, float)
+HNAS_LINEAR_SCAN(f64, double)
+HNAS_CAUSAL_CONV(f32, float)
+HNAS_CAUSAL_CONV(f64, double)
+
+// A version number that the loader checks, so that a stale cached library is never used.
+HNAS_EXPORT int hnas_kernels_abi() { return 2; }
