@@ -100,7 +100,11 @@ class Budget:
 
     @property
     def curve_every(self) -> int:
-        return self.eval_every or max(1, self.planned_steps // 5)
+        """Steps between learning-curve points: five points by default, and under five planned
+        steps one point at the end (each point scores the test set, which costs several
+        training steps)."""
+        planned = self.planned_steps
+        return self.eval_every or (planned // 5 if planned >= 5 else planned)
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of `lr` at optimiser step `step` (0-based): warm-up, then cosine."""

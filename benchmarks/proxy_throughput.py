@@ -1,0 +1,253 @@
+"""Proxy-training throughput on the CPU: each mixer's training step against its roofline, and
+`hnas train` end to end, both against a baseline commit measured in the same run.
+
+    python benchmarks/proxy_throughput.py [--seqs 64 256 1024] [--models A*6 M*6 jamba ...]
+        [--baseline REF] [--e2e jamba mamba transformer] [--e2e-steps 300] [--no-e2e]
+        [--json-out FILE]
+
+Step table, one torch thread, batch 32, d_model 64 (`--batch-size`, `--d-model`): for each
+model and sequence length, the time of one training step (forward, cross-entropy, backward,
+AdamW; the median of `--repeats` steps after one warm-up), the step's FLOPs (3 x the cost
+model's forward FLOPs per token x tokens), the GEMM rate torch reaches in the same process on
+that model's own projection shapes (forward and both backward products of every nn.Linear),
+and their ratio: step time / (FLOPs / GEMM rate), 1.0 being a step that runs entirely at GEMM
+speed. With `--baseline REF` (default: the commit before the native kernels) the same steps
+are timed on that commit's code, in a child process, interleaved model by model with the
+current tree, so that both see the same machine load; the speed-up column is their ratio.
+
+End-to-end table: the wall time of `hnas train PRESET --suite quick --steps N` (a fresh
+process each, one thread) on the current tree and on the baseline, alternated.
+
+Presets (jamba, zamba, griffin) are taken at their shipped widths, which are d_model 64.
+Nothing here asserts: ratios are what to read, on a shared machine absolute times drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = ("A*6", "L*6", "M*6", "M2*6", "R*6", "H*6", "jamba", "zamba", "griffin")
+PRESETS = ("jamba", "zamba", "griffin", "mamba", "mamba2", "transformer", "hawk",
+           "stripedhyena")
+DEFAULT_BASELINE = "9d8fba7"  # the last commit before trials/ops/native
+
+
+# -- one process's measurements (also run as a child on the baseline tree) ----------------------
+
+def build_arch(name: str, d_model: int):
+    from search_spaces import ArchConfig
+    from search_spaces.presets import load_arch
+
+    if name in PRESETS:
+        return load_arch(name)
+    return ArchConfig.from_pattern(name, d_model=d_model, n_heads=4)
+
+
+def step_seconds(arch, batch: int, seq: int, repeats: int) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    from trials.builder import build_model
+
+    model = build_model(arch, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    tokens = torch.randint(0, arch.vocab_size, (batch, seq), generator=torch.Generator()
+                           .manual_seed(0))
+
+    def step() -> None:
+        logits = model(tokens).logits
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up: allocations, the kernels' first load
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def gemm_rate(arch, batch: int, seq: int) -> float:
+    """FLOP/s of torch.mm over the forward and backward products of the model's own linears."""
+    import torch
+
+    from trials.builder import build_model
+
+    model = build_model(arch, seed=0)
+    rows = batch * seq
+    shapes = sorted({(m.in_features, m.out_features) for m in model.modules()
+                     if isinstance(m, torch.nn.Linear)})
+    shapes.append((arch.d_model, arch.vocab_size))  # the LM head
+    flops = seconds = 0.0
+    for fan_in, fan_out in shapes:
+        x, w = torch.randn(rows, fan_in), torch.randn(fan_in, fan_out)
+        dy = torch.randn(rows, fan_out)
+        products = ((x, w), (dy, w.t()), (x.t(), dy))  # y, dx, dw
+        for a, b in products:
+            torch.mm(a, b)  # warm-up
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            for a, b in products:
+                torch.mm(a, b)
+            best = min(best, time.perf_counter() - started)
+        flops += 3 * 2.0 * rows * fan_in * fan_out
+        seconds += best
+    return flops / seconds
+
+
+def measure(models: list[str], seqs: list[int], batch: int, d_model: int, repeats: int,
+            with_gemm: bool) -> list[dict]:
+    import torch
+
+    from search_spaces.cost import estimate
+
+    torch.set_num_threads(1)
+    rows = []
+    for name in models:
+        arch = build_arch(name, d_model)
+        for seq in seqs:
+            row = {"model": name, "seq": seq, "step_s": step_seconds(arch, batch, seq, repeats),
+                   "step_flops": 3 * estimate(arch, context=seq).flops_per_token * batch * seq}
+            if with_gemm:
+                row["gemm_flops_per_s"] = gemm_rate(arch, batch, seq)
+            rows.append(row)
+    return rows
+
+
+def kernels_note() -> str:
+    try:
+        from trials.ops import native
+    except ImportError:
+        return "pure PyTorch (no trials.ops.native)"
+    return f"native kernels: {native.kernel_for(__import__('torch').zeros(1))}"
+
+
+# -- the parent: current tree in-process, baseline in children ----------------------------------
+
+def baseline_tree(ref: str, into: Path) -> Path:
+    """The files of commit `ref`, exported with `git archive` (no checkout is touched)."""
+    archive = into / "baseline.tar"
+    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), ref], check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into / "tree", filter="data")
+    return into / "tree"
+
+
+def child_measure(tree: Path, model: str, args) -> list[dict]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--models", model,
+               "--seqs", *map(str, args.seqs), "--batch-size", str(args.batch_size),
+               "--d-model", str(args.d_model), "--repeats", str(args.repeats)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True,
+                          env=child_env(tree))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child_env(tree: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+
+
+def train_wall_seconds(tree: Path, preset: str, steps: int) -> float:
+    command = [sys.executable, "-m", "nas", "train", preset, "--suite", "quick",
+               "--steps", str(steps), "--json"]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=child_env(tree),
+                          cwd=tree)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"hnas train {preset} failed in {tree}:\n{done.stderr[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--seqs", nargs="+", type=int, default=[64, 256, 1024])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE,
+                        help="a commit to compare against ('' to skip)")
+    parser.add_argument("--e2e", nargs="*", default=["jamba", "mamba", "transformer"])
+    parser.add_argument("--e2e-steps", type=int, default=300)
+    parser.add_argument("--no-e2e", action="store_true")
+    parser.add_argument("--json-out")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        print(json.dumps(measure(args.models, args.seqs, args.batch_size, args.d_model,
+                                 args.repeats, with_gemm=False)))
+        return
+
+    print(f"batch {args.batch_size}, d_model {args.d_model}, 1 thread; current tree: "
+          f"{kernels_note()}; baseline: {args.baseline or 'none'}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="hnas-throughput-") as tmp:
+        tree = baseline_tree(args.baseline, Path(tmp)) if args.baseline else None
+        rows = []
+        header = (f"{'model':10} {'seq':>5} {'step ms':>9} {'GFLOP':>7} {'GEMM GF/s':>9} "
+                  f"{'x roofline':>10}" + (f" {'base ms':>9} {'speed-up':>8}" if tree else ""))
+        print(header)
+        for model in args.models:
+            base = {r["seq"]: r for r in child_measure(tree, model, args)} if tree else {}
+            for row in measure([model], args.seqs, args.batch_size, args.d_model,
+                               args.repeats, with_gemm=True):
+                roofline_s = row["step_flops"] / row["gemm_flops_per_s"]
+                row["x_roofline"] = row["step_s"] / roofline_s
+                line = (f"{row['model']:10} {row['seq']:>5} {row['step_s'] * 1e3:9.1f} "
+                        f"{row['step_flops'] / 1e9:7.2f} {row['gemm_flops_per_s'] / 1e9:9.1f} "
+                        f"{row['x_roofline']:10.2f}")
+                if row["seq"] in base:
+                    row["baseline_step_s"] = base[row["seq"]]["step_s"]
+                    row["speedup"] = row["baseline_step_s"] / row["step_s"]
+                    line += f" {row['baseline_step_s'] * 1e3:9.1f} {row['speedup']:8.2f}"
+                print(line, flush=True)
+                rows.append(row)
+        summarize_vs_attention(rows)
+        e2e = []
+        if not args.no_e2e and args.e2e:
+            print(f"\nhnas train PRESET --suite quick --steps {args.e2e_steps} (wall seconds)")
+            print(f"{'preset':12} {'current':>9}" + (f" {'baseline':>9} {'speed-up':>8}"
+                                                      if tree else ""))
+            for preset in args.e2e:
+                current = train_wall_seconds(ROOT, preset, args.e2e_steps)
+                entry = {"preset": preset, "steps": args.e2e_steps, "current_s": current}
+                line = f"{preset:12} {current:9.1f}"
+                if tree:
+                    entry["baseline_s"] = train_wall_seconds(tree, preset, args.e2e_steps)
+                    entry["speedup"] = entry["baseline_s"] / current
+                    line += f" {entry['baseline_s']:9.1f} {entry['speedup']:8.2f}"
+                print(line, flush=True)
+                e2e.append(entry)
+    if args.json_out:
+        with open(args.json_out, "a") as out:
+            out.write(json.dumps({"baseline": args.baseline, "batch": args.batch_size,
+                                  "d_model": args.d_model, "steps": rows, "e2e": e2e}) + "\n")
+
+
+def summarize_vs_attention(rows: list[dict]) -> None:
+    """Each model's step time over A*6's at the same length (the issue's Mamba target)."""
+    attention = {r["seq"]: r["step_s"] for r in rows if r["model"] == "A*6"}
+    if not attention:
+        return
+    print("\nstep time / A*6's at the same length")
+    for row in rows:
+        if row["model"] != "A*6" and row["seq"] in attention:
+            print(f"{row['model']:10} {row['seq']:>5} {row['step_s'] / attention[row['seq']]:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
