@@ -31,6 +31,11 @@ gradient of the log decay at step r sums the decay gradients of exactly the wind
 contain r, never "all windows minus the others". Each chunk's decay to its end comes from a
 suffix sum for the same reason.
 
+On the CPU (fp32, fp64) a compiled kernel (`trials.ops.native`) runs instead: the recurrence
+itself, step by step with each sequence's (H, P, N) state in cache, one exp per head and step,
+checkpointing the state every `chunk_size` steps for its backward pass. The matrix form above
+stays the path on every other device and the fallback.
+
 Layouts: states are kept (N, R*P) per chunk and group, so that the chunk states (B^T (dt x))
 and the reads (C h) are plain matmuls on x's natural (Q, R*P) layout without copies. A
 length that is not a multiple of Q is zero-padded with dt = 0, which leaves the state
@@ -43,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trials.ops import native
 from trials.ops._precision import autocast_off, compute_dtype, full_precision
 
 
@@ -123,6 +129,46 @@ class _AcrossChunks(torch.autograd.Function):
             return grad_e, grad_s, (g if ctx.has_h0 else None)
 
 
+class _NativeSSD(torch.autograd.Function):
+    """The SSD's recurrence on the compiled CPU kernel (`native`): each sequence walked step by
+    step with its (H, P, N) state in cache, one exp per head and step. Same inputs as `ssd`,
+    contiguous, one float dtype; D and h0 may be None. Returns (y, final state (B, H, P, N)).
+    The backward pass recomputes each chunk's states from the entry states kept here."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, h0, chunk: int):
+        batch, length, heads, head_dim = x.shape
+        groups, d_state = B.shape[2], B.shape[3]
+        y = torch.empty_like(x)
+        final = x.new_empty(batch, heads, head_dim, d_state)
+        entry = x.new_empty(batch, -(-length // chunk), heads, head_dim, d_state)
+        native.entry("ssd_fwd", x)(
+            *map(native.pointer, (x, dt, A, B, C, D, h0, y, final, entry)),
+            batch, length, heads, head_dim, groups, d_state, chunk, torch.get_num_threads())
+        ctx.chunk, ctx.has_h0 = chunk, h0 is not None
+        ctx.save_for_backward(x, dt, A, B, C, D, entry)
+        return y, final
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_final):
+        x, dt, A, B, C, D, entry = ctx.saved_tensors
+        batch, length, heads, head_dim = x.shape
+        groups, d_state = B.shape[2], B.shape[3]
+        grad_y = torch.zeros_like(x) if grad_y is None else grad_y.contiguous()
+        grad_final = None if grad_final is None else grad_final.contiguous()
+        grad_x, grad_dt = torch.empty_like(x), torch.empty_like(dt)
+        grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
+        grad_A_parts = x.new_empty(batch, heads)
+        grad_D_parts = x.new_empty(batch, heads) if D is not None else None
+        grad_h0 = x.new_empty(batch, heads, head_dim, d_state) if ctx.has_h0 else None
+        native.entry("ssd_bwd", x)(
+            *map(native.pointer, (x, dt, A, B, C, D, entry, grad_y, grad_final, grad_x, grad_dt,
+                                  grad_A_parts, grad_B, grad_C, grad_D_parts, grad_h0)),
+            batch, length, heads, head_dim, groups, d_state, ctx.chunk, torch.get_num_threads())
+        grad_D = None if grad_D_parts is None else grad_D_parts.sum(0)
+        return grad_x, grad_dt, grad_A_parts.sum(0), grad_B, grad_C, grad_D, grad_h0, None
+
+
 @full_precision
 def ssd(
     x: Tensor,
@@ -153,6 +199,10 @@ def ssd(
 
     dtype = compute_dtype(x, dt, A, B, C, D, h0)
     x_c = x.to(dtype)
+    if native.kernel_for(x_c) == native.NATIVE:
+        y, final = _NativeSSD.apply(*(None if v is None else v.to(dtype).contiguous()
+                                      for v in (x_c, dt, A, B, C, D, h0)), int(chunk_size))
+        return (y.to(x.dtype), final.to(x.dtype)) if return_state else y.to(x.dtype)
     xs, dts, Bs, Cs = (
         F.pad(v.to(dtype), (0, 0) * (v.dim() - 2) + (0, pad)) if pad else v.to(dtype)
         for v in (x_c, dt, B, C)

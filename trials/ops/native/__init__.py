@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("scan_kernels.cpp")
-ABI = 2  # must equal hnas_kernels_abi() in the source
+ABI = 3  # must equal hnas_kernels_abi() in the source
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fopenmp", "-fPIC", "-shared")
 ENV_CHOICE = "HNAS_KERNELS"  # "pytorch" forces the fallback; anything else (or unset): native
 ENV_CACHE = "HNAS_KERNEL_CACHE"
@@ -113,6 +113,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "linear_scan_bwd": [p] * 7 + [i64] * 3 + [i32],
         "causal_conv_fwd": [p] * 5 + [i64] * 4 + [i32] * 2,
         "causal_conv_bwd": [p] * 9 + [i64] * 4 + [i32] * 2,
+        "ssd_fwd": [p] * 10 + [i64] * 7 + [i32],
+        "ssd_bwd": [p] * 16 + [i64] * 7 + [i32],
     }
     for name, argtypes in signatures.items():
         for suffix in ("f32", "f64"):
@@ -197,8 +199,8 @@ def entry(name: str, like: torch.Tensor):
 
 
 # The ops of trials.ops that have a native kernel, and those that always run in PyTorch.
-NATIVE_OPS = ("selective_scan", "linear_scan", "causal_conv1d")
-PYTORCH_OPS = ("ssd", "fft_long_conv", "rms_norm")
+NATIVE_OPS = ("selective_scan", "ssd", "linear_scan", "causal_conv1d")
+PYTORCH_OPS = ("fft_long_conv", "rms_norm")
 
 
 def kernels_in_use(device_type: str) -> dict[str, str]:

@@ -11,6 +11,8 @@
 //   selective scan: x, dt, y (B, L, D); At (N, D), the transpose of A; Bm, Cm (B, L, N);
 //                   states (B, N, D); entry (B, K, N, D) with K = ceil(L / chunk).
 //                   Dskip (D,), z (B, L, D): the fused output (y + D x) * silu(z).
+//   ssd (Mamba-2):  x, y (B, L, H, P); dt (B, L, H); A, Dskip (H,); Bm, Cm (B, L, G, N), head h
+//                   reading group h / (H / G); states (B, H, P, N); entry (B, K, H, P, N).
 //   linear scan:    a, b, h (B, L, C); h0 (B, C).
 //   causal conv:    x, y (B, L, C); history (B, K-1, C), the inputs before x; wt (K, C), the
 //                   transpose of the (C, K) weight; bias (C,).
@@ -247,6 +249,136 @@ void selective_scan_bwd(const T* x, const T* dt, const T* At, const T* Bm, const
 }
 
 // ---------------------------------------------------------------------------------------------
+// Mamba-2 with a scalar decay per head: the recurrence of the SSD, walked step by step.
+//   s_t = exp(dt_t A) s_{t-1} + (dt_t x_t) B_t^T  (P x N per head),  y_t = s_t C_t + D x_t.
+
+template <typename T>
+void ssd_fwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, const T* Dskip,
+             const T* h0, T* y, T* final_state, T* entry, int64_t batch, int64_t length,
+             int64_t H, int64_t P, int64_t G, int64_t N, int64_t chunk, int threads) {
+  const int64_t K = (length + chunk - 1) / chunk;
+  const int64_t S = H * P * N;  // one sequence's state
+  const int64_t R = H / G;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < batch; ++b) {
+    T* s = final_state + b * S;  // the running state lives in the output buffer
+    if (h0) std::memcpy(s, h0 + b * S, sizeof(T) * S);
+    else std::memset(s, 0, sizeof(T) * S);
+    for (int64_t t = 0; t < length; ++t) {
+      if (t % chunk == 0) std::memcpy(entry + (b * K + t / chunk) * S, s, sizeof(T) * S);
+      const int64_t row = b * length + t;
+      for (int64_t h = 0; h < H; ++h) {
+        const T dt_h = dt[row * H + h];
+        const T a = exp_of(dt_h * A[h]);
+        const T* B_g = Bm + (row * G + h / R) * N;
+        const T* C_g = Cm + (row * G + h / R) * N;
+        for (int64_t p = 0; p < P; ++p) {
+          const T xv = x[(row * H + h) * P + p];
+          const T u = dt_h * xv;
+          T* s_p = s + (h * P + p) * N;
+          T acc = 0;
+#pragma omp simd reduction(+ : acc)
+          for (int64_t n = 0; n < N; ++n) {
+            T v = a * s_p[n] + u * B_g[n];
+            s_p[n] = v;
+            acc += v * C_g[n];
+          }
+          y[(row * H + h) * P + p] = acc + (Dskip ? Dskip[h] * xv : T(0));
+        }
+      }
+    }
+  }
+}
+
+// As for the selective scan: chunks in reverse, each chunk's states recomputed from its entry
+// state, then the adjoint g_t = C_t gy_t + a_{t+1} g_{t+1} walked back. grad_A_partial and
+// grad_D_partial are (B, H), summed by the caller.
+template <typename T>
+void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, const T* Dskip,
+             const T* entry, const T* grad_y, const T* grad_final, T* grad_x, T* grad_dt,
+             T* grad_A_partial, T* grad_B, T* grad_C, T* grad_D_partial, T* grad_h0,
+             int64_t batch, int64_t length, int64_t H, int64_t P, int64_t G, int64_t N,
+             int64_t chunk, int threads) {
+  const int64_t K = (length + chunk - 1) / chunk;
+  const int64_t S = H * P * N;
+  const int64_t R = H / G;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < batch; ++b) {
+    thread_local Scratch<T> scratch;
+    T* work = scratch.get(S * (chunk + 1) + chunk * H);
+    T* g = work;                         // (H, P, N) adjoint carried backwards
+    T* states = work + S;                // (chunk, H, P, N)
+    T* decays = states + chunk * S;      // (chunk, H)
+    T* gA = grad_A_partial + b * H;
+    T* gD = grad_D_partial ? grad_D_partial + b * H : nullptr;
+    std::memset(gA, 0, sizeof(T) * H);
+    if (gD) std::memset(gD, 0, sizeof(T) * H);
+    if (grad_final) std::memcpy(g, grad_final + b * S, sizeof(T) * S);
+    else std::memset(g, 0, sizeof(T) * S);
+    for (int64_t k = K - 1; k >= 0; --k) {
+      const int64_t start = k * chunk;
+      const int64_t end = start + chunk < length ? start + chunk : length;
+      const T* s_entry = entry + (b * K + k) * S;
+      for (int64_t t = start; t < end; ++t) {  // recompute the chunk's states
+        const int64_t row = b * length + t;
+        const T* prev = t == start ? s_entry : states + (t - start - 1) * S;
+        T* cur = states + (t - start) * S;
+        for (int64_t h = 0; h < H; ++h) {
+          const T dt_h = dt[row * H + h];
+          const T a = exp_of(dt_h * A[h]);
+          decays[(t - start) * H + h] = a;
+          const T* B_g = Bm + (row * G + h / R) * N;
+          for (int64_t p = 0; p < P; ++p) {
+            const T u = dt_h * x[(row * H + h) * P + p];
+            const int64_t off = (h * P + p) * N;
+#pragma omp simd
+            for (int64_t n = 0; n < N; ++n) cur[off + n] = a * prev[off + n] + u * B_g[n];
+          }
+        }
+      }
+      for (int64_t t = end - 1; t >= start; --t) {
+        const int64_t row = b * length + t;
+        const T* prev = t == start ? s_entry : states + (t - start - 1) * S;
+        const T* cur = states + (t - start) * S;
+        std::memset(grad_B + row * G * N, 0, sizeof(T) * G * N);
+        std::memset(grad_C + row * G * N, 0, sizeof(T) * G * N);
+        for (int64_t h = 0; h < H; ++h) {
+          const T dt_h = dt[row * H + h];
+          const T a = decays[(t - start) * H + h];
+          const T* B_g = Bm + (row * G + h / R) * N;
+          const T* C_g = Cm + (row * G + h / R) * N;
+          T* gB_g = grad_B + (row * G + h / R) * N;
+          T* gC_g = grad_C + (row * G + h / R) * N;
+          T g_decay = 0, g_dt = 0;
+          for (int64_t p = 0; p < P; ++p) {
+            const int64_t at = (row * H + h) * P + p;
+            const T gy = grad_y[at], xv = x[at], u = dt_h * xv;
+            const int64_t off = (h * P + p) * N;
+            T g_u = 0;
+#pragma omp simd reduction(+ : g_u, g_decay)
+            for (int64_t n = 0; n < N; ++n) {
+              gC_g[n] += cur[off + n] * gy;
+              T gn = g[off + n] + C_g[n] * gy;  // dL/ds_t, all paths
+              gB_g[n] += gn * u;
+              g_u += gn * B_g[n];
+              g_decay += gn * prev[off + n];
+              g[off + n] = a * gn;  // carried to step t-1
+            }
+            grad_x[at] = g_u * dt_h + (Dskip ? gy * Dskip[h] : T(0));
+            g_dt += g_u * xv;
+            if (gD) gD[h] += gy * xv;
+          }
+          const T g_log_decay = g_decay * a;  // dL/d(dt A)
+          grad_dt[row * H + h] = g_dt + g_log_decay * A[h];
+          gA[h] += g_log_decay * dt_h;
+        }
+      }
+    }
+    if (grad_h0) std::memcpy(grad_h0 + b * S, g, sizeof(T) * S);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Diagonal linear recurrence h_t = a_t * h_{t-1} + b_t (RG-LRU).
 
 template <typename T>
@@ -475,12 +607,33 @@ void causal_conv_bwd(const T* x, const T* history, const T* wt, const T* bias, c
                        grad_bias_partial, batch, length, C, K, silu, threads);                 \
   }
 
+#define HNAS_SSD(SUFFIX, T)                                                                    \
+  HNAS_EXPORT void hnas_ssd_fwd_##SUFFIX(                                                      \
+      const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, const T* Dskip,           \
+      const T* h0, T* y, T* final_state, T* entry, int64_t batch, int64_t length, int64_t H,   \
+      int64_t P, int64_t G, int64_t N, int64_t chunk, int threads) {                           \
+    ssd_fwd<T>(x, dt, A, Bm, Cm, Dskip, h0, y, final_state, entry, batch, length, H, P, G, N,  \
+               chunk, threads);                                                                \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_ssd_bwd_##SUFFIX(                                                      \
+      const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, const T* Dskip,           \
+      const T* entry, const T* grad_y, const T* grad_final, T* grad_x, T* grad_dt,             \
+      T* grad_A_partial, T* grad_B, T* grad_C, T* grad_D_partial, T* grad_h0, int64_t batch,   \
+      int64_t length, int64_t H, int64_t P, int64_t G, int64_t N, int64_t chunk,               \
+      int threads) {                                                                           \
+    ssd_bwd<T>(x, dt, A, Bm, Cm, Dskip, entry, grad_y, grad_final, grad_x, grad_dt,            \
+               grad_A_partial, grad_B, grad_C, grad_D_partial, grad_h0, batch, length, H, P,   \
+               G, N, chunk, threads);                                                          \
+  }
+
 HNAS_SELECTIVE_SCAN(f32, float)
 HNAS_SELECTIVE_SCAN(f64, double)
 HNAS_LINEAR_SCAN(f32, float)
 HNAS_LINEAR_SCAN(f64, double)
 HNAS_CAUSAL_CONV(f32, float)
 HNAS_CAUSAL_CONV(f64, double)
+HNAS_SSD(f32, float)
+HNAS_SSD(f64, double)
 
 // A version number that the loader checks, so that a stale cached library is never used.
-HNAS_EXPORT int hnas_kernels_abi() { return 2; }
+HNAS_EXPORT int hnas_kernels_abi() { return 3; }
