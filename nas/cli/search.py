@@ -106,7 +106,8 @@ def worker(
     study_name: str = typer.Option(..., "--study"),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
     timeout: Optional[float] = typer.Option(None, "--timeout"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads "
+                                          "(default 1, or $HNAS_THREADS)."),
     seed_offset: int = typer.Option(0, "--seed-offset", help="Added to the study's seed, so "
                                     "that workers do not all draw the same candidates."),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -115,10 +116,9 @@ def worker(
     from nas.storage import default_url, open_storage
     from nas.study import SearchError, open_study, run_worker
 
-    if threads is not None:
-        import torch
+    from trials.train import use_training_threads
 
-        torch.set_num_threads(max(1, threads))
+    use_training_threads(threads)
     study, definition = open_study(study_name, open_storage(storage or default_url()),
                                    seed_offset=seed_offset)
     progress = SearchProgress(study, definition.n_trials, quiet=quiet)
@@ -142,6 +142,9 @@ def _run(name: str, url: str, storage, definition, allow_changes: bool,
     try:
         with progress:
             if workers == 1:
+                from trials.train import use_training_threads
+
+                use_training_threads()
                 run_worker(study, definition, timeout=timeout, on_trial=progress.trial_done)
             else:
                 _run_processes(name, url, study, workers, timeout, progress)

@@ -30,7 +30,7 @@ def train(
     Exits 1 when the candidate fails (NaN loss, out of memory, ...), after printing why.
     """
     from trials.tasks import SuiteError, TaskError, load_suite
-    from trials.train import Budget, BudgetError, run_trial
+    from trials.train import Budget, BudgetError, run_trial, use_training_threads
 
     dims = parse_dim_options(dim)
     if d_model is not None:
@@ -42,6 +42,7 @@ def train(
         task_suite = load_suite(suite)
     except (BudgetError, SuiteError, TaskError) as error:
         fail(str(error))
+    use_training_threads()
     result = run_trial(arch, task_suite, budget, seed=seed)
     if as_json:
         typer.echo(result.to_json())
