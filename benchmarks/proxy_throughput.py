@@ -2,8 +2,8 @@
 `hnas train` end to end, both against a baseline commit measured in the same run.
 
     python benchmarks/proxy_throughput.py [--seqs 64 256 1024] [--models A*6 M*6 jamba ...]
-        [--baseline REF] [--e2e jamba mamba transformer] [--e2e-steps 300] [--no-e2e]
-        [--json-out FILE]
+        [--baseline REF] [--overhead PRESET ...] [--e2e jamba mamba transformer]
+        [--e2e-steps 300] [--no-e2e] [--json-out FILE]
 
 Step table, one torch thread, batch 32, d_model 64 (`--batch-size`, `--d-model`): for each
 model and sequence length, the time of one training step (forward, cross-entropy, backward,
@@ -14,6 +14,10 @@ and their ratio: step time / (FLOPs / GEMM rate), 1.0 being a step that runs ent
 speed. With `--baseline REF` (default: the commit before the native kernels) the same steps
 are timed on that commit's code, in a child process, interleaved model by model with the
 current tree, so that both see the same machine load; the speed-up column is their ratio.
+
+Overhead table: the fixed cost of a trial, `run_trial`'s wall seconds for 2 steps per task on
+`quick` (data from the cache, model builds, Lightning set-up, the final evaluation, decode
+timing), per preset, after one warm-up trial in the same process; current and baseline.
 
 End-to-end table: the wall time of `hnas train PRESET --suite quick --steps N` (a fresh
 process each, one thread) on the current tree and on the baseline, alternated.
@@ -128,6 +132,18 @@ def measure(models: list[str], seqs: list[int], batch: int, d_model: int, repeat
     return rows
 
 
+def trial_overhead(presets: list[str]) -> dict[str, float]:
+    import torch
+
+    from search_spaces.presets import load_arch
+    from trials.train import Budget, run_trial
+
+    torch.set_num_threads(1)
+    budget = Budget(steps=2)
+    run_trial(load_arch(presets[0]), "quick", budget)  # warm-up: task cache, kernels, imports
+    return {name: run_trial(load_arch(name), "quick", budget).wall_seconds for name in presets}
+
+
 def kernels_note() -> str:
     try:
         from trials.ops import native
@@ -151,6 +167,14 @@ def child_measure(tree: Path, model: str, args) -> list[dict]:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", "--models", model,
                "--seqs", *map(str, args.seqs), "--batch-size", str(args.batch_size),
                "--d-model", str(args.d_model), "--repeats", str(args.repeats)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True,
+                          env=child_env(tree))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child_overhead(tree: Path, presets: list[str]) -> dict[str, float]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child-overhead",
+               "--overhead", *presets]
     done = subprocess.run(command, capture_output=True, text=True, check=True,
                           env=child_env(tree))
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -185,12 +209,17 @@ def main() -> None:
     parser.add_argument("--e2e-steps", type=int, default=300)
     parser.add_argument("--no-e2e", action="store_true")
     parser.add_argument("--json-out")
+    parser.add_argument("--overhead", nargs="*", default=list(PRESETS))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-overhead", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
         print(json.dumps(measure(args.models, args.seqs, args.batch_size, args.d_model,
                                  args.repeats, with_gemm=False)))
+        return
+    if args.child_overhead:
+        print(json.dumps(trial_overhead(args.overhead)))
         return
 
     print(f"batch {args.batch_size}, d_model {args.d_model}, 1 thread; current tree: "
@@ -217,6 +246,16 @@ def main() -> None:
                 print(line, flush=True)
                 rows.append(row)
         summarize_vs_attention(rows)
+        overhead = {}
+        if args.overhead:
+            print("\nfixed cost of a trial: run_trial wall seconds, 2 steps per task on quick")
+            print(f"{'preset':12} {'current':>8}" + (f" {'baseline':>8}" if tree else ""))
+            current = trial_overhead(args.overhead)
+            base = child_overhead(tree, args.overhead) if tree else {}
+            for name in args.overhead:
+                overhead[name] = {"current_s": current[name], "baseline_s": base.get(name)}
+                print(f"{name:12} {current[name]:8.2f}" +
+                      (f" {base[name]:8.2f}" if name in base else ""), flush=True)
         e2e = []
         if not args.no_e2e and args.e2e:
             print(f"\nhnas train PRESET --suite quick --steps {args.e2e_steps} (wall seconds)")
@@ -235,7 +274,8 @@ def main() -> None:
     if args.json_out:
         with open(args.json_out, "a") as out:
             out.write(json.dumps({"baseline": args.baseline, "batch": args.batch_size,
-                                  "d_model": args.d_model, "steps": rows, "e2e": e2e}) + "\n")
+                                  "d_model": args.d_model, "steps": rows,
+                                  "overhead": overhead, "e2e": e2e}) + "\n")
 
 
 def summarize_vs_attention(rows: list[dict]) -> None:
