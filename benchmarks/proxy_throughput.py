@@ -11,7 +11,10 @@ AdamW; the median of `--repeats` steps after one warm-up), the step's FLOPs (3 x
 model's forward FLOPs per token x tokens), the GEMM rate torch reaches in the same process on
 that model's own projection shapes (forward and both backward products of every nn.Linear),
 and their ratio: step time / (FLOPs / GEMM rate), 1.0 being a step that runs entirely at GEMM
-speed. With `--baseline REF` (default: the commit before the native kernels) the same steps
+speed. "fallback/native" times the same model with the native CPU kernels and with their
+PyTorch fallback, alternating step by step in one process: the steadiest measure of what the
+kernels buy on a shared machine. With `--baseline REF` (default: the commit before the native
+kernels) the same steps
 are timed on that commit's code, in a child process, interleaved model by model with the
 current tree, so that both see the same machine load; the speed-up column is their ratio.
 
@@ -57,7 +60,8 @@ def build_arch(name: str, d_model: int):
     return ArchConfig.from_pattern(name, d_model=d_model, n_heads=4)
 
 
-def step_seconds(arch, batch: int, seq: int, repeats: int) -> float:
+def training_step(arch, batch: int, seq: int):
+    """A closure running one training step of a fresh model of `arch` on fixed tokens."""
     import torch
     import torch.nn.functional as F
 
@@ -75,13 +79,38 @@ def step_seconds(arch, batch: int, seq: int, repeats: int) -> float:
         loss.backward()
         optimizer.step()
 
+    return step
+
+
+def timed(step) -> float:
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
+
+
+def step_seconds(arch, batch: int, seq: int, repeats: int) -> float:
+    step = training_step(arch, batch, seq)
     step()  # warm-up: allocations, the kernels' first load
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+    return statistics.median(timed(step) for _ in range(repeats))
+
+
+def fallback_over_native(arch, batch: int, seq: int, repeats: int) -> float | None:
+    """Median step time with the PyTorch fallback over that with the native kernels, the two
+    alternating step by step in this process (so that other load falls on both alike)."""
+    try:
+        from trials.ops import native
+    except ImportError:
+        return None
+    step = training_step(arch, batch, seq)
+    step()
+    with native.disabled():
         step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    fast, fallback = [], []
+    for _ in range(repeats):
+        fast.append(timed(step))
+        with native.disabled():
+            fallback.append(timed(step))
+    return statistics.median(fallback) / statistics.median(fast)
 
 
 def gemm_rate(arch, batch: int, seq: int) -> float:
@@ -126,8 +155,9 @@ def measure(models: list[str], seqs: list[int], batch: int, d_model: int, repeat
         for seq in seqs:
             row = {"model": name, "seq": seq, "step_s": step_seconds(arch, batch, seq, repeats),
                    "step_flops": 3 * estimate(arch, context=seq).flops_per_token * batch * seq}
-            if with_gemm:
+            if with_gemm:  # the parent, on the current code
                 row["gemm_flops_per_s"] = gemm_rate(arch, batch, seq)
+                row["fallback_over_native"] = fallback_over_native(arch, batch, seq, repeats)
             rows.append(row)
     return rows
 
@@ -154,13 +184,13 @@ def kernels_note() -> str:
 
 # -- the parent: current tree in-process, baseline in children ----------------------------------
 
-def baseline_tree(ref: str, into: Path) -> Path:
+def export_tree(ref: str, into: Path) -> Path:
     """The files of commit `ref`, exported with `git archive` (no checkout is touched)."""
-    archive = into / "baseline.tar"
+    archive = into / f"{ref}.tar"
     subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), ref], check=True)
     with tarfile.open(archive) as tar:
-        tar.extractall(into / "tree", filter="data")
-    return into / "tree"
+        tar.extractall(into / ref, filter="data")
+    return into / ref
 
 
 def child_measure(tree: Path, model: str, args) -> list[dict]:
@@ -198,13 +228,16 @@ def train_wall_seconds(tree: Path, preset: str, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--models", nargs="*", default=list(DEFAULT_MODELS))
     parser.add_argument("--seqs", nargs="+", type=int, default=[64, 256, 1024])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", default=DEFAULT_BASELINE,
                         help="a commit to compare against ('' to skip)")
+    parser.add_argument("--current", default="",
+                        help="a commit to run as the current code in the end-to-end table "
+                             "(default: this working tree)")
     parser.add_argument("--e2e", nargs="*", default=["jamba", "mamba", "transformer"])
     parser.add_argument("--e2e-steps", type=int, default=300)
     parser.add_argument("--no-e2e", action="store_true")
@@ -225,10 +258,12 @@ def main() -> None:
     print(f"batch {args.batch_size}, d_model {args.d_model}, 1 thread; current tree: "
           f"{kernels_note()}; baseline: {args.baseline or 'none'}", flush=True)
     with tempfile.TemporaryDirectory(prefix="hnas-throughput-") as tmp:
-        tree = baseline_tree(args.baseline, Path(tmp)) if args.baseline else None
+        tree = export_tree(args.baseline, Path(tmp)) if args.baseline else None
+        current_tree = export_tree(args.current, Path(tmp)) if args.current else ROOT
         rows = []
         header = (f"{'model':10} {'seq':>5} {'step ms':>9} {'GFLOP':>7} {'GEMM GF/s':>9} "
-                  f"{'x roofline':>10}" + (f" {'base ms':>9} {'speed-up':>8}" if tree else ""))
+                  f"{'x roofline':>10} {'fallback/native':>15}"
+                  + (f" {'base ms':>9} {'speed-up':>8}" if tree else ""))
         print(header)
         for model in args.models:
             base = {r["seq"]: r for r in child_measure(tree, model, args)} if tree else {}
@@ -238,7 +273,7 @@ def main() -> None:
                 row["x_roofline"] = row["step_s"] / roofline_s
                 line = (f"{row['model']:10} {row['seq']:>5} {row['step_s'] * 1e3:9.1f} "
                         f"{row['step_flops'] / 1e9:7.2f} {row['gemm_flops_per_s'] / 1e9:9.1f} "
-                        f"{row['x_roofline']:10.2f}")
+                        f"{row['x_roofline']:10.2f} {row['fallback_over_native'] or 0:15.2f}")
                 if row["seq"] in base:
                     row["baseline_step_s"] = base[row["seq"]]["step_s"]
                     row["speedup"] = row["baseline_step_s"] / row["step_s"]
@@ -262,7 +297,7 @@ def main() -> None:
             print(f"{'preset':12} {'current':>9}" + (f" {'baseline':>9} {'speed-up':>8}"
                                                       if tree else ""))
             for preset in args.e2e:
-                current = train_wall_seconds(ROOT, preset, args.e2e_steps)
+                current = train_wall_seconds(current_tree, preset, args.e2e_steps)
                 entry = {"preset": preset, "steps": args.e2e_steps, "current_s": current}
                 line = f"{preset:12} {current:9.1f}"
                 if tree:
