@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any, ClassVar
@@ -195,16 +194,14 @@ class ArchConfig:
     # -- names and identity --------------------------------------------------------------------
 
     @cached_property
-    def default_ffn(self) -> str:
-        """The FFN kind the canonical pattern leaves unwritten: the most common one."""
-        return canonical_default_ffn(self.layers)
-
-    @cached_property
     def pattern(self) -> str:
-        """The canonical pattern string: runs folded as X*N, the default FFN left out."""
+        """The canonical pattern string: runs folded as X*N, mlp left unwritten (the parser's
+        default), another FFN kind shared by most layers written once as a group suffix
+        (`(M*6 S)+none*13`). It means this layer stack on its own:
+        `from_pattern(arch.pattern, **widths).layers == arch.layers`."""
         from search_spaces.pattern import format_layers
 
-        return format_layers(self.layers, default_ffn=self.default_ffn)
+        return format_layers(self.layers)
 
     def canonical(self) -> "ArchConfig":
         """The same architecture with every field that no layer uses reset to its default."""
@@ -245,8 +242,7 @@ class ArchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (pattern string plus every field) that `from_dict` rebuilds exactly."""
-        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "pattern": self.pattern,
-                                "ffn": self.default_ffn}
+        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "pattern": self.pattern}
         for f in fields(self):
             if f.name != "layers":
                 data[f.name] = getattr(self, f.name)
@@ -298,12 +294,6 @@ def relevant_fields(kinds: frozenset[str] | set[str]) -> tuple[str, ...]:
     for kind in kinds:
         wanted.update(ArchConfig.RELEVANT[kind])
     return tuple(name for name in field_names() if name in wanted)
-
-
-def canonical_default_ffn(layers: tuple[Layer, ...]) -> str:
-    counts = Counter(layer.ffn for layer in layers)
-    # Most common wins; ties go to the order of FFNS so the choice never depends on layer order.
-    return max(FFNS, key=lambda kind: (counts[kind], -FFNS.index(kind)))
 
 
 def _rebuild(arch: ArchConfig, changes: dict[str, Any]) -> ArchConfig:
