@@ -9,17 +9,23 @@ keeps those resolved widths; build a new config with `from_pattern` to re-derive
 Widths, exactly as `trials` builds them and `cost` counts them:
 
     attention (A, L)     head_dim = d_model / n_heads; q: d -> n_heads*head_dim,
-                         k, v: d -> n_kv_heads*head_dim, o: n_heads*head_dim -> d; no biases
+                         k, v: d -> n_kv_heads*head_dim, o: n_heads*head_dim -> d; biases on
+                         q, k, v if attn_qkv_bias, on o if attn_out_bias; rotary embeddings on
+                         the first rope_fraction of each head's channels (0: none)
     shared block (S)     the same attention fed concat(h, embedding), so head_dim = 2*d_model/n_heads
-                         and o: n_heads*head_dim -> d, then an RMSNorm + SwiGLU MLP of width d_ff
-    Mamba (M)            d_inner = expand*d_model, dt_rank = ceil(d_model/16) unless given
+                         and o: n_heads*head_dim -> d, then an RMSNorm + the MLP below; the
+                         block norms concat(h, embedding) itself, so the layer has no pre-norm
+    Mamba (M)            d_inner = expand*d_model, dt_rank = ceil(d_model/16) unless given;
+                         RMSNorms on dt, B and C (Jamba) if mamba_inner_norms
     Mamba-2 (M2)         d_inner = expand*d_model, heads = d_inner/m2_head_dim, m2_n_groups B/C groups
     RG-LRU (R)           recurrence width lru_width (= d_model unless given), gates block-diagonal
                          with n_heads blocks, temporal conv of width d_conv
     Hyena (H)            order hyena_order, implicit filter MLP of width hyena_filter_dim over
                          hyena_pos_dim positional features, short conv of width hyena_short_conv
-    MLP                  SwiGLU, hidden d_ff = 8/3*d_model rounded up to a multiple of 8 unless given
-    MoE                  moe_experts SwiGLU experts of hidden d_ff, top-moe_top_k softmax router
+    MLP                  hidden d_ff = 8/3*d_model rounded up to a multiple of 8 unless given;
+                         gated (down(act(gate x) * up x)) if ffn_gated, else down(act(up x));
+                         act = ffn_act (one of ACTIVATIONS); biases on every linear if ffn_bias
+    MoE                  moe_experts such MLPs of hidden d_ff, top-moe_top_k softmax router
 """
 
 from __future__ import annotations
@@ -32,16 +38,16 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from search_spaces.layers import (
-    ATTENTION,
+    ACTIVATIONS,
+    ATTENTION_MIXERS,
+    FFN_KIND,
     FFNS,
-    HYENA,
     LOCAL_ATTENTION,
-    MAMBA,
     MAMBA2,
+    MIXER_KIND,
     MIXERS,
     MLP,
     MOE,
-    NO_FFN,
     RGLRU,
     SHARED,
     Layer,
@@ -82,8 +88,14 @@ class ArchConfig:
     n_heads: int = 4
     n_kv_heads: int | None = None
     rope_theta: float = 10000.0
+    rope_fraction: float = 1.0
+    attn_qkv_bias: bool = False
+    attn_out_bias: bool = False
     # feed-forward (MLP, MoE experts, the shared block's MLP)
     d_ff: int | None = None
+    ffn_act: str = "silu"
+    ffn_gated: bool = True
+    ffn_bias: bool = False
     moe_experts: int = 8
     moe_top_k: int = 2
     # Mamba-1 (d_conv and expand are shared with Mamba-2; d_conv with the RG-LRU block)
@@ -91,6 +103,7 @@ class ArchConfig:
     d_conv: int = 4
     expand: int = 2
     dt_rank: int | None = None
+    mamba_inner_norms: bool = False
     # Mamba-2
     m2_d_state: int = 64
     m2_head_dim: int = 32
@@ -105,19 +118,14 @@ class ArchConfig:
 
     # Which fields matter for which layer kinds: decides conditional search parameters and
     # which fields the canonical form (and so the fingerprint) keeps.
+    # which fields the canonical form (and so the fingerprint) keeps; read from the kind records.
     ALWAYS: ClassVar[tuple[str, ...]] = ("vocab_size", "d_model", "tie_embeddings", "norm_eps")
     RELEVANT: ClassVar[dict[str, tuple[str, ...]]] = {
-        ATTENTION: ("n_heads", "n_kv_heads", "rope_theta"),
-        LOCAL_ATTENTION: ("n_heads", "n_kv_heads", "rope_theta"),
-        SHARED: ("n_heads", "n_kv_heads", "rope_theta", "d_ff"),
-        MAMBA: ("d_state", "d_conv", "expand", "dt_rank"),
-        MAMBA2: ("m2_d_state", "m2_head_dim", "m2_n_groups", "d_conv", "expand"),
-        RGLRU: ("lru_width", "d_conv", "n_heads"),
-        HYENA: ("hyena_order", "hyena_filter_dim", "hyena_pos_dim", "hyena_short_conv"),
-        MLP: ("d_ff",),
-        MOE: ("d_ff", "moe_experts", "moe_top_k"),
-        NO_FFN: (),
+        **{symbol: kind.fields for symbol, kind in MIXER_KIND.items()},
+        **{name: kind.fields for name, kind in FFN_KIND.items()},
     }
+    BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("tie_embeddings", "attn_qkv_bias", "attn_out_bias",
+                                              "ffn_gated", "ffn_bias", "mamba_inner_norms")
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -154,17 +162,29 @@ class ArchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ArchConfigError(f"{name}={value!r} must be a positive number")
-        if not isinstance(self.tie_embeddings, bool):
-            raise ArchConfigError(f"tie_embeddings={self.tie_embeddings!r} must be true or false")
+        for name in self.BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ArchConfigError(f"{name}={getattr(self, name)!r} must be true or false")
+        if self.ffn_act not in ACTIVATIONS:
+            raise ArchConfigError(f"ffn_act={self.ffn_act!r} must be one of "
+                                  f"{', '.join(ACTIVATIONS)}")
+        fraction = self.rope_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                or not 0 <= fraction <= 1:
+            raise ArchConfigError(f"rope_fraction={fraction!r} must be a number from 0 to 1")
         kinds = self.kinds
-        if kinds & {ATTENTION, LOCAL_ATTENTION, SHARED, RGLRU}:
+        if kinds & {*ATTENTION_MIXERS, RGLRU}:
             _divides("n_heads", self.n_heads, "d_model", self.d_model)
-        if kinds & {ATTENTION, LOCAL_ATTENTION, SHARED}:
+        if kinds & set(ATTENTION_MIXERS):
             _divides("n_kv_heads", self.n_kv_heads, "n_heads", self.n_heads)
-            if (self.d_model // self.n_heads) % 2:
-                raise ArchConfigError(
-                    f"d_model/n_heads = {self.d_model // self.n_heads}: rotary embeddings need "
-                    "an even head dimension")
+            head_dims = {self.d_model // self.n_heads} | (
+                {2 * self.d_model // self.n_heads} if SHARED in kinds else set())
+            for head_dim in sorted(head_dims):
+                if rotary_dim(head_dim, fraction) % 2:
+                    raise ArchConfigError(
+                        f"rope_fraction={fraction} of head dimension {head_dim} is "
+                        f"{fraction * head_dim:g} channels: rotary embeddings need an even "
+                        "whole number of them")
         if MOE in kinds and self.moe_top_k > self.moe_experts:
             raise ArchConfigError(
                 f"moe_top_k={self.moe_top_k} must be at most moe_experts={self.moe_experts}")
@@ -282,6 +302,13 @@ class ArchConfig:
         if not isinstance(data, dict):
             raise ArchConfigError("an ArchConfig YAML document must be a mapping")
         return cls.from_dict(data)
+
+
+def rotary_dim(head_dim: int, fraction: float) -> int:
+    """Channels of a head that rotary embeddings rotate (an odd or fractional count is refused
+    by ArchConfig); 0 when fraction is 0."""
+    exact = head_dim * fraction
+    return int(exact) if float(exact).is_integer() else -1
 
 
 def field_names() -> tuple[str, ...]:

@@ -16,7 +16,13 @@ from search_spaces import ArchConfig, ArchConfigError, Layer, load_arch, arch_na
 @pytest.mark.parametrize("pattern, dims, message", [
     ("A", {"d_model": 100, "n_heads": 3}, "n_heads=3 must divide d_model=100"),
     ("A", {"n_heads": 4, "n_kv_heads": 3}, "n_kv_heads=3 must divide n_heads=4"),
-    ("A", {"d_model": 12, "n_heads": 4}, "d_model/n_heads = 3: rotary embeddings need an even"),
+    ("A", {"d_model": 12, "n_heads": 4}, "rope_fraction=1.0 of head dimension 3 is 3 channels: "
+                                         "rotary embeddings need an even whole number"),
+    ("A", {"d_model": 64, "n_heads": 4, "rope_fraction": 0.3}, "rope_fraction=0.3 of head "
+                                                               "dimension 16 is 4.8 channels"),
+    ("A", {"rope_fraction": 1.5}, "rope_fraction=1.5 must be a number from 0 to 1"),
+    ("A", {"ffn_act": "tanh"}, "ffn_act='tanh' must be one of silu, gelu, gelu_tanh, relu, relu2"),
+    ("A", {"ffn_gated": "yes"}, "ffn_gated='yes' must be true or false"),
     ("M+moe", {"moe_experts": 2, "moe_top_k": 3}, "moe_top_k=3 must be at most moe_experts=2"),
     ("M2", {"d_model": 64, "expand": 2, "m2_head_dim": 48}, "m2_head_dim=48 must divide expand*d_model=128"),
     ("R", {"lru_width": 66, "n_heads": 4}, "n_heads=4 must divide lru_width=66"),

@@ -20,7 +20,22 @@ OVERRIDES = {"griffin": {"window": 8}}
 LENGTH = 24
 
 
+# Every option of the kinds at once, on every layer kind: activations, ungated MLPs, biases,
+# partial and absent rotary embeddings, Jamba's inner Mamba norms.
+VARIANTS = {
+    "all_options": ArchConfig.from_pattern(
+        "A L8 M M2+moe R H S+none", vocab_size=64, d_model=32, n_heads=4, n_kv_heads=2,
+        m2_head_dim=16, moe_experts=3, ffn_act="relu2", ffn_gated=False, ffn_bias=True,
+        attn_qkv_bias=True, attn_out_bias=True, rope_fraction=0.5, mamba_inner_norms=True),
+    "nope_geglu": ArchConfig.from_pattern(
+        "(M A+moe S)*2", vocab_size=64, d_model=32, n_heads=4, moe_experts=3,
+        ffn_act="gelu_tanh", rope_fraction=0.0, attn_out_bias=True),
+}
+
+
 def preset(name: str) -> ArchConfig:
+    if name in VARIANTS:
+        return VARIANTS[name]
     return load_arch(name, vocab_size=64, **OVERRIDES.get(name, {}))
 
 
@@ -50,7 +65,7 @@ def params_by_kind(model) -> dict[str, int]:
     return dict(totals)
 
 
-@pytest.fixture(params=arch_names())
+@pytest.fixture(params=arch_names() + list(VARIANTS))
 def built(request):
     arch = preset(request.param)
     model = build_model(arch, seed=0)

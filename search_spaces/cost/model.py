@@ -1,7 +1,8 @@
 """`estimate(arch, context, dtype)`: add up the per-kind costs of a whole model.
 
     embedding V*d (+ the LM head's 2*d*V FLOPs per token when tied)
-    for each layer:  RMSNorm(d) -> mixer -> [RMSNorm(d) -> FFN]   (the FFN part unless "none")
+    for each layer:  RMSNorm(d) -> mixer -> [RMSNorm(d) -> FFN]   (the FFN part unless "none";
+                     no RMSNorm before a mixer whose kind has pre_norm=False: the shared block)
     final RMSNorm(d) -> LM head (V*d weights only when untied; 2*d*V FLOPs either way)
 
 Zamba's shared block (S) weights are added once per distinct block id; everything else an S
@@ -31,6 +32,7 @@ from search_spaces.layers import (
     LOCAL_ATTENTION,
     MAMBA,
     MAMBA2,
+    MIXER_KIND,
     MIXERS,
     MLP,
     MOE,
@@ -82,7 +84,7 @@ def estimate(arch: ArchConfig, context: int = 8192, dtype: str = "bf16") -> Cost
     norms = 1  # the final norm
     for layer in arch.layers:
         add(layer.mixer, MIXER_COSTS[layer.mixer](arch, layer, context))
-        norms += 1
+        norms += MIXER_KIND[layer.mixer].pre_norm
         if layer.ffn != NO_FFN:
             add(layer.ffn, FFN_COSTS[layer.ffn](arch, layer, context))
             norms += 1

@@ -23,6 +23,7 @@ def mamba(arch: ArchConfig, layer: Layer, context: int) -> LayerCost:
 
     params = in_proj d*2di + conv (di*k + di) + x_proj di*(R+2N) + dt_proj (R*di + di)
              + A_log di*N + D di + out_proj di*d
+             + RMSNorms on dt, B, C (R + 2N) if mamba_inner_norms (Jamba; FLOPs not counted)
     flops  = 2*d*2di + 2*di*k + 2*di*(R+2N) + 2*R*di + 2*di*d + scan,
              scan = 6*di*N + 4*di:
                per (channel, state): dt*A (1; exp ignored), B*(dt*x) (1),
@@ -33,7 +34,7 @@ def mamba(arch: ArchConfig, layer: Layer, context: int) -> LayerCost:
     d, k = arch.d_model, arch.d_conv
     di, R, N = arch.expand * d, arch.dt_rank, arch.d_state
     params = (d * 2 * di + (di * k + di) + di * (R + 2 * N) + (R * di + di)
-              + di * N + di + di * d)
+              + di * N + di + di * d + (R + 2 * N if arch.mamba_inner_norms else 0))
     flops = (2 * d * 2 * di + conv_flops(di, k) + 2 * di * (R + 2 * N) + 2 * R * di
              + 2 * di * d + 6 * di * N + 4 * di)
     return dense(params, flops, cache=di * (k - 1) + di * N)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from search_spaces.layers import FFNS, LOCAL_ATTENTION, MIXERS_WITH_ARG, Layer
+from search_spaces.layers import FFNS, LOCAL_ATTENTION, MIXERS, MIXERS_WITH_ARG, Layer
 from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token, decisions
 from search_spaces.pattern.errors import PatternError
 
@@ -29,7 +29,7 @@ MAX_DEPTH = 64  # nesting of groups and choices; keeps Python's stack safe
 MAX_DIGITS = 9
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _AUTO_NAME = re.compile(r"(choice|repeat)\d+")
-_MIXER_LETTERS = "ALMRHS"
+_MIXER_LETTERS = "".join(sorted({symbol[0] for symbol in MIXERS}))
 DIGITS = tuple("0123456789")  # str.isdigit() also accepts "²" and other Unicode digits
 _ITEM_START = "a layer, '(' or '{'"
 

@@ -11,6 +11,11 @@ hd head dim, d_in / d_out the widths read and written.
 sliding-window mixer (local_attention.py) and Zamba's shared block (shared_block.py), whose
 attention reads concat(hidden, embedding) of width 2d, reuse its projections, RoPE and KV cache.
 `Attention` is the core with d_in = d_out = d_model and hd = d_model / n_heads.
+
+Options the published families need: biases on q, k, v (`qkv_bias`, Llama's attention_bias)
+and on o (`out_bias`, RecurrentGemma), and partial rotary embeddings: RoPE on the first
+rotary_dim = rope_fraction * hd channels of each head only (RecurrentGemma: half), none at all
+with rope_fraction = 0 (Jamba and Nemotron-H attention has no positional embedding).
 """
 
 from __future__ import annotations
@@ -52,18 +57,21 @@ class AttentionCore(nn.Module):
     """
 
     def __init__(self, d_in: int, d_out: int, n_heads: int, n_kv_heads: int, head_dim: int,
-                 rope_theta: float) -> None:
+                 rope_theta: float, rope_fraction: float = 1.0, qkv_bias: bool = False,
+                 out_bias: bool = False) -> None:
         super().__init__()
         if n_heads % n_kv_heads:
             raise ValueError(f"n_kv_heads={n_kv_heads} must divide n_heads={n_heads}")
-        if head_dim % 2:
-            raise ValueError(f"head_dim={head_dim} must be even for rotary embeddings")
+        rotary_dim = head_dim * rope_fraction
+        if not float(rotary_dim).is_integer() or int(rotary_dim) % 2:
+            raise ValueError(f"rope_fraction={rope_fraction} of head_dim={head_dim} must be an "
+                             "even number of channels for rotary embeddings")
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
-        self.rope_theta = rope_theta
-        self.q_proj = nn.Linear(d_in, n_heads * head_dim, bias=False)
-        self.k_proj = nn.Linear(d_in, n_kv_heads * head_dim, bias=False)
-        self.v_proj = nn.Linear(d_in, n_kv_heads * head_dim, bias=False)
-        self.o_proj = nn.Linear(n_heads * head_dim, d_out, bias=False)
+        self.rope_theta, self.rotary_dim = rope_theta, int(rotary_dim)
+        self.q_proj = nn.Linear(d_in, n_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(d_in, n_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d_in, n_kv_heads * head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(n_heads * head_dim, d_out, bias=out_bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -76,8 +84,17 @@ class AttentionCore(nn.Module):
         q = self.q_proj(x).view(B, N, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = rope_tables_for(start, N, self.head_dim, self.rope_theta, x.device)  # (N, hd/2)
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+        return self._rotary(q, start), self._rotary(k, start), v
+
+    def _rotary(self, x: Tensor, start: int) -> Tensor:
+        """RoPE on the first rotary_dim channels of each head of x (B, heads, N, hd)."""
+        rd = self.rotary_dim
+        if rd == 0:
+            return x
+        cos, sin = rope_tables_for(start, x.shape[2], rd, self.rope_theta, x.device)  # (N, rd/2)
+        if rd == self.head_dim:
+            return apply_rope(x, cos, sin)
+        return torch.cat((apply_rope(x[..., :rd], cos, sin), x[..., rd:]), dim=-1)
 
     def output(self, o: Tensor) -> Tensor:
         """o: (B, H, N, hd) -> (B, N, d_out)."""
@@ -126,7 +143,10 @@ class AttentionCore(nn.Module):
 class Attention(AttentionCore):
     """The A mixer: d_model -> d_model, head_dim = d_model / n_heads."""
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, rope_theta: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, rope_theta: float,
+                 rope_fraction: float = 1.0, qkv_bias: bool = False,
+                 out_bias: bool = False) -> None:
         if d_model % n_heads:
             raise ValueError(f"n_heads={n_heads} must divide d_model={d_model}")
-        super().__init__(d_model, d_model, n_heads, n_kv_heads, d_model // n_heads, rope_theta)
+        super().__init__(d_model, d_model, n_heads, n_kv_heads, d_model // n_heads, rope_theta,
+                         rope_fraction, qkv_bias, out_bias)

@@ -5,11 +5,12 @@ Shape legend: B batch, N length, d d_model, H heads, KV key/value heads, hs = 2d
 
     hidden x ──┐
                ├─ concat ─ RMSNorm(2d) ─ attention 2d -> d ─> a ─┬────────────────────── + ─> m
-    embedding ─┘                                                 └─ RMSNorm(d) ─ SwiGLU ─┘
+    embedding ─┘                                                 └─ RMSNorm(d) ─ MLP ────┘
     m ─ out_proj (this invocation's own d -> d) ─> y
 
 Feeding the input embeddings back in (Zamba) lets a block shared by layers at every depth
-still see the raw tokens. The attention reads 2d channels, so its head dim is hs = 2d / H.
+still see the raw tokens. The attention reads 2d channels, so its head dim is hs = 2d / H. The block norms
+concat(x, embedding) itself, so an S layer has no RMSNorm of its own before it (as Zamba2).
 
 `SharedAttentionBlock` holds the shared weights; `SharedBlockInvocation` is the mixer of one S
 layer. Every invocation of one block id holds a reference to the same block object, so the
@@ -22,25 +23,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from trials.ffn.mlp import SwiGLU
+from trials.ffn.mlp import MLP
 from trials.mixers.attention import AttentionCore
 from trials.mixers.base import State
 from trials.norm import RMSNorm
 
 
 class SharedAttentionBlock(nn.Module):
-    """The shared weights: RMSNorm(2d), attention 2d -> d (hs = 2d/H), RMSNorm(d), SwiGLU."""
+    """The shared weights: RMSNorm(2d), attention 2d -> d (hs = 2d/H), RMSNorm(d), MLP.
+
+    `attention` holds AttentionCore's options (rope_fraction, qkv_bias, out_bias) and `mlp`
+    the MLP's (act, gated, bias)."""
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, d_ff: int, rope_theta: float,
-                 eps: float) -> None:
+                 eps: float, attention: dict | None = None, mlp: dict | None = None) -> None:
         super().__init__()
         if (2 * d_model) % n_heads:
             raise ValueError(f"n_heads={n_heads} must divide 2*d_model={2 * d_model}")
         self.in_norm = RMSNorm(2 * d_model, eps)
         self.attention = AttentionCore(2 * d_model, d_model, n_heads, n_kv_heads,
-                                       2 * d_model // n_heads, rope_theta)
+                                       2 * d_model // n_heads, rope_theta, **(attention or {}))
         self.mlp_norm = RMSNorm(d_model, eps)
-        self.mlp = SwiGLU(d_model, d_ff)
+        self.mlp = MLP(d_model, d_ff, **(mlp or {}))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
