@@ -260,6 +260,15 @@ class ArchConfig:
             raise PatternError(error.message, error.col, text) from None
         return cls(layers=layers, **dims)
 
+    @classmethod
+    def from_hf(cls, config: Any) -> "ArchConfig":
+        """From a Hugging Face config (config.json as a dict, or a transformers config object)
+        of a family in `search_spaces.hf_families`; HFConfigError names every field it cannot
+        represent."""
+        from search_spaces.hf_import import from_hf  # it imports this module
+
+        return from_hf(config)
+
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (pattern string plus every field) that `from_dict` rebuilds exactly."""
         data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "pattern": self.pattern}
