@@ -14,7 +14,9 @@ Widths, exactly as `trials` builds them and `cost` counts them:
                          the first rope_fraction of each head's channels (0: none)
     shared block (S)     the same attention fed concat(h, embedding), so head_dim = 2*d_model/n_heads
                          and o: n_heads*head_dim -> d, then an RMSNorm + the MLP below; the
-                         block norms concat(h, embedding) itself, so the layer has no pre-norm
+                         block norms concat(h, embedding) itself, so the layer has no pre-norm;
+                         with shared_lora_rank r > 0 every S layer adds its own adapter
+                         d -> r -> (gate and up) to the shared MLP's pre-activations (Zamba2)
     Mamba (M)            d_inner = expand*d_model, dt_rank = ceil(d_model/16) unless given;
                          RMSNorms on dt, B and C (Jamba) if mamba_inner_norms
     Mamba-2 (M2)         d_inner = expand*d_model, heads = d_inner/m2_head_dim, m2_n_groups B/C groups
@@ -98,6 +100,8 @@ class ArchConfig:
     ffn_bias: bool = False
     moe_experts: int = 8
     moe_top_k: int = 2
+    # the shared block (S): each invocation's own low-rank adapter on its MLP (Zamba2)
+    shared_lora_rank: int = 0
     # Mamba-1 (d_conv and expand are shared with Mamba-2; d_conv with the RG-LRU block)
     d_state: int = 16
     d_conv: int = 4
@@ -138,6 +142,10 @@ class ArchConfig:
                      "d_conv", "expand", "m2_d_state", "m2_head_dim", "m2_n_groups",
                      "hyena_filter_dim", "hyena_short_conv"):
             _check_positive_int(name, getattr(self, name))
+        if isinstance(self.shared_lora_rank, bool) or not isinstance(self.shared_lora_rank, int) \
+                or self.shared_lora_rank < 0:
+            raise ArchConfigError(f"shared_lora_rank={self.shared_lora_rank!r} must be an "
+                                  "integer >= 0 (0: no adapters)")
         self._resolve("n_kv_heads", self.n_heads)
         self._resolve("d_ff", default_d_ff(self.d_model))
         self._resolve("dt_rank", default_dt_rank(self.d_model))

@@ -10,6 +10,8 @@ config.json (`search_spaces.hf_import.from_hf`) and exporting an ArchConfig
               field for (Jamba's mamba_proj_bias): export writes them, import refuses any other
     needs     ArchConfig fields the family's modules hard-code (Jamba's attention has no rotary
               embedding: rope_fraction must be 0): export refuses any other value, import sets it
+    null_only keys the family's model reads but whose only value ours can represent is null
+              (Jamba's sliding_window): import refuses any other value, export leaves them out
     ignored   keys that do not change the architecture (initialisation, kernels, dropout,
               special token ids, caching switches) on top of GENERIC_IGNORED
     layers    the keys that the family's own layer-sequence reader (in hf_import) and writer
@@ -25,6 +27,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from search_spaces.arch import ArchConfigError
 from search_spaces.layers import (
     ATTENTION,
     LOCAL_ATTENTION,
@@ -62,7 +65,7 @@ _MAMBA_RUNTIME = frozenset({
 })
 
 
-class HFConfigError(ValueError):
+class HFConfigError(ArchConfigError):
     """A config that ArchConfig cannot represent; the message names every such field."""
 
 
@@ -88,6 +91,11 @@ class Link:
     decode: Callable[[Any, dict[str, Any]], Any] = _same
     default: Any = None
 
+    @property
+    def exported(self) -> bool:
+        """False for a key that import only checks (an older file's name for a derived width)."""
+        return bool(self.ours) or self.encode is not None
+
     def value_of(self, arch: Any) -> Any:
         return (self.encode or _arch_value(self.ours[0]))(arch)
 
@@ -105,11 +113,12 @@ class Family:
     layers: tuple[str, ...]
     fixed: dict[str, Any] = field(default_factory=dict)
     needs: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    null_only: frozenset[str] = frozenset()
     ignored: frozenset[str] = frozenset()
 
     def known_keys(self) -> frozenset[str]:
-        return (GENERIC_IGNORED | self.ignored | set(self.fixed) | set(self.layers)
-                | {link.hf for link in self.links})
+        return (GENERIC_IGNORED | self.ignored | self.null_only | set(self.fixed)
+                | set(self.layers) | {link.hf for link in self.links})
 
 
 # -- value conversions ---------------------------------------------------------------------------
@@ -172,7 +181,8 @@ _FFN = (MLP, MOE)
 _VOCAB = link("vocab_size", "vocab_size")
 _HIDDEN = link("hidden_size", "d_model")
 _HEADS = link("num_attention_heads", "n_heads", *_ATTN, RGLRU)
-_KV_HEADS = link("num_key_value_heads", "n_kv_heads", *_ATTN)
+_KV_HEADS = link("num_key_value_heads", "n_kv_heads", *_ATTN,
+                 default=lambda config: config.get("num_attention_heads"))  # no GQA
 _HEAD_DIM = link("head_dim", (), *_ATTN, encode=lambda arch: arch.d_model // arch.n_heads,
                  decode=_check_head_dim)
 _D_FF = link("intermediate_size", "d_ff", *_FFN)
@@ -227,6 +237,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
                "attn_out_bias": (False, "JambaAttention has no biases"),
                "rope_fraction": (0.0, "JambaAttention has no rotary embedding"),
                "mamba_inner_norms": (True, "JambaMambaMixer norms dt, B and C")},
+        null_only=frozenset({"sliding_window"}),
         ignored=_MAMBA_RUNTIME),
     Family(
         "nemotron_h", "NemotronHConfig", "NemotronHForCausalLM",
@@ -235,6 +246,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
          link("num_key_value_heads", "n_kv_heads", ATTENTION),
          link("head_dim", (), ATTENTION, encode=lambda arch: arch.d_model // arch.n_heads,
               decode=_check_head_dim),
+         link("attention_head_dim", (), ATTENTION, decode=_check_head_dim),  # older files
          link("intermediate_size", "d_ff", MLP),
          link("mlp_hidden_act", "ffn_act", MLP, encode=_act_to_hf("ffn_act"),
               decode=_act_from_hf, default="relu2"),
@@ -248,8 +260,9 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
          link("expand", "expand", MAMBA2)),
         layers=("hybrid_override_pattern", "layers_block_type", "num_hidden_layers"),
         fixed={"attention_bias": False, "use_bias": False, "use_conv_bias": True,
-               "mamba_proj_bias": False, "mamba_hidden_act": "silu", "sliding_window": None,
+               "mamba_proj_bias": False, "mamba_hidden_act": "silu",
                "num_nextn_predict_layers": 0},
+        null_only=frozenset({"sliding_window"}),
         needs={"ffn_gated": (False, "NemotronHMLP is not gated (up, act, down)"),
                "attn_qkv_bias": (False, "NemotronHAttention has no biases"),
                "attn_out_bias": (False, "NemotronHAttention has no biases"),
@@ -257,6 +270,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
                "tie_embeddings": (False, "NemotronHForCausalLM never ties lm_head to the "
                                          "embeddings")},
         ignored=_MAMBA_RUNTIME | {"mtp_layers_block_type", "mtp_hybrid_override_pattern",
+                                  "rms_norm_eps",  # older files; no module reads it
                                   # MoE keys, read only where an E layer makes them count
                                   "n_routed_experts", "n_shared_experts", "num_experts_per_tok",
                                   "moe_intermediate_size", "moe_shared_expert_intermediate_size",
@@ -278,10 +292,11 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
          link("use_mem_rope", "rope_fraction", SHARED,
               encode=lambda arch: _use_mem_rope(arch.rope_fraction),
               decode=lambda value, config: 1.0 if value else 0.0, default=False),
-         link("rope_theta", "rope_theta", SHARED, default=10000.0)),
+         link("rope_theta", "rope_theta", SHARED, default=10000.0),
+         link("adapter_rank", "shared_lora_rank", SHARED, default=128)),
         layers=("layers_block_type", "hybrid_layer_ids", "num_hidden_layers", "num_mem_blocks",
                 "rope_parameters"),
-        fixed={"use_conv_bias": True, "use_shared_attention_adapter": False, "adapter_rank": 0,
+        fixed={"use_conv_bias": True, "use_shared_attention_adapter": False,
                "use_long_context": False},
         needs={"ffn_gated": (True, "Zamba2MLP is gated"),
                "attn_qkv_bias": (False, "Zamba2Attention has no biases"),
@@ -324,7 +339,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
         layers=("num_hidden_layers",),
         fixed={"use_bias": False, "use_conv_bias": True, "hidden_act": "silu"},
         needs={"mamba_inner_norms": (False, "MambaMixer has no norms on dt, B and C")},
-        ignored=_MAMBA_RUNTIME),
+        ignored=_MAMBA_RUNTIME | {"n_layer"}),  # the original code's name of num_hidden_layers
     Family(
         "mamba2", "Mamba2Config", "Mamba2ForCausalLM",
         (_VOCAB, _HIDDEN, _tie(False), link("layer_norm_epsilon", "norm_eps", default=1e-5),

@@ -176,13 +176,14 @@ READERS: dict[str, Callable[[dict[str, Any], Problems], list[Layer]]] = {
 
 
 def _read_link(link: Link, data: dict[str, Any], dims: dict[str, Any], problems: Problems) -> None:
+    default = link.default(data) if callable(link.default) else link.default
     if link.hf in _ROPE_KEYS:
-        value = rope_value(data, link.hf, link.default)
+        value = rope_value(data, link.hf, default)
         present = value is not None
     else:
         present = link.hf in data
-        value = data.get(link.hf, link.default)
-    if not present and (not link.ours or link.default is None):
+        value = data.get(link.hf, default)
+    if not present and (not link.ours or default is None):
         if link.ours:  # a key that only checks (head_dim) may be left out
             problems.append(f"{link.hf}: missing")
         return
@@ -236,6 +237,9 @@ def from_hf(config: Any) -> ArchConfig:
     for key, wanted in family.fixed.items():
         if key in data and data[key] != wanted:
             problems.append(f"{key}={data[key]!r}: ours needs {wanted!r}")
+    for key in sorted(family.null_only):
+        if data.get(key) is not None:
+            problems.append(f"{key}={data[key]!r}: ours can represent only null here")
     problems += _rope_problems(data)
     for name, (value, _) in family.needs.items():
         dims.setdefault(name, value)

@@ -419,3 +419,10 @@ def test_export_needs_neither_torch_nor_transformers():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["['recurrent', 'recurrent', 'attention']", "None"]
+
+
+@pytest.mark.parametrize("arch, family", FITS, ids=lambda x: x if isinstance(x, str) else x.pattern)
+def test_import_of_the_export_is_the_same_architecture(arch, family):
+    arch = load_arch(arch) if isinstance(arch, str) else arch
+    again = ArchConfig.from_hf(to_hf_config(arch, family))
+    assert again.layers == arch.layers and again.fingerprint() == arch.fingerprint()

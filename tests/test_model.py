@@ -30,6 +30,9 @@ VARIANTS = {
     "nope_geglu": ArchConfig.from_pattern(
         "(M A+moe S)*2", vocab_size=64, d_model=32, n_heads=4, moe_experts=3,
         ffn_act="gelu_tanh", rope_fraction=0.0, attn_out_bias=True),
+    "zamba2_lora": ArchConfig.from_pattern(
+        "(M2 S0 M2 S1)+none*2", vocab_size=64, d_model=32, n_heads=4, m2_head_dim=16,
+        ffn_act="gelu", shared_lora_rank=4),
 }
 
 

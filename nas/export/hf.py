@@ -121,7 +121,7 @@ def _fields(arch: ArchConfig, family: Family) -> dict[str, Any]:
             problems.append(f"{name}={getattr(arch, name)!r}: {why} ({name}={value!r})")
     config: dict[str, Any] = {}
     for link in family.links:
-        if link.kinds and not link.kinds & arch.kinds:
+        if not link.exported or link.kinds and not link.kinds & arch.kinds:
             continue
         values = {getattr(arch, name) for name in link.ours}
         if len(values) > 1:

@@ -78,12 +78,19 @@ def shared_weights(arch: ArchConfig) -> int:
     return 2 * d + _qkvo(arch, 2 * d, hs) + d + mlp_params(arch)
 
 
-def shared_invocation(arch: ArchConfig, layer: Layer, context: int) -> LayerCost:
-    """One S layer: its own linear d->d (no bias) into the residual stream, plus the compute
-    and KV cache of running the shared block once.
+def lora_params(arch: ArchConfig) -> int:
+    """One invocation's MLP adapter, rank r = shared_lora_rank: d -> r -> g*F (g = 2 if gated:
+    gate and up), no biases: r*(d + g*F)."""
+    return arch.shared_lora_rank * (arch.d_model + (2 if arch.ffn_gated else 1) * arch.d_ff)
 
-    params = d*d
+
+def shared_invocation(arch: ArchConfig, layer: Layer, context: int) -> LayerCost:
+    """One S layer: its own linear d->d (no bias) into the residual stream and its own MLP
+    adapter, plus the compute and KV cache of running the shared block once.
+
+    params = d*d + lora_params
     flops  = 2*qkvo weights(2d) + 4*H*hs*(N+1)/2 + mlp_flops + 2*d*d
+             + 2*lora_params + g*F (the adapter and adding its output), when r > 0
     cache  = 2*KV*hs*N (every invocation keeps its own keys and values)
     The layer has no RMSNorm of its own before the block (the block norms its input).
     """
@@ -91,4 +98,7 @@ def shared_invocation(arch: ArchConfig, layer: Layer, context: int) -> LayerCost
     hs = 2 * d // arch.n_heads
     block_flops = 2 * _qkvo_weights(arch, 2 * d, hs) \
         + _attention_flops(arch, hs, (context + 1) / 2) + mlp_flops(arch)
-    return dense(d * d, block_flops + 2 * d * d, cache=2 * arch.n_kv_heads * hs * context)
+    lora = lora_params(arch)
+    lora_flops = 2 * lora + (2 if arch.ffn_gated else 1) * arch.d_ff if lora else 0
+    return dense(d * d + lora, block_flops + 2 * d * d + lora_flops,
+                 cache=2 * arch.n_kv_heads * hs * context)

@@ -1,0 +1,257 @@
+"""Hugging Face import: published configs become ArchConfigs whose cost model equals the HF
+model parameter for parameter, export(import(cfg)) gives back every architecture field, and
+whatever ArchConfig cannot represent is refused with every such field named.
+
+The published configs are in tests/data/hf (sources in SOURCES.md). HF models are built on the
+meta device at the published sizes (no weights, no download) and for real at tiny widths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from nas.cli import app  # noqa: E402
+from nas.export import hf_config_object, to_hf_config  # noqa: E402
+from search_spaces import ArchConfig, ArchConfigError, load_arch  # noqa: E402
+from search_spaces.cost import estimate  # noqa: E402
+from search_spaces.hf_families import FAMILIES, GENERIC_IGNORED, HFConfigError  # noqa: E402
+
+DATA = Path(__file__).parent / "data" / "hf"
+PUBLISHED = sorted(p.name for p in DATA.glob("*.json"))
+GiB = 2**30
+
+# Each published config shrunk to widths a CPU builds in a blink; layer keys are kept.
+TINY = {
+    "jamba-v0.1.json": {"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
+                        "num_key_value_heads": 2, "num_experts": 4, "mamba_dt_rank": 8,
+                        "vocab_size": 128, "num_hidden_layers": 16},
+    "zamba2-2.7b.json": {"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
+                         "num_key_value_heads": 4, "n_mamba_heads": 8, "mamba_d_state": 16,
+                         "adapter_rank": 8, "vocab_size": 128},
+    "recurrentgemma-2b.json": {"hidden_size": 64, "intermediate_size": 192, "lru_width": 64,
+                               "num_attention_heads": 4, "head_dim": 16, "vocab_size": 128,
+                               "num_hidden_layers": 5, "attention_window_size": 16},
+    "nemotron-h-8b-base-8k.json": {"hidden_size": 64, "intermediate_size": 96,
+                                   "num_attention_heads": 4, "num_key_value_heads": 2,
+                                   "attention_head_dim": 16, "head_dim": 16,
+                                   "mamba_num_heads": 8,
+                                   "mamba_head_dim": 16, "n_groups": 2, "ssm_state_size": 16,
+                                   "vocab_size": 128},
+    "mamba-2.8b.json": {"hidden_size": 64, "intermediate_size": 128, "time_step_rank": 4,
+                        "vocab_size": 128, "num_hidden_layers": 3, "n_layer": 3},
+    "mamba-codestral-7b.json": {"hidden_size": 64, "num_heads": 8, "head_dim": 16,
+                                "n_groups": 2, "state_size": 16, "vocab_size": 128,
+                                "num_hidden_layers": 3},
+    "llama-2-7b.json": {"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
+                        "num_key_value_heads": 4, "vocab_size": 128, "num_hidden_layers": 2},
+    "mistral-7b-v0.2.json": {"hidden_size": 64, "intermediate_size": 96,
+                             "num_attention_heads": 4, "num_key_value_heads": 2,
+                             "vocab_size": 128, "num_hidden_layers": 2},
+    "mixtral-8x7b-v0.1.json": {"hidden_size": 64, "intermediate_size": 96,
+                               "num_attention_heads": 4, "num_key_value_heads": 2,
+                               "num_local_experts": 4, "vocab_size": 128,
+                               "num_hidden_layers": 2},
+}
+
+
+def published(name: str) -> dict:
+    return json.loads((DATA / name).read_text())
+
+
+def hf_config(data: dict):
+    """The transformers config class's own object for a config.json dict."""
+    return transformers.AutoConfig.for_model(**data)
+
+
+def hf_params(config, arch: ArchConfig, device: str = "meta") -> tuple[int, int]:
+    """(parameters, parameters one token uses) of the HF model built from `config`: the
+    experts of each MoE block count K/E for the active figure."""
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    inactive = 0
+    for module in model.modules():
+        experts = getattr(module, "experts", None)
+        if isinstance(experts, torch.nn.Module) and type(module).__name__.endswith("MoeBlock"):
+            per_expert = sum(p.numel() for p in experts.parameters()) / arch.moe_experts
+            inactive += per_expert * (arch.moe_experts - arch.moe_top_k)
+    return total, total - round(inactive)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_config_costs_exactly_the_hf_model(name):
+    data = published(name)
+    arch = ArchConfig.from_hf(data)
+    total, active = hf_params(hf_config(data), arch)
+    report = estimate(arch)
+    assert (report.params, report.active_params) == (total, active)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_tiny_config_from_the_config_class_costs_exactly_the_built_model(name):
+    config = hf_config({**published(name), **TINY[name]})
+    arch = ArchConfig.from_hf(config)  # a config object: read through its full to_dict()
+    assert ArchConfig.from_hf(config.to_dict()) == arch
+    total, active = hf_params(config, arch, device="cpu")
+    assert (estimate(arch).params, estimate(arch).active_params) == (total, active)
+
+
+def _architecture_fields(config) -> dict:
+    """The config's keys that describe the architecture, as the config class stores them."""
+    family = FAMILIES[config.model_type]
+    data = config.to_dict()
+    if data.get("head_dim") is None and "head_dim" in data:  # None means hidden/heads
+        data["head_dim"] = data["hidden_size"] // data["num_attention_heads"]
+    # older files' names of derived widths, checked on import, and keys that may only be null
+    skip = GENERIC_IGNORED | family.ignored | {link.hf for link in family.links
+                                               if not link.exported}
+    skip |= {key for key in family.null_only if data.get(key) is None}
+    if family.name == "nemotron_h":  # it ignores num_hidden_layers: its pattern decides
+        skip |= {"num_hidden_layers"}
+    return {key: value for key, value in data.items() if key not in skip}
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_export_of_the_import_gives_back_every_architecture_field(name):
+    data = published(name)
+    arch = ArchConfig.from_hf(data)
+    family = data["model_type"]
+    exported = hf_config_object(arch, family)
+    assert _architecture_fields(exported) == _architecture_fields(hf_config(data))
+    assert ArchConfig.from_hf(to_hf_config(arch, family)) == arch
+
+
+@pytest.mark.parametrize("name, pattern", [
+    ("jamba-v0.1.json", "((M M+moe)*2 A M+moe M M+moe)*4"),
+    ("mamba-2.8b.json", "M+none*64"),
+    ("llama-2-7b.json", "A*32"),
+    ("mixtral-8x7b-v0.1.json", "A+moe*32"),
+    ("recurrentgemma-2b.json", "R*2 (L2048 R*2)*8"),
+])
+def test_imports_print_as_compact_patterns_that_mean_them(name, pattern):
+    arch = ArchConfig.from_hf(published(name))
+    assert arch.pattern == pattern
+    assert ArchConfig.from_pattern(arch.pattern).layers == arch.layers
+
+
+def test_jamba_paper_kv_cache_table_at_256k_context():
+    """Jamba (Lieber et al. 2024), Table 1: KV cache at 256K tokens in 16-bit precision:
+    Llama-2 7B 128GB, Mistral 7B 32GB, Mixtral 8x7B 32GB, Jamba 4GB."""
+    files = ["llama-2-7b.json", "mistral-7b-v0.2.json", "mixtral-8x7b-v0.1.json",
+             "jamba-v0.1.json"]
+    result = CliRunner().invoke(app, ["cost", *(str(DATA / f) for f in files),
+                                      "--context", "262144", "--dtype", "bf16", "--json"])
+    assert result.exit_code == 0, result.output
+    kv = [sum(row["breakdown"][k]["cache_bytes"] for k in ("A", "L", "S")
+              if k in row["breakdown"]) / GiB for row in json.loads(result.output)]
+    assert kv == [128, 32, 32, 4]
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+def _refusal(data: dict) -> str:
+    with pytest.raises(HFConfigError) as caught:
+        ArchConfig.from_hf(data)
+    return str(caught.value)
+
+
+def test_every_field_that_cannot_be_represented_is_named_at_once():
+    data = {**published("llama-2-7b.json"), "rope_scaling": {"rope_type": "llama3"},
+            "head_dim": 96, "hidden_act": "tanh", "mlp_only_flag": 1}
+    message = _refusal(data)
+    assert message.startswith("LlamaConfig cannot be represented: ")
+    for named in ("mlp_only_flag=1: not a field this importer knows", "head_dim=96",
+                  "hidden_act='tanh': activation 'tanh' is none of ours",
+                  "rope_scaling={'rope_type': 'llama3'}"):
+        assert named in message
+
+
+@pytest.mark.parametrize("name, changes, named", [
+    ("jamba-v0.1.json", {"mamba_proj_bias": True}, "mamba_proj_bias=True: ours needs False"),
+    ("jamba-v0.1.json", {"sliding_window": 4096}, "sliding_window=4096: ours can represent "
+                                                  "only null"),
+    ("nemotron-h-8b-base-8k.json", {"hybrid_override_pattern": "M-E*-"},
+     "hybrid_override_pattern[2]='E': NemotronH's MoE adds an always-on shared expert"),
+    ("nemotron-h-8b-base-8k.json", {"hybrid_override_pattern": "M--*"},
+     "hybrid_override_pattern[2]='-': a feed-forward entry that does not follow a mixer"),
+    ("zamba2-2.7b.json", {"use_shared_attention_adapter": True},
+     "use_shared_attention_adapter=True: ours needs False"),
+    ("zamba2-2.7b.json", {"n_mamba_heads": 7}, "n_mamba_heads=7: mamba_expand*hidden_size / "
+                                               "heads = 5120/7 is not a whole number"),
+    ("recurrentgemma-2b.json", {"logits_soft_cap": 50.0}, "logits_soft_cap=50.0: ours needs 30.0"),
+    ("mamba-2.8b.json", {"use_bias": True}, "use_bias=True: ours needs False"),
+    ("mamba-codestral-7b.json", {"norm_before_gate": True}, "norm_before_gate=True"),
+    ("mistral-7b-v0.2.json", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0}},
+     "rope_parameters.rope_type='yarn'"),
+    ("mixtral-8x7b-v0.1.json", {"vocab_size": None}, "vocab_size"),
+])
+def test_refusals_name_the_field(name, changes, named):
+    assert named in _refusal({**published(name), **changes})
+
+
+def test_unknown_family_is_named_with_the_valid_ones():
+    assert "model_type='gpt2': not a family this toolkit imports (valid: jamba, " in \
+        _refusal({"model_type": "gpt2"})
+    assert issubclass(HFConfigError, ArchConfigError)
+
+
+def test_sliding_window_imports_as_local_attention():
+    arch = ArchConfig.from_hf({**published("mistral-7b-v0.2.json"), "sliding_window": 4096})
+    assert arch.pattern == "L4096*32"
+    assert to_hf_config(arch, "mistral")["sliding_window"] == 4096
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_import_prints_an_arch_file_that_the_other_commands_read(tmp_path):
+    folder = tmp_path / "Zamba2-2.7B"
+    folder.mkdir()
+    (folder / "config.json").write_text((DATA / "zamba2-2.7b.json").read_text())
+    runner = CliRunner()
+    printed = runner.invoke(app, ["import", str(folder)])
+    assert printed.exit_code == 0, printed.output
+    assert printed.output.startswith(f"# imported from {folder / 'config.json'} (Zamba2Config)")
+    target = tmp_path / "zamba2.yaml"
+    written = runner.invoke(app, ["import", str(folder), "-o", str(target)])
+    assert written.exit_code == 0, written.output
+    arch = load_arch(target)
+    assert arch == ArchConfig.from_hf(published("zamba2-2.7b.json"))
+    assert written.output.strip() == f"{arch.pattern}  ->  {target}"
+    as_json = json.loads(runner.invoke(app, ["import", str(folder), "--json"]).output)
+    assert ArchConfig.from_dict(as_json) == arch
+    cost = json.loads(runner.invoke(app, ["cost", str(folder), "--json"]).output)
+    assert cost["params"] == estimate(arch).params and cost["pattern"] == arch.pattern
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"model_type": "llama", "hidden_act": "tanh"}', "error: LlamaConfig cannot be represented"),
+    ("[1, 2]", "must be a JSON object"),
+    ("{not json", "not a readable JSON file"),
+])
+def test_cli_import_errors_are_one_line_and_exit_2(tmp_path, content, message):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    result = CliRunner().invoke(app, ["import", str(path)])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    missing = CliRunner().invoke(app, ["import", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "neither a config.json nor a folder" in missing.output
+
+
+def test_published_mamba_sizes_are_what_the_model_cards_say():
+    """Sanity of the typed-in data: the model names' sizes."""
+    sizes = {name: estimate(ArchConfig.from_hf(published(name))).params / 1e9
+             for name in ("mamba-2.8b.json", "zamba2-2.7b.json", "llama-2-7b.json",
+                          "jamba-v0.1.json")}
+    assert [math.floor(v * 10) / 10 for v in sizes.values()] == [2.7, 2.6, 6.7, 51.5]
