@@ -255,3 +255,12 @@ def test_published_mamba_sizes_are_what_the_model_cards_say():
              for name in ("mamba-2.8b.json", "zamba2-2.7b.json", "llama-2-7b.json",
                           "jamba-v0.1.json")}
     assert [math.floor(v * 10) / 10 for v in sizes.values()] == [2.7, 2.6, 6.7, 51.5]
+
+
+@pytest.mark.parametrize("preset, name", [
+    ("jamba_full", "jamba-v0.1.json"), ("zamba2_full", "zamba2-2.7b.json"),
+    ("recurrentgemma_full", "recurrentgemma-2b.json"),
+    ("nemotron_h_full", "nemotron-h-8b-base-8k.json"), ("mamba_full", "mamba-2.8b.json"),
+])
+def test_full_size_presets_are_the_published_models(preset, name):
+    assert load_arch(preset) == ArchConfig.from_hf(published(name))

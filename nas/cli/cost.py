@@ -10,7 +10,13 @@ import typer
 from nas.cli.app import app
 from nas.cli.common import console, fail, human, ratio, user_errors
 
-KIND_ORDER = ("embedding", "A", "L", "S", "M", "M2", "R", "H", "mlp", "moe", "norm", "lm_head")
+def kind_order() -> tuple[str, ...]:
+    """Breakdown rows in the order of the kind records (attention kinds first)."""
+    from search_spaces.layers import FFNS, MIXER_KINDS, NO_FFN
+
+    mixers = sorted(MIXER_KINDS, key=lambda kind: not kind.attention)
+    return ("embedding", *(kind.symbol for kind in mixers), *(f for f in FFNS if f != NO_FFN),
+            "norm", "lm_head")
 
 
 def parse_dim_options(options: list[str]) -> dict[str, Any]:
@@ -80,7 +86,8 @@ def _print_breakdown(arch, report) -> None:
                         f"cache dtype={report.dtype})")
     for column in ("kind", "count", "params", "active params", "FLOPs/token", "cache"):
         table.add_column(column, justify="left" if column == "kind" else "right")
-    kinds = sorted(report.breakdown, key=lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else 99)
+    order = kind_order()
+    kinds = sorted(report.breakdown, key=lambda k: order.index(k) if k in order else len(order))
     for kind in kinds:
         part = report.breakdown[kind]
         table.add_row(kind, str(part.count), human(part.params), human(part.active_params),
@@ -116,4 +123,7 @@ def _print_comparison(archs, reports) -> None:
 
 def _kv_cache(report) -> int:
     """Bytes of attention KV cache (A, L, S); the rest of the cache is recurrent state."""
-    return sum(report.breakdown[k].cache_bytes for k in ("A", "L", "S") if k in report.breakdown)
+    from search_spaces.layers import ATTENTION_MIXERS
+
+    return sum(report.breakdown[k].cache_bytes for k in ATTENTION_MIXERS
+               if k in report.breakdown)
