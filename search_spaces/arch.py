@@ -44,7 +44,6 @@ from search_spaces.layers import (
     ATTENTION_MIXERS,
     FFN_KIND,
     FFNS,
-    LOCAL_ATTENTION,
     MAMBA2,
     MIXER_KIND,
     MIXERS,
@@ -353,12 +352,12 @@ def _check_layer(index: int, layer: Layer) -> None:
         raise ArchConfigError(f"{where}: unknown mixer {layer.mixer!r} (valid: {', '.join(MIXERS)})")
     if layer.ffn not in FFNS:
         raise ArchConfigError(f"{where}: unknown ffn {layer.ffn!r} (valid: {', '.join(FFNS)})")
-    if layer.mixer == LOCAL_ATTENTION:
-        if not isinstance(layer.arg, int) or isinstance(layer.arg, bool) or layer.arg < 1:
-            raise ArchConfigError(f"{where}: local attention window {layer.arg!r} must be >= 1")
-    elif layer.mixer == SHARED:
-        if not isinstance(layer.arg, int) or isinstance(layer.arg, bool) or layer.arg < 0:
-            raise ArchConfigError(f"{where}: shared block id {layer.arg!r} must be >= 0")
+    kind = MIXER_KIND[layer.mixer]
+    if kind.arg is not None:
+        if not isinstance(layer.arg, int) or isinstance(layer.arg, bool) \
+                or layer.arg < kind.arg_min:
+            raise ArchConfigError(f"{where}: {kind.name} {kind.arg} {layer.arg!r} must be "
+                                  f">= {kind.arg_min}")
     elif layer.arg is not None:
         raise ArchConfigError(f"{where}: mixer {layer.mixer} takes no argument, got {layer.arg!r}")
 

@@ -26,6 +26,7 @@ class MixerKind:
     symbol      how a pattern writes it (`A`, `M2`)
     name        how messages name it
     arg         what its integer argument means (`L128`: the window), or None
+    arg_min     the smallest argument
     fields      the ArchConfig fields its module reads
     attention   counts as attention (attention-ratio constraint, KV cache column)
     pre_norm    the residual layer puts an RMSNorm before it (the shared block norms its own
@@ -36,6 +37,7 @@ class MixerKind:
     name: str
     fields: tuple[str, ...]
     arg: str | None = None
+    arg_min: int = 1
     attention: bool = False
     pre_norm: bool = True
 
@@ -58,7 +60,7 @@ MIXER_KINDS: tuple[MixerKind, ...] = (
     MixerKind("H", "Hyena", ("hyena_order", "hyena_filter_dim", "hyena_pos_dim",
                              "hyena_short_conv")),
     MixerKind("S", "shared attention block", _ATTENTION_FIELDS + MLP_FIELDS + ("shared_lora_rank",),
-              arg="block id",
+              arg="id", arg_min=0,
               attention=True, pre_norm=False),
 )
 FFN_KINDS: tuple[FFNKind, ...] = (

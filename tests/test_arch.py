@@ -44,6 +44,9 @@ def test_invalid_configs_name_the_field_and_value(pattern, dims, message):
 def test_layer_level_validation_names_the_index():
     with pytest.raises(ArchConfigError, match=r"layers\[1\]: local attention window 0 must be >= 1"):
         ArchConfig(layers=(Layer("A", None, "mlp"), Layer("L", 0, "mlp")))
+    with pytest.raises(ArchConfigError, match=r"layers\[0\]: shared attention block id -1 must "
+                                              r"be >= 0"):
+        ArchConfig(layers=(Layer("S", -1, "none"),))
     with pytest.raises(ArchConfigError, match=r"layers\[0\]: mixer M takes no argument"):
         ArchConfig(layers=(Layer("M", 3, "mlp"),))
     with pytest.raises(ArchConfigError, match=r"layers\[0\]: unknown mixer 'X'"):
