@@ -264,3 +264,21 @@ def test_published_mamba_sizes_are_what_the_model_cards_say():
 ])
 def test_full_size_presets_are_the_published_models(preset, name):
     assert load_arch(preset) == ArchConfig.from_hf(published(name))
+
+
+def test_recurrent_states_can_be_costed_in_their_own_dtype():
+    """Nemotron-H keeps its SSM states in fp32 (mamba_ssm_cache_dtype): --state-dtype fp32
+    doubles the Mamba-2 state bytes against bf16 and leaves keys, values and conv windows."""
+    path = str(DATA / "nemotron-h-8b-base-8k.json")
+    rows = [json.loads(CliRunner().invoke(app, ["cost", path, "--context", "8192", "--json",
+                                                *extra]).output)
+            for extra in ([], ["--state-dtype", "fp32"])]
+    arch = ArchConfig.from_hf(published("nemotron-h-8b-base-8k.json"))
+    heads = arch.expand * arch.d_model // arch.m2_head_dim
+    ssm_state = 24 * heads * arch.m2_head_dim * arch.m2_d_state  # 24 Mamba-2 layers
+    bf16, fp32 = (row["breakdown"]["M2"]["cache_bytes"] for row in rows)
+    assert fp32 - bf16 == ssm_state * (4 - 2)
+    assert rows[0]["breakdown"]["A"] == rows[1]["breakdown"]["A"]
+    assert (rows[0]["state_dtype"], rows[1]["state_dtype"]) == ("bf16", "fp32")
+    bad = CliRunner().invoke(app, ["cost", path, "--state-dtype", "fp64"])
+    assert bad.exit_code == 2 and "--state-dtype 'fp64': valid dtypes are" in bad.output

@@ -279,3 +279,18 @@ def test_mlp_options_are_searchable_and_asked_only_where_an_mlp_exists():
                                                        params["choice1[1]"]))
     with pytest.raises(SpaceError, match="dims.ffn_act: 'tanh' is not an activation"):
         SearchSpace.from_yaml('pattern: "A"\ndims: {ffn_act: [silu, tanh]}', "bad")
+
+
+def test_cache_limit_can_count_recurrent_states_in_fp32():
+    from search_spaces import ArchConfig
+    from search_spaces.cost import estimate
+    from search_spaces.space import Constraints
+
+    arch = ArchConfig.from_pattern("M*4 A", d_model=64)
+    limit = estimate(arch, context=1024).cache_bytes  # everything in bf16: exactly at the limit
+    within = Constraints(max_cache_bytes={"limit": limit, "context": 1024})
+    fp32 = Constraints(max_cache_bytes={"limit": limit, "context": 1024, "state_dtype": "fp32"})
+    assert within.evaluate(arch)["max_cache_bytes"] == 0.0
+    assert fp32.evaluate(arch)["max_cache_bytes"] > 0
+    assert fp32.to_yaml()["max_cache_bytes"]["state_dtype"] == "fp32"
+    assert "state_dtype" not in within.to_yaml()["max_cache_bytes"]

@@ -112,7 +112,7 @@ def test_parameters_and_state_equal_the_cost_model(kind, cost, dims):
     expected = cost(arch, arch.layers[0], 100)
     assert sum(p.numel() for p in m.parameters()) == expected.params
     state = m.init_state(3, 100)
-    assert sum(t.numel() for t in state.values()) == 3 * expected.cache
+    assert sum(t.numel() for t in state.values()) == 3 * expected.stored
 
 
 def test_mamba_initialisation():

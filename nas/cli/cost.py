@@ -49,6 +49,9 @@ def cost(
     d_model: Optional[int] = typer.Option(None, "--d-model", help="Model width."),
     context: int = typer.Option(8192, "--context", help="Context length for FLOPs and cache."),
     dtype: str = typer.Option("bf16", "--dtype", help="Cache dtype: fp32, bf16, fp16, fp8."),
+    state_dtype: Optional[str] = typer.Option(
+        None, "--state-dtype", help="Dtype of recurrent states (SSM, RG-LRU), if not --dtype: "
+                                    "many decoders keep them in fp32."),
     dim: list[str] = typer.Option([], "--dim", help="Any other dim as KEY=VALUE (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -59,15 +62,16 @@ def cost(
     """
     from search_spaces.cost import DTYPE_BYTES, estimate
 
-    if dtype not in DTYPE_BYTES:
-        fail(f"--dtype {dtype!r}: valid dtypes are {', '.join(DTYPE_BYTES)}")
+    for option, value in (("--dtype", dtype), ("--state-dtype", state_dtype)):
+        if value is not None and value not in DTYPE_BYTES:
+            fail(f"{option} {value!r}: valid dtypes are {', '.join(DTYPE_BYTES)}")
     if context < 1:
         fail(f"--context {context}: must be at least 1")
     dims = parse_dim_options(dim)
     if d_model is not None:
         dims["d_model"] = d_model
     archs = [build_arch(p, dims) for p in patterns]
-    reports = [estimate(a, context=context, dtype=dtype) for a in archs]
+    reports = [estimate(a, context=context, dtype=dtype, state_dtype=state_dtype) for a in archs]
     if as_json:
         rows = [{"input": p, "pattern": a.pattern, "fingerprint": a.fingerprint(), **r.to_dict()}
                 for p, a, r in zip(patterns, archs, reports)]
@@ -83,7 +87,7 @@ def _print_breakdown(arch, report) -> None:
     from rich.table import Table
 
     table = Table(title=f"{arch.pattern}  (d_model={arch.d_model}, context={report.context}, "
-                        f"cache dtype={report.dtype})")
+                        f"cache dtype={_dtypes(report)})")
     for column in ("kind", "count", "params", "active params", "FLOPs/token", "cache"):
         table.add_column(column, justify="left" if column == "kind" else "right")
     order = kind_order()
@@ -103,7 +107,7 @@ def _print_comparison(archs, reports) -> None:
 
     base = reports[0]
     base_kv = _kv_cache(base)
-    table = Table(title=f"context={base.context}, cache dtype={base.dtype}; "
+    table = Table(title=f"context={base.context}, cache dtype={_dtypes(base)}; "
                         "ratios (x) against the first row")
     columns = ("pattern", "layers", "params", "active", "FLOPs/token", "KV cache", "state cache",
                "cache", "params x", "FLOPs x", "KV x", "cache x")
@@ -119,6 +123,12 @@ def _print_comparison(archs, reports) -> None:
                       ratio(report.flops_per_token, base.flops_per_token),
                       ratio(kv, base_kv), ratio(report.cache_bytes, base.cache_bytes))
     console().print(table)
+
+
+def _dtypes(report) -> str:
+    if report.state_dtype == report.dtype:
+        return report.dtype
+    return f"{report.dtype}, recurrent states {report.state_dtype}"
 
 
 def _kv_cache(report) -> int:

@@ -63,14 +63,18 @@ def _check_context(context: object) -> int:
     return context
 
 
-def estimate(arch: ArchConfig, context: int = 8192, dtype: str = "bf16") -> CostReport:
+def estimate(arch: ArchConfig, context: int = 8192, dtype: str = "bf16",
+             state_dtype: str | None = None) -> CostReport:
     """Parameters, active parameters, forward FLOPs per token and inference cache bytes of
-    `arch` at `context` tokens with states stored in `dtype` (see DTYPE_BYTES).
+    `arch` at `context` tokens, caches (keys, values, convolution windows) stored in `dtype`
+    and recurrent states in `state_dtype` (default: `dtype`; see DTYPE_BYTES).
 
     Raises ValueError for a context that is not an integer >= 1 or an unknown dtype.
     """
     context = _check_context(context)
     dtype_name, element_bytes = resolve_dtype(dtype)
+    state_name, state_bytes = resolve_dtype(state_dtype) if state_dtype is not None \
+        else (dtype_name, element_bytes)
     d, vocab = arch.d_model, arch.vocab_size
     sums: dict[str, LayerCost] = {}
     counts: Counter[str] = Counter()
@@ -100,7 +104,9 @@ def estimate(arch: ArchConfig, context: int = 8192, dtype: str = "bf16") -> Cost
         kind: KindCost(count=counts[kind], params=sums[kind].params,
                        active_params=sums[kind].active_params,
                        flops_per_token=sums[kind].flops,
-                       cache_bytes=sums[kind].cache * element_bytes)
+                       cache_bytes=sums[kind].cache * element_bytes
+                       + sums[kind].state * state_bytes)
         for kind in order if kind in sums
     }
-    return CostReport.from_breakdown(breakdown, context=context, dtype=dtype_name)
+    return CostReport.from_breakdown(breakdown, context=context, dtype=dtype_name,
+                                     state_dtype=state_name)
