@@ -16,7 +16,8 @@ Widths, exactly as `trials` builds them and `cost` counts them:
                          and o: n_heads*head_dim -> d, then an RMSNorm + the MLP below; the
                          block norms concat(h, embedding) itself, so the layer has no pre-norm;
                          with shared_lora_rank r > 0 every S layer adds its own adapter
-                         d -> r -> (gate and up) to the shared MLP's pre-activations (Zamba2)
+                         d -> r -> (gate and up) to the shared MLP's pre-activations (Zamba2),
+                         and with shared_lora_attention three more 2d -> r -> 2d on q, k, v
     Mamba (M)            d_inner = expand*d_model, dt_rank = ceil(d_model/16) unless given;
                          RMSNorms on dt, B and C (Jamba) if mamba_inner_norms
     Mamba-2 (M2)         d_inner = expand*d_model, heads = d_inner/m2_head_dim, m2_n_groups B/C groups
@@ -99,8 +100,10 @@ class ArchConfig:
     ffn_bias: bool = False
     moe_experts: int = 8
     moe_top_k: int = 2
-    # the shared block (S): each invocation's own low-rank adapter on its MLP (Zamba2)
+    # the shared block (S): each invocation's own low-rank adapters on its MLP and, with
+    # shared_lora_attention, on its q, k, v (Zamba2)
     shared_lora_rank: int = 0
+    shared_lora_attention: bool = False
     # Mamba-1 (d_conv and expand are shared with Mamba-2; d_conv with the RG-LRU block)
     d_state: int = 16
     d_conv: int = 4
@@ -128,7 +131,8 @@ class ArchConfig:
         **{name: kind.fields for name, kind in FFN_KIND.items()},
     }
     BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("tie_embeddings", "attn_qkv_bias", "attn_out_bias",
-                                              "ffn_gated", "ffn_bias", "mamba_inner_norms")
+                                              "ffn_gated", "ffn_bias", "mamba_inner_norms",
+                                              "shared_lora_attention")
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -192,6 +196,11 @@ class ArchConfig:
                         f"rope_fraction={fraction} of head dimension {head_dim} is "
                         f"{fraction * head_dim:g} channels: rotary embeddings need an even "
                         "whole number of them")
+        if SHARED in kinds and self.shared_lora_attention and self.shared_lora_rank \
+                and self.n_kv_heads != self.n_heads:
+            raise ArchConfigError(
+                f"shared_lora_attention with n_kv_heads={self.n_kv_heads} != n_heads="
+                f"{self.n_heads}: the k and v adapters write 2*d_model channels, as q does")
         if MOE in kinds and self.moe_top_k > self.moe_experts:
             raise ArchConfigError(
                 f"moe_top_k={self.moe_top_k} must be at most moe_experts={self.moe_experts}")

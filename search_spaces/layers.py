@@ -59,7 +59,8 @@ MIXER_KINDS: tuple[MixerKind, ...] = (
     MixerKind("R", "RG-LRU", ("lru_width", "d_conv", "n_heads")),
     MixerKind("H", "Hyena", ("hyena_order", "hyena_filter_dim", "hyena_pos_dim",
                              "hyena_short_conv")),
-    MixerKind("S", "shared attention block", _ATTENTION_FIELDS + MLP_FIELDS + ("shared_lora_rank",),
+    MixerKind("S", "shared attention block",
+              _ATTENTION_FIELDS + MLP_FIELDS + ("shared_lora_rank", "shared_lora_attention"),
               arg="id", arg_min=0,
               attention=True, pre_norm=False),
 )

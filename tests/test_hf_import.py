@@ -34,6 +34,11 @@ TINY = {
     "jamba-v0.1.json": {"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
                         "num_key_value_heads": 2, "num_experts": 4, "mamba_dt_rank": 8,
                         "vocab_size": 128, "num_hidden_layers": 16},
+    "zamba2-1.2b-like.json": {"hidden_size": 64, "intermediate_size": 96,
+                              "num_attention_heads": 4, "num_key_value_heads": 4,
+                              "n_mamba_heads": 8, "mamba_d_state": 16, "adapter_rank": 8,
+                              "vocab_size": 128, "use_shared_attention_adapter": True,
+                              "num_mem_blocks": 1},
     "zamba2-2.7b.json": {"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4,
                          "num_key_value_heads": 4, "n_mamba_heads": 8, "mamba_d_state": 16,
                          "adapter_rank": 8, "vocab_size": 128},
@@ -96,9 +101,10 @@ def test_published_config_costs_exactly_the_hf_model(name):
     assert (report.params, report.active_params) == (total, active)
 
 
-@pytest.mark.parametrize("name", PUBLISHED)
+@pytest.mark.parametrize("name", PUBLISHED + ["zamba2-1.2b-like.json"])
 def test_tiny_config_from_the_config_class_costs_exactly_the_built_model(name):
-    config = hf_config({**published(name), **TINY[name]})
+    source = "zamba2-2.7b.json" if name == "zamba2-1.2b-like.json" else name  # attention LoRA
+    config = hf_config({**published(source), **TINY[name]})
     arch = ArchConfig.from_hf(config)  # a config object: read through its full to_dict()
     assert ArchConfig.from_hf(config.to_dict()) == arch
     total, active = hf_params(config, arch, device="cpu")
@@ -184,8 +190,8 @@ def test_every_field_that_cannot_be_represented_is_named_at_once():
      "hybrid_override_pattern[2]='E': NemotronH's MoE adds an always-on shared expert"),
     ("nemotron-h-8b-base-8k.json", {"hybrid_override_pattern": "M--*"},
      "hybrid_override_pattern[2]='-': a feed-forward entry that does not follow a mixer"),
-    ("zamba2-2.7b.json", {"use_shared_attention_adapter": True},
-     "use_shared_attention_adapter=True: ours needs False"),
+    ("zamba2-2.7b.json", {"use_shared_attention_adapter": True, "num_key_value_heads": 8},
+     "shared_lora_attention with n_kv_heads=8 != n_heads=32"),
     ("zamba2-2.7b.json", {"n_mamba_heads": 7}, "n_mamba_heads=7: mamba_expand*hidden_size / "
                                                "heads = 5120/7 is not a whole number"),
     ("recurrentgemma-2b.json", {"logits_soft_cap": 50.0}, "logits_soft_cap=50.0: ours needs 30.0"),

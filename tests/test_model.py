@@ -32,7 +32,7 @@ VARIANTS = {
         ffn_act="gelu_tanh", rope_fraction=0.0, attn_out_bias=True),
     "zamba2_lora": ArchConfig.from_pattern(
         "(M2 S0 M2 S1)+none*2", vocab_size=64, d_model=32, n_heads=4, m2_head_dim=16,
-        ffn_act="gelu", shared_lora_rank=4),
+        ffn_act="gelu", shared_lora_rank=4, shared_lora_attention=True),
 }
 
 

@@ -85,7 +85,9 @@ def build_model(arch: ArchConfig, seed: int = 0) -> HybridLM:
             if layer.mixer == SHARED:
                 if layer.arg not in shared:
                     shared[layer.arg] = SharedAttentionBlock(**shared_block_kwargs(arch))
-                mixer = MIXERS[SHARED](shared[layer.arg], d_model=arch.d_model)
+                mixer = MIXERS[SHARED](shared[layer.arg], d_model=arch.d_model,
+                                       lora_rank=arch.shared_lora_rank,
+                                       lora_attention=arch.shared_lora_attention)
             else:
                 mixer = MIXERS[layer.mixer](**mixer_kwargs(arch, layer))
             ffn = None if layer.ffn == NO_FFN else FFNS[layer.ffn](**ffn_kwargs(arch, layer.ffn))

@@ -79,9 +79,12 @@ def shared_weights(arch: ArchConfig) -> int:
 
 
 def lora_params(arch: ArchConfig) -> int:
-    """One invocation's MLP adapter, rank r = shared_lora_rank: d -> r -> g*F (g = 2 if gated:
-    gate and up), no biases: r*(d + g*F)."""
-    return arch.shared_lora_rank * (arch.d_model + (2 if arch.ffn_gated else 1) * arch.d_ff)
+    """One invocation's adapters, rank r = shared_lora_rank, no biases: the MLP's d -> r -> g*F
+    (g = 2 if gated: gate and up), r*(d + g*F); with shared_lora_attention also q, k, v's
+    2d -> r -> 2d (H*hs = KV*hs = 2d), 3*r*4d."""
+    r, d = arch.shared_lora_rank, arch.d_model
+    attention = 3 * r * 4 * d if arch.shared_lora_attention else 0
+    return r * (d + (2 if arch.ffn_gated else 1) * arch.d_ff) + attention
 
 
 def shared_invocation(arch: ArchConfig, layer: Layer, context: int) -> LayerCost:
@@ -90,7 +93,8 @@ def shared_invocation(arch: ArchConfig, layer: Layer, context: int) -> LayerCost
 
     params = d*d + lora_params
     flops  = 2*qkvo weights(2d) + 4*H*hs*(N+1)/2 + mlp_flops + 2*d*d
-             + 2*lora_params + g*F (the adapter and adding its output), when r > 0
+             + 2*lora_params + g*F (+ 3*2d with attention adapters): the adapters and adding
+             their outputs, when r > 0
     cache  = 2*KV*hs*N (every invocation keeps its own keys and values)
     The layer has no RMSNorm of its own before the block (the block norms its input).
     """
@@ -99,6 +103,7 @@ def shared_invocation(arch: ArchConfig, layer: Layer, context: int) -> LayerCost
     block_flops = 2 * _qkvo_weights(arch, 2 * d, hs) \
         + _attention_flops(arch, hs, (context + 1) / 2) + mlp_flops(arch)
     lora = lora_params(arch)
-    lora_flops = 2 * lora + (2 if arch.ffn_gated else 1) * arch.d_ff if lora else 0
+    adds = (2 if arch.ffn_gated else 1) * arch.d_ff + (6 * d if arch.shared_lora_attention else 0)
+    lora_flops = 2 * lora + adds if lora else 0
     return dense(d * d + lora, block_flops + 2 * d * d + lora_flops,
                  cache=2 * arch.n_kv_heads * hs * context)

@@ -1,7 +1,9 @@
 """Shipped presets: concrete architectures (archs/) and search spaces (spaces/), by name or path.
 
 Architectures are small-scale but faithful to each design's layer pattern (Jamba, Zamba,
-Griffin, Hawk, StripedHyena, Transformer, Mamba, Mamba-2), so they train in seconds on a CPU.
+Griffin, Hawk, StripedHyena, Transformer, Mamba, Mamba-2), so they train in seconds on a CPU;
+the `*_full` ones (jamba, zamba2, recurrentgemma, nemotron_h, mamba) are published models at
+their published sizes, imported from their config.json, for `hnas cost`.
 """
 
 from __future__ import annotations

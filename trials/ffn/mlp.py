@@ -57,20 +57,31 @@ class MLP(nn.Module):
             if linear is not None:
                 linear.reset_parameters()
 
-    def forward(self, x: Tensor) -> tuple[Tensor, None]:
+    def forward(self, x: Tensor, adapter: nn.Module | None = None) -> tuple[Tensor, None]:
+        """`adapter` (Zamba2's per-call LoRA) maps x to g*F values added to the pre-activations
+        of gate and up (the first F to gate), or of up alone when not gated."""
         if x.dim() != 3:
-            return self._mlp(x), None
+            return self._mlp(x, adapter), None
         # Each position is its own: over segments of the sequence, the F-wide temporaries stay
         # within trials.ops._memory's budget (a larger freed block is page-faulted in afresh).
         batch, length, _ = x.shape
-        ys = [self._mlp(x[:, start:end])
+        ys = [self._mlp(x[:, start:end], adapter)
               for start, end in blocks(length, 4 * batch * self.up.out_features)]
         return (ys[0] if len(ys) == 1 else torch.cat(ys, dim=1)), None
 
-    def _mlp(self, x: Tensor) -> Tensor:
-        if self.gate is None:
-            return self.down(self.act(self.up(x)))
-        return self.down(self.act(self.gate(x)) * self.up(x))
+    def _mlp(self, x: Tensor, adapter: nn.Module | None = None) -> Tensor:
+        up = self.up(x)
+        gate = None if self.gate is None else self.gate(x)
+        if adapter is not None:
+            extra = adapter(x)
+            if gate is None:
+                up = up + extra
+            else:
+                extra_gate, extra_up = extra.chunk(2, dim=-1)
+                gate, up = gate + extra_gate, up + extra_up
+        if gate is None:
+            return self.down(self.act(up))
+        return self.down(self.act(gate) * up)
 
 
 #: The default MLP: SwiGLU (silu, gated, no biases).

@@ -20,6 +20,8 @@ with rope_fraction = 0 (Jamba and Nemotron-H attention has no positional embeddi
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -78,12 +80,19 @@ class AttentionCore(nn.Module):
         for linear in (self.q_proj, self.k_proj, self.v_proj, self.o_proj):
             linear.reset_parameters()
 
-    def project(self, x: Tensor, start: int) -> tuple[Tensor, Tensor, Tensor]:
-        """x: (B, N, d_in) at positions start.. -> q (B, H, N, hd), k and v (B, KV, N, hd)."""
+    def project(self, x: Tensor, start: int,
+                adapters: Sequence[nn.Module] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x: (B, N, d_in) at positions start.. -> q (B, H, N, hd), k and v (B, KV, N, hd).
+
+        `adapters` (Zamba2's per-call attention LoRA): three maps of x whose outputs are added
+        to the q, k and v projections."""
         B, N, _ = x.shape
-        q = self.q_proj(x).view(B, N, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if adapters is not None:
+            q, k, v = (p + adapter(x) for p, adapter in zip((q, k, v), adapters))
+        q = q.view(B, N, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
         return self._rotary(q, start), self._rotary(k, start), v
 
     def _rotary(self, x: Tensor, start: int) -> Tensor:
@@ -101,8 +110,8 @@ class AttentionCore(nn.Module):
         B, _, N, _ = o.shape
         return self.o_proj(o.transpose(1, 2).reshape(B, N, self.n_heads * self.head_dim))
 
-    def forward(self, x: Tensor) -> Tensor:
-        q, k, v = self.project(x, 0)
+    def forward(self, x: Tensor, adapters: Sequence[nn.Module] | None = None) -> Tensor:
+        q, k, v = self.project(x, 0, adapters)
         return self.output(attend(q, k, v, causal=True))
 
     def empty_cache(self, batch: int, length: int, device=None, dtype=None) -> State:
@@ -114,14 +123,15 @@ class AttentionCore(nn.Module):
         return {"k": torch.zeros(shape, device=device, dtype=dtype),
                 "v": torch.zeros(shape, device=device, dtype=dtype), "pos": 0}
 
-    def decode(self, x_t: Tensor, state: State, slot: int, n_keys: int) -> tuple[Tensor, State]:
+    def decode(self, x_t: Tensor, state: State, slot: int, n_keys: int,
+               adapters: Sequence[nn.Module] | None = None) -> tuple[Tensor, State]:
         """One token: write its key and value at cache `slot`, attend over the first `n_keys`.
 
         The cache tensors are written in place (decoding runs without autograd); the returned
         state shares them and carries the next position.
         """
         pos = state["pos"]
-        q, k, v = self.project(x_t[:, None, :], pos)  # (B, H, 1, hd), (B, KV, 1, hd)
+        q, k, v = self.project(x_t[:, None, :], pos, adapters)  # (B, H, 1, hd), (B, KV, 1, hd)
         k_cache, v_cache = state["k"], state["v"]
         k_cache[:, :, slot] = k[:, :, 0]
         v_cache[:, :, slot] = v[:, :, 0]
@@ -132,12 +142,13 @@ class AttentionCore(nn.Module):
     def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> State:
         return self.empty_cache(batch, max_len, device, dtype)
 
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+    def step(self, x_t: Tensor, state: State,
+             adapters: Sequence[nn.Module] | None = None) -> tuple[Tensor, State]:
         """x_t: (B, d_in) -> (B, d_out); the key cache grows by one entry per token."""
         pos, capacity = state["pos"], state["k"].shape[2]
         if pos >= capacity:
             raise ValueError(f"decoding position {pos} is past the cache of max_len={capacity}")
-        return self.decode(x_t, state, slot=pos, n_keys=pos + 1)
+        return self.decode(x_t, state, slot=pos, n_keys=pos + 1, adapters=adapters)
 
 
 class Attention(AttentionCore):
