@@ -28,7 +28,9 @@ Widths, exactly as `trials` builds them and `cost` counts them:
     MLP                  hidden d_ff = 8/3*d_model rounded up to a multiple of 8 unless given;
                          gated (down(act(gate x) * up x)) if ffn_gated, else down(act(up x));
                          act = ffn_act (one of ACTIVATIONS); biases on every linear if ffn_bias
-    MoE                  moe_experts such MLPs of hidden d_ff, top-moe_top_k softmax router
+    MoE                  moe_experts such MLPs of hidden d_ff, top-moe_top_k softmax router; the
+                         k weights renormalised to sum to 1 (Mixtral) unless moe_renormalize
+                         is false (Jamba)
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class ArchConfig:
     ffn_bias: bool = False
     moe_experts: int = 8
     moe_top_k: int = 2
+    moe_renormalize: bool = True
     # the shared block (S): each invocation's own low-rank adapters on its MLP and, with
     # shared_lora_attention, on its q, k, v (Zamba2)
     shared_lora_rank: int = 0
@@ -132,7 +135,7 @@ class ArchConfig:
     }
     BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("tie_embeddings", "attn_qkv_bias", "attn_out_bias",
                                               "ffn_gated", "ffn_bias", "mamba_inner_norms",
-                                              "shared_lora_attention")
+                                              "shared_lora_attention", "moe_renormalize")
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)

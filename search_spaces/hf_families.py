@@ -210,7 +210,9 @@ def _llama_like(name: str, config_class: str, causal_lm: str, *extra: Link,
          _ROPE_THETA, *extra),
         layers=layers + ("rope_parameters", "rope_scaling", "partial_rotary_factor"),
         needs={"ffn_gated": (True, f"{config_class}'s MLPs are gated"),
-               "rope_fraction": (1.0, f"{config_class} rotates whole heads"), **no_bias},
+               "rope_fraction": (1.0, f"{config_class} rotates whole heads"),
+               "moe_renormalize": (True, f"{config_class}'s router renormalises its top-k "
+                                         "weights"), **no_bias},
         ignored=frozenset({"pretraining_tp", "router_jitter_noise", "mlp_only_layers"}))
 
 
@@ -236,7 +238,9 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
                "attn_qkv_bias": (False, "JambaAttention has no biases"),
                "attn_out_bias": (False, "JambaAttention has no biases"),
                "rope_fraction": (0.0, "JambaAttention has no rotary embedding"),
-               "mamba_inner_norms": (True, "JambaMambaMixer norms dt, B and C")},
+               "mamba_inner_norms": (True, "JambaMambaMixer norms dt, B and C"),
+               "moe_renormalize": (False, "Jamba's router keeps the top-k softmax weights as "
+                                          "they are")},
         null_only=frozenset({"sliding_window"}),
         ignored=_MAMBA_RUNTIME),
     Family(

@@ -67,7 +67,7 @@ MIXER_KINDS: tuple[MixerKind, ...] = (
 FFN_KINDS: tuple[FFNKind, ...] = (
     FFNKind("mlp", "MLP (gated or not, per ffn_act/ffn_gated/ffn_bias)", MLP_FIELDS),
     FFNKind("moe", "mixture of moe_experts MLPs, top-moe_top_k routed",
-            MLP_FIELDS + ("moe_experts", "moe_top_k")),
+            MLP_FIELDS + ("moe_experts", "moe_top_k", "moe_renormalize")),
     FFNKind("none", "no feed-forward part", ()),
 )
 MIXER_KIND: dict[str, MixerKind] = {kind.symbol: kind for kind in MIXER_KINDS}

@@ -417,3 +417,16 @@ def test_partial_rotary_rotates_the_first_channels_of_each_head_only(fraction):
     torch.testing.assert_close(out[..., rd:], x[..., rd:])
     if rd:
         torch.testing.assert_close(out[..., :rd], rotate(x[..., :rd], 3, THETA))
+
+
+def test_router_without_renormalisation_keeps_the_softmax_weights():
+    torch.manual_seed(0)
+    layer = MoE(8, 12, n_experts=4, top_k=2, renormalize=False)
+    x = randn(5, 8)
+    probs, gates, experts = layer.route(x)
+    torch.testing.assert_close(gates, probs.gather(1, experts))
+    assert (gates.sum(-1) < 1).all()
+    expected = sum(gates[:, k:k + 1] * torch.stack([layer.expert(int(e), x[t:t + 1])[0]
+                                                     for t, e in enumerate(experts[:, k])])
+                   for k in range(2))
+    torch.testing.assert_close(layer(x)[0], expected, atol=1e-5, rtol=1e-5)

@@ -32,7 +32,7 @@ TINY = {"d_model": 32, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 96, "m2_head
         "m2_d_state": 16, "d_state": 8, "moe_experts": 4, "moe_top_k": 2}
 
 # What the families' modules hard-code, as our options.
-JAMBA_OPTIONS = {"rope_fraction": 0.0, "mamba_inner_norms": True}
+JAMBA_OPTIONS = {"rope_fraction": 0.0, "mamba_inner_norms": True, "moe_renormalize": False}
 NEMOTRON_OPTIONS = {"rope_fraction": 0.0, "ffn_gated": False, "ffn_act": "relu2",
                     "tie_embeddings": False}
 NEMOTRON_MIX = ArchConfig.from_pattern("M2+none A M2 M2 A+none M2", **TINY, **NEMOTRON_OPTIONS)

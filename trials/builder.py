@@ -64,7 +64,7 @@ def ffn_kwargs(arch: ArchConfig, kind: str) -> dict[str, Any]:
         return dict(d_model=arch.d_model, d_ff=arch.d_ff, **mlp_options(arch))
     if kind == MOE:
         return dict(d_model=arch.d_model, d_ff=arch.d_ff, n_experts=arch.moe_experts,
-                    top_k=arch.moe_top_k, **mlp_options(arch))
+                    top_k=arch.moe_top_k, renormalize=arch.moe_renormalize, **mlp_options(arch))
     raise KeyError(f"no keyword arguments for FFN {kind!r}")
 
 

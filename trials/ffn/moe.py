@@ -5,6 +5,7 @@ Shape legend: T tokens (every leading dim flattened), d model width, F = d_ff ex
 E experts, K = top_k experts per token.
 
     x ─ router ─ softmax ─ top-k ─ renormalise ─> gates (T, K), experts (T, K)
+                                   (skipped with renormalize=False: Jamba's router)
     y_t = sum_k gate_tk * SwiGLU_{expert_tk}(x_t)
 
 Dispatch: the T*K (token, expert) slots are sorted by expert, so each expert reads one gather
@@ -35,11 +36,11 @@ class MoEAux(NamedTuple):
 
 class MoE(nn.Module):
     def __init__(self, d_model: int, d_ff: int, n_experts: int, top_k: int, act: str = "silu",
-                 gated: bool = True, bias: bool = False) -> None:
+                 gated: bool = True, bias: bool = False, renormalize: bool = True) -> None:
         super().__init__()
         if not 1 <= top_k <= n_experts:
             raise ValueError(f"top_k={top_k} must be between 1 and n_experts={n_experts}")
-        self.n_experts, self.top_k = n_experts, top_k
+        self.n_experts, self.top_k, self.renormalize = n_experts, top_k, renormalize
         self.act = activation(act)
         self.router = nn.Linear(d_model, n_experts, bias=False)
         self.w_gate = nn.Parameter(torch.empty(n_experts, d_model, d_ff)) if gated else None
@@ -64,10 +65,12 @@ class MoE(nn.Module):
                 nn.init.uniform_(bias, -bound, bound)
 
     def route(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """tokens (T, d) -> probabilities (T, E) fp32, gates (T, K) summing to 1, experts (T, K)."""
+        """tokens (T, d) -> probabilities (T, E) fp32, gates (T, K) (summing to 1 when
+        renormalised), experts (T, K)."""
         probs = self.router(tokens).float().softmax(dim=-1)
         top_p, experts = probs.topk(self.top_k, dim=-1)
-        return probs, top_p / top_p.sum(dim=-1, keepdim=True), experts
+        gates = top_p / top_p.sum(dim=-1, keepdim=True) if self.renormalize else top_p
+        return probs, gates, experts
 
     @staticmethod
     def _linear(h: Tensor, weight: Tensor, bias: Tensor | None, e: int) -> Tensor:
