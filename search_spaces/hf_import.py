@@ -46,11 +46,14 @@ def _as_dict(config: Any) -> dict[str, Any]:
                         f"{type(config).__name__}")
 
 
-def _count(data: dict[str, Any], key: str, problems: Problems) -> int:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        problems.append(f"{key}={value!r}: expected a positive integer")
-        return 0
+def _count(data: dict[str, Any], key: str, problems: Problems, default: int | None = None,
+           minimum: int = 1) -> int:
+    """The integer `key` (the config class's `default` when absent); a problem and `minimum`
+    when it is not an integer >= minimum."""
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        problems.append(f"{key}={value!r}: expected an integer >= {minimum}")
+        return minimum
     return value
 
 
@@ -59,15 +62,10 @@ def _count(data: dict[str, Any], key: str, problems: Problems) -> int:
 
 def _jamba(data: dict[str, Any], problems: Problems) -> list[Layer]:
     depth = _count(data, "num_hidden_layers", problems)
-    periods = {}
-    for prefix, period_default, offset_default in (("attn", 8, 4), ("expert", 2, 1)):
-        period = data.get(f"{prefix}_layer_period", period_default)
-        offset = data.get(f"{prefix}_layer_offset", offset_default)
-        if not isinstance(period, int) or period < 1:
-            problems.append(f"{prefix}_layer_period={period!r}: expected a positive integer")
-            period = depth + 1
-        periods[prefix] = (period, offset)
-    experts = data.get("num_experts", 16)
+    periods = {prefix: (_count(data, f"{prefix}_layer_period", problems, period),
+                        _count(data, f"{prefix}_layer_offset", problems, offset, minimum=0))
+               for prefix, period, offset in (("attn", 8, 4), ("expert", 2, 1))}
+    experts = _count(data, "num_experts", problems, 16)
     layers = []
     for i in range(depth):
         attention = i % periods["attn"][0] == periods["attn"][1]
@@ -112,7 +110,7 @@ def _zamba2(data: dict[str, Any], problems: Problems) -> list[Layer]:
         depth = _count(data, "num_hidden_layers", problems)
         hybrid = set(data.get("hybrid_layer_ids") or ())
         types = ["hybrid" if i in hybrid else "linear_attention" for i in range(depth)]
-    blocks = data.get("num_mem_blocks", 1)
+    blocks = _count(data, "num_mem_blocks", problems, 1)
     layers: list[Layer] = []
     calls = 0
     for i, kind in enumerate(types):
@@ -129,7 +127,7 @@ def _zamba2(data: dict[str, Any], problems: Problems) -> list[Layer]:
 def _recurrent_gemma(data: dict[str, Any], problems: Problems) -> list[Layer]:
     depth = _count(data, "num_hidden_layers", problems)
     cycle = list(data.get("block_types") or ("recurrent", "recurrent", "attention"))
-    window = data.get("attention_window_size", 2048)
+    window = _count(data, "attention_window_size", problems, 2048)
     layers = []
     for i in range(depth):
         kind = cycle[i % len(cycle)]

@@ -200,6 +200,9 @@ def test_every_field_that_cannot_be_represented_is_named_at_once():
     ("mistral-7b-v0.2.json", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0}},
      "rope_parameters.rope_type='yarn'"),
     ("mixtral-8x7b-v0.1.json", {"vocab_size": None}, "vocab_size"),
+    ("jamba-v0.1.json", {"attn_layer_period": 0, "num_experts": "16"},
+     "attn_layer_period=0: expected an integer >= 1; num_experts='16': expected an integer"),
+    ("zamba2-2.7b.json", {"num_mem_blocks": 0}, "num_mem_blocks=0: expected an integer >= 1"),
 ])
 def test_refusals_name_the_field(name, changes, named):
     assert named in _refusal({**published(name), **changes})

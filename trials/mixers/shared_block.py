@@ -14,8 +14,9 @@ of one block can specialise its MLP a little; with `lora_attention`, three more 
 2d -> r -> 2d added to the attention's q, k and v (which needs KV = H heads).
 
 Feeding the input embeddings back in (Zamba) lets a block shared by layers at every depth
-still see the raw tokens. The attention reads 2d channels, so its head dim is hs = 2d / H. The block norms
-concat(x, embedding) itself, so an S layer has no RMSNorm of its own before it (as Zamba2).
+still see the raw tokens. The attention reads 2d channels, so its head dim is hs = 2d / H.
+The block norms concat(x, embedding) itself, so an S layer has no RMSNorm of its own before it
+(as Zamba2).
 
 `SharedAttentionBlock` holds the shared weights; `SharedBlockInvocation` is the mixer of one S
 layer. Every invocation of one block id holds a reference to the same block object, so the
