@@ -291,3 +291,83 @@ def test_recurrent_states_can_be_costed_in_their_own_dtype():
     assert (rows[0]["state_dtype"], rows[1]["state_dtype"]) == ("bf16", "fp32")
     bad = CliRunner().invoke(app, ["cost", path, "--state-dtype", "fp64"])
     assert bad.exit_code == 2 and "--state-dtype 'fp64': valid dtypes are" in bad.output
+
+
+# -- the same function, not only the same parameter count ---------------------------------------
+
+# Our parameter names -> the HF model's, per family (regex, replacement), first match wins.
+_LLAMA_NAMES = [(r"^embedding", "model.embed_tokens"), (r"^final_norm", "model.norm"),
+                (r"^blocks\.(\d+)\.mixer_norm", r"model.layers.\1.input_layernorm"),
+                (r"^blocks\.(\d+)\.ffn_norm", r"model.layers.\1.post_attention_layernorm"),
+                (r"^blocks\.(\d+)\.mixer\.", r"model.layers.\1.self_attn."),
+                (r"^blocks\.(\d+)\.ffn\.router", r"model.layers.\1.mlp.gate"),
+                (r"^blocks\.(\d+)\.ffn\.(gate|up|down)\.", r"model.layers.\1.mlp.\2_proj."),
+                (r"^blocks\.(\d+)\.ffn\.", r"model.layers.\1.mlp.experts.")]
+_NAMES = {
+    "llama": _LLAMA_NAMES, "mistral": _LLAMA_NAMES, "mixtral": _LLAMA_NAMES,
+    "jamba": [(r"^embedding", "model.embed_tokens"), (r"^final_norm", "model.final_layernorm"),
+              (r"^blocks\.(\d+)\.mixer_norm", r"model.layers.\1.input_layernorm"),
+              (r"^blocks\.(\d+)\.ffn_norm", r"model.layers.\1.pre_ff_layernorm"),
+              (r"^blocks\.(\d+)\.mixer\.([qkvo])_proj", r"model.layers.\1.self_attn.\2_proj"),
+              (r"^blocks\.(\d+)\.mixer\.inner_norms\.0", r"model.layers.\1.mamba.dt_layernorm"),
+              (r"^blocks\.(\d+)\.mixer\.inner_norms\.1", r"model.layers.\1.mamba.b_layernorm"),
+              (r"^blocks\.(\d+)\.mixer\.inner_norms\.2", r"model.layers.\1.mamba.c_layernorm"),
+              (r"^blocks\.(\d+)\.mixer\.conv_(weight|bias)", r"model.layers.\1.mamba.conv1d.\2"),
+              (r"^blocks\.(\d+)\.mixer\.", r"model.layers.\1.mamba."),
+              (r"^blocks\.(\d+)\.ffn\.router", r"model.layers.\1.feed_forward.router"),
+              (r"^blocks\.(\d+)\.ffn\.(gate|up|down)\.", r"model.layers.\1.feed_forward.\2_proj."),
+              (r"^blocks\.(\d+)\.ffn\.", r"model.layers.\1.feed_forward.experts.")],
+    "mamba": [(r"^embedding", "backbone.embeddings"), (r"^final_norm", "backbone.norm_f"),
+              (r"^blocks\.(\d+)\.mixer_norm", r"backbone.layers.\1.norm"),
+              (r"^blocks\.(\d+)\.mixer\.conv_(weight|bias)", r"backbone.layers.\1.mixer.conv1d.\2"),
+              (r"^blocks\.(\d+)\.mixer\.", r"backbone.layers.\1.mixer.")],
+}
+
+
+def _load_hf_weights(ours, hf, family: str) -> None:
+    """Copy the HF model's weights into ours; stacked experts are split (HF keeps gate and up
+    as one (E, 2F, d) tensor, transposed against ours)."""
+    import re
+
+    state = hf.state_dict()
+    with torch.no_grad():
+        for name, param in ours.named_parameters():
+            target = next((re.sub(pattern, repl, name) for pattern, repl in _NAMES[family]
+                           if re.search(pattern, name)), name)  # lm_head: the same name
+            if name.endswith(("w_gate", "w_up")):
+                fused = state[re.sub(r"w_(gate|up)$", "gate_up_proj", target)]
+                half = fused.shape[1] // 2
+                part = fused[:, :half] if name.endswith("w_gate") else fused[:, half:]
+                param.copy_(part.transpose(1, 2))
+            elif name.endswith("w_down"):
+                param.copy_(state[re.sub(r"w_down$", "down_proj", target)].transpose(1, 2))
+            else:
+                param.copy_(state[target].reshape(param.shape))
+
+
+@pytest.mark.parametrize("name, window", [
+    ("llama-2-7b.json", None), ("mistral-7b-v0.2.json", None), ("mistral-7b-v0.2.json", 4),
+    ("mixtral-8x7b-v0.1.json", None), ("mixtral-8x7b-v0.1.json", 4), ("jamba-v0.1.json", None),
+    ("mamba-2.8b.json", None),
+])
+def test_imported_model_computes_what_the_hf_model_computes(name, window):
+    """With the HF model's weights, ours gives the same logits: the import describes the
+    function, not only the parameter count (Jamba: no RoPE, dt/B/C norms, a router without
+    renormalisation; Mistral with a sliding window shorter than the sequence)."""
+    from trials.builder import build_model
+
+    data = {**published(name), **TINY[name]}
+    del data["torch_dtype"]  # both models in fp32
+    if window is not None:  # a sliding window shorter than the sequence
+        data["sliding_window"] = window
+    config = hf_config(data)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(config).eval()
+    arch = ArchConfig.from_hf(config)
+    ours = build_model(arch).eval()
+    _load_hf_weights(ours, hf, data["model_type"])
+    tokens = torch.randint(0, arch.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf(tokens, use_cache=False).logits
+        torch.testing.assert_close(ours(tokens).logits, expected, atol=2e-5, rtol=1e-4)
