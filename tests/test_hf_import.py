@@ -317,11 +317,30 @@ _NAMES = {
               (r"^blocks\.(\d+)\.ffn\.router", r"model.layers.\1.feed_forward.router"),
               (r"^blocks\.(\d+)\.ffn\.(gate|up|down)\.", r"model.layers.\1.feed_forward.\2_proj."),
               (r"^blocks\.(\d+)\.ffn\.", r"model.layers.\1.feed_forward.experts.")],
+    "mamba2": "mamba",
     "mamba": [(r"^embedding", "backbone.embeddings"), (r"^final_norm", "backbone.norm_f"),
               (r"^blocks\.(\d+)\.mixer_norm", r"backbone.layers.\1.norm"),
               (r"^blocks\.(\d+)\.mixer\.conv_(weight|bias)", r"backbone.layers.\1.mixer.conv1d.\2"),
               (r"^blocks\.(\d+)\.mixer\.", r"backbone.layers.\1.mixer.")],
 }
+
+
+def _nemotron_names(arch: ArchConfig) -> list[tuple[str, str]]:
+    """NemotronH numbers mixer and FFN entries apart: our layer i is its entry e, its FFN e+1."""
+    names = [(r"^embedding", "model.embeddings"), (r"^final_norm", "model.norm_f")]
+    entry = 0
+    for i, layer in enumerate(arch.layers):
+        names += [(rf"^blocks\.{i}\.mixer_norm", f"model.layers.{entry}.norm"),
+                  (rf"^blocks\.{i}\.mixer\.conv_(weight|bias)",
+                   rf"model.layers.{entry}.mixer.conv1d.\1"),
+                  (rf"^blocks\.{i}\.mixer\.", f"model.layers.{entry}.mixer.")]
+        if layer.ffn != "none":
+            entry += 1
+            names += [(rf"^blocks\.{i}\.ffn_norm", f"model.layers.{entry}.norm"),
+                      (rf"^blocks\.{i}\.ffn\.(up|down)\.",
+                       rf"model.layers.{entry}.mixer.\1_proj.")]
+        entry += 1
+    return names
 
 
 def _load_hf_weights(ours, hf, family: str) -> None:
@@ -330,9 +349,11 @@ def _load_hf_weights(ours, hf, family: str) -> None:
     import re
 
     state = hf.state_dict()
+    names = (_nemotron_names(ours.arch) if family == "nemotron_h"
+             else _NAMES[_NAMES[family]] if isinstance(_NAMES[family], str) else _NAMES[family])
     with torch.no_grad():
         for name, param in ours.named_parameters():
-            target = next((re.sub(pattern, repl, name) for pattern, repl in _NAMES[family]
+            target = next((re.sub(pattern, repl, name) for pattern, repl in names
                            if re.search(pattern, name)), name)  # lm_head: the same name
             if name.endswith(("w_gate", "w_up")):
                 fused = state[re.sub(r"w_(gate|up)$", "gate_up_proj", target)]
@@ -348,12 +369,14 @@ def _load_hf_weights(ours, hf, family: str) -> None:
 @pytest.mark.parametrize("name, window", [
     ("llama-2-7b.json", None), ("mistral-7b-v0.2.json", None), ("mistral-7b-v0.2.json", 4),
     ("mixtral-8x7b-v0.1.json", None), ("mixtral-8x7b-v0.1.json", 4), ("jamba-v0.1.json", None),
-    ("mamba-2.8b.json", None),
+    ("mamba-2.8b.json", None), ("mamba-codestral-7b.json", None),
+    ("nemotron-h-8b-base-8k.json", None),
 ])
 def test_imported_model_computes_what_the_hf_model_computes(name, window):
     """With the HF model's weights, ours gives the same logits: the import describes the
     function, not only the parameter count (Jamba: no RoPE, dt/B/C norms, a router without
-    renormalisation; Mistral with a sliding window shorter than the sequence)."""
+    renormalisation; Mistral with a sliding window shorter than the sequence; Mamba-2's gated
+    norm over each of its 2 groups; Nemotron-H's relu2 MLPs and attention without RoPE)."""
     from trials.builder import build_model
 
     data = {**published(name), **TINY[name]}

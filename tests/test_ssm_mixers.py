@@ -65,7 +65,9 @@ def mamba2_reference(m: Mamba2, x):
     C = xBC[..., di + GN :].reshape(batch, length, m.n_groups, m.d_state)
     y = naive_ssd(x_in, F.softplus(dt + m.dt_bias), -m.A_log.exp(), B, C, D=m.D)
     gated = y.reshape(batch, length, di) * F.silu(z)
-    normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + m.norm.eps)
+    # the gated norm's statistics per group of di/G channels, as mamba_ssm's and HF's Mamba-2
+    grouped = gated.unflatten(-1, (m.n_groups, -1))
+    normed = (grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + m.norm.eps)).flatten(-2)
     return (normed * m.norm.weight) @ m.out_proj.weight.T
 
 

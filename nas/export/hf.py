@@ -33,7 +33,6 @@ Layer sequences (our layer index i; d = d_model):
 Differences that remain between the HF models and ours, none of them a parameter or a field:
 
     all              HF initialisation differs; ours keeps norms in fp32 statistics.
-    nemotron_h       the Mamba-2 gated norm is grouped by n_groups (ours spans d_inner).
     zamba2           the shared block's output is added to the following Mamba-2 layer's input
                      only, not to the residual stream (ours adds it to the stream, then the
                      Mamba-2 layer reads it); no residual around the shared attention; attention
