@@ -30,15 +30,20 @@ Layer sequences (our layer index i; d = d_model):
     llama            A+mlp on every layer.
     mistral, mixtral A+mlp (A+moe) on every layer, or L<w> with one window (sliding_window).
 
-Differences that remain between the HF models and ours, none of them a parameter or a field:
+Differences that remain between the HF models and ours, none of them a parameter or a field
+(llama, mistral, mixtral, jamba, mamba, mamba2 and nemotron_h compute the same logits from the
+same weights: tests/test_hf_import.py loads HF's weights into ours and compares):
 
-    all              HF initialisation differs; ours keeps norms in fp32 statistics.
+    all              HF initialisation differs.
     zamba2           the shared block's output is added to the following Mamba-2 layer's input
                      only, not to the residual stream (ours adds it to the stream, then the
                      Mamba-2 layer reads it); no residual around the shared attention; attention
                      scores are scaled by (head_dim/2)^-0.5.
     recurrent_gemma  embeddings are scaled by sqrt(d); logits are soft-capped at 30;
-                     hidden_activation also drives the recurrent block's gate (GeLU in ours).
+                     hidden_activation also drives the recurrent block's gate (GeLU in ours);
+                     the RG-LRU leaves the first token's input unscaled (ours scales it by
+                     sqrt(1 - a^2) as every other); its Lambda has the opposite sign to ours;
+                     its RMSNorms scale by 1 + weight.
 
 Silent conversions in the HF configs that the refusals and `hf_config_object`'s read-back
 guard against: Jamba turns any layer off the period into Mamba and any layer into an MLP when
