@@ -9,7 +9,8 @@ config.json (`search_spaces.hf_import.from_hf`) and exporting an ArchConfig
     fixed     config keys that the family's model needs at one value that ArchConfig has no
               field for (Jamba's mamba_proj_bias): export writes them, import refuses any other
     needs     ArchConfig fields the family's modules hard-code (Jamba's attention has no rotary
-              embedding: rope_fraction must be 0): export refuses any other value, import sets it
+              embedding: rope_fraction must be 0): export refuses any other value, import sets
+              it (and refuses a config whose linked key says otherwise)
     null_only keys the family's model reads but whose only value ours can represent is null
               (Jamba's sliding_window): import refuses any other value, export leaves them out
     ignored   keys that do not change the architecture (initialisation, kernels, dropout,
@@ -292,7 +293,6 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
          link("intermediate_size", "d_ff", SHARED),
          link("hidden_act", "ffn_act", SHARED, encode=_act_to_hf("ffn_act"),
               decode=_act_from_hf, default="gelu"),
-         link("add_bias_linear", "ffn_bias", SHARED, default=False),
          link("use_mem_rope", "rope_fraction", SHARED,
               encode=lambda arch: _use_mem_rope(arch.rope_fraction),
               decode=lambda value, config: 1.0 if value else 0.0, default=False),
@@ -301,8 +301,12 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
          link("use_shared_attention_adapter", "shared_lora_attention", SHARED, default=False)),
         layers=("layers_block_type", "hybrid_layer_ids", "num_hidden_layers", "num_mem_blocks",
                 "rope_parameters"),
-        fixed={"use_conv_bias": True, "use_long_context": False},
+        fixed={"use_conv_bias": True, "use_long_context": False, "add_bias_linear": False},
         needs={"ffn_gated": (True, "Zamba2MLP is gated"),
+               "tie_embeddings": (True, "Zamba2ForCausalLM shares its blocks' weights only "
+                                        "when it ties the embeddings (transformers 5.24)"),
+               "ffn_bias": (False, "Zamba2's add_bias_linear would also put biases on its "
+                                   "Mamba-2 projections, which ours lack"),
                "attn_qkv_bias": (False, "Zamba2Attention has no biases"),
                "attn_out_bias": (False, "Zamba2Attention has no biases")},
         # derived from the keys above by the config class itself

@@ -239,8 +239,10 @@ def from_hf(config: Any) -> ArchConfig:
         if data.get(key) is not None:
             problems.append(f"{key}={data[key]!r}: ours can represent only null here")
     problems += _rope_problems(data)
-    for name, (value, _) in family.needs.items():
-        dims.setdefault(name, value)
+    for name, (value, why) in family.needs.items():
+        if dims.setdefault(name, value) != value:
+            key = next(link.hf for link in family.links if name in link.ours)
+            problems.append(f"{key}={data.get(key)!r}: {why}")
     if problems:
         raise HFConfigError(f"{family.config_class} cannot be represented: " + "; ".join(problems))
     try:

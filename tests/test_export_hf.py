@@ -337,6 +337,9 @@ REFUSALS = [
                                  "linears have biases (ffn_bias=True)"),
     ("S M2", {"ffn": "none", "rope_fraction": 0.5}, "zamba2", "rope_fraction=0.5: Zamba2's "
                                                               "use_mem_rope rotates whole heads"),
+    ("S M2", {"ffn": "none", "tie_embeddings": False}, "zamba2",
+     "tie_embeddings=False: Zamba2ForCausalLM shares its blocks' weights only when it ties the "
+     "embeddings"),
     ("A", {"attn_qkv_bias": True}, "llama", "attn_qkv_bias=True and attn_out_bias=False differ: "
                                             "LlamaConfig's attention_bias sets them all"),
     ("A", {"ffn_gated": False}, "llama", "ffn_gated=False: LlamaConfig's MLPs are gated"),
@@ -426,3 +429,80 @@ def test_import_of_the_export_is_the_same_architecture(arch, family):
     arch = load_arch(arch) if isinstance(arch, str) else arch
     again = ArchConfig.from_hf(to_hf_config(arch, family))
     assert again.layers == arch.layers and again.fingerprint() == arch.fingerprint()
+
+
+# -- every accepted export, over sampled architectures -------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ACTS = st.sampled_from(["silu", "gelu", "gelu_tanh", "relu", "relu2"])
+
+
+@st.composite
+def _family_arch(draw):
+    """A family and an architecture drawn from the shapes it accepts, widths and options free."""
+    family = draw(st.sampled_from(HF_FAMILIES))
+    heads = draw(st.sampled_from([2, 4]))
+    dims = {"d_model": 8 * heads * draw(st.integers(1, 2)), "n_heads": heads,
+            "vocab_size": draw(st.integers(16, 80)), "d_ff": draw(st.integers(4, 40)),
+            "ffn_act": draw(_ACTS), "tie_embeddings": draw(st.booleans()),
+            "moe_experts": draw(st.integers(2, 4)), "moe_top_k": 1,
+            "d_state": draw(st.integers(2, 8)), "dt_rank": draw(st.integers(1, 4)),
+            "d_conv": draw(st.integers(2, 4)), "m2_head_dim": 8, "m2_d_state": draw(st.integers(2, 8)),
+            "m2_n_groups": draw(st.sampled_from([1, 2])),
+            "n_kv_heads": draw(st.sampled_from([1, heads]))}
+    n = draw(st.integers(1, 6))
+    if family in ("llama", "mistral", "mixtral"):
+        mixer = draw(st.sampled_from(["A", "L5"] if family != "llama" else ["A"]))
+        ffn = "moe" if family == "mixtral" else "mlp"
+        bias = family == "llama" and draw(st.booleans())
+        dims |= {"attn_qkv_bias": bias, "attn_out_bias": bias,
+                 "ffn_bias": family == "llama" and draw(st.booleans())}
+        pattern = f"{mixer}+{ffn}*{n}"
+    elif family in ("mamba", "mamba2"):
+        pattern = f"{'M' if family == 'mamba' else 'M2'}+none*{n}"
+        dims |= {"expand": draw(st.integers(1, 2))}
+    elif family == "jamba":
+        period = draw(st.integers(1, 4))
+        layers = [("A" if i % period == period - 1 else "M") + ("+moe" if i % 2 else "+mlp")
+                  for i in range(max(n, period))]
+        pattern = " ".join(layers)
+        dims |= {"rope_fraction": 0.0, "mamba_inner_norms": True, "moe_renormalize": False}
+    elif family == "nemotron_h":
+        layers = draw(st.lists(st.sampled_from(["M2+none", "M2+mlp", "A+mlp", "A+none"]),
+                               min_size=1, max_size=6))
+        pattern = " ".join(layers)
+        dims |= {"rope_fraction": 0.0, "ffn_gated": False, "tie_embeddings": False,
+                 "ffn_bias": draw(st.booleans())}
+    elif family == "zamba2":
+        blocks = draw(st.integers(1, 2))
+        runs = draw(st.lists(st.integers(0, 3), min_size=1, max_size=4))
+        layers = []
+        for k, run in enumerate(runs):
+            layers += ["M2"] * run + [f"S{k % blocks}", "M2"]
+        pattern = "(" + " ".join(layers) + ")+none"
+        dims |= {"shared_lora_rank": draw(st.integers(0, 3)), "tie_embeddings": True,
+                 "rope_fraction": draw(st.sampled_from([0.0, 1.0]))}
+        if dims["n_kv_heads"] == heads:  # HF's k and v adapters write 2*d_model channels
+            dims["shared_lora_attention"] = draw(st.booleans())
+    else:  # recurrent_gemma
+        cycle = draw(st.sampled_from(["R", "R L6", "R R L6"]))
+        pattern = f"({cycle})*{n}"
+        dims |= {"ffn_bias": True, "attn_out_bias": True, "rope_fraction": 0.5,
+                 "lru_width": heads * draw(st.integers(2, 6)),
+                 "attn_qkv_bias": draw(st.booleans())}
+    return family, ArchConfig.from_pattern(pattern, **dims)
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+@given(_family_arch())
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_accepted_export_has_exactly_the_estimated_parameters(drawn):
+    family, arch = drawn
+    config = hf_config_object(arch, family)  # accepted: the drawn shapes are the family's own
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    assert sum(p.numel() for p in model.parameters()) == estimate(arch).params
+    again = ArchConfig.from_hf(to_hf_config(arch, family))
+    assert again.fingerprint() == arch.fingerprint()

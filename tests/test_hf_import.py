@@ -203,6 +203,10 @@ def test_every_field_that_cannot_be_represented_is_named_at_once():
     ("jamba-v0.1.json", {"attn_layer_period": 0, "num_experts": "16"},
      "attn_layer_period=0: expected an integer >= 1; num_experts='16': expected an integer"),
     ("zamba2-2.7b.json", {"num_mem_blocks": 0}, "num_mem_blocks=0: expected an integer >= 1"),
+    ("zamba2-2.7b.json", {"tie_word_embeddings": False}, "tie_word_embeddings=False: "
+                                                         "Zamba2ForCausalLM shares its blocks'"),
+    ("nemotron-h-8b-base-8k.json", {"tie_word_embeddings": True}, "tie_word_embeddings=True: "
+                                                                  "NemotronHForCausalLM never"),
 ])
 def test_refusals_name_the_field(name, changes, named):
     assert named in _refusal({**published(name), **changes})
