@@ -175,6 +175,27 @@ def _head_dim_from_heads(expand_key: str) -> Callable[[Any, dict[str, Any]], int
     return decode
 
 
+def _use_mem_rope(fraction: float) -> bool:
+    if fraction not in (0.0, 1.0):
+        raise ValueError(f"rope_fraction={fraction}: Zamba2's use_mem_rope rotates whole heads "
+                         "or none (1 or 0)")
+    return fraction == 1.0
+
+
+def _check_inner(value: Any, config: dict[str, Any]) -> None:
+    expected = config.get("expand", 2) * config["hidden_size"]
+    if value != expected:
+        raise ValueError(f"intermediate_size {value} is not expand*hidden_size = {expected}")
+    return None
+
+
+def _check_heads(value: Any, config: dict[str, Any]) -> None:
+    expected = config.get("expand", 2) * config["hidden_size"] // config.get("head_dim", 64)
+    if value != expected:
+        raise ValueError(f"num_heads {value} is not expand*hidden_size/head_dim = {expected}")
+    return None
+
+
 # -- links shared by several families ---------------------------------------------------------
 
 _ATTN = (ATTENTION, LOCAL_ATTENTION, SHARED)
@@ -343,7 +364,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
          link("conv_kernel", "d_conv", MAMBA),
          link("time_step_rank", "dt_rank", MAMBA, decode=_jamba_dt_rank, default="auto"),
          link("intermediate_size", (), MAMBA, encode=lambda arch: arch.expand * arch.d_model,
-              decode=lambda value, config: _check_inner(value, config))),
+              decode=_check_inner)),
         layers=("num_hidden_layers",),
         fixed={"use_bias": False, "use_conv_bias": True, "hidden_act": "silu"},
         needs={"mamba_inner_norms": (False, "MambaMixer has no norms on dt, B and C")},
@@ -355,7 +376,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
          link("conv_kernel", "d_conv", MAMBA2), link("n_groups", "m2_n_groups", MAMBA2),
          link("head_dim", "m2_head_dim", MAMBA2),
          link("num_heads", (), MAMBA2, encode=_mamba2_heads,
-              decode=lambda value, config: _check_heads(value, config))),
+              decode=_check_heads)),
         layers=("num_hidden_layers",),
         fixed={"use_bias": False, "use_conv_bias": True, "hidden_act": "silu",
                "norm_before_gate": False, "rms_norm": True},
@@ -371,25 +392,3 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
                 link("num_experts_per_tok", "moe_top_k", MOE),
                 layers=("num_hidden_layers", "sliding_window")),
 )}
-FAMILY_NAMES = tuple(FAMILIES)
-
-
-def _use_mem_rope(fraction: float) -> bool:
-    if fraction not in (0.0, 1.0):
-        raise ValueError(f"rope_fraction={fraction}: Zamba2's use_mem_rope rotates whole heads "
-                         "or none (1 or 0)")
-    return fraction == 1.0
-
-
-def _check_inner(value: Any, config: dict[str, Any]) -> None:
-    expected = config.get("expand", 2) * config["hidden_size"]
-    if value != expected:
-        raise ValueError(f"intermediate_size {value} is not expand*hidden_size = {expected}")
-    return None
-
-
-def _check_heads(value: Any, config: dict[str, Any]) -> None:
-    expected = config.get("expand", 2) * config["hidden_size"] // config.get("head_dim", 64)
-    if value != expected:
-        raise ValueError(f"num_heads {value} is not expand*hidden_size/head_dim = {expected}")
-    return None
