@@ -108,7 +108,8 @@ def our_specs() -> list[Spec]:
         # Griffin's (recurrent, recurrent, attention) cycle cut at 4 layers, MQA as RecurrentGemma
         Spec("R R L128 R", "ours", partial(_ours, "R R L128 R", n_kv_heads=1)),
     ]
-    specs += [Spec(f"preset:{name}", "ours", partial(_preset, name)) for name in arch_names()]
+    specs += [Spec(f"preset:{name}", "ours", partial(_preset, name)) for name in arch_names()
+              if not name.endswith("_full")]  # the published sizes are for `hnas cost` only
     return specs
 
 
@@ -164,8 +165,8 @@ def _hf_mamba2(max_len: int):
 
 def _hf_jamba(max_len: int):
     # vs preset:jamba (8 layers, attention at offset 4 of 8, MoE every other layer from 1,
-    # 4 experts top-2, 4 heads / 1 KV head, d_state 16, dt_rank 8). HF's attention has no RoPE
-    # and its Mamba adds RMSNorms on dt, B, C; use_mambapy=True picks its parallel scan.
+    # 4 experts top-2, 4 heads / 1 KV head, d_state 16, dt_rank 8, no RoPE, RMSNorms on dt, B,
+    # C in the Mamba layers, as the preset); use_mambapy=True picks its parallel scan.
     from transformers import JambaConfig, JambaForCausalLM
 
     _require_mambapy()
@@ -220,7 +221,7 @@ HF_NOTES = (
      "use_mambapy=True (mambapy's parallel scan over the whole (B, L, D, N) state)."),
     "Mamba2 vs M2*4: same widths (8 heads x 32, d_state 64, 1 group, gated RMSNorm), chunk 64.",
     ("Jamba vs preset:jamba: same layout (8 layers, A at 4, MoE 4x top-2 at odd layers, "
-     "GQA 4/1); HF attention has no RoPE, its Mamba adds dt/B/C RMSNorms; use_mambapy=True."),
+     "GQA 4/1, no RoPE, dt/B/C RMSNorms in Mamba); use_mambapy=True."),
     ("RecurrentGemma vs R R L128 R: same cycle, lru_width 128, window 128, MQA, full RoPE; "
      "HF MLP is GeGLU (intermediate_size 688 = 2 x 344, halved inside), logits soft-capped."),
     ("Zamba2 vs preset:zamba: 12 SSM layers + 2 calls of one shared block (head_dim 64, RoPE); "

@@ -9,17 +9,28 @@ keeps those resolved widths; build a new config with `from_pattern` to re-derive
 Widths, exactly as `trials` builds them and `cost` counts them:
 
     attention (A, L)     head_dim = d_model / n_heads; q: d -> n_heads*head_dim,
-                         k, v: d -> n_kv_heads*head_dim, o: n_heads*head_dim -> d; no biases
+                         k, v: d -> n_kv_heads*head_dim, o: n_heads*head_dim -> d; biases on
+                         q, k, v if attn_qkv_bias, on o if attn_out_bias; rotary embeddings on
+                         the first rope_fraction of each head's channels (0: none)
     shared block (S)     the same attention fed concat(h, embedding), so head_dim = 2*d_model/n_heads
-                         and o: n_heads*head_dim -> d, then an RMSNorm + SwiGLU MLP of width d_ff
-    Mamba (M)            d_inner = expand*d_model, dt_rank = ceil(d_model/16) unless given
+                         and o: n_heads*head_dim -> d, then an RMSNorm + the MLP below; the
+                         block norms concat(h, embedding) itself, so the layer has no pre-norm;
+                         with shared_lora_rank r > 0 every S layer adds its own adapter
+                         d -> r -> (gate and up) to the shared MLP's pre-activations (Zamba2),
+                         and with shared_lora_attention three more 2d -> r -> 2d on q, k, v
+    Mamba (M)            d_inner = expand*d_model, dt_rank = ceil(d_model/16) unless given;
+                         RMSNorms on dt, B and C (Jamba) if mamba_inner_norms
     Mamba-2 (M2)         d_inner = expand*d_model, heads = d_inner/m2_head_dim, m2_n_groups B/C groups
     RG-LRU (R)           recurrence width lru_width (= d_model unless given), gates block-diagonal
                          with n_heads blocks, temporal conv of width d_conv
     Hyena (H)            order hyena_order, implicit filter MLP of width hyena_filter_dim over
                          hyena_pos_dim positional features, short conv of width hyena_short_conv
-    MLP                  SwiGLU, hidden d_ff = 8/3*d_model rounded up to a multiple of 8 unless given
-    MoE                  moe_experts SwiGLU experts of hidden d_ff, top-moe_top_k softmax router
+    MLP                  hidden d_ff = 8/3*d_model rounded up to a multiple of 8 unless given;
+                         gated (down(act(gate x) * up x)) if ffn_gated, else down(act(up x));
+                         act = ffn_act (one of ACTIVATIONS); biases on every linear if ffn_bias
+    MoE                  moe_experts such MLPs of hidden d_ff, top-moe_top_k softmax router; the
+                         k weights renormalised to sum to 1 (Mixtral) unless moe_renormalize
+                         is false (Jamba)
 """
 
 from __future__ import annotations
@@ -27,22 +38,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any, ClassVar
 
 from search_spaces.layers import (
-    ATTENTION,
+    ACTIVATIONS,
+    ATTENTION_MIXERS,
+    FFN_KIND,
     FFNS,
-    HYENA,
-    LOCAL_ATTENTION,
-    MAMBA,
     MAMBA2,
+    MIXER_KIND,
     MIXERS,
     MLP,
     MOE,
-    NO_FFN,
     RGLRU,
     SHARED,
     Layer,
@@ -83,15 +92,27 @@ class ArchConfig:
     n_heads: int = 4
     n_kv_heads: int | None = None
     rope_theta: float = 10000.0
+    rope_fraction: float = 1.0
+    attn_qkv_bias: bool = False
+    attn_out_bias: bool = False
     # feed-forward (MLP, MoE experts, the shared block's MLP)
     d_ff: int | None = None
+    ffn_act: str = "silu"
+    ffn_gated: bool = True
+    ffn_bias: bool = False
     moe_experts: int = 8
     moe_top_k: int = 2
+    moe_renormalize: bool = True
+    # the shared block (S): each invocation's own low-rank adapters on its MLP and, with
+    # shared_lora_attention, on its q, k, v (Zamba2)
+    shared_lora_rank: int = 0
+    shared_lora_attention: bool = False
     # Mamba-1 (d_conv and expand are shared with Mamba-2; d_conv with the RG-LRU block)
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2
     dt_rank: int | None = None
+    mamba_inner_norms: bool = False
     # Mamba-2
     m2_d_state: int = 64
     m2_head_dim: int = 32
@@ -106,19 +127,15 @@ class ArchConfig:
 
     # Which fields matter for which layer kinds: decides conditional search parameters and
     # which fields the canonical form (and so the fingerprint) keeps.
+    # which fields the canonical form (and so the fingerprint) keeps; read from the kind records.
     ALWAYS: ClassVar[tuple[str, ...]] = ("vocab_size", "d_model", "tie_embeddings", "norm_eps")
     RELEVANT: ClassVar[dict[str, tuple[str, ...]]] = {
-        ATTENTION: ("n_heads", "n_kv_heads", "rope_theta"),
-        LOCAL_ATTENTION: ("n_heads", "n_kv_heads", "rope_theta"),
-        SHARED: ("n_heads", "n_kv_heads", "rope_theta", "d_ff"),
-        MAMBA: ("d_state", "d_conv", "expand", "dt_rank"),
-        MAMBA2: ("m2_d_state", "m2_head_dim", "m2_n_groups", "d_conv", "expand"),
-        RGLRU: ("lru_width", "d_conv", "n_heads"),
-        HYENA: ("hyena_order", "hyena_filter_dim", "hyena_pos_dim", "hyena_short_conv"),
-        MLP: ("d_ff",),
-        MOE: ("d_ff", "moe_experts", "moe_top_k"),
-        NO_FFN: (),
+        **{symbol: kind.fields for symbol, kind in MIXER_KIND.items()},
+        **{name: kind.fields for name, kind in FFN_KIND.items()},
     }
+    BOOL_FIELDS: ClassVar[tuple[str, ...]] = ("tie_embeddings", "attn_qkv_bias", "attn_out_bias",
+                                              "ffn_gated", "ffn_bias", "mamba_inner_norms",
+                                              "shared_lora_attention", "moe_renormalize")
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -131,6 +148,10 @@ class ArchConfig:
                      "d_conv", "expand", "m2_d_state", "m2_head_dim", "m2_n_groups",
                      "hyena_filter_dim", "hyena_short_conv"):
             _check_positive_int(name, getattr(self, name))
+        if isinstance(self.shared_lora_rank, bool) or not isinstance(self.shared_lora_rank, int) \
+                or self.shared_lora_rank < 0:
+            raise ArchConfigError(f"shared_lora_rank={self.shared_lora_rank!r} must be an "
+                                  "integer >= 0 (0: no adapters)")
         self._resolve("n_kv_heads", self.n_heads)
         self._resolve("d_ff", default_d_ff(self.d_model))
         self._resolve("dt_rank", default_dt_rank(self.d_model))
@@ -155,17 +176,34 @@ class ArchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ArchConfigError(f"{name}={value!r} must be a positive number")
-        if not isinstance(self.tie_embeddings, bool):
-            raise ArchConfigError(f"tie_embeddings={self.tie_embeddings!r} must be true or false")
+        for name in self.BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ArchConfigError(f"{name}={getattr(self, name)!r} must be true or false")
+        if self.ffn_act not in ACTIVATIONS:
+            raise ArchConfigError(f"ffn_act={self.ffn_act!r} must be one of "
+                                  f"{', '.join(ACTIVATIONS)}")
+        fraction = self.rope_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                or not 0 <= fraction <= 1:
+            raise ArchConfigError(f"rope_fraction={fraction!r} must be a number from 0 to 1")
         kinds = self.kinds
-        if kinds & {ATTENTION, LOCAL_ATTENTION, SHARED, RGLRU}:
+        if kinds & {*ATTENTION_MIXERS, RGLRU}:
             _divides("n_heads", self.n_heads, "d_model", self.d_model)
-        if kinds & {ATTENTION, LOCAL_ATTENTION, SHARED}:
+        if kinds & set(ATTENTION_MIXERS):
             _divides("n_kv_heads", self.n_kv_heads, "n_heads", self.n_heads)
-            if (self.d_model // self.n_heads) % 2:
-                raise ArchConfigError(
-                    f"d_model/n_heads = {self.d_model // self.n_heads}: rotary embeddings need "
-                    "an even head dimension")
+            head_dims = {self.d_model // self.n_heads} | (
+                {2 * self.d_model // self.n_heads} if SHARED in kinds else set())
+            for head_dim in sorted(head_dims):
+                if rotary_dim(head_dim, fraction) % 2:
+                    raise ArchConfigError(
+                        f"rope_fraction={fraction} of head dimension {head_dim} is "
+                        f"{fraction * head_dim:g} channels: rotary embeddings need an even "
+                        "whole number of them")
+        if SHARED in kinds and self.shared_lora_attention and self.shared_lora_rank \
+                and self.n_kv_heads != self.n_heads:
+            raise ArchConfigError(
+                f"shared_lora_attention with n_kv_heads={self.n_kv_heads} != n_heads="
+                f"{self.n_heads}: the k and v adapters write 2*d_model channels, as q does")
         if MOE in kinds and self.moe_top_k > self.moe_experts:
             raise ArchConfigError(
                 f"moe_top_k={self.moe_top_k} must be at most moe_experts={self.moe_experts}")
@@ -195,16 +233,14 @@ class ArchConfig:
     # -- names and identity --------------------------------------------------------------------
 
     @cached_property
-    def default_ffn(self) -> str:
-        """The FFN kind the canonical pattern leaves unwritten: the most common one."""
-        return canonical_default_ffn(self.layers)
-
-    @cached_property
     def pattern(self) -> str:
-        """The canonical pattern string: runs folded as X*N, the default FFN left out."""
+        """The canonical pattern string: runs folded as X*N, mlp left unwritten (the parser's
+        default), another FFN kind shared by most layers written once as a group suffix
+        (`(M*6 S)+none*13`). It means this layer stack on its own:
+        `from_pattern(arch.pattern, **widths).layers == arch.layers`."""
         from search_spaces.pattern import format_layers
 
-        return format_layers(self.layers, default_ffn=self.default_ffn)
+        return format_layers(self.layers)
 
     def canonical(self) -> "ArchConfig":
         """The same architecture with every field that no layer uses reset to its default."""
@@ -243,10 +279,18 @@ class ArchConfig:
             raise PatternError(error.message, error.col, text) from None
         return cls(layers=layers, **dims)
 
+    @classmethod
+    def from_hf(cls, config: Any) -> "ArchConfig":
+        """From a Hugging Face config (config.json as a dict, or a transformers config object)
+        of a family in `search_spaces.hf_families`; HFConfigError names every field it cannot
+        represent."""
+        from search_spaces.hf_import import from_hf  # it imports this module
+
+        return from_hf(config)
+
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (pattern string plus every field) that `from_dict` rebuilds exactly."""
-        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "pattern": self.pattern,
-                                "ffn": self.default_ffn}
+        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "pattern": self.pattern}
         for f in fields(self):
             if f.name != "layers":
                 data[f.name] = getattr(self, f.name)
@@ -288,6 +332,13 @@ class ArchConfig:
         return cls.from_dict(data)
 
 
+def rotary_dim(head_dim: int, fraction: float) -> int:
+    """Channels of a head that rotary embeddings rotate (an odd or fractional count is refused
+    by ArchConfig); 0 when fraction is 0."""
+    exact = head_dim * fraction
+    return int(exact) if float(exact).is_integer() else -1
+
+
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in fields(ArchConfig) if f.name != "layers")
 
@@ -298,12 +349,6 @@ def relevant_fields(kinds: frozenset[str] | set[str]) -> tuple[str, ...]:
     for kind in kinds:
         wanted.update(ArchConfig.RELEVANT[kind])
     return tuple(name for name in field_names() if name in wanted)
-
-
-def canonical_default_ffn(layers: tuple[Layer, ...]) -> str:
-    counts = Counter(layer.ffn for layer in layers)
-    # Most common wins; ties go to the order of FFNS so the choice never depends on layer order.
-    return max(FFNS, key=lambda kind: (counts[kind], -FFNS.index(kind)))
 
 
 def _rebuild(arch: ArchConfig, changes: dict[str, Any]) -> ArchConfig:
@@ -319,12 +364,12 @@ def _check_layer(index: int, layer: Layer) -> None:
         raise ArchConfigError(f"{where}: unknown mixer {layer.mixer!r} (valid: {', '.join(MIXERS)})")
     if layer.ffn not in FFNS:
         raise ArchConfigError(f"{where}: unknown ffn {layer.ffn!r} (valid: {', '.join(FFNS)})")
-    if layer.mixer == LOCAL_ATTENTION:
-        if not isinstance(layer.arg, int) or isinstance(layer.arg, bool) or layer.arg < 1:
-            raise ArchConfigError(f"{where}: local attention window {layer.arg!r} must be >= 1")
-    elif layer.mixer == SHARED:
-        if not isinstance(layer.arg, int) or isinstance(layer.arg, bool) or layer.arg < 0:
-            raise ArchConfigError(f"{where}: shared block id {layer.arg!r} must be >= 0")
+    kind = MIXER_KIND[layer.mixer]
+    if kind.arg is not None:
+        if not isinstance(layer.arg, int) or isinstance(layer.arg, bool) \
+                or layer.arg < kind.arg_min:
+            raise ArchConfigError(f"{where}: {kind.name} {kind.arg} {layer.arg!r} must be "
+                                  f">= {kind.arg_min}")
     elif layer.arg is not None:
         raise ArchConfigError(f"{where}: mixer {layer.mixer} takes no argument, got {layer.arg!r}")
 

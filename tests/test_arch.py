@@ -16,7 +16,13 @@ from search_spaces import ArchConfig, ArchConfigError, Layer, load_arch, arch_na
 @pytest.mark.parametrize("pattern, dims, message", [
     ("A", {"d_model": 100, "n_heads": 3}, "n_heads=3 must divide d_model=100"),
     ("A", {"n_heads": 4, "n_kv_heads": 3}, "n_kv_heads=3 must divide n_heads=4"),
-    ("A", {"d_model": 12, "n_heads": 4}, "d_model/n_heads = 3: rotary embeddings need an even"),
+    ("A", {"d_model": 12, "n_heads": 4}, "rope_fraction=1.0 of head dimension 3 is 3 channels: "
+                                         "rotary embeddings need an even whole number"),
+    ("A", {"d_model": 64, "n_heads": 4, "rope_fraction": 0.3}, "rope_fraction=0.3 of head "
+                                                               "dimension 16 is 4.8 channels"),
+    ("A", {"rope_fraction": 1.5}, "rope_fraction=1.5 must be a number from 0 to 1"),
+    ("A", {"ffn_act": "tanh"}, "ffn_act='tanh' must be one of silu, gelu, gelu_tanh, relu, relu2"),
+    ("A", {"ffn_gated": "yes"}, "ffn_gated='yes' must be true or false"),
     ("M+moe", {"moe_experts": 2, "moe_top_k": 3}, "moe_top_k=3 must be at most moe_experts=2"),
     ("M2", {"d_model": 64, "expand": 2, "m2_head_dim": 48}, "m2_head_dim=48 must divide expand*d_model=128"),
     ("R", {"lru_width": 66, "n_heads": 4}, "n_heads=4 must divide lru_width=66"),
@@ -38,6 +44,9 @@ def test_invalid_configs_name_the_field_and_value(pattern, dims, message):
 def test_layer_level_validation_names_the_index():
     with pytest.raises(ArchConfigError, match=r"layers\[1\]: local attention window 0 must be >= 1"):
         ArchConfig(layers=(Layer("A", None, "mlp"), Layer("L", 0, "mlp")))
+    with pytest.raises(ArchConfigError, match=r"layers\[0\]: shared attention block id -1 must "
+                                              r"be >= 0"):
+        ArchConfig(layers=(Layer("S", -1, "none"),))
     with pytest.raises(ArchConfigError, match=r"layers\[0\]: mixer M takes no argument"):
         ArchConfig(layers=(Layer("M", 3, "mlp"),))
     with pytest.raises(ArchConfigError, match=r"layers\[0\]: unknown mixer 'X'"):
@@ -132,3 +141,61 @@ def test_any_valid_config_round_trips_through_json(pattern, d_model, n_heads, ff
                                    window=window, tie_embeddings=tie, m2_head_dim=16)
     again = ArchConfig.from_dict(json.loads(json.dumps(arch.to_dict())))
     assert again == arch and again.fingerprint() == arch.fingerprint()
+
+
+# -- a printed pattern means what it says --------------------------------------------------------
+
+
+def _widths(arch: ArchConfig) -> dict:
+    """Every field but the layers: what `from_pattern` takes besides the pattern."""
+    data = arch.to_dict()
+    del data["schema_version"], data["pattern"]
+    return data
+
+
+def _assert_pattern_says_it_all(arch: ArchConfig) -> None:
+    assert ArchConfig.from_pattern(arch.pattern, **_widths(arch)) == arch
+    assert ArchConfig.from_pattern(arch.pattern).layers == arch.layers
+
+
+_mixer_layers = st.sampled_from(["A", "M", "M2", "R", "H"]).map(lambda m: Layer(m, None))
+_layers = st.lists(
+    st.tuples(st.one_of(_mixer_layers, st.integers(1, 512).map(lambda w: Layer("L", w)),
+                        st.integers(0, 3).map(lambda i: Layer("S", i))),
+              st.sampled_from(["mlp", "moe", "none"]))
+    .map(lambda pair: Layer(pair[0].mixer, pair[0].arg if pair[0].mixer in "LS" else None,
+                            pair[1])),
+    min_size=1, max_size=40)
+
+
+@given(layers=_layers, period=st.integers(1, 6))
+@settings(max_examples=200, deadline=None)
+def test_printed_pattern_rebuilds_the_architecture(layers, period):
+    # periodic stacks, as real hybrids are, besides arbitrary ones
+    arch = ArchConfig(layers=tuple(layers) * period, d_model=32, n_heads=4, m2_head_dim=16)
+    _assert_pattern_says_it_all(arch)
+
+
+@pytest.mark.parametrize("name", arch_names())
+def test_every_preset_prints_a_pattern_that_rebuilds_it(name):
+    _assert_pattern_says_it_all(load_arch(name))
+
+
+def test_every_sampled_candidate_of_every_preset_space_prints_its_own_pattern():
+    import optuna
+
+    from search_spaces import load_space, space_names
+    from search_spaces.space import InvalidCandidate
+
+    for name in space_names():
+        space = load_space(name)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(25):
+            trial = study.ask()
+            try:
+                candidate = space.sample(trial)
+            except InvalidCandidate:  # widths that do not fit: the space's own business
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                continue
+            _assert_pattern_says_it_all(candidate.arch)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -376,3 +376,57 @@ def test_parameters_and_caches_equal_the_cost_model(dims):
                                  (local, attention(arch, 7, max_len).cache),
                                  (invocation, shared_invocation(arch, s_layer, max_len).cache)):
                 assert state_bytes(mixer.init_state(3, max_len, dtype=dtype)) == 3 * cache * size
+
+
+# -- the MLP options and partial rotary embeddings ---------------------------------------------
+
+
+@pytest.mark.parametrize("act, reference", [
+    ("silu", lambda h: h * torch.sigmoid(h)),
+    ("gelu", lambda h: 0.5 * h * (1 + torch.erf(h / math.sqrt(2)))),
+    ("gelu_tanh", lambda h: 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi)
+                                                       * (h + 0.044715 * h ** 3)))),
+    ("relu", lambda h: h.clamp(min=0)),
+    ("relu2", lambda h: h.clamp(min=0) ** 2),
+])
+@pytest.mark.parametrize("gated", [True, False])
+def test_mlp_and_moe_expert_equal_the_written_out_formula(act, reference, gated):
+    from trials.ffn.mlp import MLP
+
+    torch.manual_seed(0)
+    dense = MLP(16, 24, act=act, gated=gated, bias=True)
+    x = randn(4, 16)
+    up = x @ dense.up.weight.T + dense.up.bias
+    hidden = reference(x @ dense.gate.weight.T + dense.gate.bias) * up if gated else reference(up)
+    expected = hidden @ dense.down.weight.T + dense.down.bias
+    torch.testing.assert_close(dense(x)[0], expected, atol=1e-5, rtol=1e-5)
+    experts = MoE(16, 24, n_experts=2, top_k=1, act=act, gated=gated, bias=True)
+    with torch.no_grad():
+        for name in ("up", "down") + (("gate",) if gated else ()):
+            getattr(experts, f"w_{name}")[1].copy_(getattr(dense, name).weight.T)
+            getattr(experts, f"b_{name}")[1].copy_(getattr(dense, name).bias)
+    torch.testing.assert_close(experts.expert(1, x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 1.0])
+def test_partial_rotary_rotates_the_first_channels_of_each_head_only(fraction):
+    layer = Attention(32, 2, 1, THETA, rope_fraction=fraction)  # head_dim 16
+    rd = int(16 * fraction)
+    x = randn(1, 5, 16).expand(1, 2, 5, 16).clone()  # (B, H, N, hd)
+    out = layer._rotary(x, start=3)
+    torch.testing.assert_close(out[..., rd:], x[..., rd:])
+    if rd:
+        torch.testing.assert_close(out[..., :rd], rotate(x[..., :rd], 3, THETA))
+
+
+def test_router_without_renormalisation_keeps_the_softmax_weights():
+    torch.manual_seed(0)
+    layer = MoE(8, 12, n_experts=4, top_k=2, renormalize=False)
+    x = randn(5, 8)
+    probs, gates, experts = layer.route(x)
+    torch.testing.assert_close(gates, probs.gather(1, experts))
+    assert (gates.sum(-1) < 1).all()
+    expected = sum(gates[:, k:k + 1] * torch.stack([layer.expert(int(e), x[t:t + 1])[0]
+                                                     for t, e in enumerate(experts[:, k])])
+                   for k in range(2))
+    torch.testing.assert_close(layer(x)[0], expected, atol=1e-5, rtol=1e-5)

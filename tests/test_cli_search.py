@@ -20,6 +20,8 @@ dims:
   n_heads: 2
   d_state: 4
   window: 8
+  rope_fraction: 0.0        # as Jamba's attention and Mamba layers, so that
+  mamba_inner_norms: true   # candidates without L export to JambaConfig exactly
 """
 SUITE = """
 name: tiny

@@ -31,6 +31,17 @@ def test_cost_reproduces_transformer_vs_hybrid_cache_at_8k():
     assert hybrid["pattern"] == "(M*7 A)*3"
 
 
+@pytest.mark.parametrize("pattern, dims, printed", [
+    ("(A+moe)*32", [], "A+moe*32"),
+    ("(M*6 S)*13", ["--dim", "ffn=none"], "(M*6 S)+none*13"),
+])
+def test_cost_json_pattern_rebuilds_the_same_architecture(pattern, dims, printed):
+    first = json.loads(run("cost", pattern, "--d-model", "64", *dims, "--json").output)
+    assert first["pattern"] == printed
+    again = json.loads(run("cost", printed, "--d-model", "64", "--json").output)
+    assert (again["params"], again["fingerprint"]) == (first["params"], first["fingerprint"])
+
+
 def test_cost_table_shows_ratios_against_the_first_row():
     result = run("cost", "A*24", "(M*7 A)*3", "M*24", "--d-model", "2048")
     assert result.exit_code == 0, result.output

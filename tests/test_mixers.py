@@ -109,7 +109,7 @@ def test_decoding_state_equals_the_cost_models_cache(kind, max_len):
     arch, layer, mixer = make(kind)
     for dtype, size in ((torch.float32, 4), (torch.bfloat16, 2)):
         state = mixer.init_state(3, max_len, dtype=dtype)
-        expected = MIXER_COSTS[kind](arch, layer, max_len).cache * size * 3
+        expected = MIXER_COSTS[kind](arch, layer, max_len).stored * size * 3
         assert state_bytes(state) == expected, (kind, dtype)
 
 

@@ -210,10 +210,29 @@ def test_equal_stacks_written_differently_share_canonical_form_and_fingerprint()
     assert a.layers == b.layers and a.pattern == b.pattern and a.fingerprint() == b.fingerprint()
 
 
-def test_default_ffn_is_the_most_common_so_the_suffix_is_rare():
-    arch = ArchConfig.from_pattern("M*6 S", ffn="none")
-    assert arch.pattern == "M*6 S" and arch.default_ffn == "none"
-    assert ArchConfig.from_pattern(arch.pattern, ffn=arch.default_ffn) == arch
+@pytest.mark.parametrize("written, dims, canonical", [
+    ("(A+moe)*4", {}, "A+moe*4"),
+    ("(M*6 S)*13", {"ffn": "none"}, "(M*6 S)+none*13"),
+    ("M*8", {"ffn": "none"}, "M+none*8"),
+    ("M*6 S A+mlp", {"ffn": "none"}, "M+none*6 S+none A"),
+    ("M M2 R H S A+mlp", {"ffn": "none"}, "(M M2 R H S A+mlp)+none"),
+    ("M A+moe", {"ffn": "none"}, "M+none A+moe"),
+])
+def test_printed_pattern_means_the_same_layers_without_the_ffn_dim(written, dims, canonical):
+    arch = ArchConfig.from_pattern(written, **dims)
+    assert arch.pattern == canonical
+    assert ArchConfig.from_pattern(arch.pattern) == arch
+    assert "ffn" not in arch.to_dict()
+
+
+def test_a_group_suffix_is_the_ffn_of_its_layers_without_one():
+    assert layers_of("(M A+mlp)+none*2") == ["M+none", "A+mlp"] * 2
+    assert layers_of("((M)+moe A)+none") == ["M+moe", "A+none"]
+    assert unparse(parse("({M|A+none} M)+moe")) == "({M+moe|A+none} M+moe)"
+    with pytest.raises(PatternError, match="col 2: the group's '\\+none' makes two"):
+        parse("({M|M+none})+none")
+    with pytest.raises(PatternError, match="expected an FFN kind"):
+        parse("(M A)+gelu")
 
 
 def test_long_stacks_fold_without_the_cubic_search():

@@ -261,3 +261,36 @@ def test_quantities(text, value):
 def test_bad_quantities(bad):
     with pytest.raises(ValueError):
         parse_quantity(bad)
+
+
+def test_mlp_options_are_searchable_and_asked_only_where_an_mlp_exists():
+    from search_spaces.space.enumerate import enumerate_params
+
+    s = SearchSpace.from_yaml(
+        'pattern: "{M|A}*2"\n'
+        "dims: {d_model: 32, n_heads: 4, moe_experts: 2, ffn: [mlp, moe, none],\n"
+        "       ffn_act: [silu, relu2], ffn_gated: [true, false], rope_fraction: [0.0, 0.5]}\n",
+        "options")
+    every = list(enumerate_params(s, 1000))
+    assert s.size() == len(every) == 9 + 3 * 2 * 9  # M M; then 3 stacks with A, 2 rotary
+    for params in every:
+        assert ("ffn_act" in params) == (params["ffn"] != "none")
+        assert ("rope_fraction" in params) == ("A" in (params["choice1[0]"],
+                                                       params["choice1[1]"]))
+    with pytest.raises(SpaceError, match="dims.ffn_act: 'tanh' is not an activation"):
+        SearchSpace.from_yaml('pattern: "A"\ndims: {ffn_act: [silu, tanh]}', "bad")
+
+
+def test_cache_limit_can_count_recurrent_states_in_fp32():
+    from search_spaces import ArchConfig
+    from search_spaces.cost import estimate
+    from search_spaces.space import Constraints
+
+    arch = ArchConfig.from_pattern("M*4 A", d_model=64)
+    limit = estimate(arch, context=1024).cache_bytes  # everything in bf16: exactly at the limit
+    within = Constraints(max_cache_bytes={"limit": limit, "context": 1024})
+    fp32 = Constraints(max_cache_bytes={"limit": limit, "context": 1024, "state_dtype": "fp32"})
+    assert within.evaluate(arch)["max_cache_bytes"] == 0.0
+    assert fp32.evaluate(arch)["max_cache_bytes"] > 0
+    assert fp32.to_yaml()["max_cache_bytes"]["state_dtype"] == "fp32"
+    assert "state_dtype" not in within.to_yaml()["max_cache_bytes"]

@@ -65,7 +65,9 @@ def mamba2_reference(m: Mamba2, x):
     C = xBC[..., di + GN :].reshape(batch, length, m.n_groups, m.d_state)
     y = naive_ssd(x_in, F.softplus(dt + m.dt_bias), -m.A_log.exp(), B, C, D=m.D)
     gated = y.reshape(batch, length, di) * F.silu(z)
-    normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + m.norm.eps)
+    # the gated norm's statistics per group of di/G channels, as mamba_ssm's and HF's Mamba-2
+    grouped = gated.unflatten(-1, (m.n_groups, -1))
+    normed = (grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + m.norm.eps)).flatten(-2)
     return (normed * m.norm.weight) @ m.out_proj.weight.T
 
 
@@ -112,7 +114,7 @@ def test_parameters_and_state_equal_the_cost_model(kind, cost, dims):
     expected = cost(arch, arch.layers[0], 100)
     assert sum(p.numel() for p in m.parameters()) == expected.params
     state = m.init_state(3, 100)
-    assert sum(t.numel() for t in state.values()) == 3 * expected.cache
+    assert sum(t.numel() for t in state.values()) == 3 * expected.stored
 
 
 def test_mamba_initialisation():

@@ -27,11 +27,13 @@ class LMOutput:
 
 
 class Block(nn.Module):
-    """One residual layer: a mixer and an optional FFN, each behind its own RMSNorm."""
+    """One residual layer: a mixer and an optional FFN, each behind its own RMSNorm (the mixer's
+    left out with pre_norm=False: Zamba's shared block norms its own input)."""
 
-    def __init__(self, mixer: nn.Module, ffn: nn.Module | None, d_model: int, eps: float) -> None:
+    def __init__(self, mixer: nn.Module, ffn: nn.Module | None, d_model: int, eps: float,
+                 pre_norm: bool = True) -> None:
         super().__init__()
-        self.mixer_norm = RMSNorm(d_model, eps)
+        self.mixer_norm = RMSNorm(d_model, eps) if pre_norm else nn.Identity()
         self.mixer = mixer
         self.ffn_norm = RMSNorm(d_model, eps) if ffn is not None else None
         self.ffn = ffn

@@ -10,7 +10,13 @@ import typer
 from nas.cli.app import app
 from nas.cli.common import console, fail, human, ratio, user_errors
 
-KIND_ORDER = ("embedding", "A", "L", "S", "M", "M2", "R", "H", "mlp", "moe", "norm", "lm_head")
+def kind_order() -> tuple[str, ...]:
+    """Breakdown rows in the order of the kind records (attention kinds first)."""
+    from search_spaces.layers import FFNS, MIXER_KINDS, NO_FFN
+
+    mixers = sorted(MIXER_KINDS, key=lambda kind: not kind.attention)
+    return ("embedding", *(kind.symbol for kind in mixers), *(f for f in FFNS if f != NO_FFN),
+            "norm", "lm_head")
 
 
 def parse_dim_options(options: list[str]) -> dict[str, Any]:
@@ -43,6 +49,9 @@ def cost(
     d_model: Optional[int] = typer.Option(None, "--d-model", help="Model width."),
     context: int = typer.Option(8192, "--context", help="Context length for FLOPs and cache."),
     dtype: str = typer.Option("bf16", "--dtype", help="Cache dtype: fp32, bf16, fp16, fp8."),
+    state_dtype: Optional[str] = typer.Option(
+        None, "--state-dtype", help="Dtype of recurrent states (SSM, RG-LRU), if not --dtype: "
+                                    "many decoders keep them in fp32."),
     dim: list[str] = typer.Option([], "--dim", help="Any other dim as KEY=VALUE (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -53,15 +62,16 @@ def cost(
     """
     from search_spaces.cost import DTYPE_BYTES, estimate
 
-    if dtype not in DTYPE_BYTES:
-        fail(f"--dtype {dtype!r}: valid dtypes are {', '.join(DTYPE_BYTES)}")
+    for option, value in (("--dtype", dtype), ("--state-dtype", state_dtype)):
+        if value is not None and value not in DTYPE_BYTES:
+            fail(f"{option} {value!r}: valid dtypes are {', '.join(DTYPE_BYTES)}")
     if context < 1:
         fail(f"--context {context}: must be at least 1")
     dims = parse_dim_options(dim)
     if d_model is not None:
         dims["d_model"] = d_model
     archs = [build_arch(p, dims) for p in patterns]
-    reports = [estimate(a, context=context, dtype=dtype) for a in archs]
+    reports = [estimate(a, context=context, dtype=dtype, state_dtype=state_dtype) for a in archs]
     if as_json:
         rows = [{"input": p, "pattern": a.pattern, "fingerprint": a.fingerprint(), **r.to_dict()}
                 for p, a, r in zip(patterns, archs, reports)]
@@ -77,10 +87,11 @@ def _print_breakdown(arch, report) -> None:
     from rich.table import Table
 
     table = Table(title=f"{arch.pattern}  (d_model={arch.d_model}, context={report.context}, "
-                        f"cache dtype={report.dtype})")
+                        f"cache dtype={_dtypes(report)})")
     for column in ("kind", "count", "params", "active params", "FLOPs/token", "cache"):
         table.add_column(column, justify="left" if column == "kind" else "right")
-    kinds = sorted(report.breakdown, key=lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else 99)
+    order = kind_order()
+    kinds = sorted(report.breakdown, key=lambda k: order.index(k) if k in order else len(order))
     for kind in kinds:
         part = report.breakdown[kind]
         table.add_row(kind, str(part.count), human(part.params), human(part.active_params),
@@ -96,7 +107,7 @@ def _print_comparison(archs, reports) -> None:
 
     base = reports[0]
     base_kv = _kv_cache(base)
-    table = Table(title=f"context={base.context}, cache dtype={base.dtype}; "
+    table = Table(title=f"context={base.context}, cache dtype={_dtypes(base)}; "
                         "ratios (x) against the first row")
     columns = ("pattern", "layers", "params", "active", "FLOPs/token", "KV cache", "state cache",
                "cache", "params x", "FLOPs x", "KV x", "cache x")
@@ -114,6 +125,15 @@ def _print_comparison(archs, reports) -> None:
     console().print(table)
 
 
+def _dtypes(report) -> str:
+    if report.state_dtype == report.dtype:
+        return report.dtype
+    return f"{report.dtype}, recurrent states {report.state_dtype}"
+
+
 def _kv_cache(report) -> int:
     """Bytes of attention KV cache (A, L, S); the rest of the cache is recurrent state."""
-    return sum(report.breakdown[k].cache_bytes for k in ("A", "L", "S") if k in report.breakdown)
+    from search_spaces.layers import ATTENTION_MIXERS
+
+    return sum(report.breakdown[k].cache_bytes for k in ATTENTION_MIXERS
+               if k in report.breakdown)

@@ -99,7 +99,8 @@ def export(
     by: Optional[str] = typer.Option(None, "--by", help="Objective for --top."),
     fmt: str = typer.Option("yaml", "--format", help="yaml, json or hf."),
     hf_family: Optional[str] = typer.Option(None, "--hf-family", help="With --format hf: "
-                                            "jamba, nemotron_h, zamba2 or recurrent_gemma "
+                                            "jamba, nemotron_h, zamba2, recurrent_gemma, mamba, "
+                                            "mamba2, llama, mistral or mixtral "
                                             "(default: every family that fits)."),
     out_dir: Path = typer.Option(Path("."), "-o", "--out", help="Folder for the files."),
 ) -> None:

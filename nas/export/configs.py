@@ -3,7 +3,8 @@
     yaml / json   our ArchConfig (schema_version 1): `trials.build_model` rebuilds the model
                   exactly and `hnas train FILE` trains it further
     hf            a Hugging Face transformers config folder (`config.json`) per family the
-                  pattern fits (JambaConfig, NemotronHConfig, Zamba2Config, RecurrentGemmaConfig)
+                  architecture fits exactly (`nas.export.hf.HF_FAMILIES`: Jamba, NemotronH,
+                  Zamba2, RecurrentGemma, Mamba, Mamba2, Llama, Mistral, Mixtral)
 
 Files are named after the study and trial: `<study>-trial<N>.yaml`, `<study>-trial<N>-<family>/`.
 """

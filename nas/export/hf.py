@@ -1,18 +1,24 @@
-"""Export an ArchConfig as a Hugging Face transformers config, where one of four families fits.
+"""Export an ArchConfig as a Hugging Face transformers config, where one of nine families fits.
 
 Pure functions of the ArchConfig: `to_hf_config` returns the config's keyword arguments (plus
 `model_type` and `architectures`, so the dict is also what `config.json` says), and only
-`hf_config_object` imports transformers. A pattern that a family cannot express is refused with
-an `HFExportError` naming the feature and the layer, never exported as a different layer kind.
+`hf_config_object` imports transformers. Which config key is which ArchConfig field, which
+keys a family fixes and which of our options its modules hard-code is data, shared with the
+importer: `search_spaces.hf_families`. This module adds each family's layer-sequence writer.
+A pattern or an option that a family cannot express is refused with an `HFExportError` naming
+the feature and the layer, or the field, the value it needs and why; never exported as
+something else. For every accepted architecture the HF model's parameter count equals the
+toolkit's `estimate(arch).params` (tests build each family on the meta device).
 
-What maps to what (our layer index i; d = d_model):
+Layer sequences (our layer index i; d = d_model):
 
     jamba            M -> Mamba-1 layer, A -> attention layer; every layer has an MLP or an MoE.
                      Attention and MoE layers must each sit at i % period == offset
                      (attn_layer_period/offset, expert_layer_period/offset).
     nemotron_h       each of our layers becomes a mixer entry (M2 -> "M", A -> "*") followed by
-                     its FFN entry (mlp -> "-", moe -> "E", none -> nothing):
-                     `hybrid_override_pattern`, num_hidden_layers = its length.
+                     its FFN entry (mlp -> "-", none -> nothing): `hybrid_override_pattern`.
+                     Its MoE ("E") is refused: it adds an always-on shared expert and a routing
+                     bias that ours lacks.
     zamba2           "S<id> M2" (both without FFN) -> one "hybrid" layer (Zamba2 runs the shared
                      block first and feeds its output into that layer's Mamba-2); a lone M2 ->
                      "linear_attention" (a Mamba-2 layer). Shared blocks are used round-robin
@@ -20,39 +26,24 @@ What maps to what (our layer index i; d = d_model):
                      in order of first use, must repeat 0, 1, ..., n-1, 0, 1, ...
     recurrent_gemma  R -> "recurrent", L<w> -> "attention" with one attention_window_size = w;
                      every layer has an MLP. `block_types` is the shortest cycle of the pattern.
+    mamba, mamba2    M+none (M2+none) on every layer.
+    llama            A+mlp on every layer.
+    mistral, mixtral A+mlp (A+moe) on every layer, or L<w> with one window (sliding_window).
 
-Widths: hidden_size = d, vocab_size, tie_word_embeddings, the norm eps, heads and KV heads,
-intermediate_size = d_ff (RecurrentGemma halves its intermediate_size, so it gets 2*d_ff), Mamba
-d_state/d_conv/expand/dt_rank, Mamba-2 state/head dim/groups/heads (= expand*d/m2_head_dim),
-experts and top-k, lru_width, conv width, window, rope theta. A family's group of widths is
-written only when the pattern uses that layer kind (unused Mamba-2 widths need not even divide).
-pad/bos/eos token ids are None: ours define no special tokens, and a pad id would make that
-token's embedding row zero and frozen (`nn.Embedding(padding_idx=...)`).
+Differences that remain between the HF models and ours, none of them a parameter or a field
+(llama, mistral, mixtral, jamba, mamba, mamba2 and nemotron_h compute the same logits from the
+same weights: tests/test_hf_import.py loads HF's weights into ours and compares):
 
-Differences that the HF models have and these configs cannot express (the layer kinds and the
-widths above are exact; these are not):
-
-    all              HF norms, initialisation and some biases differ in detail.
-    jamba            attention has no positional embedding (ours: RoPE); the Mamba mixer adds
-                     RMSNorms on dt, B and C; the MoE router does not renormalise its top-k
-                     softmax weights (ours does).
-    nemotron_h       attention has no positional embedding; MLPs and experts are not gated
-                     (up -> act -> down, we set act = silu; ours SwiGLU); every MoE adds an
-                     always-on shared expert (width d_ff here: width 0 silently falls back to
-                     intermediate_size) and routes by sigmoid scores; the Mamba-2 gated norm is
-                     grouped by n_groups (ours spans d_inner); and NemotronHForCausalLM (5.x)
-                     never ties lm_head to the embeddings, whatever tie_word_embeddings says.
+    all              HF initialisation differs.
     zamba2           the shared block's output is added to the following Mamba-2 layer's input
                      only, not to the residual stream (ours adds it to the stream, then the
-                     Mamba-2 layer reads it); no residual around the shared attention, and
-                     concat(h, emb) is taken before the norm of h; attention scores are scaled by
-                     (head_dim/2)^-0.5; per-invocation LoRA adapters on the shared MLP have no
-                     counterpart in ours, so adapter_rank = 0 makes them empty.
-    recurrent_gemma  the MLP is GeGLU with biases (hidden_activation also drives the recurrent
-                     block's gate, which is GeLU in ours, so we set exact "gelu"); embeddings are
-                     scaled by sqrt(d); logits are soft-capped at logits_soft_cap (30); the
-                     attention output projection has a bias. RoPE spans the whole head
-                     (partial_rotary_factor = 1.0, as ours; HF's default is 0.5).
+                     Mamba-2 layer reads it); no residual around the shared attention; attention
+                     scores are scaled by (head_dim/2)^-0.5.
+    recurrent_gemma  embeddings are scaled by sqrt(d); logits are soft-capped at 30;
+                     hidden_activation also drives the recurrent block's gate (GeLU in ours);
+                     the RG-LRU leaves the first token's input unscaled (ours scales it by
+                     sqrt(1 - a^2) as every other); its Lambda has the opposite sign to ours;
+                     its RMSNorms scale by 1 + weight.
 
 Silent conversions in the HF configs that the refusals and `hf_config_object`'s read-back
 guard against: Jamba turns any layer off the period into Mamba and any layer into an MLP when
@@ -69,6 +60,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from search_spaces.arch import ArchConfig
+from search_spaces.hf_families import FAMILIES, Family
+from search_spaces.hf_import import READERS
 from search_spaces.layers import (
     ATTENTION,
     LOCAL_ATTENTION,
@@ -83,7 +76,7 @@ from search_spaces.layers import (
     Layer,
 )
 
-HF_FAMILIES = ("jamba", "nemotron_h", "zamba2", "recurrent_gemma")
+HF_FAMILIES = tuple(FAMILIES)
 INSTALL_HINT = "pip install 'hybrid-nas[hf]'"
 #: RecurrentGemma repeats block_types this many times, then truncates to num_hidden_layers.
 RG_BLOCK_REPEATS = 100
@@ -110,19 +103,41 @@ def _no_equivalent(index: int, layer: Layer, cls: str, why: str = "") -> HFExpor
     return HFExportError(message + (f" ({why})" if why else ""))
 
 
-def _common(arch: ArchConfig, family: str) -> dict[str, Any]:
-    spec = _SPECS[family]
+def _common(family: Family) -> dict[str, Any]:
     return {
-        "model_type": family,
-        "architectures": [spec.causal_lm],
-        "vocab_size": arch.vocab_size,
-        "hidden_size": arch.d_model,
-        "tie_word_embeddings": arch.tie_embeddings,
+        "model_type": family.name,
+        "architectures": [family.causal_lm],
         # Ours define no special tokens; a pad id would also zero and freeze one embedding row.
         "pad_token_id": None,
         "bos_token_id": None,
         "eos_token_id": None,
     }
+
+
+def _fields(arch: ArchConfig, family: Family) -> dict[str, Any]:
+    """The family's keys for our fields (`family.links`, where the layers use their kinds),
+    its fixed keys, and its needs checked; HFExportError naming every field that differs."""
+    problems = []
+    relevant = set(arch.relevant_fields())
+    for name, (value, why) in family.needs.items():
+        if name in relevant and getattr(arch, name) != value:
+            problems.append(f"{name}={getattr(arch, name)!r}: {why} ({name}={value!r})")
+    config: dict[str, Any] = {}
+    for link in family.links:
+        if not link.exported or link.kinds and not link.kinds & arch.kinds:
+            continue
+        values = {getattr(arch, name) for name in link.ours}
+        if len(values) > 1:
+            problems.append(f"{' and '.join(f'{n}={getattr(arch, n)!r}' for n in link.ours)} "
+                            f"differ: {family.config_class}'s {link.hf} sets them all")
+            continue
+        try:
+            config[link.hf] = link.value_of(arch)
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise HFExportError(f"{family.config_class}: " + "; ".join(problems))
+    return config | family.fixed
 
 
 def _check_moe(arch: ArchConfig, cls: str) -> None:
@@ -174,62 +189,29 @@ def _jamba(arch: ArchConfig) -> dict[str, Any]:
                 f"{what} at layers {', '.join(map(str, where))} is not periodic: {cls} places "
                 f"{what} at the layers i with i % {prefix}_layer_period == {prefix}_layer_offset")
         placed[f"{prefix}_layer_period"], placed[f"{prefix}_layer_offset"] = found
-    config = _common(arch, "jamba") | placed | {
-        "num_hidden_layers": depth,
-        "intermediate_size": arch.d_ff,
-        "hidden_act": "silu",
-        "rms_norm_eps": arch.norm_eps,
-    }
-    if ATTENTION in arch.kinds:
-        config |= {"num_attention_heads": arch.n_heads, "num_key_value_heads": arch.n_kv_heads}
-    if MAMBA in arch.kinds:
-        config |= {"mamba_d_state": arch.d_state, "mamba_d_conv": arch.d_conv,
-                   "mamba_expand": arch.expand, "mamba_dt_rank": arch.dt_rank,
-                   "mamba_conv_bias": True, "mamba_proj_bias": False}
-    if MOE in arch.kinds:
-        config |= {"num_experts": arch.moe_experts, "num_experts_per_tok": arch.moe_top_k}
-    else:  # Jamba's own way of saying "no MoE": one expert builds the plain MLP everywhere
+    config = placed | {"num_hidden_layers": depth}
+    if MOE not in arch.kinds:  # Jamba's own way of saying "no MoE": one expert, a plain MLP
         config |= {"num_experts": 1, "num_experts_per_tok": 1}
     return config
-
-
-def _mamba2_heads(arch: ArchConfig) -> int:
-    return arch.expand * arch.d_model // arch.m2_head_dim
 
 
 def _nemotron_h(arch: ArchConfig) -> dict[str, Any]:
     cls = "NemotronHConfig"
     mixer_char = {MAMBA2: "M", ATTENTION: "*"}
-    ffn_char = {MLP: "-", MOE: "E", NO_FFN: ""}
+    ffn_char = {MLP: "-", NO_FFN: ""}
     chars = []
     for i, layer in enumerate(arch.layers):
         if layer.mixer not in mixer_char:
             why = "its M layers are Mamba-2" if layer.mixer == MAMBA else ""
             raise _no_equivalent(i, layer, cls, why)
+        if layer.ffn == MOE:
+            raise HFExportError(f"layer {i} ({_name(layer, True)}): an MoE has no equivalent in "
+                                f"{cls} (its MoE adds an always-on shared expert and a routing "
+                                "bias)")
         chars.append(mixer_char[layer.mixer] + ffn_char[layer.ffn])
-    _check_moe(arch, cls)
     pattern = "".join(chars)
-    config = _common(arch, "nemotron_h") | {
-        # The legacy key (still read by 5.x) works in every release that has NemotronH.
-        "hybrid_override_pattern": pattern,
-        "num_hidden_layers": len(pattern),
-        "layer_norm_epsilon": arch.norm_eps,
-    }
-    if ATTENTION in arch.kinds:
-        config |= {"num_attention_heads": arch.n_heads, "num_key_value_heads": arch.n_kv_heads,
-                   "head_dim": arch.d_model // arch.n_heads}  # HF default is 128, not d/heads
-    if MAMBA2 in arch.kinds:
-        config |= {"ssm_state_size": arch.m2_d_state, "mamba_num_heads": _mamba2_heads(arch),
-                   "mamba_head_dim": arch.m2_head_dim, "n_groups": arch.m2_n_groups,
-                   "conv_kernel": arch.d_conv, "expand": arch.expand, "mamba_hidden_act": "silu"}
-    if kinds_ffn := arch.kinds & {MLP, MOE}:
-        config |= {"intermediate_size": arch.d_ff, "mlp_hidden_act": "silu"}
-    if MOE in kinds_ffn:
-        config |= {"n_routed_experts": arch.moe_experts, "num_experts_per_tok": arch.moe_top_k,
-                   "moe_intermediate_size": arch.d_ff, "n_shared_experts": 1,
-                   "moe_shared_expert_intermediate_size": arch.d_ff, "norm_topk_prob": True,
-                   "n_group": 1, "topk_group": 1}
-    return config
+    # The legacy key (still read by 5.x) works in every release that has NemotronH.
+    return {"hybrid_override_pattern": pattern, "num_hidden_layers": len(pattern)}
 
 
 def _zamba2(arch: ArchConfig) -> dict[str, Any]:
@@ -271,23 +253,8 @@ def _zamba2(arch: ArchConfig) -> dict[str, Any]:
             f"shared blocks {written} are not used round-robin: {cls} gives its hybrid layers "
             f"the num_mem_blocks={n_blocks} shared blocks in turn (each block once before any "
             "repeats)")
-    config = _common(arch, "zamba2") | {
-        "layers_block_type": block_types,
-        "num_hidden_layers": len(block_types),
-        "num_mem_blocks": n_blocks,
-        "rms_norm_eps": arch.norm_eps,
-        "mamba_d_state": arch.m2_d_state,
-        "mamba_d_conv": arch.d_conv,
-        "mamba_expand": arch.expand,
-        "mamba_ngroups": arch.m2_n_groups,
-        "n_mamba_heads": _mamba2_heads(arch),
-    }
-    if block_ids:
-        config |= {"num_attention_heads": arch.n_heads, "num_key_value_heads": arch.n_kv_heads,
-                   "intermediate_size": arch.d_ff, "hidden_act": "silu",  # gated: SwiGLU
-                   "use_mem_rope": True, "rope_theta": arch.rope_theta,
-                   "use_shared_attention_adapter": False, "adapter_rank": 0}
-    return config
+    return {"layers_block_type": block_types, "num_hidden_layers": len(block_types),
+            "num_mem_blocks": n_blocks}
 
 
 def _recurrent_gemma(arch: ArchConfig) -> dict[str, Any]:
@@ -309,20 +276,38 @@ def _recurrent_gemma(arch: ArchConfig) -> dict[str, Any]:
     cycle = _shortest_cycle(kinds)
     if len(cycle) * RG_BLOCK_REPEATS < len(kinds):  # HF would run out of repeats
         cycle = kinds
-    config = _common(arch, "recurrent_gemma") | {
-        "num_hidden_layers": arch.depth,
-        "block_types": cycle,
-        "num_attention_heads": arch.n_heads,  # also the RG-LRU gates' block count
-        "intermediate_size": 2 * arch.d_ff,  # RecurrentGemmaMlp uses intermediate_size // 2
-        "hidden_activation": "gelu",
-        "rms_norm_eps": arch.norm_eps,
-    }
+    config = {"num_hidden_layers": arch.depth, "block_types": cycle}
     if windows:
-        config |= {"num_key_value_heads": arch.n_kv_heads, "attention_window_size": windows[0],
-                   "rope_theta": arch.rope_theta, "partial_rotary_factor": 1.0}
-    if RGLRU in arch.kinds:
-        config |= {"lru_width": arch.lru_width, "conv1d_width": arch.d_conv}
+        config["attention_window_size"] = windows[0]
     return config
+
+
+def _uniform(family: str, mixers: tuple[str, ...], ffn: str) -> Callable[[ArchConfig], dict]:
+    """A family whose every layer is one of `mixers` with `ffn`; a local window (Mistral's
+    sliding_window) is one for the whole model."""
+    cls = FAMILIES[family].config_class
+
+    def build(arch: ArchConfig) -> dict[str, Any]:
+        for i, layer in enumerate(arch.layers):
+            if layer.mixer not in mixers:
+                raise _no_equivalent(i, layer, cls)
+            if layer.ffn != ffn:
+                wanted = {NO_FFN: "no FFN", MLP: "an MLP", MOE: "an MoE"}[ffn]
+                raise HFExportError(f"layer {i} ({_name(layer, True)}): {cls} has {wanted} on "
+                                    "every layer")
+        config: dict[str, Any] = {"num_hidden_layers": arch.depth}
+        if LOCAL_ATTENTION in mixers:
+            kinds = {layer.token(default_ffn=layer.ffn) for layer in arch.layers}
+            if len(kinds) > 1:
+                raise HFExportError(f"layers {', '.join(sorted(kinds))} differ: {cls} has one "
+                                    "sliding_window (or none) for every layer")
+            first = arch.layers[0]
+            config["sliding_window"] = first.arg if first.mixer == LOCAL_ATTENTION else None
+        if MOE == ffn:
+            _check_moe(arch, cls)
+        return config
+
+    return build
 
 
 # -- reading a built config back as our layer sequence ----------------------------------------
@@ -368,20 +353,42 @@ def _read_recurrent_gemma(config: Any) -> list[str]:
             for kind in config.layers_block_type]
 
 
+def _read_with_importer(family: str) -> Callable[[Any], list[str]]:
+    """Read back through the importer's reader of the built config's own dict (the families
+    whose layer keys the config class stores as given)."""
+    def read(config: Any) -> list[str]:
+        problems: list[str] = []
+        layers = READERS[family](config.to_dict(), problems)
+        return [f"{layer.mixer}+{layer.ffn}" for layer in layers] + problems
+    return read
+
+
 @dataclass(frozen=True)
 class _Spec:
-    config_class: str
-    causal_lm: str
+    family: Family
     build: Callable[[ArchConfig], dict[str, Any]]
     read_back: Callable[[Any], list[str]]
 
+    @property
+    def config_class(self) -> str:
+        return self.family.config_class
+
+
+def _make_spec(name: str, build: Callable[[ArchConfig], dict[str, Any]],
+               read_back: Callable[[Any], list[str]] | None = None) -> _Spec:
+    return _Spec(FAMILIES[name], build, read_back or _read_with_importer(name))
+
 
 _SPECS = {
-    "jamba": _Spec("JambaConfig", "JambaForCausalLM", _jamba, _read_jamba),
-    "nemotron_h": _Spec("NemotronHConfig", "NemotronHForCausalLM", _nemotron_h, _read_nemotron_h),
-    "zamba2": _Spec("Zamba2Config", "Zamba2ForCausalLM", _zamba2, _read_zamba2),
-    "recurrent_gemma": _Spec("RecurrentGemmaConfig", "RecurrentGemmaForCausalLM",
-                             _recurrent_gemma, _read_recurrent_gemma),
+    "jamba": _make_spec("jamba", _jamba, _read_jamba),
+    "nemotron_h": _make_spec("nemotron_h", _nemotron_h, _read_nemotron_h),
+    "zamba2": _make_spec("zamba2", _zamba2, _read_zamba2),
+    "recurrent_gemma": _make_spec("recurrent_gemma", _recurrent_gemma, _read_recurrent_gemma),
+    "mamba": _make_spec("mamba", _uniform("mamba", (MAMBA,), NO_FFN)),
+    "mamba2": _make_spec("mamba2", _uniform("mamba2", (MAMBA2,), NO_FFN)),
+    "llama": _make_spec("llama", _uniform("llama", (ATTENTION,), MLP)),
+    "mistral": _make_spec("mistral", _uniform("mistral", (ATTENTION, LOCAL_ATTENTION), MLP)),
+    "mixtral": _make_spec("mixtral", _uniform("mixtral", (ATTENTION, LOCAL_ATTENTION), MOE)),
 }
 
 
@@ -399,7 +406,9 @@ def to_hf_config(arch: ArchConfig, family: str) -> dict[str, Any]:
     """The transformers config of `family` for `arch`, as a JSON-ready dict of its keyword
     arguments plus `model_type` and `architectures`. Raises HFExportError naming what does not
     fit. Needs no transformers."""
-    return _spec(family).build(arch)
+    spec = _spec(family)
+    layers = spec.build(arch)  # the layer sequence first: its refusals name the layer
+    return _common(spec.family) | layers | _fields(arch, spec.family)
 
 
 def hf_families_for(arch: ArchConfig) -> dict[str, str | None]:

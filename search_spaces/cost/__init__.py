@@ -26,7 +26,8 @@ processed in parallel; a training step, forward plus backward, is about 3x):
     - recurrences (Mamba scans, RG-LRU): the recurrent form's arithmetic, per token;
     - Hyena's long convolutions: FFTs of length 2*context, a real FFT costing 2.5*L*log2(L);
     - embedding lookup 0; LM head 2*d*V (also when tied).
-Cache: elements of the per-sequence decoding state times the dtype's bytes.
+Cache: elements of the per-sequence decoding state times the dtype's bytes; recurrent states
+(SSM and RG-LRU hidden states) may be counted in another dtype (`state_dtype`, e.g. fp32).
 """
 
 from search_spaces.cost.attention import shared_weights

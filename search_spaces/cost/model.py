@@ -1,7 +1,8 @@
 """`estimate(arch, context, dtype)`: add up the per-kind costs of a whole model.
 
     embedding V*d (+ the LM head's 2*d*V FLOPs per token when tied)
-    for each layer:  RMSNorm(d) -> mixer -> [RMSNorm(d) -> FFN]   (the FFN part unless "none")
+    for each layer:  RMSNorm(d) -> mixer -> [RMSNorm(d) -> FFN]   (the FFN part unless "none";
+                     no RMSNorm before a mixer whose kind has pre_norm=False: the shared block)
     final RMSNorm(d) -> LM head (V*d weights only when untied; 2*d*V FLOPs either way)
 
 Zamba's shared block (S) weights are added once per distinct block id; everything else an S
@@ -31,6 +32,7 @@ from search_spaces.layers import (
     LOCAL_ATTENTION,
     MAMBA,
     MAMBA2,
+    MIXER_KIND,
     MIXERS,
     MLP,
     MOE,
@@ -61,14 +63,18 @@ def _check_context(context: object) -> int:
     return context
 
 
-def estimate(arch: ArchConfig, context: int = 8192, dtype: str = "bf16") -> CostReport:
+def estimate(arch: ArchConfig, context: int = 8192, dtype: str = "bf16",
+             state_dtype: str | None = None) -> CostReport:
     """Parameters, active parameters, forward FLOPs per token and inference cache bytes of
-    `arch` at `context` tokens with states stored in `dtype` (see DTYPE_BYTES).
+    `arch` at `context` tokens, caches (keys, values, convolution windows) stored in `dtype`
+    and recurrent states in `state_dtype` (default: `dtype`; see DTYPE_BYTES).
 
     Raises ValueError for a context that is not an integer >= 1 or an unknown dtype.
     """
     context = _check_context(context)
     dtype_name, element_bytes = resolve_dtype(dtype)
+    state_name, state_bytes = resolve_dtype(state_dtype) if state_dtype is not None \
+        else (dtype_name, element_bytes)
     d, vocab = arch.d_model, arch.vocab_size
     sums: dict[str, LayerCost] = {}
     counts: Counter[str] = Counter()
@@ -82,7 +88,7 @@ def estimate(arch: ArchConfig, context: int = 8192, dtype: str = "bf16") -> Cost
     norms = 1  # the final norm
     for layer in arch.layers:
         add(layer.mixer, MIXER_COSTS[layer.mixer](arch, layer, context))
-        norms += 1
+        norms += MIXER_KIND[layer.mixer].pre_norm
         if layer.ffn != NO_FFN:
             add(layer.ffn, FFN_COSTS[layer.ffn](arch, layer, context))
             norms += 1
@@ -98,7 +104,9 @@ def estimate(arch: ArchConfig, context: int = 8192, dtype: str = "bf16") -> Cost
         kind: KindCost(count=counts[kind], params=sums[kind].params,
                        active_params=sums[kind].active_params,
                        flops_per_token=sums[kind].flops,
-                       cache_bytes=sums[kind].cache * element_bytes)
+                       cache_bytes=sums[kind].cache * element_bytes
+                       + sums[kind].state * state_bytes)
         for kind in order if kind in sums
     }
-    return CostReport.from_breakdown(breakdown, context=context, dtype=dtype_name)
+    return CostReport.from_breakdown(breakdown, context=context, dtype=dtype_name,
+                                     state_dtype=state_name)

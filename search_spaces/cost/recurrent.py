@@ -24,10 +24,11 @@ def rglru_block(arch: ArchConfig, layer: Layer, context: int) -> LayerCost:
              log a = c*softplus(a_param) * r (1; the softplus term is a per-channel constant),
              a^2 and 1 - a^2 (2; exp and sqrt ignored), i*x (1), times sqrt(1 - a^2) (1),
              h = a*h + ... (2), and the branch product RG-LRU(x) * GeLU(y) (1)
-    cache  = conv state w*(k-1) + recurrent state w
+    cache  = conv state w*(k-1)
+    state  = recurrent state w
     """
     d, w, h, k = arch.d_model, arch.lru_width, arch.n_heads, arch.d_conv
     gate = w * (w // h) + w
     params = 2 * (d * w + w) + (w * k + w) + 2 * gate + w + (w * d + d)
     flops = 2 * 2 * d * w + conv_flops(w, k) + 2 * 2 * w * (w // h) + 2 * w * d + 8 * w
-    return dense(params, flops, cache=w * (k - 1) + w)
+    return dense(params, flops, cache=w * (k - 1), state=w)

@@ -1,6 +1,6 @@
 """Result types of the cost model and the dtype table.
 
-    LayerCost   what one layer (or one shared weight set) costs; cache in *elements*
+    LayerCost   what one layer (or one shared weight set) costs; cache and state in *elements*
     KindCost    the sum over every layer of one kind; cache in *bytes*
     CostReport  the breakdown by kind plus its totals, at one context length and dtype
 """
@@ -31,21 +31,31 @@ def resolve_dtype(dtype: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class LayerCost:
-    """One layer's cost. `flops` is forward FLOPs per token; `cache` is in elements."""
+    """One layer's cost. `flops` is forward FLOPs per token. The decoding cache is split in two,
+    in elements: `state`, the recurrent states (the SSM's h, the RG-LRU's h), which decoders
+    often keep in higher precision (Nemotron-H's mamba_ssm_cache_dtype is float32), and `cache`,
+    everything else (keys and values, convolution windows, Hyena's input history)."""
 
     params: int = 0
     active_params: int = 0
     flops: float = 0.0
     cache: int = 0
+    state: int = 0
+
+    @property
+    def stored(self) -> int:
+        """Every element of the decoding state: cache plus recurrent state."""
+        return self.cache + self.state
 
     def __add__(self, other: "LayerCost") -> "LayerCost":
         return LayerCost(self.params + other.params, self.active_params + other.active_params,
-                         self.flops + other.flops, self.cache + other.cache)
+                         self.flops + other.flops, self.cache + other.cache,
+                         self.state + other.state)
 
 
-def dense(params: int, flops: float, cache: int = 0) -> LayerCost:
+def dense(params: int, flops: float, cache: int = 0, state: int = 0) -> LayerCost:
     """A cost whose every parameter is used by every token (all but MoE)."""
-    return LayerCost(params, params, float(flops), cache)
+    return LayerCost(params, params, float(flops), cache, state)
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,8 @@ class KindCost:
 
 @dataclass(frozen=True)
 class CostReport:
-    """Analytic costs of one architecture at `context` tokens, states stored in `dtype`.
+    """Analytic costs of one architecture at `context` tokens, caches stored in `dtype` and
+    recurrent states in `state_dtype`.
 
     The totals are the sums of `breakdown`. `flops_per_token` is the forward pass averaged
     over the tokens of one sequence of `context` tokens processed in parallel; a training step
@@ -77,20 +88,23 @@ class CostReport:
     breakdown: dict[str, KindCost]
     context: int
     dtype: str
+    state_dtype: str = ""
 
     @classmethod
     def from_breakdown(cls, breakdown: dict[str, KindCost], context: int,
-                       dtype: str) -> "CostReport":
+                       dtype: str, state_dtype: str | None = None) -> "CostReport":
         parts = breakdown.values()
         return cls(params=sum(k.params for k in parts),
                    active_params=sum(k.active_params for k in parts),
                    flops_per_token=sum((k.flops_per_token for k in parts), 0.0),
                    cache_bytes=sum(k.cache_bytes for k in parts),
-                   breakdown=dict(breakdown), context=context, dtype=dtype)
+                   breakdown=dict(breakdown), context=context, dtype=dtype,
+                   state_dtype=state_dtype or dtype)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict, the breakdown included."""
-        return {"context": self.context, "dtype": self.dtype, "params": self.params,
+        return {"context": self.context, "dtype": self.dtype, "state_dtype": self.state_dtype,
+                "params": self.params,
                 "active_params": self.active_params, "flops_per_token": self.flops_per_token,
                 "cache_bytes": self.cache_bytes,
                 "breakdown": {kind: asdict(cost) for kind, cost in self.breakdown.items()}}

@@ -5,9 +5,13 @@ Grammar (whitespace separates items; it is optional next to the punctuation):
     pattern := seq END
     seq     := item (SPACE item)*
     item    := atom ('*' count)*
-    atom    := token | '(' seq ')' | '{' [name ':'] seq ('|' seq)* '}'
+    atom    := token | '(' seq ')' [ffn] | '{' [name ':'] seq ('|' seq)* '}'
     count   := INT | '{' [name ':'] (INT '..' INT | INT (',' INT)*) '}'
-    token   := 'A' | 'L' [INT] | 'M' | 'M2' | 'R' | 'H' | 'S' [INT], then ['+' ('mlp'|'moe'|'none')]
+    token   := ('A' | 'L' [INT] | 'M' | 'M2' | 'R' | 'H' | 'S' [INT]) [ffn]
+    ffn     := '+' ('mlp' | 'moe' | 'none')
+
+A group's FFN suffix, `(M*6 S)+none`, is the FFN of every layer inside it that has no suffix of
+its own; the parser writes it into those tokens, so the tree holds no group-level FFN.
 
 Every failure raises PatternError with the column, what was found and what was expected.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from search_spaces.layers import FFNS, LOCAL_ATTENTION, MIXERS_WITH_ARG, Layer
+from search_spaces.layers import FFNS, LOCAL_ATTENTION, MIXERS, MIXERS_WITH_ARG, Layer
 from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token, decisions
 from search_spaces.pattern.errors import PatternError
 
@@ -25,7 +29,7 @@ MAX_DEPTH = 64  # nesting of groups and choices; keeps Python's stack safe
 MAX_DIGITS = 9
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _AUTO_NAME = re.compile(r"(choice|repeat)\d+")
-_MIXER_LETTERS = "ALMRHS"
+_MIXER_LETTERS = "".join(sorted({symbol[0] for symbol in MIXERS}))
 DIGITS = tuple("0123456789")  # str.isdigit() also accepts "²" and other Unicode digits
 _ITEM_START = "a layer, '(' or '{'"
 
@@ -127,6 +131,8 @@ class _Parser:
         self.skip_space()
         self.expect(")", "')' to close the group opened at col %d" % col)
         self.depth -= 1
+        if self.peek() == "+":
+            body = _with_default_ffn(body, self.ffn_suffix(), self.text)
         return Group(body, col)
 
     def choice(self) -> Choice:
@@ -250,20 +256,41 @@ class _Parser:
         elif digits:
             hint = " (Mamba-2 is M2)" if mixer == "M" else ""
             raise self.error(f"{mixer} takes no argument but found {digits!r}{hint}", digits_col)
-        ffn = None
-        if self.peek() == "+":
-            self.pos += 1
-            ffn_col = self.col()
-            start = self.pos
-            while self.peek().isalpha():
-                self.pos += 1
-            word = self.text[start:self.pos]
-            if word not in FFNS:
-                found = repr(word) if word else _describe(self.peek())
-                raise PatternError(f"expected an FFN kind ({', '.join(FFNS)}) after '+' but "
-                                   f"found {found}", ffn_col, self.text)
-            ffn = word
+        ffn = self.ffn_suffix() if self.peek() == "+" else None
         return Token(Layer(mixer, arg, ffn), col)
+
+    def ffn_suffix(self) -> str:
+        """`+kind` after a layer or a group; the cursor is on the '+'."""
+        self.pos += 1
+        ffn_col = self.col()
+        start = self.pos
+        while self.peek().isalpha():
+            self.pos += 1
+        word = self.text[start:self.pos]
+        if word not in FFNS:
+            found = repr(word) if word else _describe(self.peek())
+            raise PatternError(f"expected an FFN kind ({', '.join(FFNS)}) after '+' but "
+                               f"found {found}", ffn_col, self.text)
+        return word
+
+
+def _with_default_ffn(node: Node, ffn: str, text: str) -> Node:
+    """`node` with `ffn` written into every token that has no FFN suffix."""
+    if isinstance(node, Token):
+        if node.layer.ffn is not None:
+            return node
+        return Token(Layer(node.layer.mixer, node.layer.arg, ffn), node.col)
+    if isinstance(node, Seq):
+        return Seq(tuple(_with_default_ffn(item, ffn, text) for item in node.items), node.col)
+    if isinstance(node, Group):
+        return Group(_with_default_ffn(node.body, ffn, text), node.col)
+    if isinstance(node, Repeat):
+        return Repeat(_with_default_ffn(node.item, ffn, text), node.count, node.col)
+    alternatives = tuple(_with_default_ffn(a, ffn, text) for a in node.alternatives)
+    if len(set(alternatives)) < len(alternatives):
+        raise PatternError(f"the group's '+{ffn}' makes two alternatives of the choice at col "
+                           f"{node.col} the same layers", node.col, text)
+    return Choice(alternatives, node.name, node.col, node.auto_id)
 
 
 def _render_seq(seq: Seq) -> str:

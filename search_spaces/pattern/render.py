@@ -8,9 +8,10 @@ writing one stack gives the same string.
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import lru_cache
 
-from search_spaces.layers import Layer
+from search_spaces.layers import FFNS, MLP, Layer
 from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token
 
 
@@ -40,17 +41,40 @@ def _unparse_count(count: Count) -> str:
     return "{" + prefix + body + "}"
 
 
-def format_layers(layers: tuple[Layer, ...] | list[Layer], default_ffn: str | None = None) -> str:
-    """The canonical string of a concrete layer stack.
+def format_layers(layers: tuple[Layer, ...] | list[Layer], default_ffn: str | None = MLP) -> str:
+    """The canonical string of a concrete layer stack, read with `default_ffn` as the FFN of a
+    layer without a suffix (mlp, the parser's default, so that the string means the stack on
+    its own).
 
     Written as the shortest folding found by dynamic programming over every interval of the
-    stack (ties prefer fewer spaces, then a repeat, then the earliest split), so it depends only on the stack.
-    Stacks longer than DP_MAX_LAYERS (the DP is cubic) fold their smallest period and then runs.
+    stack (ties prefer fewer spaces, then a repeat, then the earliest split), so it depends only
+    on the stack. Stacks longer than DP_MAX_LAYERS (the DP is cubic) fold their smallest period
+    and then runs. When most layers have another FFN than `default_ffn`, the stack is also
+    written with that FFN as a group suffix (`(M*6 S)+none*13`), and the shorter string wins.
     """
-    tokens = tuple(layer.token(default_ffn) for layer in layers)
-    if not tokens:
+    if not layers:
         raise ValueError("an empty layer stack has no pattern")
-    return _fold(tokens)
+    explicit = _fold(tuple(layer.token(default_ffn) for layer in layers))
+    counts = Counter(layer.ffn for layer in layers)
+    # Most common wins; ties go to the order of FFNS, so layer order never decides.
+    common = max(FFNS, key=lambda kind: (counts[kind], -FFNS.index(kind)))
+    if default_ffn is None or common == default_ffn or counts[common] == 0:
+        return explicit
+    grouped = _group_suffix(_fold(tuple(layer.token(common) for layer in layers)), common)
+    return grouped if _shorter(grouped, explicit) else explicit
+
+
+def _group_suffix(text: str, ffn: str) -> str:
+    """`text` (no layer in it written without a suffix means anything but `ffn`) with `ffn` as
+    the suffix of a group around it: `(body)*N` becomes `(body)+ffn*N`, anything else
+    `(text)+ffn`."""
+    from search_spaces.pattern.parser import parse
+
+    items = parse(text).items
+    if len(items) == 1 and isinstance(items[0], Repeat) and isinstance(items[0].item, Group):
+        repeat = items[0]
+        return f"({unparse(repeat.item.body)})+{ffn}*{_unparse_count(repeat.count)}"
+    return f"({text})+{ffn}"
 
 
 DP_MAX_LAYERS = 160

@@ -1,7 +1,9 @@
 """Shipped presets: concrete architectures (archs/) and search spaces (spaces/), by name or path.
 
 Architectures are small-scale but faithful to each design's layer pattern (Jamba, Zamba,
-Griffin, Hawk, StripedHyena, Transformer, Mamba, Mamba-2), so they train in seconds on a CPU.
+Griffin, Hawk, StripedHyena, Transformer, Mamba, Mamba-2), so they train in seconds on a CPU;
+the `*_full` ones (jamba, zamba2, recurrentgemma, nemotron_h, mamba) are published models at
+their published sizes, imported from their config.json, for `hnas cost`.
 """
 
 from __future__ import annotations
@@ -32,18 +34,26 @@ def _read(path: Path, what: str) -> str:
     return read_text(path, SpaceError, what)
 
 
+def _hf_folder_config(path: Path) -> Path:
+    """A Hugging Face model folder stands for its config.json."""
+    return path / "config.json" if path.is_dir() and (path / "config.json").is_file() else path
+
+
 def is_arch_reference(name_or_path: str | Path) -> bool:
-    """True for a preset architecture name or an existing file (anything else is a pattern)."""
-    return (PRESET_DIR / "archs" / f"{name_or_path}.yaml").is_file() or Path(name_or_path).is_file()
+    """True for a preset architecture name, an existing file or a Hugging Face model folder
+    (anything else is a pattern)."""
+    return (PRESET_DIR / "archs" / f"{name_or_path}.yaml").is_file() \
+        or _hf_folder_config(Path(name_or_path)).is_file()
 
 
 def load_arch(name_or_path: str | Path, **overrides: Any) -> ArchConfig:
-    """A preset architecture by name (`jamba`), or an ArchConfig YAML/JSON file by path.
+    """A preset architecture by name (`jamba`), an ArchConfig YAML/JSON file by path, or a
+    Hugging Face config.json (or the model folder holding it), imported with `from_hf`.
 
     `overrides` replace dims of the stored config before it is built, so widths derived by
     default (d_ff, dt_rank, ...) follow an overridden d_model unless the file fixes them."""
     preset = PRESET_DIR / "archs" / f"{name_or_path}.yaml"
-    path = preset if preset.is_file() else Path(name_or_path)
+    path = preset if preset.is_file() else _hf_folder_config(Path(name_or_path))
     if not path.is_file():
         raise SpaceError(f"{name_or_path}: neither a preset architecture "
                          f"({', '.join(arch_names())}) nor a file")
@@ -56,6 +66,9 @@ def load_arch(name_or_path: str | Path, **overrides: Any) -> ArchConfig:
     if not isinstance(data, dict):
         raise SpaceError(f"{path}: an architecture file must be a mapping")
     try:
+        if "schema_version" not in data and "model_type" in data:  # a Hugging Face config
+            imported = ArchConfig.from_hf(data).to_dict()
+            return ArchConfig.from_dict({**imported, **overrides})
         return ArchConfig.from_dict({**data, **overrides})
     except (ArchConfigError, PatternError) as error:
         raise SpaceError(f"{path}: {error}") from None

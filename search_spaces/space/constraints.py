@@ -3,7 +3,7 @@
     constraints:
       max_params: 5M                  # K/M/G = 1e3/1e6/1e9, KiB/MiB/GiB = 2^10/2^20/2^30
       max_active_params: 2M
-      max_cache_bytes: {limit: 64MiB, context: 131072, dtype: bf16}
+      max_cache_bytes: {limit: 64MiB, context: 131072, dtype: bf16}   # state_dtype: fp32 too
       attention_ratio: [0.05, 0.25]   # share of layers that are A, L or S
       depth: [8, 32]                  # number of layers
 
@@ -63,18 +63,19 @@ class CacheLimit(BaseModel):
     limit: int
     context: int
     dtype: str = "bf16"
+    state_dtype: str | None = None  # recurrent states' dtype, if not `dtype`
 
     @field_validator("limit", "context", mode="before")
     @classmethod
     def _quantity(cls, value: Any) -> int:
         return parse_quantity(value)
 
-    @field_validator("dtype")
+    @field_validator("dtype", "state_dtype")
     @classmethod
-    def _dtype(cls, value: str) -> str:
+    def _dtype(cls, value: str | None) -> str | None:
         from search_spaces.cost import DTYPE_BYTES
 
-        if value not in DTYPE_BYTES:
+        if value is not None and value not in DTYPE_BYTES:
             raise ValueError(f"unknown dtype {value!r} (valid: {', '.join(DTYPE_BYTES)})")
         return value
 
@@ -121,7 +122,8 @@ class Constraints(BaseModel):
                 values["max_active_params"] = report.active_params / self.max_active_params - 1.0
         if self.max_cache_bytes is not None:
             limit = self.max_cache_bytes
-            report = estimate(arch, context=limit.context, dtype=limit.dtype)
+            report = estimate(arch, context=limit.context, dtype=limit.dtype,
+                              state_dtype=limit.state_dtype)
             values["max_cache_bytes"] = report.cache_bytes / limit.limit - 1.0
         if self.attention_ratio is not None:
             ratio = attention_ratio(arch)
@@ -137,7 +139,7 @@ class Constraints(BaseModel):
         for name in self.names():
             value = getattr(self, name)
             if isinstance(value, CacheLimit):
-                value = value.model_dump()
+                value = value.model_dump(exclude_none=True)
             elif isinstance(value, tuple):
                 value = [None if abs(v) == float("inf") else v for v in value]
             data[name] = value

@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Mapping
 
 from search_spaces.arch import relevant_fields
-from search_spaces.layers import LOCAL_ATTENTION, MIXERS
+from search_spaces.layers import FFNS, LOCAL_ATTENTION, MIXERS, MLP
 from search_spaces.pattern import Choice, Group, Node, Repeat, Seq, Token, decisions
 from search_spaces.space.dims import DimSpec, SpaceError
 
@@ -107,13 +107,13 @@ def _dims_factor(features: frozenset[str], dims: Mapping[str, DimSpec]) -> int |
             total *= len(values)
         return total
 
-    kinds = {f for f in features if f in MIXERS or f in ("mlp", "moe", "none")}
+    kinds = {f for f in features if f in MIXERS or f in FFNS}
     extra = {"window"} if BARE_WINDOW in features else set()
     if DEFAULT_FFN not in features:
         return product(set(relevant_fields(kinds)) | extra)
     ffn_spec = dims.get("ffn")
     total = 0
-    for ffn in (ffn_spec.values() if ffn_spec else ("mlp",)):
+    for ffn in (ffn_spec.values() if ffn_spec else (MLP,)):
         part = product(set(relevant_fields(kinds | {ffn})) | extra)
         if part is None:
             return None

@@ -12,13 +12,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from search_spaces.arch import PATTERN_DIMS, field_names
-from search_spaces.layers import FFNS
+from search_spaces.arch import PATTERN_DIMS, ArchConfig, field_names
+from search_spaces.layers import ACTIVATIONS, FFNS
 
-BOOL_DIMS = ("tie_embeddings",)
-FLOAT_DIMS = ("norm_eps", "rope_theta")
+BOOL_DIMS = ArchConfig.BOOL_FIELDS
+FLOAT_DIMS = ("norm_eps", "rope_theta", "rope_fraction")
 AUTO_DIMS = ("n_kv_heads", "d_ff", "dt_rank", "lru_width")  # null = derived by default
-STR_DIMS = ("ffn",)
+#: Dims whose values are words, and the words each accepts.
+STR_DIMS: dict[str, tuple[str, tuple[str, ...]]] = {"ffn": ("an FFN kind", FFNS),
+                                                    "ffn_act": ("an activation", ACTIVATIONS)}
 
 
 class SpaceError(ValueError):
@@ -33,8 +35,9 @@ def check_value(name: str, value: Any) -> Any:
     """The value if it is valid for this dim, else a SpaceError naming it."""
     where = f"dims.{name}"
     if name in STR_DIMS:
-        if value not in FFNS:
-            raise SpaceError(f"{where}: {value!r} is not an FFN kind ({', '.join(FFNS)})")
+        what, words = STR_DIMS[name]
+        if value not in words:
+            raise SpaceError(f"{where}: {value!r} is not {what} ({', '.join(words)})")
         return value
     if name in BOOL_DIMS:
         if not isinstance(value, bool):
@@ -203,7 +206,7 @@ def _parse_range(name: str, raw: dict) -> DimSpec:
         raise SpaceError(f"{where}.log: expected true or false, got {log!r}")
     step = raw.get("step")
     if kind == "int":
-        if name in FLOAT_DIMS + BOOL_DIMS + STR_DIMS:
+        if name in FLOAT_DIMS + BOOL_DIMS + tuple(STR_DIMS):
             raise SpaceError(f"{where}: an integer range does not fit this dim")
         low, high = (check_value(name, b) for b in bounds)
         if low is None or high is None:

@@ -3,10 +3,10 @@ per-expert token counts."""
 
 from __future__ import annotations
 
-from trials.ffn.mlp import SwiGLU
+from trials.ffn.mlp import MLP, SwiGLU
 from trials.ffn.moe import MoE, MoEAux
 from trials.registry import Registry
 
-FFNS = Registry("FFN", {"mlp": SwiGLU, "moe": MoE})
+FFNS = Registry("FFN", {"mlp": MLP, "moe": MoE})
 
-__all__ = ["FFNS", "MoE", "MoEAux", "SwiGLU"]
+__all__ = ["FFNS", "MLP", "MoE", "MoEAux", "SwiGLU"]

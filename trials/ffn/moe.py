@@ -1,9 +1,11 @@
-"""Mixture of SwiGLU experts with a top-k softmax router (Mixtral style).
+"""Mixture of MLP experts (SwiGLU by default; any activation, gated or not, biases optional,
+as `trials.ffn.mlp.MLP`) with a top-k softmax router (Mixtral style).
 
 Shape legend: T tokens (every leading dim flattened), d model width, F = d_ff expert width,
 E experts, K = top_k experts per token.
 
     x ─ router ─ softmax ─ top-k ─ renormalise ─> gates (T, K), experts (T, K)
+                                   (skipped with renormalize=False: Jamba's router)
     y_t = sum_k gate_tk * SwiGLU_{expert_tk}(x_t)
 
 Dispatch: the T*K (token, expert) slots are sorted by expert, so each expert reads one gather
@@ -23,7 +25,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
+
+from trials.ffn.mlp import activation
 
 
 class MoEAux(NamedTuple):
@@ -32,33 +35,55 @@ class MoEAux(NamedTuple):
 
 
 class MoE(nn.Module):
-    def __init__(self, d_model: int, d_ff: int, n_experts: int, top_k: int) -> None:
+    def __init__(self, d_model: int, d_ff: int, n_experts: int, top_k: int, act: str = "silu",
+                 gated: bool = True, bias: bool = False, renormalize: bool = True) -> None:
         super().__init__()
         if not 1 <= top_k <= n_experts:
             raise ValueError(f"top_k={top_k} must be between 1 and n_experts={n_experts}")
-        self.n_experts, self.top_k = n_experts, top_k
+        self.n_experts, self.top_k, self.renormalize = n_experts, top_k, renormalize
+        self.act = activation(act)
         self.router = nn.Linear(d_model, n_experts, bias=False)
-        self.w_gate = nn.Parameter(torch.empty(n_experts, d_model, d_ff))
+        self.w_gate = nn.Parameter(torch.empty(n_experts, d_model, d_ff)) if gated else None
         self.w_up = nn.Parameter(torch.empty(n_experts, d_model, d_ff))
         self.w_down = nn.Parameter(torch.empty(n_experts, d_ff, d_model))
+        # per-expert biases of gate, up and down (None without biases)
+        self.b_gate = nn.Parameter(torch.empty(n_experts, d_ff)) if bias and gated else None
+        self.b_up = nn.Parameter(torch.empty(n_experts, d_ff)) if bias else None
+        self.b_down = nn.Parameter(torch.empty(n_experts, d_model)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         self.router.reset_parameters()
-        # the bound nn.Linear uses, so that each expert starts like a dense SwiGLU
-        for weight in (self.w_gate, self.w_up, self.w_down):
+        # the bounds nn.Linear uses, so that each expert starts like a dense MLP
+        for weight, bias in ((self.w_gate, self.b_gate), (self.w_up, self.b_up),
+                             (self.w_down, self.b_down)):
+            if weight is None:
+                continue
             bound = 1 / math.sqrt(weight.shape[1])
             nn.init.uniform_(weight, -bound, bound)
+            if bias is not None:
+                nn.init.uniform_(bias, -bound, bound)
 
     def route(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """tokens (T, d) -> probabilities (T, E) fp32, gates (T, K) summing to 1, experts (T, K)."""
+        """tokens (T, d) -> probabilities (T, E) fp32, gates (T, K) (summing to 1 when
+        renormalised), experts (T, K)."""
         probs = self.router(tokens).float().softmax(dim=-1)
         top_p, experts = probs.topk(self.top_k, dim=-1)
-        return probs, top_p / top_p.sum(dim=-1, keepdim=True), experts
+        gates = top_p / top_p.sum(dim=-1, keepdim=True) if self.renormalize else top_p
+        return probs, gates, experts
+
+    @staticmethod
+    def _linear(h: Tensor, weight: Tensor, bias: Tensor | None, e: int) -> Tensor:
+        return h @ weight[e] if bias is None else torch.addmm(bias[e], h, weight[e])
 
     def expert(self, e: int, h: Tensor) -> Tensor:
-        """Expert e's SwiGLU on h (n, d) -> (n, d)."""
-        return (F.silu(h @ self.w_gate[e]) * (h @ self.w_up[e])) @ self.w_down[e]
+        """Expert e's MLP on h (n, d) -> (n, d)."""
+        up = self._linear(h, self.w_up, self.b_up, e)
+        if self.w_gate is None:
+            hidden = self.act(up)
+        else:
+            hidden = self.act(self._linear(h, self.w_gate, self.b_gate, e)) * up
+        return self._linear(hidden, self.w_down, self.b_down, e)
 
     def forward(self, x: Tensor) -> tuple[Tensor, MoEAux]:
         d = x.shape[-1]

@@ -69,10 +69,11 @@ class LocalAttention(Attention):
     """The L mixer: `Attention` restricted to a causal window of `window` tokens."""
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, rope_theta: float,
-                 window: int) -> None:
+                 window: int, **options) -> None:
+        """`options`: Attention's rope_fraction, qkv_bias, out_bias."""
         if window < 1:
             raise ValueError(f"window={window} must be at least 1")
-        super().__init__(d_model, n_heads, n_kv_heads, rope_theta)
+        super().__init__(d_model, n_heads, n_kv_heads, rope_theta, **options)
         self.window = window
 
     def forward(self, x: Tensor) -> Tensor:

@@ -7,6 +7,9 @@ R dt_rank, k d_conv.
      (d -> 2di)  │                   └─ x_proj ─ dt, B, C ─┘          │
                  └─ z ─ silu ─────────────────────────────────────────┘
 
+With `inner_norms` (Jamba), dt, B and C each pass an RMSNorm of their own width right after
+x_proj, before dt_proj and the scan.
+
 The scan's decay exp(dt * A) and its input dt * x * B both depend on the token, which is what
 lets the mixer select what to remember. dt = softplus(dt_proj(low-rank dt)) keeps the step size
 positive; A = -exp(A_log) keeps every decay in (0, 1].
@@ -24,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from trials.mixers.base import State
+from trials.norm import RMSNorm
 from trials.ops import causal_conv1d, causal_conv1d_step, selective_scan
 from trials.ops._memory import blocks
 from trials.ops.selective_scan import DEFAULT_CHUNK
@@ -55,7 +59,8 @@ class Mamba(nn.Module):
     """Mamba-1 block. Parameters match `search_spaces.cost.ssm.mamba` exactly."""
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-                 dt_rank: int | None = None) -> None:
+                 dt_rank: int | None = None, inner_norms: bool = False,
+                 eps: float = 1e-5) -> None:
         super().__init__()
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = expand * d_model
@@ -70,11 +75,16 @@ class Mamba(nn.Module):
         self.A_log = nn.Parameter(torch.empty(di, N))
         self.D = nn.Parameter(torch.empty(di))
         self.out_proj = nn.Linear(di, d_model, bias=False)
+        # Jamba's norms on dt, B and C (None without them)
+        self.inner_norms = nn.ModuleList([RMSNorm(R, eps), RMSNorm(N, eps), RMSNorm(N, eps)]) \
+            if inner_norms else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for linear in (self.in_proj, self.x_proj, self.out_proj):
             linear.reset_parameters()
+        for norm in self.inner_norms or ():
+            norm.reset_parameters()
         init_conv_(self.conv_weight, self.conv_bias)
         # dt_proj's weight scaled by R^-1/2 so the low-rank dt starts with unit-order variance;
         # the bias alone sets the initial step sizes
@@ -90,6 +100,8 @@ class Mamba(nn.Module):
     def _selection(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The token-dependent dt (fp32, > 0), B and C from the conv output x (..., di)."""
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        if self.inner_norms is not None:
+            dt, B, C = (norm(part) for norm, part in zip(self.inner_norms, (dt, B, C)))
         # softplus in fp32: in bf16 small step sizes would round to zero and freeze the state
         dt = F.softplus(self.dt_proj(dt).float())
         return dt, B, C

@@ -10,8 +10,10 @@ Cc = di + 2*G*N conv channels.
 
 Against Mamba-1: A is one scalar per head (so the state update is a scalar decay per head,
 which is what makes the chunked matrix form possible), dt is produced directly by in_proj,
-B and C come through the conv with x, and a gated RMSNorm steadies the output. The norm's
-weight (di,) belongs to this mixer in the cost model.
+B and C come through the conv with x, and a gated RMSNorm steadies the output. The norm takes
+its statistics over each of the G groups of di/G channels (as the reference mamba_ssm and HF's
+Mamba2 and NemotronH do; with G = 1 over all di). Its weight (di,) belongs to this mixer in the
+cost model.
 
 Decoding keeps the conv window (B, Cc, k-1) and the SSM state (B, nh, P, N), nothing else,
 which is what `search_spaces.cost.ssm.mamba2` counts as its cache.
@@ -26,7 +28,7 @@ from torch.nn import functional as F
 from trials.mixers.base import State
 from trials.mixers.mamba import init_conv_, init_dt_bias_
 from trials.norm import RMSNorm
-from trials.ops import causal_conv1d, causal_conv1d_step, ssd
+from trials.ops import causal_conv1d, causal_conv1d_step, naive_rms_norm, ssd
 from trials.ops._memory import blocks
 
 SSD_CHUNK = 64  # Q, the chunk length of the SSD's matrix form
@@ -87,7 +89,11 @@ class Mamba2(nn.Module):
         y = y.reshape(*z.shape)  # (B, L, di)
         # gate in fp32; the norm then takes statistics in fp32 too
         gated = (y.float() * F.silu(z.float())).to(z.dtype)
-        return self.out_proj(self.norm(gated))
+        if self.n_groups == 1:
+            return self.out_proj(self.norm(gated))
+        weight = self.norm.weight.view(self.n_groups, -1)  # per group: (G, di/G)
+        grouped = naive_rms_norm(gated.unflatten(-1, (self.n_groups, -1)), weight, self.norm.eps)
+        return self.out_proj(grouped.flatten(-2))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, L, d) -> (B, L, d), over segments of whole SSD chunks
