@@ -315,26 +315,79 @@ def test_every_objective_kind_gets_its_value(storage):
     assert study.directions[1] == optuna.study.StudyDirection.MAXIMIZE
 
 
-def test_a_storage_error_costs_a_retry_not_the_worker(storage, monkeypatch):
-    import nas.study
+def outage_error(message: str = "connection refused"):
+    """What Optuna's RDB storage raises when the database is down: StorageInternalError, with
+    SQLAlchemy's OperationalError as its cause."""
     from sqlalchemy.exc import OperationalError
 
-    monkeypatch.setattr(nas.study, "POLL_SECONDS", 0.01)
-    fake = FakeRun()
+    try:
+        raise OperationalError("UPDATE trials", {}, Exception(message))
+    except OperationalError as cause:
+        error = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+        error.__cause__ = cause
+        return error
 
-    def flaky(arch, suite, budget, seed=0):
-        if not flaky.failed:
-            flaky.failed = True
-            raise OperationalError("UPDATE trials", {}, Exception("database is locked"))
-        return fake(arch, suite, budget, seed)
 
-    flaky.failed = False
+def test_a_storage_outage_is_waited_out_not_the_workers_end(storage, monkeypatch, capsys):
+    """The database fails under a trial's writes and under its heartbeat: the worker waits
+    (saying so once per outage), and the trial carries on; nothing is lost or trained twice."""
+    import nas.storage
+
+    monkeypatch.setattr(nas.storage, "MAX_BACKOFF_S", 0.05)
     spec = definition(n_trials=3)
     study, _ = create_or_check("s", storage, spec)
-    counts = run_worker(study, spec, run=flaky)
-    assert counts.measured == 3 and counts.lost == 1
-    lost = study.trials[0]
-    assert lost.state == TrialState.FAIL and "failure" not in lost.user_attrs
-    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == 0]
-    assert len(retry) == 1 and retry[0].params == lost.params
-    assert retry[0].state == TrialState.COMPLETE
+    backend = study._storage._backend
+    real = backend.set_trial_user_attr
+    failures = iter([True, True, False, False, True] + [False] * 1000)
+
+    def flaky(*args, **kwargs):
+        if next(failures):
+            raise outage_error()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "set_trial_user_attr", flaky)
+    fake = FakeRun()
+    counts = run_worker(study, spec, run=fake, patience=nas.storage.Patience(wait_s=30))
+    assert counts.measured == 3 and counts.lost == 0
+    assert len(fake.calls) == len(set(fake.calls))
+    err = capsys.readouterr().err
+    assert err.count("the study database is unreachable (connection refused)") == 2, err
+    assert err.count("the study database is back after") == 2, err
+
+
+def test_a_database_that_will_not_work_is_not_waited_for(storage, monkeypatch):
+    """A read-only or damaged database is no outage: the worker stops at once and says why."""
+    import nas.storage
+
+    spec = definition(n_trials=2)
+    study, _ = create_or_check("s", storage, spec)
+
+    def read_only(*args, **kwargs):
+        raise outage_error("attempt to write a readonly database")
+
+    monkeypatch.setattr(study._storage._backend, "set_trial_user_attr", read_only)
+    started = time.monotonic()
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        run_worker(study, spec, run=FakeRun(), patience=nas.storage.Patience(wait_s=60))
+    assert time.monotonic() - started < 10
+    from nas.storage import describe_storage_error, is_outage
+
+    assert not is_outage(outage_error("attempt to write a readonly database"))
+    assert is_outage(outage_error("server closed the connection unexpectedly"))
+    assert describe_storage_error(outage_error("attempt to write a readonly database")) == \
+        "the study database is read-only (attempt to write a readonly database)"
+
+
+def test_an_outage_longer_than_the_wait_ends_the_worker_in_one_line(storage, monkeypatch):
+    import nas.storage
+
+    monkeypatch.setattr(nas.storage, "MAX_BACKOFF_S", 0.05)
+    spec = definition(n_trials=2)
+    study, _ = create_or_check("s", storage, spec)
+
+    def down(*args, **kwargs):
+        raise outage_error()
+
+    monkeypatch.setattr(study._storage._backend, "set_trial_user_attr", down)
+    with pytest.raises(nas.storage.StorageError, match="unreachable for 1 s"):
+        run_worker(study, spec, run=FakeRun(), patience=nas.storage.Patience(wait_s=1))
