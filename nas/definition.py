@@ -113,9 +113,9 @@ class StudyDefinition:
             try:
                 build()
             except (ValueError, TypeError, KeyError) as error:  # each loader's own error types
+                reason = str(error).splitlines()[0] if str(error) else repr(error)
                 raise DefinitionError(f"study {study_name!r}: its stored {what} cannot be "
-                                      f"used: {str(error).splitlines()[0] if str(error) else error!r}"
-                                      ) from None
+                                      f"used: {reason}") from None
 
     def with_trials(self, n_trials: int) -> "StudyDefinition":
         return StudyDefinition(**{**asdict(self), "baselines": self.baselines,

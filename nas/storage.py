@@ -169,7 +169,8 @@ def _creation_race(error: BaseException) -> bool:
 
 
 def _chain(error: BaseException | None) -> list[BaseException]:
-    """The error and the errors it was raised from (Optuna's wrapper, SQLAlchemy's, the driver's)."""
+    """The error and the errors it was raised from (Optuna's wrapper, SQLAlchemy's, the
+    driver's)."""
     chain = []
     while error is not None and error not in chain:
         chain.append(error)

@@ -372,8 +372,8 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
             continue
         pruned = finished.state == TrialState.PRUNED and not finished.user_attrs.get("surplus")
         pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0
-        if on_trial is not None:
-            on_trial(study, finished)
+        if on_trial is not None:  # progress reports read the study too
+            worker.patience(on_trial, study, finished)
         if pruned_in_a_row >= MAX_PRUNED_IN_A_ROW:
             raise SearchError(f"{pruned_in_a_row} candidates in a row broke the space's "
                               "constraints; loosen them or narrow the space")

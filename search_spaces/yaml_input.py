@@ -110,8 +110,8 @@ def read_text(path: str | Path, error: type[Exception], what: str = "") -> str:
     except OSError as problem:
         raise error(f"{shorten(str(path))}: cannot read{kind} ({problem.strerror})") from None
     if len(data) > MAX_FILE_BYTES:
-        raise error(f"{shorten(str(path))}: larger than {MAX_FILE_BYTES >> 20} MiB; not{kind or ' a'} "
-                    "file this toolkit reads")
+        raise error(f"{shorten(str(path))}: larger than {MAX_FILE_BYTES >> 20} MiB; "
+                    f"not{kind or ' a'} file this toolkit reads")
     return decode(data, str(shorten(str(path))), error)
 
 
