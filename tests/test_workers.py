@@ -482,3 +482,50 @@ def test_workers_wait_out_a_20_s_outage_and_a_restart(postgres, files):
     assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials), states
     assert trained_twice(trials) == [], states
     check_duplicates_reused(trials)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_claims_admit_one_holder_among_concurrent_takers(backend, postgres, tmp_path):
+    """Eight threads (eight connections) claim one architecture at the same moment: one wins.
+    Its trial dies: of eight takers of the left claim, one wins again. Eight workers starting
+    at once get eight different indices (their samplers' seed offsets)."""
+    import threading
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.claims import ARCH, Claims
+    from nas.storage import open_storage
+
+    url = (f"sqlite:///{tmp_path / 'claims.db'}" if backend == "sqlite"
+           else postgres.create_database("claims"))
+    storage = open_storage(url, heartbeat=False)
+    study = optuna.create_study(storage=storage)
+    trials = [study.ask() for _ in range(9)]
+    claims = Claims(study)
+
+    def at_once(call) -> list:
+        barrier, results = threading.Barrier(8), [None] * 8
+
+        def run(index: int) -> None:
+            barrier.wait()
+            results[index] = call(index)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+    first = at_once(lambda i: claims.take(f"{ARCH}x", trials[i]._trial_id))
+    assert first.count(None) == 1, first
+    winner = trials[first.index(None)]
+    assert {holder for holder in first if holder is not None} == {winner._trial_id}
+    study.tell(winner, state=TrialState.FAIL)  # lost: no result of its own
+    takers = [t for t in trials if t is not winner][:8]
+    second = at_once(lambda i: claims.take(f"{ARCH}x", takers[i]._trial_id))
+    assert second.count(None) == 1, second
+    indices = at_once(lambda i: claims.worker_index({"thread": i}))
+    assert sorted(indices) == list(range(8))
+    storage.engine.dispose()
