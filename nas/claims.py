@@ -80,13 +80,15 @@ class Claims:
                 self.table.c.value_json == json.dumps(old)).values(value_json=json.dumps(new)))
         return changed.rowcount == 1
 
-    def keys(self, prefix: str) -> list[str]:
+    def values(self, prefix: str) -> dict[str, Any]:
+        """Every claim whose key starts with `prefix`, in one query."""
         from sqlalchemy import select
 
         with self.engine.connect() as connection:
-            return list(connection.execute(select(self.table.c.key).where(
+            rows = connection.execute(select(self.table.c.key, self.table.c.value_json).where(
                 self.table.c.study_id == self.study_id,
-                self.table.c.key.startswith(prefix, autoescape=True))).scalars())
+                self.table.c.key.startswith(prefix, autoescape=True)))
+            return {key: json.loads(value) for key, value in rows}
 
     # -- claims held by trials ----------------------------------------------------------------
 
@@ -107,20 +109,27 @@ class Claims:
     def holds(self, trial_id: Any) -> bool:
         """Whether the trial with this id still holds its claims (running, waiting or measured);
         a failed-and-lost or pruned trial does not."""
-        from nas.evaluate import is_measured  # here: nas.evaluate imports this module
-
         if not isinstance(trial_id, int):
             return False  # a damaged value: take the claim over
         try:
-            trial = self.storage.get_trial(trial_id)
+            return _live(self.storage.get_trial(trial_id))
         except KeyError:
             return False
-        return trial.state in (TrialState.RUNNING, TrialState.WAITING) or is_measured(trial)
 
-    def take_slot(self, trial_id: int, slots: int) -> int | None:
+    def take_slot(self, trial_id: int, slots: int, trials: list[Any]) -> int | None:
         """The index of a free budget slot, now held by the trial, or None if all `slots` are
-        held (by running or measured trials). Recorded on the trial too, for `unslotted`."""
+        held (by running or measured trials). Recorded on the trial too, for `unslotted`.
+
+        `trials` (the study's, read just before) only saves asking about slots whose holders
+        were live then (a holder newer than that read counts as live): a finished trial never
+        comes back to life, so no free slot is missed, and `take` decides each claim itself."""
+        held = self.values(SLOT)
+        by_id = {trial._trial_id: trial for trial in trials}
         for index in range(slots):
+            holder = held.get(f"{SLOT}{index}")
+            if holder is not None and holder != trial_id and (
+                    holder not in by_id or _live(by_id[holder])):
+                continue
             if self.take(f"{SLOT}{index}", trial_id) is None:
                 self.storage.set_trial_system_attr(trial_id, TRIAL_SLOT, index)
                 return index
@@ -130,7 +139,7 @@ class Claims:
 
     def worker_index(self, about: dict[str, Any]) -> int:
         """The lowest index no worker of this study has had: 0 for the first worker ever."""
-        taken = {int(key.removeprefix(WORKER)) for key in self.keys(WORKER)
+        taken = {int(key.removeprefix(WORKER)) for key in self.values(WORKER)
                  if key.removeprefix(WORKER).isdigit()}
         index = 0
         while True:
@@ -139,6 +148,13 @@ class Claims:
             if self.insert(f"{WORKER}{index}", about):
                 return index
             taken.add(index)
+
+
+def _live(trial: Any) -> bool:
+    """A trial that holds its claims: running, waiting or measured (not lost, not pruned)."""
+    from nas.evaluate import is_measured  # here: nas.evaluate imports this module
+
+    return trial.state in (TrialState.RUNNING, TrialState.WAITING) or is_measured(trial)
 
 
 def unslotted(trials: list[Any]) -> int:

@@ -123,7 +123,8 @@ class Evaluator:
         while True:
             trials = self.patience(trial.study.get_trials, deepcopy=False)
             slots = n_trials - unslotted(trials)
-            if slots > 0 and self.patience(claims.take_slot, trial._trial_id, slots) is not None:
+            if slots > 0 and self.patience(claims.take_slot, trial._trial_id, slots,
+                                           trials) is not None:
                 return
             if sum(1 for t in trials if is_measured(t)) >= n_trials:
                 self._set(trial, "surplus", True)
