@@ -391,3 +391,21 @@ def test_an_outage_longer_than_the_wait_ends_the_worker_in_one_line(storage, mon
     monkeypatch.setattr(study._storage._backend, "set_trial_user_attr", down)
     with pytest.raises(nas.storage.StorageError, match="unreachable for 1 s"):
         run_worker(study, spec, run=FakeRun(), patience=nas.storage.Patience(wait_s=1))
+
+
+def test_a_trial_failed_under_its_worker_is_dropped_not_a_crash(storage, capsys):
+    """Another worker judged this one's trial stale (say, after a network cut) and failed it:
+    the worker says so, drops its result and goes on; the budget is still met."""
+    spec = definition(n_trials=2)
+    study, _ = create_or_check("s", storage, spec)
+    fake = FakeRun()
+
+    def failed_meanwhile(arch, suite, budget, seed=0):
+        if not fake.calls:
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            storage.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
+        return fake(arch, suite, budget, seed)
+
+    counts = run_worker(study, spec, run=failed_meanwhile)
+    assert counts.measured == 2 and counts.lost == 1
+    assert "was failed by another worker while this one was cut off" in capsys.readouterr().err
