@@ -272,6 +272,21 @@ def test_postgres_workers_survive_a_killed_worker(postgres_url, files):
     assert list(read_study(name, postgres_url).trials) == trials
 
 
+def check_study_complete(name: str, url: str, n_trials: int) -> None:
+    """Exactly the budget measured, nothing running or waiting, no architecture trained twice,
+    every duplicate a faithful copy of its twin."""
+    from optuna.trial import TrialState
+
+    from nas.evaluate import is_measured
+
+    trials = fresh_trials(name, url)
+    states = {t.number: t.state.name for t in trials}
+    assert sum(is_measured(t) for t in trials) == n_trials, states
+    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials), states
+    assert trained_twice(trials) == [], states
+    check_duplicates_reused(trials)
+
+
 def check_nothing_lost(trials) -> None:
     """No trial failed without a result of its own: a storage error ("database is locked")
     inside a trial fails it and queues it again silently, so the logs alone would not show it."""
@@ -381,12 +396,7 @@ def test_chaos_a_killed_worker_and_a_stopped_database(postgres, files):
     assert any("the study database is unreachable" in logs[i] for i in (1, 2, 3)), logs
     assert any("the study database is back after" in logs[i] for i in (1, 2, 3)), logs
     assert outage >= OUTAGE_S
-    trials = fresh_trials(name, url)
-    states = {t.number: t.state.name for t in trials}
-    assert sum(is_measured(t) for t in trials) == n_trials, states
-    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials), states
-    assert trained_twice(trials) == [], states
-    check_duplicates_reused(trials)
+    check_study_complete(name, url, n_trials)
 
 
 def test_workers_racing_to_create_a_fresh_databases_tables(postgres):
@@ -476,12 +486,7 @@ def test_workers_wait_out_a_20_s_outage_and_a_restart(postgres, files):
     logs = {index: log.read_text() for index, (_, log) in enumerate(workers)}
     assert [p.returncode for p in processes] == [0, 0], logs
     assert not any("Traceback" in text for text in logs.values()), logs
-    trials = fresh_trials(name, url)
-    states = {t.number: t.state.name for t in trials}
-    assert sum(is_measured(t) for t in trials) == n_trials, states
-    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials), states
-    assert trained_twice(trials) == [], states
-    check_duplicates_reused(trials)
+    check_study_complete(name, url, n_trials)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
