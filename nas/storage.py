@@ -32,6 +32,7 @@ HEARTBEAT_INTERVAL = int(os.environ.get("HNAS_HEARTBEAT_INTERVAL", "30"))
 GRACE_PERIOD = int(os.environ.get("HNAS_GRACE_PERIOD", str(4 * HEARTBEAT_INTERVAL)))
 MAX_RETRY = 3
 SQLITE_BUSY_TIMEOUT_S = 120
+PG_CONNECT_TIMEOUT_S = 10
 OUTAGE_WAIT_S = float(os.environ.get("HNAS_OUTAGE_WAIT", "600"))
 MAX_BACKOFF_S = 30.0
 CREATE_TABLE_ATTEMPTS = 8
@@ -107,10 +108,17 @@ def _sqlite_uri(parsed) -> bool:
 def engine_kwargs(url: str) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
 
-    if make_url(url).get_backend_name() == "sqlite":
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     # Long searches keep connections idle for minutes; check them before use.
-    return {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if backend == "postgresql":
+        # A host that stops answering (a network cut) fails a connection attempt after this
+        # long, as an outage that `Patience` waits out, rather than hanging in the kernel's
+        # TCP timeout with the heartbeat thread stuck behind it.
+        kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    return kwargs
 
 
 def _use_wal(url: str) -> None:

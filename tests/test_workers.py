@@ -451,16 +451,17 @@ def test_copy_to_postgres_is_whole_per_study_and_resumable(postgres, files):
     storage.engine.dispose()
 
 
-def test_workers_wait_out_a_20_s_outage_and_a_restart(postgres, files):
-    """Longer than every grace period: when PostgreSQL comes back, every heartbeat is 20 s old,
-    live trials' included. The workers wait, beat again before judging anyone stale, and go
-    on; a fast restart right after costs nothing either."""
+@pytest.mark.parametrize("outage_s", [8.0, 20.0])
+def test_workers_wait_out_an_outage_and_a_restart(postgres, files, outage_s):
+    """Longer than the grace period (4 s here): when PostgreSQL comes back, every heartbeat is
+    old, live trials' included. The workers wait, beat again before judging anyone stale, and
+    go on; a fast restart right after costs nothing either."""
     from optuna.trial import TrialState
 
     from nas.evaluate import is_measured
 
     n_trials, name = 6, "outage"
-    url = postgres.create_database("outage")
+    url = postgres.create_database(f"outage{int(outage_s)}")
     create_study(name, url, files, n_trials, seconds=1.0)
     workers = [start_worker(name, url, index, files) for index in range(2)]
     processes = [process for process, _ in workers]
@@ -474,7 +475,7 @@ def test_workers_wait_out_a_20_s_outage_and_a_restart(postgres, files):
                 break
             time.sleep(0.2)
         postgres.stop()
-        time.sleep(20.0)
+        time.sleep(outage_s)
         postgres.start()
         time.sleep(2.0)
         postgres.stop()
