@@ -42,7 +42,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.claims import Claims
-from nas.definition import DefinitionError, StudyDefinition
+from nas.definition import MARKER, DefinitionError, StudyDefinition
 from nas.evaluate import CandidateFailed, Evaluator, is_measured
 from nas.samplers import make_sampler
 from nas.storage import Patience, first_line, is_outage, load_study, study_names
@@ -130,9 +130,17 @@ def create_or_check(name: str, storage, definition: StudyDefinition, *,
             messages.extend(enqueue_baselines(study, definition, new))
             study.set_user_attr("baselines", sorted(set(stored.baselines) | set(new)))
         return load_study(name, storage, sampler=sampler), messages
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                directions=definition.directions)
-    for key, value in definition.to_attrs().items():
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                    directions=definition.directions)
+    except optuna.exceptions.DuplicatedStudyError:
+        # Another `hnas search` created it a moment ago: once its definition is complete,
+        # this one joins it (or is refused) like any existing study.
+        wait_for_definition(name, storage)
+        return create_or_check(name, storage, definition, allow_changes=allow_changes)
+    attrs = definition.to_attrs()
+    marker = attrs.pop(MARKER)
+    for key, value in attrs.items():
         study.set_user_attr(key, value)
     if definition.sampler == "grid":
         space = definition.space()
@@ -141,7 +149,18 @@ def create_or_check(name: str, storage, definition: StudyDefinition, *,
             study.enqueue_trial(params, skip_if_exists=True)
         messages.append(f"grid: enqueued {len(assignments)} assignments")
     messages.extend(enqueue_baselines(study, definition))
+    study.set_user_attr(MARKER, marker)  # last: a study with it is complete, baselines and all
     return study, messages
+
+
+def wait_for_definition(name: str, storage, seconds: float = 60.0) -> None:
+    """Wait until the study another process is creating has its format marker (set last)."""
+    deadline = time.monotonic() + seconds
+    while MARKER not in load_study(name, storage).user_attrs:
+        if time.monotonic() >= deadline:
+            raise DefinitionError(f"study {name!r} exists but has no hnas definition after "
+                                  f"{seconds:g} s; was it created by another tool?")
+        time.sleep(POLL_SECONDS / 4)
 
 
 def open_study(name: str, storage, *, seed_offset: int | None = None,

@@ -409,3 +409,29 @@ def test_a_trial_failed_under_its_worker_is_dropped_not_a_crash(storage, capsys)
     counts = run_worker(study, spec, run=failed_meanwhile)
     assert counts.measured == 2 and counts.lost == 1
     assert "was failed by another worker while this one was cut off" in capsys.readouterr().err
+
+
+def test_two_searches_creating_one_study_at_once_share_it(tmp_path):
+    """Two `hnas search` started together: one creates the study, the other finds it created
+    (DuplicatedStudyError), waits for its definition and joins it: one study, one baseline."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    space = 'pattern: "{A|M}*{depth: 2..6}"\ndims: {d_model: 32, n_heads: 4}\n'
+    spec = definition(space, n_trials=2, baselines=("transformer",))
+    barrier, results = threading.Barrier(2), []
+
+    def create() -> None:
+        storage = open_storage(url)
+        barrier.wait()
+        results.append(create_or_check("s", storage, spec))
+
+    threads = [threading.Thread(target=create) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2
+    study = results[0][0]
+    assert len(optuna.get_all_study_summaries(study._storage)) == 1
+    assert [t.user_attrs.get("baseline") for t in study.get_trials()] == ["transformer"]
