@@ -26,7 +26,6 @@ def user_errors(func: F) -> F:
         from nas.objectives import ObjectiveError
         from nas.storage import StorageError
         from search_spaces import ArchConfigError, PatternError, SpaceError
-
         from search_spaces.yaml_input import shorten
 
         try:
