@@ -12,9 +12,9 @@ processes falls on both alike:
 - ours: `nas.study.run_worker` on a study made as `hnas search` makes it, with `run=` an instant
   stand-in for `trials.run_trial` (a TrialResult whose quality is derived from the fingerprint).
   So every trial pays for what the layer does around training: the worker's loop (stale-trial
-  check, counting the study's trials, one `optimize` per trial), sampling the space and its
-  constraints, building the ArchConfig, the analytic costs, the duplicate lookup, the user
-  attributes and the heartbeat.
+  check, counting the study's trials, one ask and one tell per trial), sampling the space and
+  its constraints, building the ArchConfig, the analytic costs, the budget-slot and
+  architecture claims, the duplicate lookup, the user attributes and the heartbeat.
 - bare: `study.optimize(objective, n_trials=block)` on `optuna.storages.RDBStorage(url)` with
   its defaults, where the objective suggests as many categorical parameters as the space's
   candidates have on average, sets as many constraints, and returns two numbers.

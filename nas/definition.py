@@ -12,10 +12,17 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nas.objectives import Objective, format_objectives, parse_objectives
+from nas.objectives import Objective, ObjectiveError, format_objectives, parse_objectives
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random", "grid")
 MARKER, FORMAT_VERSION = "hnas_study_format", 1
+# The JSON type of each stored field, checked when a study is read back.
+STORED_TYPES: dict[str, tuple[type, ...]] = {
+    "space_yaml": (str,), "space_fingerprint": (str,), "suite": (dict,),
+    "suite_fingerprint": (str,), "budget": (dict,), "objectives": (str,), "sampler": (str,),
+    "n_trials": (int,), "seed": (int, type(None)), "baselines": (list,), "versions": (dict,)}
+REQUIRED = ("space_yaml", "space_fingerprint", "suite", "suite_fingerprint", "budget",
+            "objectives")
 
 
 class DefinitionError(ValueError):
@@ -80,8 +87,35 @@ class StudyDefinition:
             raise DefinitionError(f"study {study_name!r} was not created by hnas (its user "
                                   f"attributes have no {MARKER!r})")
         data = {name: attrs[name] for name in cls.__dataclass_fields__ if name in attrs}
+        for name, types in STORED_TYPES.items():
+            value = data.get(name)
+            if name not in data and name in REQUIRED:
+                raise DefinitionError(f"study {study_name!r}: its attribute {name!r} is missing")
+            if name in data and (isinstance(value, bool) or not isinstance(value, types)):
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                raise DefinitionError(f"study {study_name!r}: its attribute {name!r} is damaged "
+                                      f"({shown}, expected {types[0].__name__})")
+        if any(not isinstance(name, str) for name in data.get("baselines", ())):
+            raise DefinitionError(f"study {study_name!r}: its attribute 'baselines' is damaged")
         data["baselines"] = tuple(data.get("baselines", ()))
-        return cls(**data)
+        try:
+            definition = cls(**data)
+            definition.objective_list  # noqa: B018 - parsed here so a damaged one is named now
+        except (DefinitionError, ObjectiveError) as error:
+            raise DefinitionError(f"study {study_name!r}: {error}") from None
+        return definition
+
+    def check(self, study_name: str) -> None:
+        """Build the stored space, suite and budget once, so that a damaged one is named before
+        a worker starts rather than in the middle of a trial."""
+        for what, build in (("space", self.space), ("suite", self.load_suite),
+                            ("budget", self.load_budget)):
+            try:
+                build()
+            except (ValueError, TypeError, KeyError) as error:  # each loader's own error types
+                reason = str(error).splitlines()[0] if str(error) else repr(error)
+                raise DefinitionError(f"study {study_name!r}: its stored {what} cannot be "
+                                      f"used: {reason}") from None
 
     def with_trials(self, n_trials: int) -> "StudyDefinition":
         return StudyDefinition(**{**asdict(self), "baselines": self.baselines,

@@ -4,7 +4,10 @@ One call evaluates one trial:
 
     sample (pattern decisions, then dims)  ->  constraints set on the trial
       infeasible?       -> PRUNED at once, never trained, violations recorded
+      take a budget slot (nas.claims; waits while every slot is held by a running trial)
+      budget reached?   -> PRUNED, marked surplus (two workers started the last trial at once)
       already measured? -> the twin's values, marked duplicate_of (Optuna does not deduplicate)
+      being trained?    -> wait for that trial (its architecture is claimed), then its values
       otherwise         -> trials.run_trial on the suite, then the objective values
       candidate failed  -> FAIL with the reason (NaN loss, oom, ...): failure is a result too
 
@@ -17,11 +20,13 @@ Optuna and optuna-dashboard read it: `pattern`, `arch`, `fingerprint`, `analytic
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
 
+from nas.claims import ARCH, Claims, unslotted
 from nas.definition import StudyDefinition
 from nas.objectives import analytic_costs, decode_context
 
@@ -51,35 +56,46 @@ class Evaluator:
 
     `run` is `trials.run_trial` unless a caller substitutes another evaluation with the same
     signature (the orchestration benchmark times the search machinery with an instant one).
+    `patience` runs each storage call (retrying through an outage; default: call once) and
+    `idle` is called between polls while the trial waits for a slot or a twin (the worker fails
+    stale trials there, so that a dead holder is noticed even when every worker is waiting).
     """
 
-    def __init__(self, definition: StudyDefinition, run: Callable[..., Any] | None = None) -> None:
+    def __init__(self, definition: StudyDefinition, run: Callable[..., Any] | None = None, *,
+                 patience: Callable[..., Any] | None = None,
+                 idle: Callable[[], None] | None = None, poll_seconds: float = 2.0) -> None:
         self.definition = definition
         self.space = definition.space()
         self.objectives = definition.objective_list
         self.suite = definition.load_suite()
         self.budget = trial_budget(definition)
         self._run = run
+        self.patience = patience or (lambda call, *args, **kwargs: call(*args, **kwargs))
+        self.idle = idle or (lambda: None)
+        self.poll_seconds = poll_seconds
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         from search_spaces.space.space import InvalidCandidate
 
         try:
-            candidate = self.space.sample(trial)
+            candidate = self.patience(self.space.sample, trial)
         except InvalidCandidate as error:
-            trial.set_user_attr("violations", {"invalid": str(error)})
+            self._set(trial, "violations", {"invalid": str(error)})
             raise optuna.TrialPruned(f"invalid candidate: {error}") from None
         arch = candidate.arch
         fingerprint = arch.fingerprint()
         analytic = analytic_costs(arch, self.objectives)
         for key, value in (("pattern", arch.pattern), ("arch", arch.to_dict()),
                            ("fingerprint", fingerprint), ("analytic", analytic)):
-            trial.set_user_attr(key, value)
+            self._set(trial, key, value)
         if not candidate.feasible:
-            trial.set_user_attr("violations", candidate.violations)
+            self._set(trial, "violations", candidate.violations)
             raise optuna.TrialPruned("infeasible: " + ", ".join(
                 f"{name} over by {value:.3g}" for name, value in candidate.violations.items()))
-        twin = find_measured(trial.study, fingerprint, exclude=trial.number)
+        claims = Claims(trial.study)
+        self._take_slot(trial, claims)
+        twin = self.patience(find_measured, trial.study, fingerprint, exclude=trial.number) \
+            or self._claim_arch(trial, claims, fingerprint)
         if twin is not None:
             return self._reuse(trial, twin)
         try:
@@ -88,7 +104,7 @@ class Evaluator:
             # Lightning answers Ctrl-C inside `fit` with sys.exit(1), after setting SIGINT to be
             # ignored; both mean "interrupted": put Ctrl-C back and let Optuna fail the trial.
             _restore_ctrl_c()
-            trial.set_user_attr("interrupted", True)
+            self._set(trial, "interrupted", True)
             raise KeyboardInterrupt from None
         record = self._record(trial, result)
         if result["status"] != "ok":
@@ -96,6 +112,41 @@ class Evaluator:
         return self._values(trial, analytic, record)
 
     # -- steps --------------------------------------------------------------------------------
+
+    def _set(self, trial: optuna.Trial, key: str, value: Any) -> None:
+        self.patience(trial.set_user_attr, key, value)
+
+    def _take_slot(self, trial: optuna.Trial, claims: Claims) -> None:
+        """Hold one of the budget's slots before training (or reusing a twin, which counts as
+        measured too): the budget is never exceeded, however many workers start at once."""
+        n_trials = self.definition.n_trials
+        while True:
+            trials = self.patience(trial.study.get_trials, deepcopy=False)
+            slots = n_trials - unslotted(trials)
+            if slots > 0 and self.patience(claims.take_slot, trial._trial_id, slots,
+                                           trials) is not None:
+                return
+            if sum(1 for t in trials if is_measured(t)) >= n_trials:
+                self._set(trial, "surplus", True)
+                raise optuna.TrialPruned("surplus: the study reached its budget meanwhile")
+            self._pause()  # every slot is held by a running trial, which may still die
+
+    def _claim_arch(self, trial: optuna.Trial, claims: Claims,
+                    fingerprint: str) -> optuna.trial.FrozenTrial | None:
+        """None once this trial may train the architecture; or the measured trial that trained
+        it, after waiting for it while it was being trained elsewhere."""
+        while True:
+            holder = self.patience(claims.take, f"{ARCH}{fingerprint}", trial._trial_id)
+            if holder is None:
+                return None
+            twin = self.patience(trial.study._storage.get_trial, holder)
+            if is_measured(twin) and "duplicate_of" not in twin.user_attrs:
+                return twin
+            self._pause()  # running elsewhere: its result, or its death, will come
+
+    def _pause(self) -> None:
+        self.idle()
+        time.sleep(self.poll_seconds)
 
     def _evaluate(self, arch) -> dict[str, Any]:
         if self._run is None:
@@ -125,7 +176,7 @@ class Evaluator:
             "wall_seconds": result["wall_seconds"], "failure": result["failure"],
         }
         for key, value in record.items():
-            trial.set_user_attr(key, value)
+            self._set(trial, key, value)
         return record
 
     def _values(self, trial: optuna.Trial, analytic: dict[str, float],
@@ -134,15 +185,15 @@ class Evaluator:
         bad = [o.name for o, v in zip(self.objectives, values) if not math.isfinite(v)]
         if bad:
             reason = f"non-finite objective {', '.join(bad)}"
-            trial.set_user_attr("failure", reason)
+            self._set(trial, "failure", reason)
             raise CandidateFailed(reason)
         return values
 
     def _reuse(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> tuple[float, ...]:
-        trial.set_user_attr("duplicate_of", twin.number)
+        self._set(trial, "duplicate_of", twin.number)
         for key in MEASURED_ATTRS:
             if key in twin.user_attrs:
-                trial.set_user_attr(key, twin.user_attrs[key])
+                self._set(trial, key, twin.user_attrs[key])
         if twin.state == TrialState.FAIL:
             raise CandidateFailed(f"{twin.user_attrs['failure']} (duplicate of trial "
                                   f"{twin.number})")

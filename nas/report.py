@@ -72,7 +72,8 @@ def status(study: ReadableStudy) -> dict[str, Any]:
                        if t.state == TrialState.FAIL and "failure" in t.user_attrs)
     lost = Counter("interrupted" if t.user_attrs.get("interrupted") else "worker died"
                    for t in trials if t.state == TrialState.FAIL and not is_measured(t))
-    pruned = Counter(next(iter(t.user_attrs.get("violations") or {"pruned": 0}))
+    pruned = Counter("surplus (budget reached)" if t.user_attrs.get("surplus") else
+                     next(iter(t.user_attrs.get("violations") or {"pruned": 0}))
                      for t in trials if t.state == TrialState.PRUNED)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = {}

@@ -45,12 +45,14 @@ class ReadableStudy(Protocol):
 class StudySnapshot:
     """A study's definition and trials as read at one moment; the read-only part of
     `optuna.Study` that our reports use (`study_name`, `user_attrs`, `directions`,
-    `get_trials`), so they take either."""
+    `get_trials`), so they take either. `damaged`: trials left out because a row of theirs
+    cannot be read (number, why), so that one bad row does not hide the rest of the study."""
 
     study_name: str
     directions: tuple[Any, ...]  # optuna.study.StudyDirection
     user_attrs: dict[str, Any]
     trials: tuple[Any, ...] = field(repr=False)  # optuna.trial.FrozenTrial, by number
+    damaged: tuple[tuple[int, str], ...] = ()
 
     def get_trials(self, deepcopy: bool = True, states: Container[Any] | None = None) -> list:
         import copy
@@ -61,7 +63,7 @@ class StudySnapshot:
 
 def read_study(name: str, url: str) -> StudySnapshot:
     """Study `name` in the database at `url`; StorageError when it cannot be read."""
-    missing = _missing_sqlite_file(url)
+    missing = missing_sqlite_file(url)
     if missing:
         raise StorageError(f"study {name!r} not found: no database file at {missing!r}")
     snapshot = _on_known_schema(url, lambda connection: _read(connection, name, url))
@@ -76,7 +78,7 @@ def read_studies(url: str) -> list[StudySnapshot]:
     Optuna's `get_all_study_summaries` builds every trial of every study through its ORM as
     well; this is the same reading as `read_study`, once per study on one connection.
     """
-    missing = _missing_sqlite_file(url)
+    missing = missing_sqlite_file(url)
     if missing:
         raise StorageError(f"storage {shown_url(url)!r}: no database file at {missing!r}")
 
@@ -124,7 +126,7 @@ def _on_known_schema(url: str, read):
         engine.dispose()
 
 
-def _missing_sqlite_file(url: str) -> str | None:
+def missing_sqlite_file(url: str) -> str | None:
     """Check the URL; then the path of its SQLite file when that does not exist (reading must
     not create it)."""
     from pathlib import Path
@@ -160,8 +162,7 @@ def _read(connection, name: str, url: str) -> StudySnapshot:
     """One query per table, on Optuna's own table definitions (their column types turn the
     stored enums and datetimes back into Python values)."""
     from optuna.storages._rdb import models
-    from optuna.trial import FrozenTrial
-    from sqlalchemy import select
+    from sqlalchemy import String, select, type_coerce
 
     studies = models.StudyModel.__table__
     study_id = connection.execute(
@@ -176,37 +177,114 @@ def _read(connection, name: str, url: str) -> StudySnapshot:
     direction_list = tuple(connection.execute(
         select(directions.c.direction).where(directions.c.study_id == study_id)
         .order_by(directions.c.objective)).scalars())
-    attrs = {key: json.loads(value) for key, value in connection.execute(
-        select(study_attrs.c.key, study_attrs.c.value_json)
-        .where(study_attrs.c.study_id == study_id))}
+    attrs = {}
+    for key, value in connection.execute(select(study_attrs.c.key, study_attrs.c.value_json)
+                                         .where(study_attrs.c.study_id == study_id)):
+        try:
+            attrs[key] = json.loads(value)
+        except (TypeError, ValueError):
+            raise StorageError(f"study {name!r}: its attribute {key!r} is damaged (not JSON: "
+                               f"{str(value)[:40]!r})") from None
 
     # The trials first, then their rows: a trial that finishes meanwhile may show its new
     # values under its old state, never a COMPLETE state without its values (Optuna writes
     # both in one transaction). Rows of trials created after the first read are ignored.
+    # State and dates as stored (text in SQLite), converted here row by row: a bogus value
+    # damages its own trial only, where the typed columns would fail the whole query.
     trials_table = models.TrialModel.__table__
     trial_rows = connection.execute(
-        select(trials_table.c.trial_id, trials_table.c.number, trials_table.c.state,
-               trials_table.c.datetime_start, trials_table.c.datetime_complete)
+        select(trials_table.c.trial_id, trials_table.c.number,
+               type_coerce(trials_table.c.state, String),
+               type_coerce(trials_table.c.datetime_start, String),
+               type_coerce(trials_table.c.datetime_complete, String))
         .where(trials_table.c.study_id == study_id).order_by(trials_table.c.trial_id)).all()
     last_id = trial_rows[-1][0] if trial_rows else -1
     children = _child_rows(connection, study_id, last_id)
 
-    trials = []
+    trials, damaged = [], []
     for trial_id, number, state, started, completed in trial_rows:
-        values = children.values.get(trial_id)
-        params = children.params.get(trial_id, [])
-        trials.append(FrozenTrial(
-            number=number, state=state, value=None,
+        try:
+            if trial_id in children.damaged:
+                raise DamagedRow(children.damaged[trial_id])
+            trial = _frozen_trial(trial_id, number, state, started, completed, children)
+            check_attrs(trial.user_attrs)
+        except DamagedRow as problem:
+            damaged.append((number, str(problem)))
+            continue
+        trials.append(trial)
+    trials.sort(key=lambda trial: trial.number)
+    return StudySnapshot(name, direction_list, attrs, tuple(trials), tuple(sorted(damaged)))
+
+
+class DamagedRow(ValueError):
+    """A stored trial row that cannot be read; the message says which field and why."""
+
+
+# The user attributes that `nas.evaluate` writes and the reports read, with their JSON types.
+ATTR_TYPES: dict[str, tuple[type, ...]] = {
+    "pattern": (str,), "arch": (dict,), "fingerprint": (str,), "analytic": (dict,),
+    "quality": (int, float), "loss": (int, float, type(None)), "tasks": (dict,),
+    "measured": (dict,), "device": (str,), "wall_seconds": (int, float),
+    "failure": (str, type(None)), "violations": (dict,), "duplicate_of": (int,),
+    "baseline": (str,), "retry_of": (int,), "interrupted": (bool,), "surplus": (bool,),
+}
+JSON_NAMES = {str: "text", dict: "a mapping", int: "a number", float: "a number",
+              bool: "true or false", type(None): "null"}
+
+
+def check_attrs(attrs: dict[str, Any]) -> None:
+    """DamagedRow when a known attribute has the wrong JSON type."""
+    for key, types in ATTR_TYPES.items():
+        value = attrs.get(key)
+        if key in attrs and (not isinstance(value, types) or
+                             (isinstance(value, bool) and bool not in types)):
+            wanted = " or ".join(dict.fromkeys(JSON_NAMES[t] for t in types))
+            raise DamagedRow(f"user attribute {key!r} is {_short(value)}, expected {wanted}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _frozen_trial(trial_id: int, number: int, state: str, started: Any, completed: Any,
+                  children: "_Children"):
+    from optuna.trial import FrozenTrial, TrialState
+
+    try:
+        trial_state = TrialState[state]
+    except KeyError:
+        raise DamagedRow(f"state {_short(state)} is not a trial state") from None
+    values = children.values.get(trial_id)
+    params = children.params.get(trial_id, [])
+    try:
+        distributions = {p: _distribution(d) for p, _, d in params}
+        external = {p: distributions[p].to_external_repr(v) for p, v, _ in params}
+    except Exception:  # noqa: BLE001 - any malformed distribution JSON or value
+        raise DamagedRow("a parameter or its distribution is malformed") from None
+    try:
+        return FrozenTrial(
+            number=number, state=trial_state, value=None,
             values=[values[k] for k in sorted(values)] if values else None,
-            datetime_start=_local(started), datetime_complete=_local(completed),
-            params={p: _distribution(d).to_external_repr(v) for p, v, d in params},
-            distributions={p: _distribution(d) for p, _, d in params},
+            datetime_start=_local(_stored_datetime(started, "start")),
+            datetime_complete=_local(_stored_datetime(completed, "completion")),
+            params=external, distributions=distributions,
             user_attrs=children.user_attrs.get(trial_id, {}),
             system_attrs=children.system_attrs.get(trial_id, {}),
             intermediate_values=children.intermediate.get(trial_id, {}),
-            trial_id=trial_id))
-    trials.sort(key=lambda trial: trial.number)
-    return StudySnapshot(name, direction_list, attrs, tuple(trials))
+            trial_id=trial_id)
+    except (TypeError, ValueError) as error:  # FrozenTrial's own consistency checks
+        raise DamagedRow(str(error).splitlines()[0]) from None
+
+
+def _stored_datetime(value: Any, what: str) -> datetime.datetime | None:
+    """SQLite keeps datetimes as text; PostgreSQL's driver gives datetime objects."""
+    if value is None or isinstance(value, datetime.datetime):
+        return value
+    try:
+        return datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise DamagedRow(f"{what} date {_short(value)} is not a date") from None
 
 
 @dataclass
@@ -217,6 +295,7 @@ class _Children:
     user_attrs: dict[int, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
     system_attrs: dict[int, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
     intermediate: dict[int, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
+    damaged: dict[int, str] = field(default_factory=dict)  # trial id -> the first problem
 
 
 def _child_rows(connection, study_id: int, last_id: int) -> _Children:
@@ -236,7 +315,11 @@ def _child_rows(connection, study_id: int, last_id: int) -> _Children:
     children = _Children()
     for trial_id, objective, value, kind in of_trials(
             models.TrialValueModel, "objective", "value", "value_type"):
-        children.values[trial_id][objective] = _stored_float(value, kind)
+        if isinstance(value, (int, float)) or value is None:
+            children.values[trial_id][objective] = _stored_float(value, kind)
+        else:
+            children.damaged.setdefault(trial_id, f"objective {objective}'s value "
+                                                  f"{_short(value)} is not a number")
     # Optuna orders a trial's parameters by param_id (the order they were suggested in).
     for trial_id, name, value, distribution in of_trials(
             models.TrialParamModel, "param_name", "param_value", "distribution_json",
@@ -245,7 +328,11 @@ def _child_rows(connection, study_id: int, last_id: int) -> _Children:
     for model, target in ((models.TrialUserAttributeModel, children.user_attrs),
                           (models.TrialSystemAttributeModel, children.system_attrs)):
         for trial_id, key, value in of_trials(model, "key", "value_json"):
-            target[trial_id][key] = json.loads(value)
+            try:
+                target[trial_id][key] = json.loads(value)
+            except (TypeError, ValueError):
+                children.damaged.setdefault(trial_id, f"attribute {key!r} is not JSON "
+                                                      f"({_short(value)})")
     for trial_id, step, value, kind in of_trials(
             models.TrialIntermediateValueModel, "step", "intermediate_value",
             "intermediate_value_type"):

@@ -1,23 +1,38 @@
 """Creating, checking and running studies; any number of workers on one database.
 
-A worker runs one trial at a time through `study.optimize(n_trials=1)`, because Optuna records
-heartbeats and fails stale trials (re-queueing them through the storage's retry callback) only
-inside `optimize` when a trial starts. Between trials the worker counts the study's measured
-trials (complete, or failed for the candidate's own reason), so `n_trials` is the study's
-budget, shared by every worker on every machine:
+A worker runs one trial at a time with Optuna's ask-and-tell interface and its own heartbeat
+thread (Optuna's, inside `optimize`, stops for good at its first database error, and `optimize`
+itself crashes when the database fails while it records a result). Between trials it fails
+stale trials of dead workers (`optuna.storages.fail_stale_trials`, which re-queues them through
+the storage's retry callback) and counts the study's measured trials (complete, or failed for
+the candidate's own reason), so `n_trials` is the study's budget, shared by every worker on
+every machine:
 
     measured >= n_trials                     -> done
     measured + running >= n_trials           -> wait: a running trial may still die and come back
     otherwise                                -> run one more trial
 
-Trials that died with their worker (heartbeat), were interrupted (Ctrl-C) or hit a storage
-error do not count; they are queued again, once each, with the same parameters.
+That check is a fast path; the guarantees come from claims in the storage (`nas.claims`): a
+trial trains only holding one of the N budget slots, and only one trial at a time trains a
+canonical architecture (the others wait for its result and reuse it). Each worker claims its
+own index, and its sampler is seeded with the study's seed plus that index.
+
+Storage outages are waited out (`nas.storage.Patience`): every database call of the worker,
+its trial and its heartbeat is retried with backoff for up to `--outage-wait` seconds. After an
+outage a worker waits two heartbeat intervals before judging other trials stale, because every
+heartbeat stopped during the outage and the live ones need a moment to resume.
+
+Trials that died with their worker (heartbeat) or were interrupted (Ctrl-C) do not count; they
+are queued again, once each, with the same parameters.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
+import socket
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,17 +40,17 @@ from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy.exc import OperationalError
 
-from nas.definition import DefinitionError, StudyDefinition
+from nas.claims import Claims
+from nas.definition import MARKER, DefinitionError, StudyDefinition
 from nas.evaluate import CandidateFailed, Evaluator, is_measured
 from nas.samplers import make_sampler
-from nas.storage import first_line, load_study, study_names
+from nas.storage import Patience, first_line, is_outage, load_study, study_names
 
 POLL_SECONDS = 2.0
 MAX_PRUNED_IN_A_ROW = 500  # infeasible draws in a row before a worker gives up on the space
-MAX_STORAGE_ERRORS = 5  # in a row, before a worker gives up
 SETTLE_SECONDS = 30.0  # a lost trial this old was surely not re-queued by Optuna's callback
+SEED_MODULUS = 2**32  # NumPy's seed range
 
 
 class SearchError(RuntimeError):
@@ -115,9 +130,17 @@ def create_or_check(name: str, storage, definition: StudyDefinition, *,
             messages.extend(enqueue_baselines(study, definition, new))
             study.set_user_attr("baselines", sorted(set(stored.baselines) | set(new)))
         return load_study(name, storage, sampler=sampler), messages
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                directions=definition.directions)
-    for key, value in definition.to_attrs().items():
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                    directions=definition.directions)
+    except optuna.exceptions.DuplicatedStudyError:
+        # Another `hnas search` created it a moment ago: once its definition is complete,
+        # this one joins it (or is refused) like any existing study.
+        wait_for_definition(name, storage)
+        return create_or_check(name, storage, definition, allow_changes=allow_changes)
+    attrs = definition.to_attrs()
+    marker = attrs.pop(MARKER)
+    for key, value in attrs.items():
         study.set_user_attr(key, value)
     if definition.sampler == "grid":
         space = definition.space()
@@ -126,17 +149,47 @@ def create_or_check(name: str, storage, definition: StudyDefinition, *,
             study.enqueue_trial(params, skip_if_exists=True)
         messages.append(f"grid: enqueued {len(assignments)} assignments")
     messages.extend(enqueue_baselines(study, definition))
+    study.set_user_attr(MARKER, marker)  # last: a study with it is complete, baselines and all
     return study, messages
 
 
-def open_study(name: str, storage, *, seed_offset: int = 0) -> tuple[optuna.Study,
-                                                                      StudyDefinition]:
-    """An existing study with its definition and its sampler (seeded per worker)."""
+def wait_for_definition(name: str, storage, seconds: float = 60.0) -> None:
+    """Wait until the study another process is creating has its format marker (set last)."""
+    deadline = time.monotonic() + seconds
+    while MARKER not in load_study(name, storage).user_attrs:
+        if time.monotonic() >= deadline:
+            raise DefinitionError(f"study {name!r} exists but has no hnas definition after "
+                                  f"{seconds:g} s; was it created by another tool?")
+        time.sleep(POLL_SECONDS / 4)
+
+
+def open_study(name: str, storage, *, seed_offset: int | None = None,
+               definition: StudyDefinition | None = None) -> tuple[optuna.Study,
+                                                                     StudyDefinition]:
+    """An existing study with its definition and a sampler seeded for this worker: the study's
+    seed plus `seed_offset`, or by default plus an index no other worker of the study has had
+    (claimed in the storage), so that workers never need a flag to draw different candidates.
+    `definition`: use this one rather than the stored one (a resume with a new budget)."""
     study = load_study(name, storage)
-    definition = StudyDefinition.from_attrs(study.user_attrs, name)
-    seed = None if definition.seed is None else definition.seed + seed_offset
+    definition = definition or read_definition(study)
+    definition.check(name)
+    if seed_offset is None:
+        seed_offset = Claims(study).worker_index({"host": socket.gethostname(),
+                                                  "pid": os.getpid(),
+                                                  "started": datetime.datetime.now().isoformat()})
+    seed = None if definition.seed is None else (definition.seed + seed_offset) % SEED_MODULUS
     sampler = make_sampler(definition.sampler, seed, definition.n_trials)
     return load_study(name, storage, sampler=sampler), definition
+
+
+def read_definition(study: optuna.Study) -> StudyDefinition:
+    """The stored definition of an open study; DefinitionError naming a damaged attribute."""
+    try:
+        attrs = study.user_attrs
+    except ValueError as error:  # Optuna could not decode an attribute's JSON
+        raise DefinitionError(f"study {study.study_name!r}: an attribute is damaged "
+                              f"({first_line(error)})") from None
+    return StudyDefinition.from_attrs(attrs, study.study_name)
 
 
 def enqueue_baselines(study: optuna.Study, definition: StudyDefinition,
@@ -212,23 +265,120 @@ def heartbeat_old_running(study: optuna.Study, touched: set[int]) -> None:
             touched.add(trial.number)
 
 
+class Heartbeat:
+    """A running trial's heartbeat, recorded every interval by a thread of our own until the
+    trial ends. A failed record (the database is down) is noted with the worker's `Patience`
+    and tried again next interval, so the heartbeat outlives any outage."""
+
+    def __init__(self, study: optuna.Study, trial_id: int, patience: Patience) -> None:
+        self.storage = study._storage
+        self.trial_id = trial_id
+        self.patience = patience
+        self.interval = self.storage.get_heartbeat_interval()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Heartbeat":
+        if self.interval is not None:
+            self.patience(self.storage.record_heartbeat, self.trial_id)
+            self._thread = threading.Thread(target=self._beat, daemon=True,
+                                            name=f"hnas-heartbeat-{self.trial_id}")
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as error:  # noqa: BLE001 - a heartbeat thread must not die
+                if is_outage(error):
+                    self.patience.down(error)
+                else:
+                    self.patience.log(f"heartbeat of trial id {self.trial_id} not recorded: "
+                                      f"{first_line(error)}")
+                continue
+            self.patience.back()
+
+
+class Worker:
+    """One worker's loop over a study; see the module's docstring."""
+
+    def __init__(self, study: optuna.Study, definition: StudyDefinition, *,
+                 run: Callable[..., Any] | None, patience: Patience) -> None:
+        self.study = study
+        self.definition = definition
+        self.patience = patience
+        self.evaluator = Evaluator(definition, run=run, patience=patience, idle=self.fail_stale,
+                                   poll_seconds=POLL_SECONDS)
+        interval = study._storage.get_heartbeat_interval() or 0
+        self.stale_hold = 2 * interval + 1  # seconds after an outage before judging others
+        self.touched: set[int] = set()
+
+    def fail_stale(self) -> None:
+        """Fail (and re-queue) the trials of dead workers, unless an outage just ended: then
+        every heartbeat is old, live ones included, until their threads have beaten again."""
+        ended = self.patience.outage_ended
+        if ended is not None and time.monotonic() - ended < self.stale_hold:
+            return
+        self.patience(optuna.storages.fail_stale_trials, self.study)
+
+    def counts(self) -> Counts:
+        self.fail_stale()
+        counts = self.patience(count_trials, self.study)
+        if counts.running:  # all another worker's, alive or not; one read fewer when alone
+            self.patience(heartbeat_old_running, self.study, self.touched)
+        return counts
+
+    def run_one(self) -> optuna.trial.FrozenTrial | None:
+        """Ask for a trial, evaluate it under a heartbeat, tell its result; the told trial, or
+        None when another worker failed it meanwhile (this worker was cut off too long)."""
+        trial = self.patience(self.study.ask)
+        with Heartbeat(self.study, trial._trial_id, self.patience):
+            values, state, error = None, TrialState.COMPLETE, None
+            try:
+                values = self.evaluator(trial)
+            except optuna.TrialPruned:
+                state = TrialState.PRUNED
+            except CandidateFailed:
+                state = TrialState.FAIL
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return self._lost(trial)
+            except BaseException as raised:  # Ctrl-C, a bug: the trial fails, the error goes on
+                state, error = TrialState.FAIL, raised
+            told = self.patience(self.study.tell, trial, values if state == TrialState.COMPLETE
+                                 else None, state=state, skip_if_finished=True)
+        if error is not None:
+            raise error
+        if told.state != state:
+            return self._lost(trial)
+        return told
+
+    def _lost(self, trial: optuna.Trial) -> None:
+        self.patience.log(f"trial {trial.number} was failed by another worker while this one was "
+                          "cut off from the database; it is queued again, this result is dropped")
+        return None
+
+
 def run_worker(study: optuna.Study, definition: StudyDefinition, *,
                timeout: float | None = None,
                on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-               run: Callable[..., Any] | None = None) -> Counts:
+               run: Callable[..., Any] | None = None,
+               patience: Patience | None = None) -> Counts:
     """Run trials until the study has `definition.n_trials` measured ones (or `timeout`)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    evaluator = Evaluator(definition, run=run)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    worker = Worker(study, definition, run=run, patience=patience or Patience())
     deadline = None if timeout is None else time.monotonic() + timeout
-    pruned_in_a_row = storage_errors = 0
-    requeue_lost(study)
-    touched: set[int] = set()
+    pruned_in_a_row = 0
+    worker.patience(requeue_lost, study)
     while True:
-        optuna.storages.fail_stale_trials(study)  # re-queues trials of dead workers
-        counts = count_trials(study)
-        if counts.running:  # all another worker's, alive or not; one read fewer when alone
-            heartbeat_old_running(study, touched)
+        counts = worker.counts()
         if counts.measured >= definition.n_trials:
             return counts
         if deadline is not None and time.monotonic() >= deadline:
@@ -236,29 +386,13 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
         if counts.measured + counts.running >= definition.n_trials:
             time.sleep(POLL_SECONDS)  # a running trial elsewhere may die and be queued again
             continue
-        finished: list[optuna.trial.FrozenTrial] = []
-        try:
-            study.optimize(evaluator, n_trials=1, catch=(CandidateFailed,),
-                           callbacks=[lambda _study, trial, seen=finished: seen.append(trial)])
-        except OperationalError as error:
-            # A busy or briefly unreachable database: the trial is failed (or goes stale and
-            # is failed by a heartbeat) and queued again; this worker waits and carries on.
-            storage_errors += 1
-            print(f"storage error ({storage_errors} in a row), the trial will run again: "
-                  f"{first_line(error)}", file=sys.stderr, flush=True)
-            if storage_errors > MAX_STORAGE_ERRORS:
-                raise SearchError(f"the study database keeps failing: {first_line(error)}") \
-                    from None
-            time.sleep(POLL_SECONDS * storage_errors)
-            requeue_lost(study, settle=0)
+        finished = worker.run_one()
+        if finished is None:
             continue
-        storage_errors = 0
-        pruned = bool(finished) and finished[-1].state == TrialState.PRUNED
+        pruned = finished.state == TrialState.PRUNED and not finished.user_attrs.get("surplus")
         pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0
-        if on_trial is not None and finished:
-            on_trial(study, finished[-1])
+        if on_trial is not None:  # progress reports read the study too
+            worker.patience(on_trial, study, finished)
         if pruned_in_a_row >= MAX_PRUNED_IN_A_ROW:
             raise SearchError(f"{pruned_in_a_row} candidates in a row broke the space's "
                               "constraints; loosen them or narrow the space")
-
-

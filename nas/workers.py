@@ -44,8 +44,9 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def start_workers(study: str, storage_url: str, count: int, *,
-                  timeout: float | None = None) -> list[WorkerProcess]:
+def start_workers(study: str, storage_url: str, count: int, *, timeout: float | None = None,
+                  outage_wait: float | None = None) -> list[WorkerProcess]:
+    """Each worker claims its own index in the study (its sampler's seed offset) itself."""
     gpus = gpu_count()
     threads = max(1, cpu_count() // count)
     log_dir = Path(tempfile.mkdtemp(prefix="hnas-workers-"))
@@ -55,10 +56,11 @@ def start_workers(study: str, storage_url: str, count: int, *,
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
         command = [sys.executable, "-m", "nas", "worker", "--study", study,
-                   "--storage", storage_url, "--quiet", "--threads", str(threads),
-                   "--seed-offset", str(index)]
+                   "--storage", storage_url, "--quiet", "--threads", str(threads)]
         if timeout is not None:
             command += ["--timeout", str(timeout)]
+        if outage_wait is not None:
+            command += ["--outage-wait", str(outage_wait)]
         log = log_dir / f"worker-{index}.log"
         with log.open("w") as handle:
             process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)

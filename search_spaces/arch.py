@@ -324,9 +324,9 @@ class ArchConfig:
 
     @classmethod
     def from_yaml(cls, text: str) -> "ArchConfig":
-        import yaml
+        from search_spaces.yaml_input import load_yaml
 
-        data = yaml.safe_load(text)
+        data = load_yaml(text, "ArchConfig YAML", ArchConfigError)
         if not isinstance(data, dict):
             raise ArchConfigError("an ArchConfig YAML document must be a mapping")
         return cls.from_dict(data)

@@ -11,6 +11,9 @@ PostgreSQL refuses to run as root. Under root (containers, CI images) the server
 `postgres` system account that the PostgreSQL packages create; the folder is handed to it.
 Clients connect over the socket whatever user they are, since authentication is `trust`.
 
+`postgres_control()` yields a `Server` that can also be stopped and started again under running
+clients (the outage tests) and can create more databases (a fresh one per test).
+
 `skip_reason()` says why no server can be started here (no binaries, no driver, root without a
 `postgres` account), or None; the fixture in a test module skips with that reason.
 """
@@ -76,9 +79,41 @@ class _Runner:
                               cwd="/", check=False, **kwargs)
 
 
+class Server:
+    """A started server: its URL, and stop/start for outages (the data folder is kept)."""
+
+    def __init__(self, runner: "_Runner", root: Path) -> None:
+        self.runner, self.root = runner, root
+        self.data, self.log = root / "data", root / "server.log"
+        self.url = self.database_url(DATABASE)
+
+    def database_url(self, name: str) -> str:
+        return f"postgresql+psycopg://{USER}@/{name}?host={self.root}&port={PORT}"
+
+    def start(self) -> None:
+        _check(self.runner.run("pg_ctl", "start", "-w", "-t", str(START_TIMEOUT_S), "-D",
+                               str(self.data), "-l", str(self.log)), "pg_ctl start", self.log)
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast` ends every client's connection, as an administrator's restart does."""
+        _check(self.runner.run("pg_ctl", "stop", "-m", mode, "-w", "-D", str(self.data)),
+               "pg_ctl stop", self.log)
+
+    def create_database(self, name: str) -> str:
+        _create_database(self.root, name)
+        return self.database_url(name)
+
+
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """Start a server, create the database, yield its SQLAlchemy URL; always clean up."""
+    with postgres_control() as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def postgres_control() -> Iterator[Server]:
+    """Start a server, create the database, yield the `Server`; always clean up."""
     reason = skip_reason()
     if reason is not None:
         raise ServerError(reason)
@@ -86,34 +121,33 @@ def postgres_server() -> Iterator[str]:
     # /tmp rather than a long TMPDIR: the socket's path must fit in sun_path.
     parent = "/tmp" if len(tempfile.gettempdir()) > SOCKET_PATH_MAX - 30 else None
     root = Path(tempfile.mkdtemp(prefix="hnas-pg-", dir=parent))
-    data, log = root / "data", root / "server.log"
+    server = Server(runner, root)
     started = False
     try:
         runner.own(root)
-        _check(runner.run("initdb", "-D", str(data), "-U", USER, "-A", "trust", "-E", "UTF8",
-                          "--no-sync", "--no-instructions"), "initdb", log)
-        with (data / "postgresql.conf").open("a") as conf:
+        _check(runner.run("initdb", "-D", str(server.data), "-U", USER, "-A", "trust", "-E",
+                          "UTF8", "--no-sync", "--no-instructions"), "initdb", server.log)
+        with (server.data / "postgresql.conf").open("a") as conf:
             # A test server: no TCP, socket in our folder, no durability (nothing to keep).
             conf.write(f"listen_addresses = ''\nunix_socket_directories = '{root}'\n"
                        f"port = {PORT}\nfsync = off\nsynchronous_commit = off\n"
                        "full_page_writes = off\nmax_connections = 200\n")
         started = True  # from here on a half-started server is stopped too
-        _check(runner.run("pg_ctl", "start", "-w", "-t", str(START_TIMEOUT_S), "-D", str(data),
-                          "-l", str(log)), "pg_ctl start", log)
-        _create_database(root)
-        yield f"postgresql+psycopg://{USER}@/{DATABASE}?host={root}&port={PORT}"
+        server.start()
+        _create_database(root, DATABASE)
+        yield server
     finally:
         if started:
-            runner.run("pg_ctl", "stop", "-m", "immediate", "-w", "-D", str(data))
+            runner.run("pg_ctl", "stop", "-m", "immediate", "-w", "-D", str(server.data))
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _create_database(socket_dir: Path) -> None:
+def _create_database(socket_dir: Path, name: str) -> None:
     import psycopg
 
     with psycopg.connect(host=str(socket_dir), port=PORT, user=USER, dbname="postgres",
                          autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {DATABASE}")
+        connection.execute(f"CREATE DATABASE {name}")
 
 
 def _check(result: subprocess.CompletedProcess, what: str, log: Path) -> None:

@@ -127,7 +127,12 @@ def test_study_copy_and_listing(workdir):
     result = invoke("studies", "--storage", "sqlite:///copy.db")
     assert result.exit_code == 0 and "e2e" in result.output
     again = invoke("study", "copy", "--from", "sqlite:///hnas.db", "--to", "sqlite:///copy.db")
-    assert again.exit_code == 2 and "already exists" in again.output
+    assert again.exit_code == 0 and "already copied e2e" in again.output  # resumable
+    import optuna
+
+    optuna.load_study(study_name="e2e", storage="sqlite:///copy.db").set_user_attr("n", 1)
+    clash = invoke("study", "copy", "--from", "sqlite:///hnas.db", "--to", "sqlite:///copy.db")
+    assert clash.exit_code == 2 and "already exists" in clash.output and "differs" in clash.output
 
 
 @pytest.mark.parametrize("args, words", [

@@ -315,26 +315,123 @@ def test_every_objective_kind_gets_its_value(storage):
     assert study.directions[1] == optuna.study.StudyDirection.MAXIMIZE
 
 
-def test_a_storage_error_costs_a_retry_not_the_worker(storage, monkeypatch):
-    import nas.study
+def outage_error(message: str = "connection refused"):
+    """What Optuna's RDB storage raises when the database is down: StorageInternalError, with
+    SQLAlchemy's OperationalError as its cause."""
     from sqlalchemy.exc import OperationalError
 
-    monkeypatch.setattr(nas.study, "POLL_SECONDS", 0.01)
-    fake = FakeRun()
+    try:
+        raise OperationalError("UPDATE trials", {}, Exception(message))
+    except OperationalError as cause:
+        error = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+        error.__cause__ = cause
+        return error
 
-    def flaky(arch, suite, budget, seed=0):
-        if not flaky.failed:
-            flaky.failed = True
-            raise OperationalError("UPDATE trials", {}, Exception("database is locked"))
-        return fake(arch, suite, budget, seed)
 
-    flaky.failed = False
+def test_a_storage_outage_is_waited_out_not_the_workers_end(storage, monkeypatch, capsys):
+    """The database fails under a trial's writes and under its heartbeat: the worker waits
+    (saying so once per outage), and the trial carries on; nothing is lost or trained twice."""
+    import nas.storage
+
+    monkeypatch.setattr(nas.storage, "MAX_BACKOFF_S", 0.05)
     spec = definition(n_trials=3)
     study, _ = create_or_check("s", storage, spec)
-    counts = run_worker(study, spec, run=flaky)
-    assert counts.measured == 3 and counts.lost == 1
-    lost = study.trials[0]
-    assert lost.state == TrialState.FAIL and "failure" not in lost.user_attrs
-    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == 0]
-    assert len(retry) == 1 and retry[0].params == lost.params
-    assert retry[0].state == TrialState.COMPLETE
+    backend = study._storage._backend
+    real = backend.set_trial_user_attr
+    failures = iter([True, True, False, False, True] + [False] * 1000)
+
+    def flaky(*args, **kwargs):
+        if next(failures):
+            raise outage_error()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "set_trial_user_attr", flaky)
+    fake = FakeRun()
+    counts = run_worker(study, spec, run=fake, patience=nas.storage.Patience(wait_s=30))
+    assert counts.measured == 3 and counts.lost == 0
+    assert len(fake.calls) == len(set(fake.calls))
+    err = capsys.readouterr().err
+    assert err.count("the study database is unreachable (connection refused)") == 2, err
+    assert err.count("the study database is back after") == 2, err
+
+
+def test_a_database_that_will_not_work_is_not_waited_for(storage, monkeypatch):
+    """A read-only or damaged database is no outage: the worker stops at once and says why."""
+    import nas.storage
+
+    spec = definition(n_trials=2)
+    study, _ = create_or_check("s", storage, spec)
+
+    def read_only(*args, **kwargs):
+        raise outage_error("attempt to write a readonly database")
+
+    monkeypatch.setattr(study._storage._backend, "set_trial_user_attr", read_only)
+    started = time.monotonic()
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        run_worker(study, spec, run=FakeRun(), patience=nas.storage.Patience(wait_s=60))
+    assert time.monotonic() - started < 10
+    from nas.storage import describe_storage_error, is_outage
+
+    assert not is_outage(outage_error("attempt to write a readonly database"))
+    assert is_outage(outage_error("server closed the connection unexpectedly"))
+    assert describe_storage_error(outage_error("attempt to write a readonly database")) == \
+        "the study database is read-only (attempt to write a readonly database)"
+
+
+def test_an_outage_longer_than_the_wait_ends_the_worker_in_one_line(storage, monkeypatch):
+    import nas.storage
+
+    monkeypatch.setattr(nas.storage, "MAX_BACKOFF_S", 0.05)
+    spec = definition(n_trials=2)
+    study, _ = create_or_check("s", storage, spec)
+
+    def down(*args, **kwargs):
+        raise outage_error()
+
+    monkeypatch.setattr(study._storage._backend, "set_trial_user_attr", down)
+    with pytest.raises(nas.storage.StorageError, match="unreachable for 1 s"):
+        run_worker(study, spec, run=FakeRun(), patience=nas.storage.Patience(wait_s=1))
+
+
+def test_a_trial_failed_under_its_worker_is_dropped_not_a_crash(storage, capsys):
+    """Another worker judged this one's trial stale (say, after a network cut) and failed it:
+    the worker says so, drops its result and goes on; the budget is still met."""
+    spec = definition(n_trials=2)
+    study, _ = create_or_check("s", storage, spec)
+    fake = FakeRun()
+
+    def failed_meanwhile(arch, suite, budget, seed=0):
+        if not fake.calls:
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            storage.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)
+        return fake(arch, suite, budget, seed)
+
+    counts = run_worker(study, spec, run=failed_meanwhile)
+    assert counts.measured == 2 and counts.lost == 1
+    assert "was failed by another worker while this one was cut off" in capsys.readouterr().err
+
+
+def test_two_searches_creating_one_study_at_once_share_it(tmp_path):
+    """Two `hnas search` started together: one creates the study, the other finds it created
+    (DuplicatedStudyError), waits for its definition and joins it: one study, one baseline."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    space = 'pattern: "{A|M}*{depth: 2..6}"\ndims: {d_model: 32, n_heads: 4}\n'
+    spec = definition(space, n_trials=2, baselines=("transformer",))
+    barrier, results = threading.Barrier(2), []
+
+    def create() -> None:
+        storage = open_storage(url)
+        barrier.wait()
+        results.append(create_or_check("s", storage, spec))
+
+    threads = [threading.Thread(target=create) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2
+    study = results[0][0]
+    assert len(optuna.get_all_study_summaries(study._storage)) == 1
+    assert [t.user_attrs.get("baseline") for t in study.get_trials()] == ["transformer"]

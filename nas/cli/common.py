@@ -11,6 +11,7 @@ import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
 USAGE_ERROR = 2
+MAX_SEED = 2**31 - 1  # leaves room under NumPy's 2**32 for each worker's offset
 LR_HELP = ("Peak learning rate (AdamW, warm-up then cosine; default 1e-3). Repeat it to sweep: "
            "each task trains at every rate and scores its best, at that many times the cost.")
 
@@ -25,16 +26,48 @@ def user_errors(func: F) -> F:
         from nas.objectives import ObjectiveError
         from nas.storage import StorageError
         from search_spaces import ArchConfigError, PatternError, SpaceError
+        from search_spaces.yaml_input import shorten
 
         try:
             return func(*args, **kwargs)
         except PatternError as error:
-            fail(f"pattern {error.text!r}: {error}" if error.text is not None else str(error))
+            fail(f"pattern {shorten(error.text)!r}: {error}" if error.text is not None
+                 else str(error))
         except (ArchConfigError, SpaceError, StorageError, DefinitionError,
                 ObjectiveError) as error:
             fail(str(error))
+        except Exception as error:  # noqa: BLE001 - only the kinds below; the rest propagate
+            message = environment_error(error)
+            if message is None:
+                raise
+            fail(message)
 
     return wrapper  # type: ignore[return-value]
+
+
+def environment_error(error: BaseException) -> str | None:
+    """One line for a failure of the world around the command rather than of its input's
+    form: the study database (Optuna wraps database errors in StorageInternalError) or a file
+    that cannot be written. None for anything else, which is a bug and keeps its traceback.
+
+    Recognised by module and type, so that commands that never touch a database do not have to
+    import Optuna or SQLAlchemy here."""
+    from nas.storage import describe_storage_error
+
+    described = describe_storage_error(error)
+    if described is not None:
+        return described
+    if isinstance(error, OSError) and error.filename is not None:
+        from search_spaces.yaml_input import shorten
+
+        return f"{shorten(str(error.filename))}: {error.strerror or error}"
+    return None
+
+
+def check_seed(option: str, seed: int | None) -> None:
+    """Seeds go to NumPy and torch, which take 0 .. 2**32 - 1; workers add their index."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        fail(f"{option} {seed}: expected a whole number from 0 to {MAX_SEED:,}")
 
 
 def learning_rates(values: list[float]) -> dict[str, Any]:

@@ -20,15 +20,16 @@ def kind_order() -> tuple[str, ...]:
 
 
 def parse_dim_options(options: list[str]) -> dict[str, Any]:
-    """`--dim key=value` options; values read as YAML scalars (64 -> int, true -> bool)."""
-    import yaml
+    """`--dim key=value` options; values read as YAML (64 -> int, 1e3 -> float, true -> bool)."""
+    from search_spaces import SpaceError
+    from search_spaces.yaml_input import load_yaml
 
     dims: dict[str, Any] = {}
     for option in options:
         key, sep, value = option.partition("=")
         if not sep or not key.strip():
             fail(f"--dim {option!r}: expected KEY=VALUE, for example --dim n_heads=8")
-        dims[key.strip()] = yaml.safe_load(value)
+        dims[key.strip()] = load_yaml(value, f"--dim {key.strip()}", SpaceError)
     return dims
 
 

@@ -14,11 +14,20 @@ from nas.cli.search import STORAGE_HELP
 
 
 def open_for_reading(name: str, storage: Optional[str]):
-    """The study as one read (`nas.snapshot`): the reading commands need no live storage."""
+    """The study as one read (`nas.snapshot`): the reading commands need no live storage.
+    Trials whose stored rows are damaged are named on stderr and left out."""
     from nas.snapshot import read_study
     from nas.storage import default_url
 
-    return read_study(name, storage or default_url())
+    snapshot = read_study(name, storage or default_url())
+    warn_damaged(snapshot)
+    return snapshot
+
+
+def warn_damaged(snapshot) -> None:
+    for number, reason in snapshot.damaged:
+        print(f"warning: study {snapshot.study_name!r}, trial {number} skipped: {reason}",
+              file=sys.stderr)
 
 
 @app.command()
@@ -92,6 +101,8 @@ def trials(
     """The study's trials: pattern, every objective, baseline, duplicate and failure."""
     from nas import report
 
+    if limit is not None and limit < 0:
+        fail(f"--limit {limit}: expected 0 or more")
     study = open_for_reading(study_name, storage)
     try:
         rows = report.trial_rows(study, state=state, sort=sort, limit=limit)

@@ -10,12 +10,14 @@ from typing import Optional
 import typer
 
 from nas.cli.app import app
-from nas.cli.common import LR_HELP, fail, learning_rates, user_errors
+from nas.cli.common import LR_HELP, check_seed, fail, learning_rates, user_errors
 from nas.cli.progress import SearchProgress
 
 CURVE_BATCHES = 4
 INTERRUPTED = 130  # the shell's code for Ctrl-C
 STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///hnas.db here)."
+OUTAGE_HELP = ("Seconds to wait for an unreachable study database before giving up "
+               "(default 600, or $HNAS_OUTAGE_WAIT).")
 
 
 @app.command()
@@ -45,6 +47,7 @@ def search(
     allow_changes: bool = typer.Option(False, "--allow-changes", help="Continue an existing "
                                        "study although its space, suite or budget differ."),
     quiet: bool = typer.Option(False, "--quiet", help="A log line per trial, no progress bar."),
+    outage_wait: Optional[float] = typer.Option(None, "--outage-wait", help=OUTAGE_HELP),
 ) -> None:
     """Search a space: sample candidates, train them briefly, record every result."""
     from nas.definition import StudyDefinition, toolkit_versions
@@ -52,6 +55,7 @@ def search(
     from nas.storage import default_url, open_storage
     from search_spaces import arch_names, load_space
 
+    check_seed("--seed", seed)
     space = load_space(space_ref)
     parse_objectives(objectives)
     names = tuple(name.strip() for name in baselines.split(",") if name.strip())
@@ -72,7 +76,9 @@ def search(
         seed=seed, baselines=names, versions=toolkit_versions())
     name = study_name or space.name or "hnas"
     url = storage or default_url()
-    _run(name, url, open_storage(url), definition, allow_changes, timeout, workers, quiet)
+    patience = _patience(outage_wait)
+    _run(name, url, open_storage(url), definition, allow_changes, timeout, workers, quiet,
+         patience)
 
 
 @app.command()
@@ -85,19 +91,22 @@ def resume(
     timeout: Optional[float] = typer.Option(None, "--timeout"),
     workers: int = typer.Option(1, "--workers"),
     quiet: bool = typer.Option(False, "--quiet"),
+    outage_wait: Optional[float] = typer.Option(None, "--outage-wait", help=OUTAGE_HELP),
 ) -> None:
     """Continue a study with its stored space, suite, budget and objectives."""
-    from nas.storage import default_url, open_storage
-    from nas.study import open_study
+    from nas.storage import default_url, load_study, open_storage
+    from nas.study import read_definition
 
+    if n_trials is not None and n_trials < 1:
+        fail(f"--n-trials: expected at least 1, got {n_trials}")
+    patience = _patience(outage_wait)
     url = storage or default_url()
     db = open_storage(url)
-    _, definition = open_study(study_name, db)
+    definition = read_definition(load_study(study_name, db))
+    definition.check(study_name)
     if n_trials is not None:
-        if n_trials < 1:
-            fail(f"--n-trials: expected at least 1, got {n_trials}")
         definition = definition.with_trials(n_trials)
-    _run(study_name, url, db, definition, False, timeout, workers, quiet)
+    _run(study_name, url, db, definition, False, timeout, workers, quiet, patience)
 
 
 @app.command()
@@ -108,9 +117,11 @@ def worker(
     timeout: Optional[float] = typer.Option(None, "--timeout"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads "
                                           "(default 1, or $HNAS_THREADS)."),
-    seed_offset: int = typer.Option(0, "--seed-offset", help="Added to the study's seed, so "
-                                    "that workers do not all draw the same candidates."),
+    seed_offset: Optional[int] = typer.Option(
+        None, "--seed-offset", help="Added to the study's seed (default: an index no other "
+        "worker of the study has had, so workers draw different candidates without it)."),
     quiet: bool = typer.Option(False, "--quiet"),
+    outage_wait: Optional[float] = typer.Option(None, "--outage-wait", help=OUTAGE_HELP),
 ) -> None:
     """Join an existing study (from any machine) and run trials until it has its budget."""
     from nas.storage import default_url, open_storage
@@ -118,22 +129,36 @@ def worker(
 
     from trials.train import use_training_threads
 
+    if seed_offset is not None and seed_offset < 0:
+        fail(f"--seed-offset {seed_offset}: expected 0 or more")
+    patience = _patience(outage_wait)
     use_training_threads(threads)
     study, definition = open_study(study_name, open_storage(storage or default_url()),
                                    seed_offset=seed_offset)
     progress = SearchProgress(study, definition.n_trials, quiet=quiet)
     try:
         with progress:
-            run_worker(study, definition, timeout=timeout, on_trial=progress.trial_done)
+            run_worker(study, definition, timeout=timeout, on_trial=progress.trial_done,
+                       patience=patience)
     except SearchError as error:
         fail(str(error))
     except KeyboardInterrupt:
         _interrupted(study_name, storage)
 
 
+def _patience(outage_wait: Optional[float]):
+    from nas.storage import Patience
+
+    if outage_wait is None:
+        return Patience()
+    if outage_wait < 0:
+        fail(f"--outage-wait {outage_wait:g}: expected 0 or more seconds")
+    return Patience(outage_wait)
+
+
 def _run(name: str, url: str, storage, definition, allow_changes: bool,
-         timeout: Optional[float], workers: int, quiet: bool) -> None:
-    from nas.study import SearchError, create_or_check, run_worker
+         timeout: Optional[float], workers: int, quiet: bool, patience) -> None:
+    from nas.study import SearchError, create_or_check, open_study, run_worker
 
     study, messages = create_or_check(name, storage, definition, allow_changes=allow_changes)
     progress = SearchProgress(study, definition.n_trials, quiet=quiet)
@@ -145,9 +170,12 @@ def _run(name: str, url: str, storage, definition, allow_changes: bool,
                 from trials.train import use_training_threads
 
                 use_training_threads()
-                run_worker(study, definition, timeout=timeout, on_trial=progress.trial_done)
+                study, _ = open_study(name, storage, definition=definition)
+                progress.study = study
+                run_worker(study, definition, timeout=timeout, on_trial=progress.trial_done,
+                           patience=patience)
             else:
-                _run_processes(name, url, study, workers, timeout, progress)
+                _run_processes(name, url, study, workers, timeout, progress, patience.wait_s)
     except SearchError as error:
         fail(str(error))
     except KeyboardInterrupt:
@@ -156,10 +184,10 @@ def _run(name: str, url: str, storage, definition, allow_changes: bool,
 
 
 def _run_processes(name: str, url: str, study, workers: int, timeout: Optional[float],
-                   progress: SearchProgress) -> None:
+                   progress: SearchProgress, outage_wait: float) -> None:
     from nas.workers import start_workers
 
-    processes = start_workers(name, url, workers, timeout=timeout)
+    processes = start_workers(name, url, workers, timeout=timeout, outage_wait=outage_wait)
     try:
         while any(w.process.poll() is None for w in processes):
             progress.refresh()

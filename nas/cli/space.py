@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from nas.cli.app import space_app
-from nas.cli.common import console, fail, human, user_errors
+from nas.cli.common import check_seed, console, fail, human, user_errors
 
 
 @space_app.command("check")
@@ -58,6 +58,7 @@ def sample(
 
     if n < 1:
         fail(f"-n {n}: must be at least 1")
+    check_seed("--seed", seed)
     space = load_space(space_ref)
     limit = space.constraints.max_cache_bytes
     context = context or (limit.context if limit else 8192)

@@ -12,7 +12,7 @@ import typer
 
 from nas.cli.app import app, study_app
 from nas.cli.common import console, fail, user_errors
-from nas.cli.results import open_for_reading
+from nas.cli.results import open_for_reading, warn_damaged
 from nas.cli.search import STORAGE_HELP
 
 
@@ -25,19 +25,23 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
     from nas.snapshot import read_studies
     from nas.storage import default_url, shown_url
     from nas.study import count_trials
+    from search_spaces.yaml_input import shorten
 
     url = storage or default_url()
     table = Table(title=f"studies in {shown_url(url)}")
     for column in ("study", "objectives", "measured", "budget", "running", "state", "started"):
         table.add_column(column)
     for study in read_studies(url):
+        warn_damaged(study)
         attrs = study.user_attrs
         counts = count_trials(study)
         budget = attrs.get("n_trials")
+        if isinstance(budget, bool) or not isinstance(budget, int):
+            budget = None  # not an hnas study, or a damaged attribute (`status` says which)
         state = ("running" if counts.running else
                  "done" if budget is not None and counts.measured >= budget else "open")
         started = min((t.datetime_start for t in study.trials if t.datetime_start), default=None)
-        table.add_row(study.study_name, str(attrs.get("objectives", "-")),
+        table.add_row(study.study_name, shorten(str(attrs.get("objectives", "-")), 60),
                       str(counts.measured), str(budget if budget is not None else "-"),
                       str(counts.running), state,
                       f"{started:%Y-%m-%d %H:%M}" if started else "-")
@@ -51,24 +55,25 @@ def copy(
     to_url: str = typer.Option(..., "--to", help="Destination database URL."),
     study_name: Optional[str] = typer.Option(None, "--study", help="One study (default: all)."),
 ) -> None:
-    """Copy studies between databases (for example a laptop's SQLite to a cluster's Postgres)."""
-    import optuna
+    """Copy studies between databases (for example a laptop's SQLite to a cluster's Postgres).
 
-    from nas.storage import StorageError, load_study, open_storage, shown_url, study_names
+    Each study is copied whole or not at all, and a copy that was interrupted is finished by
+    running the same command again (studies already copied are skipped)."""
+    from nas.snapshot import missing_sqlite_file
+    from nas.storage import (StorageError, copy_study, load_study, open_storage, shown_url,
+                             study_names)
 
+    missing = missing_sqlite_file(from_url)
+    if missing:
+        raise StorageError(f"storage {shown_url(from_url)!r}: no database file at {missing!r}")
     source = open_storage(from_url, heartbeat=False)
-    target = open_storage(to_url, heartbeat=False)
     names = [study_name] if study_name else study_names(source)
     if study_name:
         load_study(study_name, source)  # a clear error when it is not there
-    existing = set(study_names(target))
-    clash = [name for name in names if name in existing]
-    if clash:
-        raise StorageError(f"study {clash[0]!r} already exists in {shown_url(to_url)}; "
-                           "copying would mix two studies")
+    target = open_storage(to_url, heartbeat=False)
     for name in names:
-        optuna.copy_study(from_study_name=name, from_storage=source, to_storage=target)
-        print(f"copied {name} to {shown_url(to_url)}", file=sys.stderr)
+        done = copy_study(name, source, target)
+        print(f"{done} {name} to {shown_url(to_url)}", file=sys.stderr)
 
 
 @app.command()
@@ -110,6 +115,8 @@ def export(
 
     if fmt not in ("yaml", "json", "hf"):
         fail(f"--format {fmt!r}: expected yaml, json or hf")
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"-o {str(out_dir)!r}: a file, not a folder; give the folder to write into")
     study = open_for_reading(study_name, storage)
     try:
         chosen = select_trials(study, trial=trial, pareto=pareto, top=top, by=by)

@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 
 from nas.cli.app import app
-from nas.cli.common import LR_HELP, console, fail, human, learning_rates, user_errors
+from nas.cli.common import (LR_HELP, check_seed, console, fail, human, learning_rates,
+                             user_errors)
 from nas.cli.cost import build_arch, parse_dim_options
 
 
@@ -32,6 +33,7 @@ def train(
     from trials.tasks import SuiteError, TaskError, load_suite
     from trials.train import Budget, BudgetError, run_trial, use_training_threads
 
+    check_seed("--seed", seed)
     dims = parse_dim_options(dim)
     if d_model is not None:
         dims["d_model"] = d_model

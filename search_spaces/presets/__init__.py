@@ -12,12 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from search_spaces.arch import ArchConfig, ArchConfigError
 from search_spaces.pattern import PatternError
 from search_spaces.space import SearchSpace, SpaceError
-from search_spaces.yaml_input import read_text
+from search_spaces.yaml_input import is_file, load_yaml, read_text, shorten
 
 PRESET_DIR = Path(__file__).parent
 
@@ -36,14 +34,14 @@ def _read(path: Path, what: str) -> str:
 
 def _hf_folder_config(path: Path) -> Path:
     """A Hugging Face model folder stands for its config.json."""
-    return path / "config.json" if path.is_dir() and (path / "config.json").is_file() else path
+    return path / "config.json" if is_file(path / "config.json") else path
 
 
 def is_arch_reference(name_or_path: str | Path) -> bool:
     """True for a preset architecture name, an existing file or a Hugging Face model folder
     (anything else is a pattern)."""
-    return (PRESET_DIR / "archs" / f"{name_or_path}.yaml").is_file() \
-        or _hf_folder_config(Path(name_or_path)).is_file()
+    return is_file(PRESET_DIR / "archs" / f"{name_or_path}.yaml") \
+        or is_file(_hf_folder_config(Path(name_or_path)))
 
 
 def load_arch(name_or_path: str | Path, **overrides: Any) -> ArchConfig:
@@ -53,16 +51,20 @@ def load_arch(name_or_path: str | Path, **overrides: Any) -> ArchConfig:
     `overrides` replace dims of the stored config before it is built, so widths derived by
     default (d_ff, dt_rank, ...) follow an overridden d_model unless the file fixes them."""
     preset = PRESET_DIR / "archs" / f"{name_or_path}.yaml"
-    path = preset if preset.is_file() else _hf_folder_config(Path(name_or_path))
-    if not path.is_file():
-        raise SpaceError(f"{name_or_path}: neither a preset architecture "
+    path = preset if is_file(preset) else _hf_folder_config(Path(name_or_path))
+    if not is_file(path):
+        raise SpaceError(f"{shorten(str(name_or_path))}: neither a preset architecture "
                          f"({', '.join(arch_names())}) nor a file")
     text = _read(path, "an architecture")
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
-        raise SpaceError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
-                         f"({str(error).splitlines()[0]})") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as error:
+            reason = "nested too deep" if isinstance(error, RecursionError) else \
+                str(error).splitlines()[0]
+            raise SpaceError(f"{path}: not valid JSON ({reason})") from None
+    else:
+        data = load_yaml(text, str(path), SpaceError)
     if not isinstance(data, dict):
         raise SpaceError(f"{path}: an architecture file must be a mapping")
     try:
@@ -77,8 +79,8 @@ def load_arch(name_or_path: str | Path, **overrides: Any) -> ArchConfig:
 def load_space(name_or_path: str | Path) -> SearchSpace:
     """A preset search space by name (`demo`), or a search-space YAML file by path."""
     preset = PRESET_DIR / "spaces" / f"{name_or_path}.yaml"
-    path = preset if preset.is_file() else Path(name_or_path)
-    if not path.is_file():
-        raise SpaceError(f"{name_or_path}: neither a preset space "
+    path = preset if is_file(preset) else Path(name_or_path)
+    if not is_file(path):
+        raise SpaceError(f"{shorten(str(name_or_path))}: neither a preset space "
                          f"({', '.join(space_names())}) nor a file")
     return SearchSpace.from_yaml(_read(path, "a search space"), str(path))

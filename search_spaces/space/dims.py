@@ -21,6 +21,8 @@ AUTO_DIMS = ("n_kv_heads", "d_ff", "dt_rank", "lru_width")  # null = derived by 
 #: Dims whose values are words, and the words each accepts.
 STR_DIMS: dict[str, tuple[str, tuple[str, ...]]] = {"ffn": ("an FFN kind", FFNS),
                                                     "ffn_act": ("an activation", ACTIVATIONS)}
+MAX_INT = 2**31 - 1  # no width or count is larger; Optuna stores parameters as doubles
+MAX_FLOAT_STEPS = 1_000_000  # values of a stepped float range
 
 
 class SpaceError(ValueError):
@@ -52,6 +54,8 @@ def check_value(name: str, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         auto = " (or null for the default)" if name in AUTO_DIMS else ""
         raise SpaceError(f"{where}: expected a positive integer{auto}, got {value!r}")
+    if value > MAX_INT:
+        raise SpaceError(f"{where}: {value:,} is larger than {MAX_INT:,}")
     return value
 
 
@@ -110,8 +114,9 @@ class IntDim:
     def suggest(self, trial: Any) -> Any:
         return trial.suggest_int(self.name, self.low, self.high, step=self.step, log=self.log)
 
-    def values(self) -> tuple[int, ...]:
-        return tuple(range(self.low, self.high + 1, self.step))
+    def values(self) -> range:
+        """A range, not a list: a wide range costs nothing until it is enumerated."""
+        return range(self.low, self.high + 1, self.step)
 
     @property
     def searchable(self) -> bool:
@@ -227,6 +232,9 @@ def _parse_range(name: str, raw: dict) -> DimSpec:
     if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))
                              or step <= 0):
         raise SpaceError(f"{where}.step: expected a positive number, got {step!r}")
+    if step is not None and (high - low) / step >= MAX_FLOAT_STEPS:
+        raise SpaceError(f"{where}.step: {step!r} makes more than {MAX_FLOAT_STEPS:,} values "
+                         f"between {low:g} and {high:g}")
     if log and (step is not None or low <= 0):
         raise SpaceError(f"{where}: a log range needs low > 0 and no step")
     return FloatDim(name, low, high, None if step is None else float(step), log)

@@ -30,6 +30,7 @@ from search_spaces.layers import FFNS, LOCAL_ATTENTION, MLP
 from search_spaces.pattern import (
     Choice,
     Count,
+    MAX_LAYERS,
     Group,
     Node,
     PatternError,
@@ -53,6 +54,7 @@ TOP_LEVEL_KEYS = ("name", "description", "pattern", "dims", "constraints")
 INTERACTING_DIMS = ("d_model", "n_heads", "n_kv_heads", "lru_width", "expand", "m2_head_dim",
                     "m2_n_groups", "moe_experts", "moe_top_k", "hyena_order", "hyena_pos_dim")
 MAX_CHECKED_COMBINATIONS = 20_000
+MAX_PARAM_NAME = 512  # Optuna's RDB storage keeps parameter names in a 512-character column
 
 
 class InvalidCandidate(SpaceError):
@@ -157,8 +159,15 @@ class SearchSpace:
         clash = sorted(names & set(self.dims))
         if clash:
             raise SpaceError(f"pattern: the name {clash[0]!r} is both a pattern decision and a dim")
+        low, high = _depth_range(self.tree)
+        if high > MAX_LAYERS:
+            raise SpaceError(f"pattern: can expand to {high:,} layers; a candidate may have at "
+                             f"most {MAX_LAYERS:,}")
+        long_name = next((name for name in names if len(name) > MAX_PARAM_NAME), None)
+        if long_name is not None:
+            raise SpaceError(f"pattern: the decision name {long_name[:40]!r}... is "
+                             f"{len(long_name):,} characters long; at most {MAX_PARAM_NAME}")
         if self.constraints.depth is not None:
-            low, high = _depth_range(self.tree)
             want_low, want_high = self.constraints.depth
             if high < want_low or low > want_high:
                 raise SpaceError(f"constraints.depth: [{want_low:g}, {want_high:g}] cannot be met; "

@@ -34,7 +34,7 @@ from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from search_spaces.yaml_input import load_yaml, read_text
+from search_spaces.yaml_input import is_file, load_yaml, read_text, shorten
 from trials.registry import Registry
 from trials.tasks.base import Task, TaskData, TaskError
 from trials.tasks.byte_lm import ByteLM
@@ -287,7 +287,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
     if isinstance(name_or_path, str) and name_or_path in PRESETS:
         return PRESETS[name_or_path]()
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or is_file(path):
         return Suite.from_file(path)
-    raise SuiteError(f"{name_or_path}: not a suite preset ({', '.join(PRESETS)}) "
+    raise SuiteError(f"{shorten(str(name_or_path))}: not a suite preset ({', '.join(PRESETS)}) "
                      f"nor a YAML file")
