@@ -59,6 +59,16 @@ template <typename T>
 inline T sigmoid(T x) { return T(1) / (T(1) + exp_of(-x)); }
 
 template <typename T>
+inline void copy_or_zero(T* dst, const T* src, int64_t n) {  // src may be null: zeros
+  if (src) std::memcpy(dst, src, sizeof(T) * n);
+  else std::memset(dst, 0, sizeof(T) * n);
+}
+
+inline int64_t chunk_end(int64_t start, int64_t chunk, int64_t length) {
+  return start + chunk < length ? start + chunk : length;
+}
+
+template <typename T>
 struct Scratch {  // per-thread work memory, reused across the sequences a thread walks
   std::vector<T> buf;
   T* get(size_t n) {
@@ -79,8 +89,7 @@ void selective_scan_fwd(const T* x, const T* dt, const T* At, const T* Bm, const
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t b = 0; b < batch; ++b) {
     T* h = final_state + b * N * D;  // the running state lives in the output buffer
-    if (h0) std::memcpy(h, h0 + b * N * D, sizeof(T) * N * D);
-    else std::memset(h, 0, sizeof(T) * N * D);
+    copy_or_zero(h, h0 ? h0 + b * N * D : nullptr, N * D);
     thread_local Scratch<T> scratch;
     T* dtx = scratch.get(D);
     for (int64_t t = 0; t < length; ++t) {
@@ -151,11 +160,10 @@ void selective_scan_bwd(const T* x, const T* dt, const T* At, const T* Bm, const
     std::memset(gA, 0, sizeof(T) * ND);
     T* gD = grad_D_partial ? grad_D_partial + b * D : nullptr;
     if (gD) std::memset(gD, 0, sizeof(T) * D);
-    if (grad_final) std::memcpy(g, grad_final + b * ND, sizeof(T) * ND);
-    else std::memset(g, 0, sizeof(T) * ND);
+    copy_or_zero(g, grad_final ? grad_final + b * ND : nullptr, ND);
     for (int64_t k = K - 1; k >= 0; --k) {
       const int64_t start = k * chunk;
-      const int64_t end = start + chunk < length ? start + chunk : length;
+      const int64_t end = chunk_end(start, chunk, length);
       const T* h_entry = entry + (b * K + k) * ND;
       // recompute the chunk's states
       for (int64_t t = start; t < end; ++t) {
@@ -262,8 +270,7 @@ void ssd_fwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t b = 0; b < batch; ++b) {
     T* s = final_state + b * S;  // the running state lives in the output buffer
-    if (h0) std::memcpy(s, h0 + b * S, sizeof(T) * S);
-    else std::memset(s, 0, sizeof(T) * S);
+    copy_or_zero(s, h0 ? h0 + b * S : nullptr, S);
     for (int64_t t = 0; t < length; ++t) {
       if (t % chunk == 0) std::memcpy(entry + (b * K + t / chunk) * S, s, sizeof(T) * S);
       const int64_t row = b * length + t;
@@ -313,11 +320,10 @@ void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
     T* gD = grad_D_partial ? grad_D_partial + b * H : nullptr;
     std::memset(gA, 0, sizeof(T) * H);
     if (gD) std::memset(gD, 0, sizeof(T) * H);
-    if (grad_final) std::memcpy(g, grad_final + b * S, sizeof(T) * S);
-    else std::memset(g, 0, sizeof(T) * S);
+    copy_or_zero(g, grad_final ? grad_final + b * S : nullptr, S);
     for (int64_t k = K - 1; k >= 0; --k) {
       const int64_t start = k * chunk;
-      const int64_t end = start + chunk < length ? start + chunk : length;
+      const int64_t end = chunk_end(start, chunk, length);
       const T* s_entry = entry + (b * K + k) * S;
       for (int64_t t = start; t < end; ++t) {  // recompute the chunk's states
         const int64_t row = b * length + t;
