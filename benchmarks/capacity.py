@@ -34,8 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (SHARD_HELP, BenchError, ResultsFile, one_thread,  # noqa: E402
-                               parse_shard, shard)
+from benchmarks.common import (SHARD_HELP, BenchError, ResultsFile,  # noqa: E402
+                               estimate_hours, one_thread, parse_shard, print_estimate, run_key,
+                               shard)
 from search_spaces import ArchConfig  # noqa: E402
 from search_spaces.cost import estimate  # noqa: E402
 
@@ -250,6 +251,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="results file (default benchmarks/results/"
                                       "capacity_<experiment>.jsonl)")
     parser.add_argument("--shard", default="0/1", help=SHARD_HELP)
+    parser.add_argument("--estimate", action="store_true",
+                        help="train nothing but a few steps of each pattern; print the hours "
+                             "the runs without a row would take on each --shard")
     parser.add_argument("--table", action="store_true", help="train nothing; print the table")
     parser.add_argument("--plot", metavar="PNG", help="draw the rows to this PNG at the end")
     args = parser.parse_args(argv)
@@ -277,6 +281,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     results = ResultsFile(args.out, KEY)
+    if args.estimate:
+        one_thread()
+        done = results.done()
+        costs, hours = estimate_hours(
+            args.runs, lambda run: train_one(run)["seconds"], group=lambda run: run["pattern"],
+            shards=args.shard[1], todo=lambda run: run_key(run, KEY) not in done)
+        print_estimate(hours, f"{args.experiment}, {len(args.runs) - len(done)} runs")
+        return
     if not args.table:
         one_thread()
         todo = results.pending(shard(args.runs, *args.shard))

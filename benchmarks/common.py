@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +167,45 @@ def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float:
     pairs = n * (n - 1) // 2
     denominator = math.sqrt((pairs - tied_x) * (pairs - tied_y))
     return (concordant - discordant) / denominator if denominator else float("nan")
+
+
+# -- cost estimate ------------------------------------------------------------------------------
+
+def print_estimate(hours: list[float], what: str) -> None:
+    print(f"estimated hours left ({what}): " +
+          ", ".join(f"shard {i}/{len(hours)} {h:.2f} h" for i, h in enumerate(hours)) +
+          " (measured on this machine under its current load)")
+
+
+def estimate_hours(runs: Sequence[dict[str, Any]], train: Callable[[dict[str, Any]], float],
+                   group: Callable[[dict[str, Any]], str], shards: int = 1,
+                   todo: Callable[[dict[str, Any]], bool] = lambda run: True,
+                   probe: tuple[int, int] = (2, 8)
+                   ) -> tuple[dict[str, tuple[float, float]], list[float]]:
+    """Time `runs` without training them: for the first run of each `group`, `train` (returning
+    seconds) runs once at one step to warm up (data generation, kernel compilation), then at
+    `probe` steps; the difference gives seconds per step, the rest a fixed cost per run
+    (evaluation, model building). Returns {group: (seconds per step, fixed seconds)} and the
+    hours left in each of `shards` shards (`runs` is the full list, split as `shard` splits it;
+    runs for which `todo` is false cost nothing)."""
+    costs: dict[str, tuple[float, float]] = {}
+    for run in runs:
+        name = group(run)
+        if name in costs or not todo(run):
+            continue
+        train({**run, "steps": 1})
+        low, high = (train({**run, "steps": steps}) for steps in probe)
+        per_step = max(0.0, (high - low) / (probe[1] - probe[0]))
+        costs[name] = (per_step, max(0.0, low - probe[0] * per_step))
+        print(f"  {name:<40} {per_step:7.3f} s/step  + {costs[name][1]:6.1f} s per run",
+              flush=True)
+    hours = []
+    for index in range(shards):
+        seconds = 0.0
+        for run in shard(runs, index, shards):
+            if not todo(run):
+                continue
+            per_step, fixed = costs[group(run)]
+            seconds += fixed + per_step * run["steps"]
+        hours.append(seconds / 3600)
+    return costs, hours

@@ -6,7 +6,8 @@
 The architectures: every preset plus `--samples` draws from each of the `jamba_like` and `free`
 spaces, all at one width (`--d-model`, default 64). The draws are deterministic: an Optuna
 RandomSampler seeded with `--sample-seed`, with d_model fixed by a PartialFixedSampler, asked
-until it gives a feasible candidate not already in the list. Each is trained on `--suite`
+until it gives a feasible candidate of at most `--max-layers` layers (default 16: the deepest
+jamba_like draws cost several hours per reference run on one core) not already in the list. Each is trained on `--suite`
 (default `capacity`) at the search's budget (`--steps`, 1x) and at `--multiple` times it (the
 reference), over `--seeds` training seeds. Every finished run appends a JSON row (keyed by the
 architecture's fingerprint, suite, steps, batch, learning rate, width and seed) to the results
@@ -30,8 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (SHARD_HELP, BenchError, ResultsFile, kendall_tau,  # noqa: E402
-                               one_thread, parse_shard, shard, spearman)
+from benchmarks.common import (SHARD_HELP, BenchError, ResultsFile,  # noqa: E402
+                               estimate_hours, kendall_tau, one_thread, parse_shard,
+                               print_estimate, run_key, shard, spearman)
 from search_spaces import ArchConfig, arch_names, load_arch, load_space  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -40,10 +42,10 @@ KEY = ("fingerprint", "suite", "steps", "batch_size", "lr", "d_model", "seed")
 SELF_AGREEMENT_GOAL, FIDELITY_GOAL = 0.85, 0.8
 
 
-def draw_samples(space_name: str, count: int, d_model: int, seed: int,
-                 exclude: set[str]) -> list[tuple[str, ArchConfig]]:
-    """`count` feasible, distinct architectures from the space at `d_model`, the same every time
-    for the same arguments."""
+def draw_samples(space_name: str, count: int, d_model: int, seed: int, exclude: set[str],
+                 max_layers: int | None = None) -> list[tuple[str, ArchConfig]]:
+    """`count` feasible, distinct architectures from the space at `d_model` (and at most
+    `max_layers` layers), the same every time for the same arguments."""
     import warnings
 
     import optuna
@@ -70,20 +72,23 @@ def draw_samples(space_name: str, count: int, d_model: int, seed: int,
             continue
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         arch = candidate.arch
-        if candidate.feasible and arch.fingerprint() not in exclude:
+        deep = max_layers is not None and len(arch.layers) > max_layers
+        if candidate.feasible and not deep and arch.fingerprint() not in exclude:
             exclude.add(arch.fingerprint())
             drawn.append((f"{space_name}-{len(drawn)}", arch))
     if len(drawn) < count:
         raise BenchError(f"--samples: found {len(drawn)} feasible distinct {space_name} "
-                         f"architectures at d_model {d_model}, wanted {count}")
+                         f"architectures at d_model {d_model} and <= {max_layers} layers, "
+                         f"wanted {count}")
     return drawn
 
 
 def architectures(args: argparse.Namespace) -> list[tuple[str, ArchConfig]]:
     archs = [(name, load_arch(name, d_model=args.d_model)) for name in args.presets]
     seen = {arch.fingerprint() for _, arch in archs}
-    for offset, space in enumerate(args.spaces):
-        archs += draw_samples(space, args.samples, args.d_model, args.sample_seed + offset, seen)
+    for space in args.spaces:
+        archs += draw_samples(space, args.samples, args.d_model, args.sample_seed, seen,
+                              args.max_layers)
     return archs
 
 
@@ -207,6 +212,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spaces", nargs="*", default=list(SPACES))
     parser.add_argument("--samples", type=int, default=3, help="draws from each space")
     parser.add_argument("--sample-seed", type=int, default=0)
+    parser.add_argument("--max-layers", type=int, default=16,
+                        help="draw again when a sample is deeper (jamba_like reaches 32 layers, "
+                             "at 1-3 s per step on one core)")
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--steps", type=int, default=200, help="the 1x budget")
     parser.add_argument("--multiple", type=int, default=8, help="the reference is this times 1x")
@@ -217,6 +225,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="results file (default benchmarks/results/"
                                       "fidelity_<suite>.jsonl)")
     parser.add_argument("--shard", default="0/1", help=SHARD_HELP)
+    parser.add_argument("--estimate", action="store_true",
+                        help="train nothing but a few steps of each architecture; print the "
+                             "hours the runs without a row would take on each --shard")
     parser.add_argument("--summary", action="store_true", help="train nothing; summarise")
     parser.add_argument("--plot", metavar="PNG", help="draw 1x against the reference here")
     args = parser.parse_args(argv)
@@ -232,7 +243,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if unknown:
             raise BenchError(f"--presets: unknown preset {unknown[0]!r} "
                              f"(valid: {', '.join(arch_names())})")
-        for name in ("samples", "d_model", "steps", "multiple", "batch_size"):
+        for name in ("samples", "max_layers", "d_model", "steps", "multiple", "batch_size"):
             if getattr(args, name) < (0 if name == "samples" else 1):
                 raise BenchError(f"--{name.replace('_', '-')}: got {getattr(args, name)}")
         if len(set(args.seeds)) != len(args.seeds):
@@ -250,6 +261,15 @@ def main(argv: list[str] | None = None) -> dict:
     runs = planned_runs(args, args.archs)
     print(f"{len(args.archs)} architectures at d_model {args.d_model}: " +
           ", ".join(f"{name} {arch.pattern}" for name, arch in args.archs))
+    if args.estimate:
+        one_thread()
+        done = results.done()
+        costs, hours = estimate_hours(
+            runs, lambda run: train_one(run, args.suite_object)["seconds"],
+            group=lambda run: f"{run['arch']} {run['pattern']}", shards=args.shard[1],
+            todo=lambda run: run_key(run, KEY) not in done)
+        print_estimate(hours, f"{len(runs) - len(done)} runs")
+        return {"hours": hours}
     if not args.summary:
         one_thread()
         todo = results.pending(shard(runs, *args.shard))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import capacity, fidelity
-from benchmarks.common import (BenchError, ResultsFile, kendall_tau, parse_shard, ranks, run_key,
-                               shard, spearman)
+from benchmarks.common import (BenchError, ResultsFile, estimate_hours, kendall_tau, parse_shard,
+                               ranks, run_key, shard, spearman)
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ("name", "seed")
@@ -72,6 +72,22 @@ def test_shards_are_disjoint_and_cover_the_runs():
     for bad in ("2/2", "-1/2", "1", "a/b", "0/0"):
         with pytest.raises(BenchError, match="--shard"):
             parse_shard(bad)
+
+
+def test_estimate_hours_times_each_group_once_and_splits_by_shard():
+    calls = []
+
+    def train(run):  # 3 s of fixed cost, 0.5 s a step for "a", 2 s a step for "b"
+        calls.append((run["name"], run["steps"]))
+        return 3 + run["steps"] * (0.5 if run["name"] == "a" else 2.0)
+
+    runs = [{"name": n, "seed": s, "steps": 1000} for s in (0, 1) for n in "ab"]
+    costs, hours = estimate_hours(runs, train, group=lambda r: r["name"], shards=2,
+                                  todo=lambda r: r != runs[2])
+    assert calls == [("a", 1), ("a", 2), ("a", 8), ("b", 1), ("b", 2), ("b", 8)]
+    assert costs["a"] == pytest.approx((0.5, 3.0)) and costs["b"] == pytest.approx((2.0, 3.0))
+    # shard 0 holds runs 0 and 2 (2 is done), shard 1 runs 1 and 3
+    assert hours == pytest.approx([503 / 3600, 2 * 2003 / 3600])
 
 
 # -- rank statistics ----------------------------------------------------------------------------
