@@ -116,7 +116,7 @@ def train_one(run: dict, suite) -> dict:
     return {**run, "suite_fingerprint": suite.fingerprint(), "status": result.status,
             "failure": result.failure, "quality": result.quality if result.ok else None,
             "accuracy": {name: task.metrics.get("accuracy") for name, task in result.tasks.items()},
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": round(time.perf_counter() - started, 2)}
 
 
 # -- summary ------------------------------------------------------------------------------------

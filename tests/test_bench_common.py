@@ -144,16 +144,17 @@ def test_ratio_patterns():
 
 def test_capacity_pairs_runs_resumes_and_plots(tmp_path, capsys):
     out, png = tmp_path / "pairs.jsonl", tmp_path / "pairs.png"
-    argv = ["pairs", "--mixers", "A", "R", "--pairs", "4", "8", "--out", str(out), *TINY]
+    argv = ["pairs", "--mixers", "R", "--patterns", "L2 A", "--pairs", "4", "8", "--out", str(out),
+            *TINY]
     capacity.main([*argv, "--shard", "1/2"])
     first = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["pattern"], r["pairs"]) for r in first] == [("R*2", 4), ("R*2", 8)]
+    assert [(r["pattern"], r["pairs"]) for r in first] == [("L2 A", 4), ("L2 A", 8)]
     capacity.main([*argv, "--plot", str(png)])  # the other shard's runs, then the table
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and rows[:2] == first
     assert all(r["status"] == "ok" and 0 <= r["accuracy"] <= 1 for r in rows)
     state = {r["pattern"]: r["state_bytes"] for r in rows}
-    assert state["R*2"] < state["A*2"]  # the RG-LRU state is fixed, attention's cache is not
+    assert state["R*2"] < state["L2 A"]  # the RG-LRU state is fixed, attention's cache is not
     capsys.readouterr()
     capacity.main(argv)  # everything done: trains nothing
     printed = capsys.readouterr().out
@@ -175,6 +176,7 @@ def test_capacity_ratio_table_has_cache_at_128k(tmp_path, capsys):
 def test_capacity_bad_input_exits_2_in_one_line(tmp_path):
     for argv, message in ((["ratio", "--ratios", "1/3"], "1/3 is not 1/k"),
                           (["pairs", "--mixers", "Q"], "unknown mixer 'Q'"),
+                          (["pairs", "--patterns", "A M A"], "has 3 layers, not --depth 2"),
                           (["pairs", "--pairs", "64", "--seq-len", "128"], "--pairs 64"),
                           (["pairs", "--shard", "3/2"], "--shard")):
         done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "capacity.py"), *argv,
