@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (SHARD_HELP, BenchError, ResultsFile,  # noqa: E402
+from benchmarks.common import (BenchError, ResultsFile, add_run_options,  # noqa: E402
                                estimate_hours, one_thread, parse_shard, print_estimate, run_key,
                                shard)
 from search_spaces import ArchConfig  # noqa: E402
@@ -262,14 +262,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-train", type=int, default=32768)
     parser.add_argument("--n-test", type=int, default=512)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", help="results file (default benchmarks/results/"
-                                      "capacity_<experiment>.jsonl)")
-    parser.add_argument("--shard", default="0/1", help=SHARD_HELP)
-    parser.add_argument("--estimate", action="store_true",
-                        help="train nothing but a few steps of each pattern; print the hours "
-                             "the runs without a row would take on each --shard")
+    add_run_options(parser, "benchmarks/results/capacity_<experiment>.jsonl",
+                    "draw the rows to this PNG at the end")
     parser.add_argument("--table", action="store_true", help="train nothing; print the table")
-    parser.add_argument("--plot", metavar="PNG", help="draw the rows to this PNG at the end")
     args = parser.parse_args(argv)
     args.depth = args.depth or (2 if args.experiment == "pairs" else 16)
     args.pairs = args.pairs or ([4, 8, 16, 32, 64] if args.experiment == "pairs" else [32])

@@ -85,6 +85,16 @@ SHARD_HELP = ("i/n: train every n-th run of the full list from the i-th (0-based
               "skipping those with a row")
 
 
+def add_run_options(parser: Any, default_out: str, plot_help: str) -> None:
+    """--out, --shard, --estimate and --plot, as every long benchmark takes them."""
+    parser.add_argument("--out", help=f"results file (default {default_out})")
+    parser.add_argument("--shard", default="0/1", help=SHARD_HELP)
+    parser.add_argument("--estimate", action="store_true",
+                        help="train nothing but a few steps of each architecture; print the "
+                             "hours the runs without a row would take on each --shard")
+    parser.add_argument("--plot", metavar="PNG", help=plot_help)
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """`i/n` (0 <= i < n) -> (i, n)."""
     try:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (SHARD_HELP, BenchError, ResultsFile,  # noqa: E402
+from benchmarks.common import (BenchError, ResultsFile, add_run_options,  # noqa: E402
                                estimate_hours, kendall_tau, one_thread, parse_shard,
                                print_estimate, run_key, shard, spearman)
 from search_spaces import ArchConfig, arch_names, load_arch, load_space  # noqa: E402
@@ -222,14 +222,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: "
                                                                "the training budget's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", help="results file (default benchmarks/results/"
-                                      "fidelity_<suite>.jsonl)")
-    parser.add_argument("--shard", default="0/1", help=SHARD_HELP)
-    parser.add_argument("--estimate", action="store_true",
-                        help="train nothing but a few steps of each architecture; print the "
-                             "hours the runs without a row would take on each --shard")
+    add_run_options(parser, "benchmarks/results/fidelity_<suite>.jsonl",
+                    "draw 1x against the reference to this PNG")
     parser.add_argument("--summary", action="store_true", help="train nothing; summarise")
-    parser.add_argument("--plot", metavar="PNG", help="draw 1x against the reference here")
     args = parser.parse_args(argv)
     try:
         from trials.tasks import SuiteError, load_suite
