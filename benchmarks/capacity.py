@@ -137,7 +137,7 @@ def train_one(run: dict) -> dict:
     suite = Suite(f"capacity-{run['experiment']}", (
         SuiteEntry(task, n_train=run["n_train"], n_test=run["n_test"]),))
     budget = Budget(steps=run["steps"], batch_size=run["batch_size"], lr=tuple(run["lrs"]),
-                    decode_context=0, eval_every=run["steps"])
+                    decode_context=0, eval_every=max(1, run["steps"] // 5))
     started = time.perf_counter()
     result = run_trial(arch, suite, budget, seed=run["seed"])
     task_result = result.tasks.get(task.label)
@@ -145,6 +145,8 @@ def train_one(run: dict) -> dict:
     return {**run, **state_sizes(arch, run["seq_len"]), "status": result.status,
             "failure": result.failure, "accuracy": metrics.get("accuracy"),
             "loss": metrics.get("loss"), "best_lr": task_result.lr if task_result else None,
+            "curve": [(point["step"], point["accuracy"]) for point in task_result.curve]
+            if task_result else [],
             "sweep": [{k: v for k, v in entry.items() if k in ("lr", "accuracy", "loss")}
                       for entry in task_result.sweep] if task_result else [],
             "seconds": round(time.perf_counter() - started, 2)}

@@ -106,16 +106,22 @@ def planned_runs(args: argparse.Namespace, archs: list[tuple[str, ArchConfig]]) 
     return runs
 
 
-def train_one(run: dict, suite) -> dict:
+def train_one(run: dict, suite, curve_every: int | None = None) -> dict:
+    """One run's row. `curve_every` steps, the test set is scored on the way (the reference
+    runs record their accuracy at every multiple of the 1x budget: when each architecture
+    leaves chance, and whether the order at 1x steps already is the final one)."""
     from trials.train import Budget, run_trial
 
+    every = min(curve_every or run["steps"], run["steps"])
     budget = Budget(steps=run["steps"], batch_size=run["batch_size"], lr=run["lr"],
-                    decode_context=0, eval_every=run["steps"])
+                    decode_context=0, eval_every=every)
     started = time.perf_counter()
     result = run_trial(ArchConfig.from_dict(run["config"]), suite, budget, seed=run["seed"])
     return {**run, "suite_fingerprint": suite.fingerprint(), "status": result.status,
             "failure": result.failure, "quality": result.quality if result.ok else None,
             "accuracy": {name: task.metrics.get("accuracy") for name, task in result.tasks.items()},
+            "curve": {name: [(point["step"], point["accuracy"]) for point in task.curve]
+                      for name, task in result.tasks.items()},
             "seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -273,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         for number, run in enumerate(todo, 1):
             if not results.pending([run]):
                 continue
-            row = train_one(run, args.suite_object)
+            row = train_one(run, args.suite_object, curve_every=args.steps)
             results.append(row)
             quality = float("nan") if row["quality"] is None else row["quality"]
             print(f"[{number}/{len(todo)}] {row['arch']:<14} {row['steps']:>5} steps seed "

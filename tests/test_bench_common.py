@@ -153,6 +153,7 @@ def test_capacity_pairs_runs_resumes_and_plots(tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and rows[:2] == first
     assert all(r["status"] == "ok" and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert all(r["curve"][-1] == [2, r["accuracy"]] for r in rows)  # five points, or one
     state = {r["pattern"]: r["state_bytes"] for r in rows}
     assert state["R*2"] < state["L2 A"]  # the RG-LRU state is fixed, attention's cache is not
     capsys.readouterr()
@@ -212,6 +213,9 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3 * 2 * 2 and len({run_key(r, fidelity.KEY) for r in rows}) == 12
     assert figures["architectures"] == 3 and set(figures["reference_self_spearman"]) == {"0-1"}
+    # the reference runs score the test set at every multiple of the 1x budget
+    assert {tuple(step for step, _ in curve) for r in rows for curve in r["curve"].values()} == {
+        (2,), (2, 4)}
     for label in ("1x seed 0", "1x seed 1", "1x seed mean"):
         assert set(figures[label]) == {"spearman", "kendall"}
     printed = capsys.readouterr().out
