@@ -296,6 +296,9 @@ def capacity_suite() -> Suite:
     (benchmarks/README.md, "capacity suite"). 32768 examples are about eight epochs' worth at
     the 8x reference budget (1600 steps of 32) rather than the hundreds that let a model
     memorise a small training set instead of learning the recall (see `quick_suite`).
+
+    Not yet calibrated: after 200 steps griffin is still at chance on it (benchmarks/README.md,
+    "Long experiments"), so a search on it needs the budget that benchmarks/fidelity.py finds.
     """
     return Suite("capacity", (SuiteEntry(CAPACITY_MQAR, n_train=32768, n_test=512),),
                  difficulty="hard",
