@@ -32,15 +32,20 @@ import argparse
 import itertools
 import json
 import math
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from search_spaces import arch_names, load_arch
-from trials.tasks import Suite, load_suite
-from trials.train import Budget, run_trial
-from trials.train.budget import DEFAULT_LR
-from trials.train.run import run_rank
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import spearman  # noqa: E402
+from search_spaces import arch_names, load_arch  # noqa: E402
+from trials.tasks import Suite, load_suite  # noqa: E402
+from trials.train import Budget, run_trial  # noqa: E402
+from trials.train.budget import DEFAULT_LR  # noqa: E402
+from trials.train.run import run_rank  # noqa: E402
 
 ATTENTION = ("transformer", "jamba", "zamba", "griffin", "stripedhyena")
 ATTENTION_FREE = ("mamba", "mamba2", "hawk")
@@ -54,29 +59,6 @@ def recall_score(suite: Suite, accuracies: dict[str, float | None]) -> float:
     if not values or any(value is None for value in values):
         return float("nan")
     return sum(values) / len(values)
-
-
-def spearman(xs: list[float], ys: list[float]) -> float:
-    """Rank correlation (average ranks for ties)."""
-
-    def ranks(values: list[float]) -> list[float]:
-        order = sorted(range(len(values)), key=lambda i: values[i])
-        result = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                result[order[k]] = (i + j) / 2
-            i = j + 1
-        return result
-
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return cov / var if var else float("nan")
 
 
 def ordering(scores: dict[str, float]) -> str:

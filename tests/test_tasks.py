@@ -457,7 +457,7 @@ def test_load_splits_cached_equals_uncached():
 # -- suites -------------------------------------------------------------------------------------
 
 def test_presets_load_by_name():
-    assert set(PRESETS) == {"quick", "mad", "mqar", "lm"}
+    assert set(PRESETS) == {"quick", "mad", "mqar", "lm", "capacity"}
     quick = load_suite("quick")
     assert [e.task.kind for e in quick] == ["mqar", "in_context_recall"]
     assert quick.entry("mqar_64x4").task.seq_len == 64
@@ -469,6 +469,32 @@ def test_presets_load_by_name():
     assert [e.task.kind for e in load_suite("lm")] == ["byte_lm"]
     with pytest.raises(SuiteError, match="nope: not a suite preset"):
         load_suite("nope")
+
+
+def test_capacity_suite_overflows_small_recurrent_states():
+    """The `capacity` preset's MQAR holds more pairs than one recurrent layer of the presets'
+    width can store (K pairs of d-wide keys and values: 2 * K * d values), while one attention
+    layer's cache at the task's length holds them; its data are what it says."""
+    from search_spaces import load_arch
+    from search_spaces.cost import estimate
+
+    suite = load_suite("capacity")
+    (entry,) = suite.entries
+    task = entry.task
+    assert (task.kind, task.seq_len, task.num_kv_pairs, task.vocab_size) == ("mqar", 256, 32, 256)
+    assert (entry.n_train, entry.n_test, suite.difficulty) == (32768, 512, "hard")
+
+    def per_layer_values(preset: str) -> float:
+        arch = load_arch(preset)
+        return estimate(arch, context=task.seq_len, dtype="fp32").cache_bytes / 4 / len(
+            arch.layers)
+
+    needed = 2 * task.num_kv_pairs * load_arch("mamba").d_model
+    assert per_layer_values("hawk") < per_layer_values("mamba") < needed
+    assert per_layer_values("transformer") >= needed
+    train, test = load_splits(task, 8, 4, seed=0, cache=False)
+    assert train.inputs.shape == (8, 256)
+    assert (train.score_mask.sum(dim=1) == 32).all()
 
 
 def test_quick_suite_data_are_small_and_cached(isolated_cache):

@@ -17,7 +17,8 @@ adds every task's accuracy and loss, and bits per byte for byte-level LM.
 Presets (`PRESETS`, `load_suite(name)`): `quick` (seconds per candidate on a CPU: MQAR 64x4 with
 a 64-token vocabulary and 16384 training examples, and a 64-token in-context recall), `mad` (the
 six MAD tasks at their baseline settings), `mqar` (the four MQAR difficulties), `lm` (byte-level
-LM on the default corpus).
+LM on the default corpus), `capacity` (MQAR with more key-value pairs than a small recurrent
+state holds, at a length a CPU trains in minutes; see `capacity_suite`).
 """
 
 from __future__ import annotations
@@ -278,8 +279,35 @@ def lm_suite() -> Suite:
                  description="byte-level LM on the Python standard library")
 
 
+CAPACITY_MQAR = MQAR(seq_len=256, num_kv_pairs=32, vocab_size=256)
+
+
+def capacity_suite() -> Suite:
+    """MQAR 256x32 (vocabulary 256: 128 keys, 128 values), 32768 training examples.
+
+    Why these sizes: `quick`'s MQAR 64x4 fits every recurrent state, so every architecture
+    solves it given enough steps and the long-budget reference stops ranking them (its seeds
+    disagreed, Spearman 0.52-0.69). Recall of K pairs needs a state of order K * d_model
+    values. At the presets' width (d_model 64) a Mamba layer's state is 2 * 64 * 16 = 2048
+    values, an RG-LRU layer's 64 and a Mamba-2 layer's 8192, while 32 pairs of 64-wide keys
+    and values are 32 * 128 = 4096 values: the single-state mixers cannot hold them, attention
+    (KV cache 2 * 256 * 64 per layer) can, and a hybrid gets there through its attention
+    layers. 256 tokens keep a 200-step candidate near two minutes on one CPU core
+    (benchmarks/README.md, "capacity suite"). 32768 examples are about eight epochs' worth at
+    the 8x reference budget (1600 steps of 32) rather than the hundreds that let a model
+    memorise a small training set instead of learning the recall (see `quick_suite`).
+
+    Not yet calibrated: after 200 steps griffin is still at chance on it (benchmarks/README.md,
+    "Long experiments"), so a search on it needs the budget that benchmarks/fidelity.py finds.
+    """
+    return Suite("capacity", (SuiteEntry(CAPACITY_MQAR, n_train=32768, n_test=512),),
+                 difficulty="hard",
+                 description="MQAR 256x32: more pairs than small recurrent states hold")
+
+
 PRESETS: dict[str, Callable[[], Suite]] = {
-    "quick": quick_suite, "mad": mad_suite, "mqar": mqar_suite, "lm": lm_suite}
+    "quick": quick_suite, "mad": mad_suite, "mqar": mqar_suite, "lm": lm_suite,
+    "capacity": capacity_suite}
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
