@@ -27,7 +27,7 @@ def search(
     study_name: Optional[str] = typer.Option(None, "--study", help="Study name (default: the "
                                              "space's name)."),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
-    suite: str = typer.Option("quick", "--suite", help="quick, mad, mqar, lm or a suite YAML."),
+    suite: str = typer.Option("quick", "--suite", help="quick, mad, mqar, lm, capacity or a suite YAML."),
     objectives: str = typer.Option("quality,params", "--objectives",
                                    help="Comma-separated: quality, loss, params, active_params, "
                                         "flops@N, cache@N, train_tokens_per_s, decode_ms@N."),

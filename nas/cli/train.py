@@ -16,7 +16,7 @@ from nas.cli.cost import build_arch, parse_dim_options
 @user_errors
 def train(
     reference: str = typer.Argument(..., metavar="CONFIG_OR_PATTERN_OR_PRESET"),
-    suite: str = typer.Option("quick", "--suite", help="quick, mad, mqar, lm or a suite YAML."),
+    suite: str = typer.Option("quick", "--suite", help="quick, mad, mqar, lm, capacity or a suite YAML."),
     steps: Optional[int] = typer.Option(200, "--steps", help="Optimiser steps per task."),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Wall-time cap per task."),
     batch_size: int = typer.Option(32, "--batch-size"),
