@@ -192,3 +192,13 @@ def test_precision_can_be_overridden():
     # Same seed and data: only the arithmetic differs, and with it the losses.
     assert fp32.precision == "32-true"
     assert fp32.tasks["mqar_32x4"].metrics["loss"] != result.tasks["mqar_32x4"].metrics["loss"]
+
+
+def test_suite_option_help_names_every_preset_suite():
+    from trials.tasks.suite import PRESETS
+
+    for command in ("train", "search"):
+        result = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+        assert result.exit_code == 0
+        for name in PRESETS:
+            assert name in result.output, (command, name)
