@@ -140,9 +140,11 @@ def _use_wal(url: str) -> None:
 def open_storage(url: str | None = None, *, heartbeat: bool = True):
     """Optuna RDB storage for `url` (default: the SQLite file), with heartbeats and retries.
 
-    Workers started together on a fresh PostgreSQL database all create Optuna's tables at once;
-    the losers of that race see "already exists" or a duplicate key in PostgreSQL's catalogue,
-    wait a moment and open the tables the winner made."""
+    Workers started together on a fresh database all create Optuna's tables at once; the losers
+    of that race see "already exists" or a duplicate key in PostgreSQL's catalogue, or, on a
+    fresh SQLite file, "database is locked" (two connections upgrading their locks at once get
+    SQLITE_BUSY at once, without the busy timeout); they wait a moment and open the tables the
+    winner made."""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -173,7 +175,8 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True):
 
 def _creation_race(error: BaseException) -> bool:
     text = " ".join(str(e).lower() for e in _chain(error))
-    return "already exists" in text or "duplicate key" in text
+    return any(sign in text for sign in ("already exists", "duplicate key",
+                                          "database is locked"))
 
 
 def _chain(error: BaseException | None) -> list[BaseException]:
