@@ -142,9 +142,9 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True):
 
     Workers started together on a fresh database all create Optuna's tables at once; the losers
     of that race see "already exists" or a duplicate key in PostgreSQL's catalogue, or, on a
-    fresh SQLite file, "database is locked" (two connections upgrading their locks at once get
-    SQLITE_BUSY at once, without the busy timeout); they wait a moment and open the tables the
-    winner made."""
+    fresh SQLite file, a failed UNIQUE constraint on Optuna's version row or "database is
+    locked" (two connections upgrading their locks at once get SQLITE_BUSY at once, without
+    the busy timeout); they wait a moment and open the tables the winner made."""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -176,7 +176,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True):
 def _creation_race(error: BaseException) -> bool:
     text = " ".join(str(e).lower() for e in _chain(error))
     return any(sign in text for sign in ("already exists", "duplicate key",
-                                          "database is locked"))
+                                          "unique constraint failed", "database is locked"))
 
 
 def _chain(error: BaseException | None) -> list[BaseException]:
