@@ -1,4 +1,4 @@
-"""The layer-pattern language: parse, print, expand (spec: ../shared/PATTERN.md)."""
+"""The layer-pattern language: parse, print, expand (spec: docs/PATTERN.md)."""
 
 from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token, decisions, walk
 from search_spaces.pattern.errors import PatternError

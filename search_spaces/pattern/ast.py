@@ -1,4 +1,4 @@
-"""Syntax tree of the layer-pattern language (../shared/PATTERN.md).
+"""Syntax tree of the layer-pattern language (docs/PATTERN.md).
 
     Seq     items separated by spaces           `M M+moe A`
     Token   one layer: mixer, argument, FFN     `L128+none`
