@@ -120,7 +120,9 @@ def train_one(run: dict, suite, curve_every: int | None = None) -> dict:
     return {**run, "suite_fingerprint": suite.fingerprint(), "status": result.status,
             "failure": result.failure, "quality": result.quality if result.ok else None,
             "accuracy": {name: task.metrics.get("accuracy") for name, task in result.tasks.items()},
-            "curve": {name: [(point["step"], point["accuracy"]) for point in task.curve]
+            "loss": {name: task.metrics.get("loss") for name, task in result.tasks.items()},
+            "curve": {name: [(point["step"], point["accuracy"], point["loss"])
+                             for point in task.curve]
                       for name, task in result.tasks.items()},
             "seconds": round(time.perf_counter() - started, 2)}
 
@@ -133,6 +135,18 @@ def scores(rows: list[dict], steps: int) -> dict[str, dict[int, float]]:
     for row in rows:
         if row["steps"] == steps:
             table.setdefault(row["arch"], {})[row["seed"]] = row["quality"] or 0.0
+    return table
+
+
+def loss_scores(rows: list[dict], steps: int) -> dict[str, dict[int, float]]:
+    """arch -> seed -> minus the mean test loss over the suite's tasks at `steps`. Near chance
+    the loss already moves while the accuracy does not, so it may rank a short budget better.
+    Rows written before losses were kept, and failed runs, are left out."""
+    table: dict[str, dict[int, float]] = {}
+    for row in rows:
+        losses = [v for v in (row.get("loss") or {}).values() if v is not None]
+        if row["steps"] == steps and row["status"] == "ok" and losses:
+            table.setdefault(row["arch"], {})[row["seed"]] = -mean(losses)
     return table
 
 
@@ -172,8 +186,13 @@ def summary(rows: list[dict], steps: int, multiple: int) -> dict:
         lines.append(f"reference ({multiple}x) seed-to-seed Spearman: " +
                      ", ".join(f"s{k} {v:.3f}" for k, v in pairs.items()) +
                      f"; min {worst:.3f} (goal >= {SELF_AGREEMENT_GOAL}: {verdict})")
-    for label, values in [*((f"1x seed {s}", [cheap[a][s] for a in complete]) for s in seeds),
-                          ("1x seed mean", [mean(cheap[a][s] for s in seeds) for a in complete])]:
+    by_loss = loss_scores(rows, steps)
+    candidates = [*((f"1x seed {s}", [cheap[a][s] for a in complete]) for s in seeds),
+                  ("1x seed mean", [mean(cheap[a][s] for s in seeds) for a in complete])]
+    if all(set(seeds) <= set(by_loss.get(a, {})) for a in complete):
+        candidates += [*((f"1x -loss s{s}", [by_loss[a][s] for a in complete]) for s in seeds),
+                       ("1x -loss mean", [mean(by_loss[a][s] for s in seeds) for a in complete])]
+    for label, values in candidates:
         rho, tau = spearman(values, ref_mean), kendall_tau(values, ref_mean)
         figures[label] = {"spearman": rho, "kendall": tau}
         verdict = "PASS" if rho >= FIDELITY_GOAL else "MISS"

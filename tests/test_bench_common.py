@@ -214,9 +214,10 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
     assert len(rows) == 3 * 2 * 2 and len({run_key(r, fidelity.KEY) for r in rows}) == 12
     assert figures["architectures"] == 3 and set(figures["reference_self_spearman"]) == {"0-1"}
     # the reference runs score the test set at every multiple of the 1x budget
-    assert {tuple(step for step, _ in curve) for r in rows for curve in r["curve"].values()} == {
+    assert {tuple(step for step, _, _ in curve) for r in rows for curve in r["curve"].values()} == {
         (2,), (2, 4)}
-    for label in ("1x seed 0", "1x seed 1", "1x seed mean"):
+    assert all(loss > 0 for r in rows for loss in r["loss"].values())
+    for label in ("1x seed 0", "1x seed 1", "1x seed mean", "1x -loss s0", "1x -loss mean"):
         assert set(figures[label]) == {"spearman", "kendall"}
     printed = capsys.readouterr().out
     assert "seed-to-seed Spearman" in printed and "Kendall's tau-b" in printed
