@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from search_spaces import ArchConfig
-from trials.ops import native, selective_scan
+from trials.ops import dispatch, native, selective_scan
 from trials.tasks import MQAR, Suite, SuiteEntry
 from trials.train import Budget, run_trial
 
@@ -79,9 +79,9 @@ def test_the_rule_native_on_cpu_float_only():
     assert native.kernel_for(torch.zeros(1, dtype=torch.bfloat16)) == native.PYTORCH
     with native.disabled():
         assert native.kernel_for(torch.zeros(1)) == native.PYTORCH
-        assert native.kernels_in_use("cpu")["selective_scan"] == native.PYTORCH
-    assert native.kernels_in_use("cuda")["selective_scan"] == native.PYTORCH
-    assert native.kernels_in_use("cpu")["selective_scan"] == native.NATIVE
+        assert dispatch.kernels_in_use("cpu")["selective_scan"] == native.PYTORCH
+    assert dispatch.kernels_in_use("cuda")["selective_scan"] != native.NATIVE
+    assert dispatch.kernels_in_use("cpu")["selective_scan"] == native.NATIVE
 
 
 def test_forced_fallback_matches_the_native_path():

@@ -34,6 +34,7 @@ from trials.ops import (
     naive_rms_norm,
     rms_norm,
     selective_scan,
+    selective_scan_step,
     ssd,
 )
 from trials.ops import native
@@ -214,6 +215,34 @@ def test_selective_scan_stable_for_long_sequences_and_large_decays():
     fast = functools.partial(selective_scan, return_state=True)
     check_against_reference(fast, functools.partial(naive_selective_scan, return_state=True),
                             inputs)
+
+
+@pytest.mark.parametrize("gate", [False, True])
+def test_selective_scan_step_by_step_equals_one_call(gate):
+    inputs = {k: v if v is None else v.detach()
+              for k, v in selective_scan_inputs(length=9, gate=gate).items()}
+    whole, final = selective_scan(**inputs, return_state=True)
+    h, ys = inputs["h0"], []
+    for t in range(9):
+        step = {k: inputs[k][:, t] for k in ("x", "dt", "B", "C")}
+        y, h = selective_scan_step(step["x"], step["dt"], inputs["A"], step["B"], step["C"], h,
+                                   D=inputs["D"], z_t=None if not gate else inputs["z"][:, t])
+        ys.append(y)
+    assert_close(torch.stack(ys, 1), whole, what="outputs")
+    assert_close(h, final, what="state")
+
+
+def test_selective_scan_step_keeps_the_dtypes_and_the_gradients():
+    inputs = selective_scan_inputs(length=1, dtype=torch.bfloat16)
+    step = {k: inputs[k][:, 0] for k in ("x", "dt", "B", "C", "z")}
+    y, h = selective_scan_step(step["x"], step["dt"], inputs["A"], step["B"], step["C"],
+                               inputs["h0"], D=inputs["D"], z_t=step["z"])
+    assert y.dtype == h.dtype == torch.bfloat16
+    ref, ref_h = naive_selective_scan(**inputs, return_state=True)
+    assert_close(y.float(), ref[:, 0].float(), 2e-2)
+    assert_close(h.float(), ref_h.float(), 2e-2)
+    (y.float().sum() + h.float().sum()).backward()
+    assert inputs["h0"].grad is not None and inputs["A"].grad is not None
 
 
 def test_selective_scan_gradcheck_fp64():

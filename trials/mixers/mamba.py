@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from trials.mixers.base import State
 from trials.norm import RMSNorm
-from trials.ops import causal_conv1d, causal_conv1d_step, selective_scan
+from trials.ops import causal_conv1d, causal_conv1d_step, selective_scan, selective_scan_step
 from trials.ops._memory import blocks
 from trials.ops.selective_scan import DEFAULT_CHUNK
 
@@ -142,8 +142,6 @@ class Mamba(nn.Module):
         x_in, conv = causal_conv1d_step(x_in, state["conv"], self.conv_weight, self.conv_bias)
         x_in = F.silu(x_in)
         dt, B, C = self._selection(x_in)
-        # the scan over a sequence of one token, starting from the carried state
-        y, ssm = selective_scan(x_in[:, None], dt[:, None], self._A(), B[:, None], C[:, None],
-                                D=self.D, z=z[:, None], h0=state["ssm"], return_state=True)
+        y, ssm = selective_scan_step(x_in, dt, self._A(), B, C, state["ssm"], D=self.D, z_t=z)
         new_state = {"conv": conv.to(state["conv"].dtype), "ssm": ssm.to(state["ssm"].dtype)}
-        return self.out_proj(y[:, 0]), new_state
+        return self.out_proj(y), new_state

@@ -1,20 +1,24 @@
 """Numerical ops of the mixers: pure functions, each fast path beside its `naive_*` reference.
 
-| op                    | used by          | PyTorch fast path                               | CPU kernel |
-| --------------------- | ---------------- | ----------------------------------------------- | ---------- |
-| `selective_scan`      | Mamba            | chunked in-place parallel scan, custom backward | yes        |
-| `ssd`                 | Mamba-2          | chunked matrix (SSD) form, custom backward      | yes        |
-| `linear_scan`         | RG-LRU           | in-place parallel scan, custom backward         | yes        |
-| `causal_conv1d`       | short convs      | channels-last depthwise conv, custom backward   | yes        |
-| `fft_long_conv`       | Hyena            | FFT product of spectra, O(L log L)              | -          |
-| `rms_norm`            | every RMSNorm    | one op, custom backward (reference: `RMSNorm`)  | -          |
+| op               | used by       | PyTorch fast path                               | CPU kernel | CUDA library                |
+| ---------------- | ------------- | ----------------------------------------------- | ---------- | --------------------------- |
+| `selective_scan` | Mamba         | chunked in-place parallel scan, custom backward | yes        | mamba_ssm selective_scan_fn |
+| `ssd`            | Mamba-2       | chunked matrix (SSD) form, custom backward      | yes        | fla chunk_simple_gla        |
+| `linear_scan`    | RG-LRU        | in-place parallel scan, custom backward         | yes        | fla fused_recurrent_hgrn    |
+| `causal_conv1d`  | short convs   | channels-last depthwise conv, custom backward   | yes        | causal_conv1d_fn            |
+| `fft_long_conv`  | Hyena         | FFT product of spectra, O(L log L)              | -          | -                           |
+| `rms_norm`       | every RMSNorm | one op, custom backward (reference: `RMSNorm`)  | -          | -                           |
 
 The CPU kernels (`trials/ops/native/`, C++ compiled on first use and cached) walk each
-sequence step by step with its state in cache; `native.kernel_for` is the one rule that picks
-them (CPU, fp32 or fp64, library built), and the PyTorch path runs everywhere else. To give an
-op a kernel: add its C entry points to `scan_kernels.cpp` and their signature to
-`native._declare`, wrap them in an autograd Function beside the op's PyTorch path, and list the
-op in `native.NATIVE_OPS`; `tests/test_ops.py` then holds both paths to the reference.
+sequence step by step with its state in cache; the CUDA libraries are used when installed
+(optional: `pip install hybrid-nas[gpu]`). `dispatch.kernel_for` is the one rule that picks an
+implementation (device, dtype, library available), and the PyTorch path runs everywhere else.
+Each op enters the registry where it is defined (`dispatch.register`), which is what a trial
+records as its `kernels`. To give an op a CPU kernel: add its C entry points to
+`scan_kernels.cpp` and their signature to `native._declare`, wrap them in an autograd Function
+beside the op's PyTorch path, and register the op with `native=True`; `tests/test_ops.py` then
+holds both paths to the reference. A GPU library: a `dispatch.Fused` record and a wrapper that
+maps the op's arguments onto it, tested in `tests/test_fused_kernels.py`.
 
 Every op takes (batch, length, ...) tensors, computes in at least fp32 (bf16 inputs are upcast,
 fp64 is kept, autocast is switched off inside), returns the input's dtype, supports autograd for
@@ -32,7 +36,7 @@ from trials.ops.conv import (
 )
 from trials.ops.norm import naive_rms_norm, rms_norm
 from trials.ops.scan import linear_scan, naive_linear_scan
-from trials.ops.selective_scan import naive_selective_scan, selective_scan
+from trials.ops.selective_scan import naive_selective_scan, selective_scan, selective_scan_step
 from trials.ops.ssd import naive_ssd, ssd
 
 __all__ = [
@@ -48,5 +52,6 @@ __all__ = [
     "naive_rms_norm",
     "rms_norm",
     "selective_scan",
+    "selective_scan_step",
     "ssd",
 ]

@@ -8,8 +8,10 @@ input). Its decoding state is the last K-1 inputs, (B, C, K-1), oldest first; pa
 `state` continues a sequence exactly where the previous call stopped. Its fast path keeps the
 (B, L, C) layout throughout (oneDNN's channels-last depthwise kernel, no transposed copies) and
 has its own backward pass; on the CPU (fp32, fp64) a compiled kernel (`trials.ops.native`)
-runs it instead, with the mixers' silu fused in. `naive_causal_conv1d` is the window-sum
-reference.
+runs it instead, with the mixers' silu fused in, and on CUDA the causal_conv1d library's
+`causal_conv1d_fn` when it is installed (`_dao_conv`; widths 2-4 and channels divisible by 8,
+its limits: other calls run the PyTorch path). `trials.ops.dispatch` holds the rule.
+`naive_causal_conv1d` is the window-sum reference.
 
 `fft_long_conv` is Hyena's long conv with a filter as long as the sequence:
 y_t = sum_{s <= t} h_{t-s} u_s + bias * u_t, computed as a product of spectra in O(L log L).
@@ -23,9 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trials.ops import native
+from trials.ops import dispatch, native
 from trials.ops._memory import blocks
 from trials.ops._precision import autocast_off, compute_dtype, full_precision, upcast
+
+
+CAUSAL_CONV1D = dispatch.Fused("causal_conv1d", "causal_conv1d", "causal_conv1d_fn")
+dispatch.register("causal_conv1d", native=True, fused=CAUSAL_CONV1D)
+dispatch.register("fft_long_conv")
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -131,6 +138,23 @@ class _NativeDepthwiseConv(torch.autograd.Function):
         return grad_x, grad_history, grad_w_parts.sum(0).t(), grad_b, None
 
 
+def _dao_conv_fits(x: Tensor, weight: Tensor) -> bool:
+    """causal_conv1d's limits on the channels-last layout used here (its C++ checks)."""
+    return 2 <= weight.shape[1] <= 4 and x.shape[2] % 8 == 0
+
+
+def _dao_conv(x: Tensor, history: Tensor | None, weight: Tensor, bias: Tensor | None,
+              silu: bool) -> Tensor:
+    """y (B, L, C) from `causal_conv1d_fn(x, weight, bias, initial_states=, activation=)`, which
+    takes x (B, C, L): our contiguous (B, L, C) transposed is its channels-last layout, the one
+    that accepts initial states, given as (B, C, K-1) with the channels contiguous too."""
+    initial = None if history is None else history.contiguous().transpose(1, 2)
+    conv = dispatch.fused_function(CAUSAL_CONV1D)
+    y = conv(x.transpose(1, 2), weight.contiguous(), bias, initial_states=initial,
+             activation="silu" if silu else None)
+    return y.transpose(1, 2)
+
+
 @full_precision
 def causal_conv1d(
     x: Tensor,
@@ -150,10 +174,17 @@ def causal_conv1d(
     width = weight.shape[1]
     dtype = compute_dtype(x, weight, bias, state)
     x_c = x.to(dtype).contiguous()
-    if native.kernel_for(x_c) == native.NATIVE:
+    kernel = dispatch.kernel_for("causal_conv1d", x_c)
+    dao = kernel == CAUSAL_CONV1D.name and _dao_conv_fits(x_c, weight)
+    if kernel == dispatch.NATIVE or dao:
         history = (x_c.new_zeros(x.shape[0], width - 1, x.shape[2]) if state is None
                    else state.to(dtype).transpose(1, 2).contiguous())
-        y = _NativeDepthwiseConv.apply(x_c, history, weight.to(dtype), upcast(bias, dtype), silu)
+        if dao:
+            y = _dao_conv(x_c, None if state is None else history, weight.to(dtype),
+                          upcast(bias, dtype), silu)
+        else:
+            y = _NativeDepthwiseConv.apply(x_c, history, weight.to(dtype), upcast(bias, dtype),
+                                           silu)
         if return_state:
             xp = torch.cat([history, x_c], dim=1) if x.shape[1] < width - 1 else x_c
             return y.to(x.dtype), xp[:, xp.shape[1] - (width - 1):].transpose(1, 2).to(x.dtype)

@@ -19,6 +19,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from trials.ops import dispatch
+
+dispatch.register("rms_norm")
+
 
 class _RMSNorm(torch.autograd.Function):
     @staticmethod

@@ -22,7 +22,10 @@ Its custom backward runs the mirrored scan for the adjoint g_t = dL/dh_t + a_{t+
 dL/db_t = g_t and dL/da_t = g_t h_{t-1}; it keeps a and h, nothing else.
 
 On the CPU (fp32, fp64) `linear_scan` runs a compiled kernel instead (`trials.ops.native`):
-the sequential recurrence, one pass over memory, vectorised over channels.
+the sequential recurrence, one pass over memory, vectorised over channels. On CUDA with
+flash-linear-attention installed it runs that library's `fused_recurrent_hgrn`
+(h_t = exp(g_t) h_{t-1} + x_t, so g = log a: see `_fla_scan`). `trials.ops.dispatch` holds
+the rule.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from trials.ops import native
+from trials.ops import dispatch, native
 from trials.ops._precision import autocast_off, compute_dtype, full_precision
 
 DEFAULT_CHUNK = 128  # time steps per in-cache block of `linear_scan`
+FLA_HGRN = dispatch.Fused("fla.fused_recurrent_hgrn", "fla.ops.hgrn", "fused_recurrent_hgrn")
+dispatch.register("linear_scan", native=True, fused=FLA_HGRN)
 
 
 def scan_(a: Tensor, u: Tensor) -> None:
@@ -157,13 +162,29 @@ class _NativeLinearScan(torch.autograd.Function):
         return grad_a, grad_b, grad_h0, None
 
 
+def _fla_scan(a: Tensor, b: Tensor, h0: Tensor | None) -> Tensor:
+    """All states from flash-linear-attention's `fused_recurrent_hgrn(x, g, h0)`, which takes
+    the decay as its natural log (h_t = exp(g_t) h_{t-1} + x_t) and channels flattened to
+    (B, L, C). Its recurrent form is used, not `chunk_hgrn`, because only it sends gradients to
+    h0. A decay that is exactly 0 is taken as the smallest normal float (log 0 = -inf would
+    give 0 * inf = nan in the backward pass): a relative change of 1e-38, and the gradient it
+    loses is that of a decay which has underflowed, zero for RG-LRU's exp(log a).
+    """
+    batch, length = b.shape[:2]
+    log_a = torch.log(a.clamp_min(torch.finfo(a.dtype).tiny)).reshape(batch, length, -1)
+    initial = None if h0 is None else h0.reshape(batch, -1)
+    h, _ = dispatch.fused_function(FLA_HGRN)(b.reshape(batch, length, -1), log_a, initial)
+    return h.view(b.shape)
+
+
 @full_precision
 def linear_scan(
     a: Tensor, b: Tensor, h0: Tensor | None = None, return_state: bool = False
 ) -> Tensor | tuple[Tensor, Tensor]:
     """All states of h_t = a_t * h_{t-1} + b_t (h_{-1} = h0, or zero).
 
-    a: decays broadcastable to b's shape (typically in (0, 1]); b: (B, L, C...) inputs;
+    a: decays broadcastable to b's shape, in [0, 1] (the fused CUDA path takes their log, so a
+    negative decay is outside its domain); b: (B, L, C...) inputs;
     h0: (B, C...) initial state. Returns h (B, L, C...) in b's dtype and, with
     `return_state`, also the final state h_{L-1} (B, C...). Computed in fp32 (fp64 kept).
     """
@@ -171,10 +192,13 @@ def linear_scan(
     b_c = b.to(dtype)
     a_c = a.to(dtype).expand(b_c.shape)
     h0_c = None if h0 is None else h0.to(dtype).expand(b_c[:, 0].shape)
-    if native.kernel_for(b_c) == native.NATIVE:
+    kernel = dispatch.kernel_for("linear_scan", b_c)
+    if kernel == dispatch.NATIVE:
         a_c, b_c = a_c.contiguous(), b_c.contiguous()
         h0_c = None if h0_c is None else h0_c.contiguous()
         h = _NativeLinearScan.apply(a_c, b_c, h0_c, DEFAULT_CHUNK).to(b.dtype)
+    elif kernel == FLA_HGRN.name:
+        h = _fla_scan(a_c, b_c, h0_c).to(b.dtype)
     else:
         h = _LinearScan.apply(a_c, b_c, h0_c, DEFAULT_CHUNK).to(b.dtype)
     if return_state:

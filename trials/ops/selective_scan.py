@@ -20,11 +20,14 @@ states from its entry state, runs the adjoint recurrence g_t = C_t gy_t + a_{t+1
 the mirrored scan, and contracts. Nothing positive is ever exponentiated, so large dt*|A| and
 long sequences stay finite: decays underflow to zero, which is the correct limit.
 
-On the CPU (fp32, fp64) a compiled kernel (`trials.ops.native`) runs instead, by the rule in
-that module: the same chunked recomputation, with each sequence's state held in cache. The
-tensor path above stays the fallback and runs on every other device.
+On the CPU (fp32, fp64) a compiled kernel (`trials.ops.native`) runs instead: the same chunked
+recomputation, with each sequence's state held in cache. On CUDA with mamba_ssm installed, its
+fused `selective_scan_fn` runs (`_mamba_ssm_scan`), except for calls with an initial state h0,
+which that function does not take. Which one runs is `trials.ops.dispatch`'s rule; the tensor
+path above stays the fallback.
 
-`naive_selective_scan` is the step-by-step reference.
+`selective_scan_step` is one decoding step as plain tensor ops (no chunking, no autograd
+Function); `naive_selective_scan` is the step-by-step reference.
 """
 
 from __future__ import annotations
@@ -33,12 +36,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trials.ops import native
+from trials.ops import dispatch, native
 from trials.ops._precision import autocast_off, compute_dtype, full_precision, upcast
 from trials.ops.scan import reverse_scan_, scan_
 
 DEFAULT_CHUNK = 32
 LOG2_E = 1.4426950408889634  # 1 / ln 2
+MAMBA_SSM = dispatch.Fused("mamba_ssm", "mamba_ssm.ops.selective_scan_interface",
+                           "selective_scan_fn")
+dispatch.register("selective_scan", native=True, fused=MAMBA_SSM)
 
 
 class _SelectiveScan(torch.autograd.Function):
@@ -212,6 +218,32 @@ def _contract_state(h: Tensor, C: Tensor) -> Tensor:
     return torch.bmm(rows, h.view(batch * length, d_state, channels)).view(batch, length, channels)
 
 
+def _mamba_ssm_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                    return_state: bool) -> tuple[Tensor, Tensor | None]:
+    """y without the D skip (B, L, D), and the final state (B, D, N) when asked, from mamba_ssm's
+    `selective_scan_fn(u, delta, A, B, C)`, which takes channels before time: u, delta (B, D, L),
+    B, C (B, N, L); dt is passed as delta (already softplus'ed, no bias).
+
+    That function neither takes an initial state nor sends a gradient through its last_state,
+    so the final state is read out of the scan itself: N more steps with dt = 0 (the decay is
+    exp(0) = 1, the input 0: the state stands still) and C = the unit vectors e_1..e_N, whose
+    outputs are the state's N columns, with their gradient flowing back through the scan.
+    """
+    batch, length, _ = x.shape
+    if return_state:
+        d_state = A.shape[1]
+        x, dt = (F.pad(v, (0, 0, 0, d_state)) for v in (x, dt))
+        B = F.pad(B, (0, 0, 0, d_state))
+        eye = torch.eye(d_state, dtype=C.dtype, device=C.device).expand(batch, -1, -1)
+        C = torch.cat([C, eye], dim=1)  # (B, L+N, N)
+    scan = dispatch.fused_function(MAMBA_SSM)
+    y = scan(x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2),
+             C.transpose(1, 2)).transpose(1, 2)  # (B, L(+N), D)
+    if not return_state:
+        return y, None
+    return y[:, :length], y[:, length:].transpose(1, 2)  # (B, D, N): column n at step L+n
+
+
 def _finish(y: Tensor, x: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
     if D is not None:
         y = y + D.to(y.dtype) * x
@@ -238,7 +270,8 @@ def selective_scan(
     x, dt: (B, L, D) with dt > 0 (already softplus'ed); A: (D, N), negative; B, C: (B, L, N);
     D: (D,) skip; z: (B, L, D) gate, applied as y * silu(z); h0: (B, D, N) initial state.
     Returns y (B, L, D) in x's dtype and, with `return_state`, the final state (B, D, N) in
-    x's dtype. Computes in fp32 (fp64 inputs stay fp64).
+    x's dtype. Computes in fp32 (fp64 inputs stay fp64). With mamba_ssm on CUDA, a call with h0
+    runs the PyTorch path (mamba_ssm takes no initial state).
     """
     if chunk_size < 1:
         raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}")
@@ -246,10 +279,14 @@ def selective_scan(
     x_c, dt_c, A_c, B_c, C_c, h0_c = (
         None if v is None else v.to(dtype).contiguous() for v in (x, dt, A, B, C, h0)
     )
-    if native.kernel_for(x_c) == native.NATIVE:
+    kernel = dispatch.kernel_for("selective_scan", x_c)
+    if kernel == dispatch.NATIVE:
         D_c, z_c = (None if v is None else v.to(dtype).contiguous() for v in (D, z))
         y, final = _NativeSelectiveScan.apply(x_c, dt_c, A_c, B_c, C_c, D_c, z_c, h0_c,
                                               int(chunk_size))
+    elif kernel == MAMBA_SSM.name and h0 is None:
+        y, final = _mamba_ssm_scan(x_c, dt_c, A_c, B_c, C_c, return_state)
+        y = _finish(y, x_c, D, z)
     else:
         y, final = _SelectiveScan.apply(x_c, dt_c, A_c, B_c, C_c, h0_c, int(chunk_size))
         y = _finish(y, x_c, D, z)
@@ -257,6 +294,26 @@ def selective_scan(
     if return_state:
         return y, final.to(x.dtype)
     return y
+
+
+@full_precision
+def selective_scan_step(
+    x_t: Tensor, dt_t: Tensor, A: Tensor, B_t: Tensor, C_t: Tensor, h: Tensor,
+    D: Tensor | None = None, z_t: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One decoding step of `selective_scan`, as plain tensor ops on the (B, D, N) state.
+
+    x_t, dt_t, z_t: (B, D); A: (D, N); B_t, C_t: (B, N); h: (B, D, N). Returns (y_t (B, D) in
+    x_t's dtype, the new state in h's dtype). The same maths as a one-token `selective_scan`
+    from h, without its chunking, autograd Function or kernel call, which cost more than the
+    arithmetic for one token.
+    """
+    dtype = compute_dtype(x_t, dt_t, A, B_t, C_t, h, D, z_t)
+    x_c, dt_c, B_c, C_c = (v.to(dtype) for v in (x_t, dt_t, B_t, C_t))
+    decay = torch.exp(dt_c[:, :, None] * A.to(dtype))  # (B, D, N)
+    state = torch.addcmul(decay * h.to(dtype), (dt_c * x_c)[:, :, None], B_c[:, None, :])
+    y = torch.bmm(state, C_c[:, :, None])[:, :, 0]  # (B, D)
+    return _finish(y, x_c, D, z_t).to(x_t.dtype), state.to(h.dtype)
 
 
 @full_precision

@@ -33,8 +33,10 @@ suffix sum for the same reason.
 
 On the CPU (fp32, fp64) a compiled kernel (`trials.ops.native`) runs instead: the recurrence
 itself, step by step with each sequence's (H, P, N) state in cache, one exp per head and step,
-checkpointing the state every `chunk_size` steps for its backward pass. The matrix form above
-stays the path on every other device and the fallback.
+checkpointing the state every `chunk_size` steps for its backward pass. On CUDA with
+flash-linear-attention installed, its `chunk_simple_gla` runs (`_fla_ssd`): the SSD is gated
+linear attention with one scalar gate per head and step. The matrix form above stays the
+fallback; `trials.ops.dispatch` holds the rule.
 
 Layouts: states are kept (N, R*P) per chunk and group, so that the chunk states (B^T (dt x))
 and the reads (C h) are plain matmuls on x's natural (Q, R*P) layout without copies. A
@@ -48,8 +50,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trials.ops import native
+from trials.ops import dispatch, native
 from trials.ops._precision import autocast_off, compute_dtype, full_precision
+
+FLA_SIMPLE_GLA = dispatch.Fused("fla.chunk_simple_gla", "fla.ops.simple_gla", "chunk_simple_gla")
+dispatch.register("ssd", native=True, fused=FLA_SIMPLE_GLA)
 
 
 def _strictly_after(length: int, like: Tensor) -> Tensor:
@@ -169,6 +174,27 @@ class _NativeSSD(torch.autograd.Function):
         return grad_x, grad_dt, grad_A_parts.sum(0), grad_B, grad_C, grad_D, grad_h0, None
 
 
+def _fla_ssd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None,
+             return_state: bool) -> tuple[Tensor, Tensor | None]:
+    """y without the D skip (B, L, H, P) and the final state (B, H, P, N) when asked, from
+    flash-linear-attention's `chunk_simple_gla(q, k, v, g)`, whose state S (K x V per head) follows
+
+        S_t = exp(g_t) S_{t-1} + k_t^T v_t,   o_t = scale * q_t S_t.
+
+    With S = h^T (N x P): k = B and q = C (each group's row repeated for its R heads, head h
+    reading group h // R), v = dt * x, g = dt * A (the natural-log decay; fla rescales it to
+    base 2 itself), scale = 1. The states are (N, P) there, ours (P, N): transposed at the edge.
+    """
+    heads = x.shape[2]
+    per_group = heads // B.shape[2]
+    k, q = (v.repeat_interleave(per_group, dim=2) for v in (B, C))  # (B, L, H, N)
+    initial = None if h0 is None else h0.transpose(-1, -2)  # (B, H, N, P)
+    gla = dispatch.fused_function(FLA_SIMPLE_GLA)
+    y, final = gla(q, k, x * dt[..., None], dt * A, scale=1.0, initial_state=initial,
+                   output_final_state=return_state)
+    return y, (final.transpose(-1, -2) if return_state else None)
+
+
 @full_precision
 def ssd(
     x: Tensor,
@@ -186,7 +212,8 @@ def ssd(
     x: (B, L, H, P); dt: (B, L, H), positive; A: (H,), negative; B, C: (B, L, G, N);
     D: (H,) skip; h0: (B, H, P, N) initial state; chunk_size: Q (the chunk is the whole sequence
     when L < Q). Returns y (B, L, H, P) in x's dtype and, with `return_state`, the final state
-    (B, H, P, N) in x's dtype. Computes in fp32 (fp64 kept).
+    (B, H, P, N) in x's dtype. Computes in fp32 (fp64 kept). `chunk_size` is this path's and
+    the native kernel's; flash-linear-attention keeps its own (64).
     """
     if chunk_size < 1:
         raise ValueError(f"ssd: chunk_size must be >= 1, got {chunk_size}")
@@ -199,9 +226,16 @@ def ssd(
 
     dtype = compute_dtype(x, dt, A, B, C, D, h0)
     x_c = x.to(dtype)
-    if native.kernel_for(x_c) == native.NATIVE:
+    kernel = dispatch.kernel_for("ssd", x_c)
+    if kernel == dispatch.NATIVE:
         y, final = _NativeSSD.apply(*(None if v is None else v.to(dtype).contiguous()
                                       for v in (x_c, dt, A, B, C, D, h0)), int(chunk_size))
+        return (y.to(x.dtype), final.to(x.dtype)) if return_state else y.to(x.dtype)
+    if kernel == FLA_SIMPLE_GLA.name:
+        y, final = _fla_ssd(*(None if v is None else v.to(dtype)
+                              for v in (x_c, dt, A, B, C, h0)), return_state)
+        if D is not None:
+            y = torch.addcmul(y, x_c, D.to(dtype)[:, None])
         return (y.to(x.dtype), final.to(x.dtype)) if return_state else y.to(x.dtype)
     xs, dts, Bs, Cs = (
         F.pad(v.to(dtype), (0, 0) * (v.dim() - 2) + (0, pad)) if pad else v.to(dtype)

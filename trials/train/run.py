@@ -17,7 +17,7 @@ import torch
 from search_spaces import ArchConfig
 from search_spaces.cost import estimate
 from trials.builder import build_model
-from trials.ops.native import kernels_in_use
+from trials.ops.dispatch import kernels_in_use
 from trials.tasks import Suite, TaskData, load_suite, merge_scores, score
 from trials.train.budget import Budget
 from trials.train.measure import (

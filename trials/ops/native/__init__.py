@@ -1,9 +1,9 @@
 """Compiled CPU kernels for the recurrences (`scan_kernels.cpp`), built once per machine.
 
-The rule (one place, recorded with every trial through `kernels_in_use`): an op runs its
-native kernel when its tensors are on the CPU in fp32 or fp64 and the library is available;
-otherwise it runs its pure-PyTorch fast path, which stays the fallback and, beside the
-`naive_*` references, what the native kernels are tested against.
+The rule (`trials.ops.dispatch`, recorded with every trial): an op with a native kernel runs
+it when its tensors are on the CPU in fp32 or fp64 and the library is available; otherwise it
+runs its pure-PyTorch fast path (or a fused GPU library on CUDA), and the PyTorch path stays the
+fallback and, beside the `naive_*` references, what the native kernels are tested against.
 
 The library is plain C++ with C entry points, loaded with ctypes: no torch headers, so a build
 takes about a second with any C++17 compiler (`$CXX`, else `c++` or `g++`). It is cached under
@@ -179,12 +179,17 @@ def disabled():
         _forced_off = previous
 
 
+def runs_on(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether the native kernels take tensors of this device type and dtype (and are built)."""
+    return (device_type == "cpu" and dtype in (torch.float32, torch.float64)
+            and library() is not None)
+
+
 def kernel_for(*tensors) -> str:
-    """Which implementation an op given these tensors runs: the one visible rule."""
+    """Which implementation an op with a native kernel runs on the CPU for these tensors
+    (`trials.ops.dispatch` holds the whole rule, GPU libraries included)."""
     first = tensors[0]
-    if first.device.type != "cpu" or first.dtype not in (torch.float32, torch.float64):
-        return PYTORCH
-    return NATIVE if library() is not None else PYTORCH
+    return NATIVE if runs_on(first.device.type, first.dtype) else PYTORCH
 
 
 def pointer(tensor) -> int | None:
@@ -196,16 +201,3 @@ def entry(name: str, like: torch.Tensor):
     """The C entry point `hnas_<name>_<f32|f64>` for tensors of `like`'s dtype."""
     suffix = "f64" if like.dtype == torch.float64 else "f32"
     return getattr(library(), f"hnas_{name}_{suffix}")
-
-
-# The ops of trials.ops that have a native kernel, and those that always run in PyTorch.
-NATIVE_OPS = ("selective_scan", "ssd", "linear_scan", "causal_conv1d")
-PYTORCH_OPS = ("fft_long_conv", "rms_norm")
-
-
-def kernels_in_use(device_type: str) -> dict[str, str]:
-    """op -> implementation for training on `device_type` ("cpu", "cuda") in fp32 compute, by
-    the same rule as `kernel_for`; what a trial records as its `kernels`."""
-    on_cpu = device_type == "cpu" and library() is not None
-    chosen = {op: NATIVE if on_cpu else PYTORCH for op in NATIVE_OPS}
-    return {**chosen, **{op: PYTORCH for op in PYTORCH_OPS}}
