@@ -38,6 +38,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from search_spaces import ArchConfig
 from test_ops import (
     assert_close,
     check_against_reference,
@@ -46,6 +47,7 @@ from test_ops import (
     selective_scan_inputs,
     ssd_inputs,
 )
+from trials.builder import build_model
 from trials.ops import (
     causal_conv1d,
     dispatch,
@@ -313,6 +315,27 @@ def test_linear_scan_through_hgrn_takes_a_zero_decay(libraries):
     grads = torch.autograd.grad(fast.sum(), [inputs["b"], inputs["h0"]])
     assert all(torch.isfinite(g).all() for g in grads)
     assert libraries[FLA_HGRN] == 1
+
+
+def test_a_model_trains_the_same_through_the_libraries(libraries):
+    """Mamba, Mamba-2 and RG-LRU layers (every op with a library) in one model: the loss and
+    every parameter's gradient equal the PyTorch path's, and every library was used."""
+    arch = ArchConfig.from_pattern("M M2 R", d_model=32, n_heads=4, d_state=8, m2_d_state=8,
+                                   m2_head_dim=16)
+    tokens = torch.randint(0, 64, (2, 13))
+
+    def loss_and_grads():
+        model = build_model(arch, seed=0)
+        loss = model(tokens).logits.float().square().mean()
+        return loss, torch.autograd.grad(loss, list(model.parameters()))
+
+    fused_loss, fused_grads = loss_and_grads()
+    with dispatch.disabled():
+        loss, grads = loss_and_grads()
+    assert_close(fused_loss, loss, what="loss")
+    for i, (a, b) in enumerate(zip(fused_grads, grads)):
+        assert_close(a, b, what=f"gradient {i}")
+    assert all(libraries.values()), libraries
 
 
 # ----------------------------------------- flash-linear-attention's own code, interpreted
