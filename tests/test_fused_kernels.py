@@ -260,11 +260,26 @@ def test_selective_scan_through_mamba_ssm(libraries, gate):
     assert libraries[MAMBA_SSM] == 2  # once per check (its gradients come from that call)
 
 
-def test_selective_scan_with_an_initial_state_runs_the_pytorch_path(libraries):
+@pytest.mark.parametrize("return_state", [False, True])
+def test_selective_scan_with_an_initial_state_through_mamba_ssm(libraries, return_state):
     inputs = selective_scan_inputs(length=8, h0=True)
-    check_against_reference(functools.partial(selective_scan, return_state=True),
-                            functools.partial(naive_selective_scan, return_state=True), inputs)
-    assert libraries[MAMBA_SSM] == 0
+    check_against_reference(functools.partial(selective_scan, return_state=return_state),
+                            functools.partial(naive_selective_scan, return_state=return_state),
+                            inputs)
+    assert libraries[MAMBA_SSM] == 1
+
+
+def test_selective_scan_chained_through_mamba_ssm_equals_one_call(libraries):
+    inputs = {k: v.detach() for k, v in selective_scan_inputs(length=20, h0=False).items()
+              if v is not None}
+    whole, final = selective_scan(**inputs, return_state=True)
+    first = {k: (v[:, :9] if v.dim() == 3 and k != "A" else v) for k, v in inputs.items()}
+    second = {k: (v[:, 9:] if v.dim() == 3 and k != "A" else v) for k, v in inputs.items()}
+    y1, h1 = selective_scan(**first, return_state=True)
+    y2, h2 = selective_scan(**second, h0=h1, return_state=True)
+    assert_close(torch.cat([y1, y2], 1), whole, what="outputs")
+    assert_close(h2, final, what="state")
+    assert libraries[MAMBA_SSM] == 3
 
 
 @pytest.mark.parametrize("with_state", [False, True])

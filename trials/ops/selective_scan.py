@@ -22,8 +22,8 @@ long sequences stay finite: decays underflow to zero, which is the correct limit
 
 On the CPU (fp32, fp64) a compiled kernel (`trials.ops.native`) runs instead: the same chunked
 recomputation, with each sequence's state held in cache. On CUDA with mamba_ssm installed, its
-fused `selective_scan_fn` runs (`_mamba_ssm_scan`), except for calls with an initial state h0,
-which that function does not take. Which one runs is `trials.ops.dispatch`'s rule; the tensor
+fused `selective_scan_fn` runs (`_mamba_ssm_scan`, which passes the initial and final states
+through the scan as extra steps). Which one runs is `trials.ops.dispatch`'s rule; the tensor
 path above stays the fallback.
 
 `selective_scan_step` is one decoding step as plain tensor ops (no chunking, no autograd
@@ -218,27 +218,40 @@ def _contract_state(h: Tensor, C: Tensor) -> Tensor:
     return torch.bmm(rows, h.view(batch * length, d_state, channels)).view(batch, length, channels)
 
 
-def _mamba_ssm_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+READ_IN_DT = 2.0 ** -40  # dt of the read-in steps: exp(dt * A) rounds to exactly 1 in fp32
+
+
+def _mamba_ssm_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None,
                     return_state: bool) -> tuple[Tensor, Tensor | None]:
     """y without the D skip (B, L, D), and the final state (B, D, N) when asked, from mamba_ssm's
     `selective_scan_fn(u, delta, A, B, C)`, which takes channels before time: u, delta (B, D, L),
     B, C (B, N, L); dt is passed as delta (already softplus'ed, no bias).
 
     That function neither takes an initial state nor sends a gradient through its last_state,
-    so the final state is read out of the scan itself: N more steps with dt = 0 (the decay is
-    exp(0) = 1, the input 0: the state stands still) and C = the unit vectors e_1..e_N, whose
-    outputs are the state's N columns, with their gradient flowing back through the scan.
+    so both go through the scan itself, as extra steps whose B or C is a unit vector e_n:
+
+    - h0 enters in N read-in steps before the sequence: step n has B = e_n, x = h0[:, :, n] / dt
+      and dt = 2^-40, so it adds exactly h0[:, :, n] to the state's column n (a power of two
+      scales exactly) while exp(dt * A) rounds to 1 (the columns already read in stay put);
+    - the final state leaves in N read-out steps after it: dt = 0 (decay 1, input 0) and
+      C = e_n, whose outputs are the state's columns.
+
+    Both carry their gradients through the library's own backward pass; their outputs are cut.
     """
     batch, length, _ = x.shape
+    d_state = A.shape[1]
+    eye = torch.eye(d_state, dtype=B.dtype, device=B.device).expand(batch, -1, -1)  # (B, N, N)
+    if h0 is not None:
+        x = torch.cat([h0.transpose(1, 2) / READ_IN_DT, x], dim=1)  # (B, N+L, D)
+        dt = torch.cat([torch.full_like(h0.transpose(1, 2), READ_IN_DT), dt], dim=1)
+        B, C = torch.cat([eye, B], dim=1), F.pad(C, (0, 0, d_state, 0))
     if return_state:
-        d_state = A.shape[1]
-        x, dt = (F.pad(v, (0, 0, 0, d_state)) for v in (x, dt))
-        B = F.pad(B, (0, 0, 0, d_state))
-        eye = torch.eye(d_state, dtype=C.dtype, device=C.device).expand(batch, -1, -1)
-        C = torch.cat([C, eye], dim=1)  # (B, L+N, N)
+        x, dt, B = (F.pad(v, (0, 0, 0, d_state)) for v in (x, dt, B))
+        C = torch.cat([C, eye], dim=1)
     scan = dispatch.fused_function(MAMBA_SSM)
     y = scan(x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2),
-             C.transpose(1, 2)).transpose(1, 2)  # (B, L(+N), D)
+             C.transpose(1, 2)).transpose(1, 2)  # (B, [N +] L [+ N], D)
+    y = y[:, 0 if h0 is None else d_state:]
     if not return_state:
         return y, None
     return y[:, :length], y[:, length:].transpose(1, 2)  # (B, D, N): column n at step L+n
@@ -270,8 +283,7 @@ def selective_scan(
     x, dt: (B, L, D) with dt > 0 (already softplus'ed); A: (D, N), negative; B, C: (B, L, N);
     D: (D,) skip; z: (B, L, D) gate, applied as y * silu(z); h0: (B, D, N) initial state.
     Returns y (B, L, D) in x's dtype and, with `return_state`, the final state (B, D, N) in
-    x's dtype. Computes in fp32 (fp64 inputs stay fp64). With mamba_ssm on CUDA, a call with h0
-    runs the PyTorch path (mamba_ssm takes no initial state).
+    x's dtype. Computes in fp32 (fp64 inputs stay fp64).
     """
     if chunk_size < 1:
         raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}")
@@ -284,8 +296,8 @@ def selective_scan(
         D_c, z_c = (None if v is None else v.to(dtype).contiguous() for v in (D, z))
         y, final = _NativeSelectiveScan.apply(x_c, dt_c, A_c, B_c, C_c, D_c, z_c, h0_c,
                                               int(chunk_size))
-    elif kernel == MAMBA_SSM.name and h0 is None:
-        y, final = _mamba_ssm_scan(x_c, dt_c, A_c, B_c, C_c, return_state)
+    elif kernel == MAMBA_SSM.name:
+        y, final = _mamba_ssm_scan(x_c, dt_c, A_c, B_c, C_c, h0_c, return_state)
         y = _finish(y, x_c, D, z)
     else:
         y, final = _SelectiveScan.apply(x_c, dt_c, A_c, B_c, C_c, h0_c, int(chunk_size))
