@@ -11,9 +11,9 @@ defined (`register`), so that what a trial records cannot drift from what the op
 The fused libraries, each behind the op's own signature (the op module says how its arguments
 map onto the library's): `selective_scan` -> mamba_ssm's `selective_scan_fn`, `causal_conv1d`
 -> causal_conv1d's `causal_conv1d_fn`, `ssd` -> flash-linear-attention's `chunk_simple_gla`,
-`linear_scan` -> flash-linear-attention's `fused_recurrent_hgrn`. One library limit is left:
-causal_conv1d takes only widths 2-4 and channels divisible by 8, and sends other calls, and
-only those, to the PyTorch path (said in `causal_conv1d`'s module).
+`linear_scan` -> flash-linear-attention's `fused_recurrent_hgrn`. Where a library's limits
+exclude a call (causal_conv1d takes widths 2-4 and channels divisible by 8), that call, and
+only that call, runs the PyTorch path; the op's module says so.
 
 A library that is not installed is simply not used. One that is installed but fails to import
 (a CUDA build that does not match the driver, a missing extension), or a dtype the library does
