@@ -213,6 +213,7 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3 * 2 * 2 and len({run_key(r, fidelity.KEY) for r in rows}) == 12
     assert figures["architectures"] == 3 and set(figures["reference_self_spearman"]) == {"0-1"}
+    assert set(figures["cheap_self_spearman"]) == {"0-1"}
     # the reference runs score the test set at every multiple of the 1x budget
     assert {tuple(step for step, _, _ in curve) for r in rows for curve in r["curve"].values()} == {
         (2,), (2, 4)}
