@@ -44,6 +44,7 @@ from optuna.trial import TrialState
 from nas.claims import Claims
 from nas.definition import MARKER, DefinitionError, StudyDefinition
 from nas.evaluate import CandidateFailed, Evaluator, is_measured
+from nas.record import TrialRecord
 from nas.samplers import make_sampler
 from nas.storage import Patience, first_line, is_outage, load_study, study_names
 
@@ -124,7 +125,8 @@ def create_or_check(name: str, storage, definition: StudyDefinition, *,
         # measures. Baselines named now and not yet in the study are added.
         study.set_user_attr("n_trials", definition.n_trials)
         study.set_user_attr("sampler", definition.sampler)
-        known = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+        known = {TrialRecord.from_frozen_trial(t).baseline
+                 for t in study.get_trials(deepcopy=False)}
         new = tuple(b for b in definition.baselines if b not in known)
         if new:
             messages.extend(enqueue_baselines(study, definition, new))
@@ -206,7 +208,8 @@ def enqueue_baselines(study: optuna.Study, definition: StudyDefinition,
             messages.append(f"baseline {name}: skipped, the space cannot produce its layers "
                             f"({load_arch(name).pattern})")
             continue
-        study.enqueue_trial(match.params, user_attrs={"baseline": name}, skip_if_exists=True)
+        study.enqueue_trial(match.params, user_attrs=TrialRecord(baseline=name).to_user_attrs(),
+                            skip_if_exists=True)
         note = ""
         if match.adjusted:
             note = " with " + ", ".join(f"{key} {want} -> {used}" for key, (want, used)
@@ -222,7 +225,8 @@ def requeue_lost(study: optuna.Study, settle: float = SETTLE_SECONDS) -> int:
     `settle` seconds, long after that callback would have run (a worker that has just seen its
     own trial fail on a storage error passes 0)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials} | \
+    records = {t.number: TrialRecord.from_frozen_trial(t) for t in trials}
+    retried = {record.retry_of for record in records.values()} | \
         {t.system_attrs.get("failed_trial") for t in trials}
     now = datetime.datetime.now()
     count = 0
@@ -231,9 +235,9 @@ def requeue_lost(study: optuna.Study, settle: float = SETTLE_SECONDS) -> int:
             continue
         settled = trial.datetime_complete is not None and \
             (now - trial.datetime_complete).total_seconds() >= settle
-        if trial.user_attrs.get("interrupted") or settled:
-            attrs = {k: v for k, v in trial.user_attrs.items() if k == "baseline"}
-            study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
+        if records[trial.number].interrupted or settled:
+            again = TrialRecord(baseline=records[trial.number].baseline, retry_of=trial.number)
+            study.enqueue_trial(trial.params, user_attrs=again.to_user_attrs())
             count += 1
     return count
 
@@ -389,7 +393,8 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
         finished = worker.run_one()
         if finished is None:
             continue
-        pruned = finished.state == TrialState.PRUNED and not finished.user_attrs.get("surplus")
+        pruned = (finished.state == TrialState.PRUNED
+                  and not TrialRecord.from_frozen_trial(finished).surplus)
         pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0
         if on_trial is not None:  # progress reports read the study too
             worker.patience(on_trial, study, finished)

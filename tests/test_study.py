@@ -147,7 +147,7 @@ def test_candidate_failures_are_results_with_reasons(storage):
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert failed and counts.failed == len(failed) and counts.measured == 8
     assert {t.user_attrs["failure"].split(" (")[0] for t in failed} == {"nan_loss at step 2"}
-    assert status(study)["failures"] == {"nan_loss": len(failed)}
+    assert status(study).failures == {"nan_loss": len(failed)}
 
 
 def test_changed_definition_is_refused_unless_allowed(storage):
@@ -195,7 +195,7 @@ dims: {d_model: [32, 64], n_heads: 4, window: [64, 128]}
     # An all-attention stack scores best with the fake evaluation: the transformer baseline
     # is on the front, as `hnas pareto` will show it.
     assert baselines["transformer"].number in {t.number for t in pareto_front(study)}
-    assert status(study)["baselines"] == {"transformer": baselines["transformer"].number,
+    assert status(study).baselines == {"transformer": baselines["transformer"].number,
                                           "griffin": baselines["griffin"].number}
 
 
@@ -235,7 +235,7 @@ def test_dead_worker_trial_is_failed_and_retried(tmp_path, monkeypatch):
     assert dead_frozen.state == TrialState.FAIL and "failure" not in dead_frozen.user_attrs
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    assert status(study)["lost"] == {"worker died": 1}
+    assert status(study).lost == {"worker died": 1}
 
 
 def test_trial_rows_sort_and_filter(storage):
@@ -244,8 +244,8 @@ def test_trial_rows_sort_and_filter(storage):
     run_worker(study, spec, run=FakeRun())
     rows = trial_rows(study, sort="quality", limit=3)
     assert len(rows) == 3
-    assert [r["quality"] for r in rows] == sorted((r["quality"] for r in rows), reverse=True)
-    assert rows[0]["quality"] == max(t.values[0] for t in study.trials)
+    assert [r.values["quality"] for r in rows] == sorted((r.values["quality"] for r in rows), reverse=True)
+    assert rows[0].values["quality"] == max(t.values[0] for t in study.trials)
     with pytest.raises(ValueError, match="not an objective of this study"):
         trial_rows(study, sort="loss")
     with pytest.raises(ValueError, match="state 'done': unknown"):
