@@ -42,7 +42,8 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.claims import Claims
-from nas.definition import MARKER, DefinitionError, StudyDefinition
+from nas.definition import (MARKER, Change, DefinitionChanged, DefinitionError,
+                            StudyDefinition, baselines_attrs)
 from nas.evaluate import CandidateFailed, Evaluator, is_measured
 from nas.record import TrialRecord
 from nas.samplers import make_sampler
@@ -95,43 +96,45 @@ def count_trials(study: Any,
 # -- creating and opening -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What `create_or_check` did besides opening the study: the changes it accepted (with
+    `allow_changes`) and what it enqueued (baselines added or skipped, the grid)."""
+
+    changes: tuple[Change, ...] = ()
+    messages: tuple[str, ...] = ()
+
+
 def create_or_check(name: str, storage, definition: StudyDefinition, *,
-                    allow_changes: bool = False) -> tuple[optuna.Study, list[str]]:
+                    allow_changes: bool = False) -> tuple[optuna.Study, Opened]:
     """Create the study, or open the existing one after checking it is the same experiment.
 
-    Returns the study and the messages worth showing (baselines enqueued or skipped, changes
-    accepted). An existing study with another space, suite, budget or objectives is refused
-    unless `allow_changes`; its objectives can never change (Optuna fixes the directions).
+    An existing study with another space, suite, budget or objectives is refused
+    (`DefinitionChanged`, which says how) unless `allow_changes`; its objectives can never
+    change (Optuna fixes the directions).
     """
-    messages: list[str] = []
     sampler = make_sampler(definition.sampler, definition.seed, definition.n_trials)
     if name in study_names(storage):
         study = load_study(name, storage, sampler=None)
         stored = StudyDefinition.from_attrs(study.user_attrs, name)
         changes = definition.changes_from(stored)
-        if any(change.startswith("the objectives") for change in changes):
-            raise DefinitionError(f"study {name!r} exists with objectives {stored.objectives}; "
-                                  "a study's objectives cannot change (start a new --study)")
-        if changes and not allow_changes:
-            raise DefinitionError(f"study {name!r} exists with a different "
-                                  f"{' and '.join(c.removeprefix('the ') for c in changes)}; "
-                                  "pass --allow-changes to continue it anyway, or use a new "
-                                  "--study name")
-        if changes:
-            messages.append("continuing with changed " + ", ".join(changes))
-            for key, value in definition.to_attrs().items():
-                study.set_user_attr(key, value)
-        # The trial budget and the sampler may change freely: neither changes what a trial
-        # measures. Baselines named now and not yet in the study are added.
-        study.set_user_attr("n_trials", definition.n_trials)
-        study.set_user_attr("sampler", definition.sampler)
+        if changes and (not allow_changes or DefinitionChanged(name, changes).fixed):
+            raise DefinitionChanged(name, changes)
+        for key, value in (definition.to_attrs() if changes else
+                           definition.resumable_attrs()).items():
+            # The trial budget and the sampler may change freely: neither changes what a
+            # trial measures.
+            study.set_user_attr(key, value)
         known = {TrialRecord.from_frozen_trial(t).baseline
                  for t in study.get_trials(deepcopy=False)}
         new = tuple(b for b in definition.baselines if b not in known)
-        if new:
-            messages.extend(enqueue_baselines(study, definition, new))
-            study.set_user_attr("baselines", sorted(set(stored.baselines) | set(new)))
-        return load_study(name, storage, sampler=sampler), messages
+        messages = []
+        if new:  # baselines named now and not yet in the study are added
+            messages = enqueue_baselines(study, definition, new)
+            for key, value in baselines_attrs(set(stored.baselines) | set(new)).items():
+                study.set_user_attr(key, value)
+        set_metric_names(study, definition)
+        return load_study(name, storage, sampler=sampler), Opened(changes, tuple(messages))
     try:
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                     directions=definition.directions)
@@ -144,6 +147,8 @@ def create_or_check(name: str, storage, definition: StudyDefinition, *,
     marker = attrs.pop(MARKER)
     for key, value in attrs.items():
         study.set_user_attr(key, value)
+    set_metric_names(study, definition)
+    messages = []
     if definition.sampler == "grid":
         space = definition.space()
         assignments = list(space.enumerate())
@@ -152,7 +157,18 @@ def create_or_check(name: str, storage, definition: StudyDefinition, *,
         messages.append(f"grid: enqueued {len(assignments)} assignments")
     messages.extend(enqueue_baselines(study, definition))
     study.set_user_attr(MARKER, marker)  # last: a study with it is complete, baselines and all
-    return study, messages
+    return study, Opened(messages=tuple(messages))
+
+
+def set_metric_names(study: optuna.Study, definition: StudyDefinition) -> None:
+    """Name the objectives in Optuna itself, so that optuna-dashboard and Optuna's plots say
+    quality and cache@131072 rather than "Objective 0" and "Objective 1". Idempotent:
+    studies made before this are named when next opened."""
+    names = [objective.name for objective in definition.objective_list]
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # experimental in Optuna 3-5, stable in behaviour
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 def wait_for_definition(name: str, storage, seconds: float = 60.0) -> None:
@@ -175,6 +191,7 @@ def open_study(name: str, storage, *, seed_offset: int | None = None,
     study = load_study(name, storage)
     definition = definition or read_definition(study)
     definition.check(name)
+    set_metric_names(study, definition)  # a study made before they were named
     if seed_offset is None:
         seed_offset = Claims(study).worker_index({"host": socket.gethostname(),
                                                   "pid": os.getpid(),

@@ -71,8 +71,8 @@ def main(path: Path) -> None:
     spec = StudyDefinition(space.to_yaml(), space.fingerprint(), suite.to_dict(),
                            suite.fingerprint(), Budget(steps=3, eval_batches=2).to_dict(),
                            "quality,params", "random", 2, 0, ("hawk",), toolkit_versions())
-    with_baseline, messages = create_or_check("format1_baseline", storage, spec)
-    print(messages)
+    with_baseline, opened = create_or_check("format1_baseline", storage, spec)
+    print(opened)
     run_worker(with_baseline, spec, run=run)
     for trial in study.trials + with_baseline.trials:
         print(trial.number, trial.state.name, trial.values, sorted(trial.user_attrs))
