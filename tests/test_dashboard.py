@@ -34,12 +34,14 @@ def served(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 
+    base = f"http://127.0.0.1:{server.server_port}"
+
     def get(route: str) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}{route}",
-                                    timeout=30) as response:
+        with urllib.request.urlopen(base + route, timeout=30) as response:
             assert response.status == 200
             return json.loads(response.read())
 
+    get.base = base
     yield get
     server.shutdown()
     thread.join()
@@ -58,3 +60,29 @@ def test_the_dashboard_shows_the_objective_names(served):
     assert attrs["duplicate_of"] == "1" and attrs["pattern"] == "M A"
     baseline = served(f"/api/studies/{studies['format1_baseline']['study_id']}")
     assert baseline["objective_names"] == ["quality", "params"]
+
+
+def test_a_real_browser_shows_the_names_on_the_pareto_front(served):
+    """The dashboard's own page, drawn by Chromium: the Pareto front's axis menus and the
+    importance legend name the objectives. Runs where playwright and a Chromium are
+    installed (`pip install playwright`, and the system's chromium or `playwright install`)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("no chromium on PATH")
+    studies = {s["study_name"]: s for s in served("/api/studies")["study_summaries"]}
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(served.base + f"/dashboard/studies/{studies['format1']['study_id']}",
+                      wait_until="networkidle", timeout=60_000)
+            page.get_by_text("Pareto Front").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(2_000)  # plotly draws after the data arrive
+            shown = page.inner_text("body") + " ".join(
+                text or "" for text in page.locator("svg text").all_text_contents())
+        finally:
+            browser.close()
+    for name in ("quality", "params", "decode_ms@64"):
+        assert name in shown
+    assert "Objective 0" not in shown
