@@ -13,9 +13,10 @@ from typing import Any
 from nas.definition import DefinitionError, StudyDefinition
 from nas.storage import load_study, open_storage, study_names
 from nas.study import set_metric_names
+from search_spaces.errors import UserError
 
 
-class DashboardError(RuntimeError):
+class DashboardError(UserError):
     """optuna-dashboard is not installed."""
 
 

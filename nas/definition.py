@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nas.objectives import Objective, ObjectiveError, format_objectives, parse_objectives
+from search_spaces.errors import UserError
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random", "grid")
 MARKER, FORMAT_VERSION = "hnas_study_format", 1
@@ -25,7 +26,7 @@ REQUIRED = ("space_yaml", "space_fingerprint", "suite", "suite_fingerprint", "bu
             "objectives")
 
 
-class DefinitionError(ValueError):
+class DefinitionError(UserError):
     """A study definition that cannot be used, or one that clashes with the stored one."""
 
 

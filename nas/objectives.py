@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from nas.record import LOSS, QUALITY, TrainedResult
+from search_spaces.errors import UserError
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
 CACHE_DTYPE = "bf16"
@@ -44,7 +45,7 @@ VALID = (QUALITY, LOSS, "params", "active_params", "flops@N", "cache@N",
 _SUFFIXES = {"k": 1_000, "m": 1_000_000, "ki": 1024, "mi": 1024**2}
 
 
-class ObjectiveError(ValueError):
+class ObjectiveError(UserError):
     """An objective list that cannot be used; the message names the entry."""
 
 

@@ -13,9 +13,10 @@ from typing import Any
 from optuna.trial import TrialState
 
 from nas.record import TrialRecord
+from search_spaces.errors import UserError
 
 
-class PlotError(ValueError):
+class PlotError(UserError):
     """A plot that cannot be drawn (unknown file type, plotting library missing)."""
 
 

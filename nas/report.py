@@ -23,8 +23,13 @@ from nas.objectives import MAXIMIZE, Objective
 from nas.record import INTERRUPTED, TrialRecord
 from nas.snapshot import ReadableStudy
 from nas.study import count_trials
+from search_spaces.errors import UserError
 
 STATES = ("complete", "fail", "pruned", "running", "waiting")
+
+
+class ReportError(UserError):
+    """A state or objective to select or sort by that the study does not have."""
 
 
 def objectives_of(study: ReadableStudy) -> tuple[Objective, ...]:
@@ -230,13 +235,13 @@ def trial_rows(study: ReadableStudy, *, state: str | None = None, sort: str | No
     """Rows of `trials`, optionally of one state, sorted best-first by one objective."""
     objectives = objectives_of(study)
     if state is not None and state not in STATES:
-        raise ValueError(f"state {state!r}: unknown (valid: {', '.join(STATES)})")
+        raise ReportError(f"state {state!r}: unknown (valid: {', '.join(STATES)})")
     trials = [t for t in study.get_trials(deepcopy=False)
               if state is None or t.state.name.lower() == state]
     if sort is not None:
         names = [o.name for o in objectives]
         if sort not in names:
-            raise ValueError(f"sort {sort!r}: not an objective of this study "
+            raise ReportError(f"sort {sort!r}: not an objective of this study "
                              f"(its objectives: {', '.join(names)})")
         objective = objectives[names.index(sort)]
         index = names.index(sort)

@@ -27,6 +27,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+from search_spaces.errors import UserError
+
 DEFAULT_FILE = "hnas.db"
 HEARTBEAT_INTERVAL = int(os.environ.get("HNAS_HEARTBEAT_INTERVAL", "30"))
 GRACE_PERIOD = int(os.environ.get("HNAS_GRACE_PERIOD", str(4 * HEARTBEAT_INTERVAL)))
@@ -42,7 +44,7 @@ PERMANENT = ("readonly", "read-only", "read only", "malformed", "not a database"
              "permission denied", "does not exist", "authentication failed")
 
 
-class StorageError(ValueError):
+class StorageError(UserError):
     """A storage URL that cannot be used, or a study that is not there; one line for the user."""
 
 

@@ -48,6 +48,7 @@ from nas.evaluate import CandidateFailed, Evaluator, is_measured
 from nas.record import TrialRecord
 from nas.samplers import make_sampler
 from nas.storage import Patience, first_line, is_outage, load_study, study_names
+from search_spaces.errors import UserError
 
 POLL_SECONDS = 2.0
 MAX_PRUNED_IN_A_ROW = 500  # infeasible draws in a row before a worker gives up on the space
@@ -55,7 +56,7 @@ SETTLE_SECONDS = 30.0  # a lost trial this old was surely not re-queued by Optun
 SEED_MODULUS = 2**32  # NumPy's seed range
 
 
-class SearchError(RuntimeError):
+class SearchError(UserError):
     """A search that cannot go on (for example a space whose candidates are all infeasible)."""
 
 

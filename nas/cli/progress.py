@@ -10,8 +10,13 @@ import sys
 import time
 from typing import Any
 
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
 from nas.cli.common import console, human
 from nas.record import BASELINE, DUPLICATE_OF, FAILURE
+from nas.report import objectives_of, pareto_front, trial_row
+from nas.study import count_trials
 
 
 class SearchProgress:
@@ -27,13 +32,8 @@ class SearchProgress:
     # -- context -------------------------------------------------------------------------------
 
     def __enter__(self) -> "SearchProgress":
-        from nas.study import count_trials
-
         self._done_at_start = count_trials(self.study).measured
         if not self.quiet:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -55,9 +55,6 @@ class SearchProgress:
         print(message, file=sys.stderr)
 
     def refresh(self) -> None:
-        from nas.report import pareto_front
-        from nas.study import count_trials
-
         trials = self.study.get_trials(deepcopy=False)
         counts = count_trials(self.study, trials)
         if self._progress is not None:
@@ -73,8 +70,6 @@ class SearchProgress:
             self.refresh()
 
     def _log_line(self, trial: Any) -> str:
-        from nas.report import objectives_of, trial_row
-
         row = trial_row(trial, objectives_of(self.study))
         parts = [f"trial {row.trial}", row.state, row.pattern or "-"]
         parts += [f"{name}={_fmt(value)}" for name, value in row.values.items()
@@ -86,9 +81,6 @@ class SearchProgress:
         return "  ".join(str(part) for part in parts)
 
     def summary(self) -> None:
-        from nas.report import pareto_front
-        from nas.study import count_trials
-
         counts = count_trials(self.study)
         print(f"study {self.study.study_name!r}: {counts.measured}/{self.n_trials} measured "
               f"({counts.complete} complete, {counts.failed} failed), {counts.pruned} "

@@ -18,9 +18,10 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.record import TrialRecord
+from search_spaces.errors import UserError
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """Nothing to export, or an architecture no requested format can express."""
 
 

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from search_spaces.arch import ArchConfig
+from search_spaces.errors import UserError
 from search_spaces.hf_families import FAMILIES, Family
 from search_spaces.hf_import import READERS
 from search_spaces.layers import (
@@ -85,7 +86,7 @@ RG_BLOCK_REPEATS = 100
 _FEATURE = {**MIXER_NAMES, ATTENTION: "full attention"}
 
 
-class HFExportError(ValueError):
+class HFExportError(UserError):
     """An architecture that a Hugging Face config family cannot express; the message names the
     feature (and the layer) that stops it."""
 
