@@ -38,7 +38,7 @@ def name_objectives(storage: Any) -> list[str]:
 
 def _dashboard():
     try:
-        import optuna_dashboard
+        import optuna_dashboard  # an optional extra (hybrid-nas[dashboard])
     except ImportError:
         raise DashboardError("optuna-dashboard is not installed: "
                              "pip install 'hybrid-nas[dashboard]'") from None

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from nas.objectives import Objective, ObjectiveError, format_objectives, parse_objectives
+from search_spaces import SearchSpace
 from search_spaces.errors import UserError
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random", "grid")
@@ -88,17 +90,15 @@ class StudyDefinition:
         return [objective.direction for objective in self.objective_list]
 
     def space(self):
-        from search_spaces import SearchSpace
-
         return SearchSpace.from_yaml(self.space_yaml, "stored space")
 
     def load_suite(self):
-        from trials.tasks import Suite
+        from trials.tasks import Suite  # torch: `hnas status` reads definitions without it
 
         return Suite.from_dict(self.suite, "stored suite")
 
     def load_budget(self):
-        from trials.train import Budget
+        from trials.train import Budget  # torch and Lightning, as load_suite
 
         return Budget.from_dict(self.budget)
 
@@ -184,8 +184,6 @@ def _comparable(budget: dict[str, Any]) -> str:
 
 
 def toolkit_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     versions = {}
     for package in ("hybrid-nas", "optuna", "torch", "lightning"):
         try:

@@ -17,7 +17,9 @@ Optuna and optuna-dashboard read it; `nas.record.TrialRecord` is their schema.
 
 from __future__ import annotations
 
+import gc
 import math
+import signal
 import time
 from typing import Any, Callable
 
@@ -27,7 +29,7 @@ from optuna.trial import TrialState
 from nas.claims import ARCH, Claims, unslotted
 from nas.definition import StudyDefinition
 from nas.objectives import analytic_costs, decode_context
-from nas.record import TrainedResult, TrialRecord
+from nas.record import TrainedResult, TrialRecord, is_measured
 from search_spaces.space.space import InvalidCandidate
 
 
@@ -175,8 +177,6 @@ class Evaluator:
 
 
 def _restore_ctrl_c() -> None:
-    import signal
-
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     except ValueError:  # not the main thread: nothing was changed there
@@ -187,19 +187,10 @@ def release_accelerator_memory() -> None:
     """Free the finished model's GPU memory before the next candidate (Lightning's trainer and
     module hold reference cycles that only the collector breaks). Not done on CPU: a full
     collection of a process with torch loaded costs about half a second."""
-    import gc
-
-    import torch
+    import torch  # loaded already by the training that ran; named here, not at module load
 
     gc.collect()
     torch.cuda.empty_cache()
-
-
-def is_measured(trial: optuna.trial.FrozenTrial) -> bool:
-    """A finished evaluation: complete, or failed for a reason of the candidate's own (not a
-    dead worker or Ctrl-C, whose trials are run again)."""
-    return trial.state == TrialState.COMPLETE or (
-        trial.state == TrialState.FAIL and TrialRecord.from_frozen_trial(trial).has_result)
 
 
 def find_measured(study: optuna.Study, fingerprint: str,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from nas.record import LOSS, QUALITY, TrainedResult
+from search_spaces.cost import estimate
 from search_spaces.errors import UserError
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
@@ -127,8 +128,6 @@ def format_objectives(objectives: tuple[Objective, ...]) -> str:
 
 def analytic_costs(arch: Any, objectives: tuple[Objective, ...]) -> dict[str, float]:
     """Cost-model values for every analytic objective (and params/active_params always)."""
-    from search_spaces.cost import estimate
-
     contexts = {o.context for o in objectives if o.kind in ("flops", "cache")}
     reports = {context: estimate(arch, context=context, dtype=CACHE_DTYPE)
                for context in contexts}  # one estimate per context, whichever asks for it

@@ -13,6 +13,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from nas.record import TrialRecord
+from nas.report import objectives_of, pareto_front
 from search_spaces.errors import UserError
 
 
@@ -21,8 +22,6 @@ class PlotError(UserError):
 
 
 def _points(study: Any) -> dict[str, Any]:
-    from nas.report import objectives_of, pareto_front
-
     objectives = objectives_of(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -64,7 +63,7 @@ def plot_front(study: Any, path: str | Path) -> Path:
 
 def _png(points: dict[str, Any], path: Path) -> None:
     try:
-        import matplotlib
+        import matplotlib  # an optional extra (hybrid-nas[plots]), and slow to import
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -87,7 +86,7 @@ def _png(points: dict[str, Any], path: Path) -> None:
 
 def _html(points: dict[str, Any], path: Path) -> None:
     try:
-        import plotly.graph_objects as go
+        import plotly.graph_objects as go  # an optional extra (hybrid-nas[plots])
     except ImportError:
         raise PlotError("HTML plots need plotly: pip install 'hybrid-nas[plots]'") from None
     figure = go.Figure()

@@ -234,3 +234,11 @@ class TrialRecord:
         """This record with its candidate failed for `reason` (a non-finite objective)."""
         return replace(self, result=replace(self.result or TrainedResult(), failure=reason))
 
+
+def is_measured(trial: Any) -> bool:
+    """A finished evaluation: complete, or failed for a reason of the candidate's own (not a
+    dead worker or Ctrl-C, whose trials are run again). `trial`: an Optuna `FrozenTrial`,
+    whose state is read by name so that this module loads without Optuna."""
+    state = trial.state.name
+    return state == "COMPLETE" or (
+        state == "FAIL" and TrialRecord.from_frozen_trial(trial).has_result)

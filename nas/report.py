@@ -18,9 +18,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.definition import StudyDefinition
-from nas.evaluate import is_measured
 from nas.objectives import MAXIMIZE, Objective
-from nas.record import INTERRUPTED, TrialRecord
+from nas.record import INTERRUPTED, TrialRecord, is_measured
 from nas.snapshot import ReadableStudy
 from nas.study import count_trials
 from search_spaces.errors import UserError

@@ -44,11 +44,13 @@ from optuna.trial import TrialState
 from nas.claims import Claims
 from nas.definition import (MARKER, Change, DefinitionChanged, DefinitionError,
                             StudyDefinition, baselines_attrs)
-from nas.evaluate import CandidateFailed, Evaluator, is_measured
-from nas.record import TrialRecord
+from nas.evaluate import CandidateFailed, Evaluator
+from nas.record import TrialRecord, is_measured
 from nas.samplers import make_sampler
 from nas.storage import Patience, first_line, is_outage, load_study, study_names
+from search_spaces import load_arch
 from search_spaces.errors import UserError
+from search_spaces.space.match import params_for
 
 POLL_SECONDS = 2.0
 MAX_PRUNED_IN_A_ROW = 500  # infeasible draws in a row before a worker gives up on the space
@@ -215,9 +217,6 @@ def read_definition(study: optuna.Study) -> StudyDefinition:
 def enqueue_baselines(study: optuna.Study, definition: StudyDefinition,
                       names: tuple[str, ...] | None = None) -> list[str]:
     """Enqueue every named preset that the space can produce; say which were skipped."""
-    from search_spaces import load_arch
-    from search_spaces.space.match import params_for
-
     space = definition.space()
     messages = []
     for name in definition.baselines if names is None else names:

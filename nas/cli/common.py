@@ -8,6 +8,7 @@ Nothing here imports torch or Optuna at module level: `hnas --help` imports this
 from __future__ import annotations
 
 import functools
+import shutil
 import sys
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
@@ -193,8 +194,8 @@ def ratio(value: float, base: float) -> str:
 def console():
     """A rich console that prints user text literally (patterns contain `[i]`, which rich would
     read as markup) and keeps tables readable when the output is not a terminal."""
-    import shutil
     plain = Console(markup=False, highlight=False)
     if not plain.is_terminal:
-        return Console(markup=False, highlight=False, width=max(shutil.get_terminal_size().columns, 160))
+        return Console(markup=False, highlight=False,
+                       width=max(shutil.get_terminal_size().columns, 160))
     return plain

@@ -44,7 +44,7 @@ def search(
     outage_wait: OutageWait = None,
 ) -> None:
     """Search a space: sample candidates, train them briefly, record every result."""
-    # Here, not at the top: `hnas --help` loads none of them (nor Optuna, through storage).
+    # Optuna (through storage) and search_spaces: not at --help (see nas.cli)
     from nas.definition import StudyDefinition, toolkit_versions
     from nas.objectives import parse_objectives
     from nas.storage import default_url, open_storage
@@ -87,7 +87,7 @@ def resume(
     outage_wait: OutageWait = None,
 ) -> None:
     """Continue a study with its stored space, suite, budget and objectives."""
-    # Here, not at the top: `hnas --help` loads none of them (nor Optuna, through storage).
+    # Optuna (through storage) and search_spaces: not at --help (see nas.cli)
     from nas.storage import default_url, load_study, open_storage
     from nas.study import read_definition
 
@@ -116,7 +116,7 @@ def worker(
     outage_wait: OutageWait = None,
 ) -> None:
     """Join an existing study (from any machine) and run trials until it has its budget."""
-    # Here, not at the top: `hnas --help` loads neither Optuna nor torch.
+    # Optuna and torch: not at --help (see nas.cli)
     from nas.cli.progress import SearchProgress
     from nas.storage import default_url, open_storage
     from nas.study import open_study, run_worker
@@ -138,7 +138,7 @@ def worker(
 
 
 def _patience(outage_wait: Optional[float]):
-    from nas.storage import Patience  # Optuna: not at `hnas --help`
+    from nas.storage import Patience  # Optuna: not at --help (see nas.cli)
 
     if outage_wait is None:
         return Patience()
@@ -180,7 +180,7 @@ def _run(name: str, url: str, storage, definition, allow_changes: bool,
 
 def _run_processes(name: str, url: str, study, workers: int, timeout: Optional[float],
                    progress, outage_wait: float) -> None:
-    from nas.workers import start_workers  # Optuna: not at --help
+    from nas.workers import start_workers  # Optuna: not at --help (see nas.cli)
 
     processes = start_workers(name, url, workers, timeout=timeout, outage_wait=outage_wait)
     try:
@@ -209,7 +209,7 @@ def _grid_size(space) -> int:
 
 def _suite_and_budget(suite: str, steps: int, seconds: Optional[float], batch_size: int,
                       lr: list[float]):
-    from trials import Budget, load_suite  # torch: not at --help
+    from trials import Budget, load_suite  # torch: not at --help (see nas.cli)
 
     # Learning-curve points on a few test batches: the final score uses the whole test set.
     budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,

@@ -434,7 +434,7 @@ def hf_config_object(arch: ArchConfig, family: str) -> Any:
     spec = _spec(family)
     kwargs = to_hf_config(arch, family)
     try:
-        import transformers
+        import transformers  # optional (hybrid-nas[hf]); seconds to import
     except ImportError as error:
         raise ImportError(f"exporting to Hugging Face configs needs transformers: "
                           f"{INSTALL_HINT}") from error
