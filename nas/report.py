@@ -211,6 +211,10 @@ class TrialRow:
         return data
 
 
+# The columns of a table of no trials: the trial, its state and pattern.
+EMPTY_COLUMNS = tuple(f.name for f in fields(TrialRow))[:3]
+
+
 def trial_row(trial: FrozenTrial, objectives: tuple[Objective, ...]) -> TrialRow:
     record = TrialRecord.from_frozen_trial(trial)
     return TrialRow(trial=trial.number, state=trial.state.name.lower(),

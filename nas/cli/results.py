@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from dataclasses import fields
@@ -12,7 +11,6 @@ import typer
 from rich.table import Table
 
 from nas.cli.common import AsJson, Storage, StudyName, console, fail, human, open_for_reading
-from nas.record import PATTERN
 
 
 def status(
@@ -85,7 +83,8 @@ def trials(
         fail(f"--limit {limit}: expected 0 or more")
     rows = report.trial_rows(open_for_reading(study_name, storage), state=state, sort=sort,
                              limit=limit)
-    _print_rows([row.to_dict() for row in rows], as_json, as_csv, f"trials of {study_name}")
+    _print_rows([row.to_dict() for row in rows], as_json, as_csv, f"trials of {study_name}",
+                report.EMPTY_COLUMNS)
 
 
 def pareto(
@@ -103,24 +102,28 @@ def pareto(
     study = open_for_reading(study_name, storage)
     objectives = report.objectives_of(study)
     rows = [report.trial_row(t, objectives).to_dict() for t in report.pareto_front(study)]
-    _print_rows(rows, as_json, as_csv, f"Pareto front of {study_name}")
+    _print_rows(rows, as_json, as_csv, f"Pareto front of {study_name}", report.EMPTY_COLUMNS)
     if plot:
         plot_front(study, plot)
         print(f"wrote {plot}", file=sys.stderr)
 
 
-def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: str) -> None:
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: str,
+                empty: tuple[str, ...]) -> None:
+    """Rows as JSON, CSV or a table (`empty`: the table's columns when there are no rows)."""
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     if as_csv:
+        import csv  # 3 ms that every start-up of `hnas` would pay
+
         columns = list(rows[0]) if rows else ["trial"]
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
         return
     table = Table(title=title)
-    columns = list(rows[0]) if rows else ["trial", "state", PATTERN]
+    columns = list(rows[0]) if rows else list(empty)
     shown = [c for c in columns if any(row.get(c) is not None for row in rows)] or columns
     for column in shown:  # text left, numbers right
         text = any(isinstance(row.get(column), str) for row in rows) or not rows
