@@ -45,17 +45,18 @@ def _dashboard():
     return optuna_dashboard
 
 
-def dashboard_app(url: str):
-    """optuna-dashboard's WSGI application on the database at `url`, objectives named."""
-    dashboard = _dashboard()
+def _named_storage(url: str):
     storage = open_storage(url, heartbeat=False)
     name_objectives(storage)
-    return dashboard.wsgi(storage)
+    return storage
+
+
+def dashboard_app(url: str):
+    """optuna-dashboard's WSGI application on the database at `url`, objectives named."""
+    return _dashboard().wsgi(_named_storage(url))
 
 
 def serve(url: str, host: str, port: int) -> None:
     """Serve optuna-dashboard on the database at `url` until Ctrl-C."""
     dashboard = _dashboard()
-    storage = open_storage(url, heartbeat=False)
-    name_objectives(storage)
-    dashboard.run_server(storage, host=host, port=port)
+    dashboard.run_server(_named_storage(url), host=host, port=port)

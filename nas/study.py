@@ -121,8 +121,9 @@ def create_or_check(name: str, storage, definition: StudyDefinition, *,
         study = load_study(name, storage, sampler=None)
         stored = StudyDefinition.from_attrs(study.user_attrs, name)
         changes = definition.changes_from(stored)
-        if changes and (not allow_changes or DefinitionChanged(name, changes).fixed):
-            raise DefinitionChanged(name, changes)
+        refusal = DefinitionChanged(name, changes) if changes else None
+        if refusal is not None and (not allow_changes or refusal.fixed):
+            raise refusal
         for key, value in (definition.to_attrs() if changes else
                            definition.resumable_attrs()).items():
             # The trial budget and the sampler may change freely: neither changes what a
