@@ -173,6 +173,16 @@ def summary(rows: list[dict], steps: int, multiple: int) -> dict:
                      " ".join(f"{reference[arch][s]:>5.3f}" for s in seeds) +
                      f"  {mean(reference[arch].values()):>7.3f}")
     figures: dict = {"architectures": len(complete), "seeds": seeds}
+    cheap_seeds = sorted({seed for per in cheap.values() for seed in per})
+    cheap_complete = [a for a in cheap if set(cheap[a]) == set(cheap_seeds)]
+    if len(cheap_complete) >= 3 and len(cheap_seeds) >= 2:
+        # How reproducible the cheap score itself is: the ceiling of any 1x fidelity figure.
+        agreement = {f"{a}-{b}": spearman([cheap[x][a] for x in cheap_complete],
+                                          [cheap[x][b] for x in cheap_complete])
+                     for a, b in itertools.combinations(cheap_seeds, 2)}
+        figures["cheap_self_spearman"] = agreement
+        lines.append(f"1x seed-to-seed Spearman over {len(cheap_complete)} architectures: " +
+                     ", ".join(f"s{k} {v:.3f}" for k, v in agreement.items()))
     if len(complete) < 3:
         lines.append(f"{len(complete)} architectures have every seed at both budgets; "
                      "the correlations need 3 or more")

@@ -31,7 +31,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from optuna.storages._rdb import models
 from optuna.trial import TrialState
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from nas.record import is_measured
 
 WORKER, SLOT, ARCH = "hnas:worker:", "hnas:slot:", "hnas:arch:"
 TRIAL_SLOT = "hnas:slot"  # trial system attribute: the slot the trial holds
@@ -41,8 +46,6 @@ class Claims:
     """Claims in one study. Every method is one short transaction on the storage's engine."""
 
     def __init__(self, study: Any) -> None:
-        from optuna.storages._rdb import models
-
         self.storage = study._storage  # Optuna's cache in front of an RDBStorage
         self.engine = getattr(self.storage, "_backend", self.storage).engine
         self.study_id = study._study_id
@@ -52,8 +55,6 @@ class Claims:
 
     def insert(self, key: str, value: Any) -> bool:
         """True if this call created the claim; False if it existed (someone else holds it)."""
-        from sqlalchemy.exc import IntegrityError
-
         try:
             with self.engine.begin() as connection:
                 connection.execute(self.table.insert().values(
@@ -63,8 +64,6 @@ class Claims:
         return True
 
     def read(self, key: str) -> Any:
-        from sqlalchemy import select
-
         with self.engine.connect() as connection:
             value = connection.execute(select(self.table.c.value_json).where(
                 self.table.c.study_id == self.study_id, self.table.c.key == key)).scalar()
@@ -72,8 +71,6 @@ class Claims:
 
     def swap(self, key: str, old: Any, new: Any) -> bool:
         """Compare-and-swap: set `key` to `new` only if it still holds `old`."""
-        from sqlalchemy import update
-
         with self.engine.begin() as connection:
             changed = connection.execute(update(self.table).where(
                 self.table.c.study_id == self.study_id, self.table.c.key == key,
@@ -82,8 +79,6 @@ class Claims:
 
     def values(self, prefix: str) -> dict[str, Any]:
         """Every claim whose key starts with `prefix`, in one query."""
-        from sqlalchemy import select
-
         with self.engine.connect() as connection:
             rows = connection.execute(select(self.table.c.key, self.table.c.value_json).where(
                 self.table.c.study_id == self.study_id,
@@ -152,7 +147,6 @@ class Claims:
 
 def _live(trial: Any) -> bool:
     """A trial that holds its claims: running, waiting or measured (not lost, not pruned)."""
-    from nas.evaluate import is_measured  # here: nas.evaluate imports this module
 
     return trial.state in (TrialState.RUNNING, TrialState.WAITING) or is_measured(trial)
 
@@ -160,6 +154,5 @@ def _live(trial: Any) -> bool:
 def unslotted(trials: list[Any]) -> int:
     """Measured trials that hold no slot: measured before budget slots existed (a study made by
     an older hnas). They use up the budget all the same, so there are that many fewer slots."""
-    from nas.evaluate import is_measured  # here: nas.evaluate imports this module
 
     return sum(1 for trial in trials if is_measured(trial) and TRIAL_SLOT not in trial.system_attrs)

@@ -12,14 +12,14 @@ One call evaluates one trial:
       candidate failed  -> FAIL with the reason (NaN loss, oom, ...): failure is a result too
 
 Everything the toolkit knows about a trial goes into its user attributes (plain JSON), so plain
-Optuna and optuna-dashboard read it: `pattern`, `arch`, `fingerprint`, `analytic`, `quality`,
-`loss`, `tasks`, `measured`, `device`, `precision`, `kernels`, `wall_seconds`, `failure`,
-`violations`, `duplicate_of`, `baseline`.
+Optuna and optuna-dashboard read it; `nas.record.TrialRecord` is their schema.
 """
 
 from __future__ import annotations
 
+import gc
 import math
+import signal
 import time
 from typing import Any, Callable
 
@@ -29,20 +29,17 @@ from optuna.trial import TrialState
 from nas.claims import ARCH, Claims, unslotted
 from nas.definition import StudyDefinition
 from nas.objectives import analytic_costs, decode_context
+from nas.record import TrainedResult, TrialRecord, is_measured
+from search_spaces.space.space import InvalidCandidate
 
 
 class CandidateFailed(Exception):
     """The candidate could not be evaluated (its trial is recorded as FAIL with the reason)."""
 
 
-# User attributes copied from a measured trial to its duplicates.
-MEASURED_ATTRS = ("quality", "loss", "tasks", "measured", "device", "precision", "kernels",
-                  "failure")
-
-
 def trial_budget(definition: StudyDefinition):
     """The training budget, with decoding timed where an objective needs it."""
-    from trials.train import Budget
+    from trials.train import Budget  # torch and Lightning: the reading commands import us
 
     budget = definition.load_budget()
     context = decode_context(definition.objective_list)
@@ -75,21 +72,18 @@ class Evaluator:
         self.poll_seconds = poll_seconds
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        from search_spaces.space.space import InvalidCandidate
-
         try:
             candidate = self.patience(self.space.sample, trial)
         except InvalidCandidate as error:
-            self._set(trial, "violations", {"invalid": str(error)})
+            self._write(trial, TrialRecord(violations={"invalid": str(error)}))
             raise optuna.TrialPruned(f"invalid candidate: {error}") from None
         arch = candidate.arch
         fingerprint = arch.fingerprint()
         analytic = analytic_costs(arch, self.objectives)
-        for key, value in (("pattern", arch.pattern), ("arch", arch.to_dict()),
-                           ("fingerprint", fingerprint), ("analytic", analytic)):
-            self._set(trial, key, value)
+        self._write(trial, TrialRecord(pattern=arch.pattern, arch=arch.to_dict(),
+                                       fingerprint=fingerprint, analytic=analytic))
         if not candidate.feasible:
-            self._set(trial, "violations", candidate.violations)
+            self._write(trial, TrialRecord(violations=candidate.violations))
             raise optuna.TrialPruned("infeasible: " + ", ".join(
                 f"{name} over by {value:.3g}" for name, value in candidate.violations.items()))
         claims = Claims(trial.study)
@@ -102,19 +96,31 @@ class Evaluator:
             result = self._evaluate(arch)
         except (KeyboardInterrupt, SystemExit):
             # Lightning answers Ctrl-C inside `fit` with sys.exit(1), after setting SIGINT to be
-            # ignored; both mean "interrupted": put Ctrl-C back and let Optuna fail the trial.
+            # ignored; both mean Ctrl-C: put Ctrl-C back and let Optuna fail the trial.
             _restore_ctrl_c()
-            self._set(trial, "interrupted", True)
+            self._write(trial, TrialRecord(interrupted=True))
             raise KeyboardInterrupt from None
-        record = self._record(trial, result)
-        if result["status"] != "ok":
-            raise CandidateFailed(result["failure"])
-        return self._values(trial, analytic, record)
+        weights = {entry.name: entry.weight for entry in self.suite}
+        record = TrialRecord(result=TrainedResult.from_trial_result(result, weights),
+                             wall_seconds=result.wall_seconds)
+        if not result.ok:
+            self._write(trial, record)
+            raise CandidateFailed(result.failure)
+        values = self._values(analytic, record.result)
+        bad = [o.name for o, v in zip(self.objectives, values) if not math.isfinite(v)]
+        if bad:
+            record = record.with_failure(f"non-finite objective {', '.join(bad)}")
+        self._write(trial, record)
+        if bad:
+            raise CandidateFailed(record.failure)
+        return values
 
     # -- steps --------------------------------------------------------------------------------
 
-    def _set(self, trial: optuna.Trial, key: str, value: Any) -> None:
-        self.patience(trial.set_user_attr, key, value)
+    def _write(self, trial: optuna.Trial, record: TrialRecord) -> None:
+        """Store the keys this (partial) record has; each write is one storage call."""
+        for key, value in record.to_user_attrs().items():
+            self.patience(trial.set_user_attr, key, value)
 
     def _take_slot(self, trial: optuna.Trial, claims: Claims) -> None:
         """Hold one of the budget's slots before training (or reusing a twin, which counts as
@@ -127,7 +133,7 @@ class Evaluator:
                                            trials) is not None:
                 return
             if sum(1 for t in trials if is_measured(t)) >= n_trials:
-                self._set(trial, "surplus", True)
+                self._write(trial, TrialRecord(surplus=True))
                 raise optuna.TrialPruned("surplus: the study reached its budget meanwhile")
             self._pause()  # every slot is held by a running trial, which may still die
 
@@ -140,7 +146,7 @@ class Evaluator:
             if holder is None:
                 return None
             twin = self.patience(trial.study._storage.get_trial, holder)
-            if is_measured(twin) and "duplicate_of" not in twin.user_attrs:
+            if is_measured(twin) and TrialRecord.from_frozen_trial(twin).duplicate_of is None:
                 return twin
             self._pause()  # running elsewhere: its result, or its death, will come
 
@@ -148,61 +154,29 @@ class Evaluator:
         self.idle()
         time.sleep(self.poll_seconds)
 
-    def _evaluate(self, arch) -> dict[str, Any]:
+    def _evaluate(self, arch):
+        """The candidate's `trials.TrialResult`."""
         if self._run is None:
-            from trials.train import run_trial
+            from trials.train import run_trial  # Lightning: loaded by the first trial to train
 
             self._run = run_trial
-        result = self._run(arch, self.suite, self.budget, seed=self.definition.seed).to_dict()
-        if result.get("device", "cpu") != "cpu":
+        result = self._run(arch, self.suite, self.budget, seed=self.definition.seed)
+        if result.device != "cpu":
             release_accelerator_memory()
         return result
 
-    def _record(self, trial: optuna.Trial, result: dict[str, Any]) -> dict[str, Any]:
-        weights = {entry.name: entry.weight for entry in self.suite}
-        losses = [(weights.get(name, 1.0), task["metrics"]["loss"])
-                  for name, task in result["tasks"].items() if "loss" in task["metrics"]]
-        total = sum(weight for weight, _ in losses)
-        record = {
-            "quality": result["quality"],
-            "loss": sum(w * loss for w, loss in losses) / total if total else None,
-            "tasks": {name: {"metrics": task["metrics"], "steps": task["steps"],
-                             "tokens_per_s": task["tokens_per_s"], "curve": task["curve"],
-                             "failure": task["failure"], "lr": task.get("lr"),
-                             "sweep": task.get("sweep", [])}
-                      for name, task in result["tasks"].items()},
-            "measured": result["measured"], "device": result["device"],
-            "precision": result["precision"], "kernels": result["kernels"],
-            "wall_seconds": result["wall_seconds"], "failure": result["failure"],
-        }
-        for key, value in record.items():
-            self._set(trial, key, value)
-        return record
-
-    def _values(self, trial: optuna.Trial, analytic: dict[str, float],
-                record: dict[str, Any]) -> tuple[float, ...]:
-        values = tuple(objective.value(analytic, record) for objective in self.objectives)
-        bad = [o.name for o, v in zip(self.objectives, values) if not math.isfinite(v)]
-        if bad:
-            reason = f"non-finite objective {', '.join(bad)}"
-            self._set(trial, "failure", reason)
-            raise CandidateFailed(reason)
-        return values
+    def _values(self, analytic: dict[str, float], result: TrainedResult) -> tuple[float, ...]:
+        return tuple(objective.value(analytic, result) for objective in self.objectives)
 
     def _reuse(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> tuple[float, ...]:
-        self._set(trial, "duplicate_of", twin.number)
-        for key in MEASURED_ATTRS:
-            if key in twin.user_attrs:
-                self._set(trial, key, twin.user_attrs[key])
+        result = TrialRecord.from_frozen_trial(twin).result
+        self._write(trial, TrialRecord(result=result, duplicate_of=twin.number))
         if twin.state == TrialState.FAIL:
-            raise CandidateFailed(f"{twin.user_attrs['failure']} (duplicate of trial "
-                                  f"{twin.number})")
+            raise CandidateFailed(f"{result.failure} (duplicate of trial {twin.number})")
         return tuple(twin.values)
 
 
 def _restore_ctrl_c() -> None:
-    import signal
-
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     except ValueError:  # not the main thread: nothing was changed there
@@ -213,26 +187,18 @@ def release_accelerator_memory() -> None:
     """Free the finished model's GPU memory before the next candidate (Lightning's trainer and
     module hold reference cycles that only the collector breaks). Not done on CPU: a full
     collection of a process with torch loaded costs about half a second."""
-    import gc
-
-    import torch
+    import torch  # loaded already by the training that ran; named here, not at module load
 
     gc.collect()
     torch.cuda.empty_cache()
-
-
-def is_measured(trial: optuna.trial.FrozenTrial) -> bool:
-    """A finished evaluation: complete, or failed for a reason of the candidate's own (not a
-    dead worker or Ctrl-C, whose trials are run again)."""
-    return trial.state == TrialState.COMPLETE or (
-        trial.state == TrialState.FAIL and "failure" in trial.user_attrs)
 
 
 def find_measured(study: optuna.Study, fingerprint: str,
                   exclude: int | None = None) -> optuna.trial.FrozenTrial | None:
     """The first measured trial of the architecture with this fingerprint, if any."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        if (trial.number != exclude and trial.user_attrs.get("fingerprint") == fingerprint
-                and "duplicate_of" not in trial.user_attrs and is_measured(trial)):
+        record = TrialRecord.from_frozen_trial(trial)
+        if (trial.number != exclude and record.fingerprint == fingerprint
+                and record.duplicate_of is None and is_measured(trial)):
             return trial
     return None

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import warnings
 
+import optuna
+
 from nas.definition import SAMPLERS, DefinitionError
 
 
 def make_sampler(name: str, seed: int | None, n_trials: int = 20):
-    import optuna
-
     if name == "nsga2":
         # A generation of 50 (Optuna's default) would make a 20-trial study pure random search.
         population = max(4, min(50, n_trials // 4))

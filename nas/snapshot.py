@@ -15,15 +15,26 @@ how to say that a database needs `optuna storage upgrade`. Nothing here writes.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 from collections import defaultdict
 from collections.abc import Container
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
-from nas.storage import StorageError, first_line, open_storage, shown_url
+import sqlalchemy
+from optuna.distributions import json_to_distribution
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import String, select, type_coerce
+from sqlalchemy.exc import SQLAlchemyError
+
+from nas.record import DamagedRecord, check_attrs, short
+from nas.storage import (StorageError, check_url, engine_kwargs, first_line, load_study,
+                         open_storage, shown_url, sqlite_file, study_names)
 
 # Optuna's RDB schema version (optuna.storages._rdb.models.SCHEMA_VERSION) whose tables
 # `read_study` knows: unchanged from Optuna 3.2 up to 5.0.
@@ -55,8 +66,6 @@ class StudySnapshot:
     damaged: tuple[tuple[int, str], ...] = ()
 
     def get_trials(self, deepcopy: bool = True, states: Container[Any] | None = None) -> list:
-        import copy
-
         chosen = [t for t in self.trials if states is None or t.state in states]
         return copy.deepcopy(chosen) if deepcopy else chosen
 
@@ -83,9 +92,6 @@ def read_studies(url: str) -> list[StudySnapshot]:
         raise StorageError(f"storage {shown_url(url)!r}: no database file at {missing!r}")
 
     def read_all(connection) -> list[StudySnapshot]:
-        from optuna.storages._rdb import models
-        from sqlalchemy import select
-
         studies = models.StudyModel.__table__
         names = connection.execute(
             select(studies.c.study_name).order_by(studies.c.study_id)).scalars().all()
@@ -93,8 +99,6 @@ def read_studies(url: str) -> list[StudySnapshot]:
 
     snapshots = _on_known_schema(url, read_all)
     if snapshots is None:
-        from nas.storage import study_names
-
         storage = open_storage(url, heartbeat=False)
         snapshots = [_read_with_optuna(name, storage) for name in study_names(storage)]
     return snapshots
@@ -103,11 +107,6 @@ def read_studies(url: str) -> list[StudySnapshot]:
 def _on_known_schema(url: str, read):
     """`read(connection)` on the database at `url`, or None when its schema is not the one this
     module knows (the caller then asks Optuna). Errors become one-line StorageErrors."""
-    import sqlalchemy
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from nas.storage import engine_kwargs
-
     engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
     try:
         try:
@@ -129,10 +128,6 @@ def _on_known_schema(url: str, read):
 def missing_sqlite_file(url: str) -> str | None:
     """Check the URL; then the path of its SQLite file when that does not exist (reading must
     not create it)."""
-    from pathlib import Path
-
-    from nas.storage import check_url, sqlite_file
-
     check_url(url)
     path = sqlite_file(url)
     return None if path is None or Path(path).expanduser().exists() else path
@@ -140,9 +135,6 @@ def missing_sqlite_file(url: str) -> str | None:
 
 def _schema_version(connection) -> int | None:
     """The schema version Optuna recorded, or None (no tables yet, or not an Optuna database)."""
-    import sqlalchemy
-    from optuna.storages._rdb import models
-
     if not sqlalchemy.inspect(connection).has_table("version_info"):
         return None
     table = models.VersionInfoModel.__table__
@@ -151,8 +143,6 @@ def _schema_version(connection) -> int | None:
 
 def _read_with_optuna(name: str, storage) -> StudySnapshot:
     """Optuna's own reader: slower, and right for every schema it supports."""
-    from nas.storage import load_study
-
     study = load_study(name, storage)
     return StudySnapshot(study.study_name, tuple(study.directions), dict(study.user_attrs),
                          tuple(study.get_trials(deepcopy=False)))
@@ -161,9 +151,6 @@ def _read_with_optuna(name: str, storage) -> StudySnapshot:
 def _read(connection, name: str, url: str) -> StudySnapshot:
     """One query per table, on Optuna's own table definitions (their column types turn the
     stored enums and datetimes back into Python values)."""
-    from optuna.storages._rdb import models
-    from sqlalchemy import String, select, type_coerce
-
     studies = models.StudyModel.__table__
     study_id = connection.execute(
         select(studies.c.study_id).where(studies.c.study_name == name)).scalar()
@@ -208,7 +195,7 @@ def _read(connection, name: str, url: str) -> StudySnapshot:
                 raise DamagedRow(children.damaged[trial_id])
             trial = _frozen_trial(trial_id, number, state, started, completed, children)
             check_attrs(trial.user_attrs)
-        except DamagedRow as problem:
+        except (DamagedRow, DamagedRecord) as problem:
             damaged.append((number, str(problem)))
             continue
         trials.append(trial)
@@ -220,41 +207,12 @@ class DamagedRow(ValueError):
     """A stored trial row that cannot be read; the message says which field and why."""
 
 
-# The user attributes that `nas.evaluate` writes and the reports read, with their JSON types.
-ATTR_TYPES: dict[str, tuple[type, ...]] = {
-    "pattern": (str,), "arch": (dict,), "fingerprint": (str,), "analytic": (dict,),
-    "quality": (int, float), "loss": (int, float, type(None)), "tasks": (dict,),
-    "measured": (dict,), "device": (str,), "wall_seconds": (int, float),
-    "failure": (str, type(None)), "violations": (dict,), "duplicate_of": (int,),
-    "baseline": (str,), "retry_of": (int,), "interrupted": (bool,), "surplus": (bool,),
-}
-JSON_NAMES = {str: "text", dict: "a mapping", int: "a number", float: "a number",
-              bool: "true or false", type(None): "null"}
-
-
-def check_attrs(attrs: dict[str, Any]) -> None:
-    """DamagedRow when a known attribute has the wrong JSON type."""
-    for key, types in ATTR_TYPES.items():
-        value = attrs.get(key)
-        if key in attrs and (not isinstance(value, types) or
-                             (isinstance(value, bool) and bool not in types)):
-            wanted = " or ".join(dict.fromkeys(JSON_NAMES[t] for t in types))
-            raise DamagedRow(f"user attribute {key!r} is {_short(value)}, expected {wanted}")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _frozen_trial(trial_id: int, number: int, state: str, started: Any, completed: Any,
                   children: "_Children"):
-    from optuna.trial import FrozenTrial, TrialState
-
     try:
         trial_state = TrialState[state]
     except KeyError:
-        raise DamagedRow(f"state {_short(state)} is not a trial state") from None
+        raise DamagedRow(f"state {short(state)} is not a trial state") from None
     values = children.values.get(trial_id)
     params = children.params.get(trial_id, [])
     try:
@@ -284,7 +242,7 @@ def _stored_datetime(value: Any, what: str) -> datetime.datetime | None:
     try:
         return datetime.datetime.fromisoformat(str(value))
     except ValueError:
-        raise DamagedRow(f"{what} date {_short(value)} is not a date") from None
+        raise DamagedRow(f"{what} date {short(value)} is not a date") from None
 
 
 @dataclass
@@ -300,9 +258,6 @@ class _Children:
 
 def _child_rows(connection, study_id: int, last_id: int) -> _Children:
     """Every child row of the study's trials up to `last_id`, grouped by trial id."""
-    from optuna.storages._rdb import models
-    from sqlalchemy import select
-
     trials_table = models.TrialModel.__table__
 
     def of_trials(model, *columns, order=None):
@@ -319,7 +274,7 @@ def _child_rows(connection, study_id: int, last_id: int) -> _Children:
             children.values[trial_id][objective] = _stored_float(value, kind)
         else:
             children.damaged.setdefault(trial_id, f"objective {objective}'s value "
-                                                  f"{_short(value)} is not a number")
+                                                  f"{short(value)} is not a number")
     # Optuna orders a trial's parameters by param_id (the order they were suggested in).
     for trial_id, name, value, distribution in of_trials(
             models.TrialParamModel, "param_name", "param_value", "distribution_json",
@@ -332,7 +287,7 @@ def _child_rows(connection, study_id: int, last_id: int) -> _Children:
                 target[trial_id][key] = json.loads(value)
             except (TypeError, ValueError):
                 children.damaged.setdefault(trial_id, f"attribute {key!r} is not JSON "
-                                                      f"({_short(value)})")
+                                                      f"({short(value)})")
     for trial_id, step, value, kind in of_trials(
             models.TrialIntermediateValueModel, "step", "intermediate_value",
             "intermediate_value_type"):
@@ -358,6 +313,4 @@ def _local(stored):
 @lru_cache(maxsize=None)
 def _distribution(distribution_json: str):
     """A parameter's distribution; the same few JSON strings repeat over every trial."""
-    from optuna.distributions import json_to_distribution
-
     return json_to_distribution(distribution_json)

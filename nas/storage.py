@@ -20,12 +20,21 @@ to `OUTAGE_WAIT_S` (default 10 minutes, `HNAS_OUTAGE_WAIT`), and says so once pe
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
+import sqlite3
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
+
+import optuna
+from sqlalchemy import exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from search_spaces.errors import UserError
 
 DEFAULT_FILE = "hnas.db"
 HEARTBEAT_INTERVAL = int(os.environ.get("HNAS_HEARTBEAT_INTERVAL", "30"))
@@ -42,7 +51,7 @@ PERMANENT = ("readonly", "read-only", "read only", "malformed", "not a database"
              "permission denied", "does not exist", "authentication failed")
 
 
-class StorageError(ValueError):
+class StorageError(UserError):
     """A storage URL that cannot be used, or a study that is not there; one line for the user."""
 
 
@@ -53,8 +62,6 @@ def default_url() -> str:
 def shown_url(url: str) -> str:
     """The URL with any password masked, for messages and tables."""
     try:
-        from sqlalchemy.engine import make_url
-
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable URL is shown as given (it has no password)
         return url
@@ -62,9 +69,6 @@ def shown_url(url: str) -> str:
 
 def check_url(url: str) -> None:
     """Refuse URLs SQLAlchemy cannot parse or has no driver for, naming what is wrong."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -91,8 +95,6 @@ def check_url(url: str) -> None:
 
 def sqlite_file(url: str) -> str | None:
     """The database file of an SQLite URL (None for other databases and in-memory SQLite)."""
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
@@ -106,8 +108,6 @@ def _sqlite_uri(parsed) -> bool:
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
-    from sqlalchemy.engine import make_url
-
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
@@ -123,12 +123,9 @@ def engine_kwargs(url: str) -> dict[str, Any]:
 
 def _use_wal(url: str) -> None:
     """SQLite in WAL mode lets readers (status, dashboard) work while a worker writes."""
-    from sqlalchemy.engine import make_url
-
     path = sqlite_file(url)
     if path is None:
         return
-    import sqlite3
 
     parsed = make_url(url)
     if _sqlite_uri(parsed) and "mode=ro" in str(parsed.database) + str(parsed.query):
@@ -145,9 +142,6 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True):
     fresh SQLite file, a failed UNIQUE constraint on Optuna's version row or "database is
     locked" (two connections upgrading their locks at once get SQLITE_BUSY at once, without
     the busy timeout); they wait a moment and open the tables the winner made."""
-    import optuna
-    from sqlalchemy.exc import SQLAlchemyError
-
     url = url or default_url()
     check_url(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we report what happens ourselves
@@ -191,8 +185,6 @@ def _chain(error: BaseException | None) -> list[BaseException]:
 
 def is_outage(error: BaseException) -> bool:
     """True for a database that cannot be reached now and may come back (worth waiting for)."""
-    from sqlalchemy import exc
-
     chain = _chain(error)
     text = " ".join(str(e).lower() for e in chain)
     if any(marker in text for marker in PERMANENT):
@@ -205,8 +197,6 @@ def is_outage(error: BaseException) -> bool:
 
 def describe_storage_error(error: BaseException) -> str | None:
     """One line for a database error that reached a command, or None if it is not one."""
-    import sqlite3
-
     chain = _chain(error)
     if not any(type(e).__module__.split(".")[0] in ("optuna", "sqlalchemy", "psycopg",
                                                       "psycopg2") or isinstance(e, sqlite3.Error)
@@ -278,15 +268,11 @@ class Patience:
 
 
 def study_names(storage) -> list[str]:
-    import optuna
-
     return [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
 
 
 def load_study(name: str, storage, sampler=None):
     """The study called `name`; StorageError listing the studies there when it is missing."""
-    import optuna
-
     try:
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     except KeyError:
@@ -307,9 +293,6 @@ def copy_study(name: str, source, target) -> str:
     The copy is marked incomplete until its last trial is in: a rerun after a crash finds the
     mark, removes the partial copy and starts it again. A study of that name that is not such
     a copy and differs from the source is refused (copying would mix two studies)."""
-    import optuna
-    from sqlalchemy.engine import make_url
-
     study = load_study(name, source)
     if len(name) > MAX_STUDY_NAME and make_url(target.url).get_backend_name() != "sqlite":
         raise StorageError(f"study {name[:40]!r}...: its name is {len(name):,} characters, "
@@ -345,8 +328,6 @@ def copy_study(name: str, source, target) -> str:
 def _without_claims(trial):
     """The trial without the claims it held: they name trial ids of the source database (the
     copy's measured trials count against its budget as trials measured before claims did)."""
-    import copy
-
     if not any(key.startswith(CLAIM_PREFIX) for key in trial.system_attrs):
         return trial
     bare = copy.copy(trial)
@@ -366,8 +347,6 @@ def first_line(error: BaseException) -> str:
 @contextlib.contextmanager
 def _quiet_optuna_warnings() -> Iterator[None]:
     """Heartbeats are marked experimental in Optuna; the warning means nothing to our users."""
-    import optuna
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         yield

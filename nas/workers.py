@@ -30,7 +30,7 @@ class WorkerProcess:
 
 def gpu_count() -> int:
     try:
-        import torch
+        import torch  # only to count GPUs: the workers, not this parent, train
 
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
     except ImportError:

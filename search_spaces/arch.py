@@ -42,6 +42,7 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any, ClassVar
 
+from search_spaces.errors import UserError
 from search_spaces.layers import (
     ACTIVATIONS,
     ATTENTION_MIXERS,
@@ -63,7 +64,7 @@ DEFAULT_WINDOW = 64
 PATTERN_DIMS = ("window", "ffn")
 
 
-class ArchConfigError(ValueError):
+class ArchConfigError(UserError):
     """An ArchConfig that cannot describe a real model; the message names the field and value."""
 
 
@@ -278,15 +279,6 @@ class ArchConfig:
         except PatternError as error:  # expansion knows the column, not the text
             raise PatternError(error.message, error.col, text) from None
         return cls(layers=layers, **dims)
-
-    @classmethod
-    def from_hf(cls, config: Any) -> "ArchConfig":
-        """From a Hugging Face config (config.json as a dict, or a transformers config object)
-        of a family in `search_spaces.hf_families`; HFConfigError names every field it cannot
-        represent."""
-        from search_spaces.hf_import import from_hf  # it imports this module
-
-        return from_hf(config)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (pattern string plus every field) that `from_dict` rebuilds exactly."""

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from search_spaces.errors import UserError, shorten
+
 MAX_FILE_BYTES = 1 << 20  # 1 MiB: the largest shipped space or suite is under 2 KiB
 MAX_NESTING = 64
 MAX_NODES = 100_000
@@ -30,7 +32,7 @@ MAX_NODES = 100_000
 _FLOAT_12 = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 
 
-class InputTooLarge(ValueError):
+class InputTooLarge(UserError):
     """A document that is nested too deep or expands to too many values."""
 
 
@@ -137,8 +139,3 @@ def load_yaml(text: str, source: str, error: type[Exception]) -> Any:
         raise error(f"{source}: {problem}") from None
 
 
-def shorten(text: str, limit: int = 120) -> str:
-    """User text (a path, a pattern) for a one-line message: cut in the middle when long."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit // 2]} ...({len(text):,} characters)... {text[-limit // 3:]}"

@@ -213,6 +213,7 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3 * 2 * 2 and len({run_key(r, fidelity.KEY) for r in rows}) == 12
     assert figures["architectures"] == 3 and set(figures["reference_self_spearman"]) == {"0-1"}
+    assert set(figures["cheap_self_spearman"]) == {"0-1"}
     # the reference runs score the test set at every multiple of the 1x budget
     assert {tuple(step for step, _, _ in curve) for r in rows for curve in r["curve"].values()} == {
         (2,), (2, 4)}
@@ -223,3 +224,21 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
     assert "seed-to-seed Spearman" in printed and "Kendall's tau-b" in printed
     again = fidelity.main([*argv, "--summary"])  # the rows alone give the same figures
     assert json.dumps(again, sort_keys=True) == json.dumps(figures, sort_keys=True)
+
+
+def test_calibrate_appends_a_curve_per_run_and_skips_done_runs(tmp_path, capsys):
+    from benchmarks import calibrate
+
+    out = tmp_path / "probes.jsonl"
+    argv = ["--archs", "A", "transformer", "--seq-len", "16", "--pairs", "2", "--vocab", "8",
+            "--steps", "4", "--points", "2", "--d-model", "16", "--out", str(out)]
+    rows = calibrate.main(argv)
+    assert [row["arch"] for row in rows] == ["A", "transformer"]
+    assert all([step for step, _, _ in row["curve"]] == [2, 4] for row in rows)
+    assert all(0 <= row["q"] <= 1 for row in rows)
+    assert calibrate.main(argv) == []  # both rows are there: nothing is trained again
+    assert len(out.read_text().splitlines()) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        calibrate.main(["--archs", "A*{", "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert "calibrate.py: error:" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -127,11 +128,42 @@ def test_console_script_exits_2_without_a_traceback():
     assert result.stderr.strip().startswith("error: pattern 'A*2 )': col 5")
 
 
-def test_help_and_cost_do_not_import_torch_or_optuna():
+@pytest.mark.parametrize("args", [["--help"], ["cost", "A*2"], ["search", "--help"]])
+def test_help_and_cost_do_not_import_torch_or_optuna(args):
     code = ("import sys; from typer.testing import CliRunner; from nas.cli import app; "
-            "r = CliRunner().invoke(app, ['cost', 'A*2']); assert r.exit_code == 0, r.output; "
+            f"r = CliRunner().invoke(app, {args!r}); assert r.exit_code == 0, r.output; "
             "print(sorted(m for m in ('torch', 'optuna', 'lightning', 'sqlalchemy') "
             "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_every_input_error_is_a_user_error():
+    """The CLI catches `UserError` in one place; each package's input errors derive from it,
+    and its module imports nothing (trials and nas derive from it without loading torch)."""
+    import ast
+
+    from nas.dashboard import DashboardError
+    from nas.definition import DefinitionChanged, DefinitionError
+    from nas.export.configs import ExportError
+    from nas.export.hf import HFExportError
+    from nas.objectives import ObjectiveError
+    from nas.plots import PlotError
+    from nas.report import ReportError
+    from nas.storage import StorageError
+    from nas.study import SearchError
+    from search_spaces import ArchConfigError, PatternError, SpaceError, UserError
+    from search_spaces.hf_families import HFConfigError
+    from search_spaces.yaml_input import InputTooLarge
+    from trials import BudgetError, SuiteError, TaskError
+
+    for error in (DashboardError, DefinitionChanged, DefinitionError, ExportError,
+                  HFExportError, ObjectiveError, PlotError, ReportError, StorageError,
+                  SearchError, ArchConfigError, PatternError, SpaceError, HFConfigError,
+                  InputTooLarge, BudgetError, SuiteError, TaskError):
+        assert issubclass(error, UserError), error
+    source = Path(__import__("search_spaces.errors").errors.__file__).read_text()
+    imports = [node for node in ast.walk(ast.parse(source))
+               if isinstance(node, (ast.Import, ast.ImportFrom)) and node.module != "__future__"]
+    assert imports == []

@@ -25,7 +25,7 @@ from nas.export import (  # noqa: E402
     hf_families_for,
     to_hf_config,
 )
-from search_spaces import ArchConfig, load_arch  # noqa: E402
+from search_spaces import ArchConfig, from_hf, load_arch  # noqa: E402
 from search_spaces.cost import estimate  # noqa: E402
 
 TINY = {"d_model": 32, "n_heads": 4, "n_kv_heads": 2, "vocab_size": 96, "m2_head_dim": 16,
@@ -427,7 +427,7 @@ def test_export_needs_neither_torch_nor_transformers():
 @pytest.mark.parametrize("arch, family", FITS, ids=lambda x: x if isinstance(x, str) else x.pattern)
 def test_import_of_the_export_is_the_same_architecture(arch, family):
     arch = load_arch(arch) if isinstance(arch, str) else arch
-    again = ArchConfig.from_hf(to_hf_config(arch, family))
+    again = from_hf(to_hf_config(arch, family))
     assert again.layers == arch.layers and again.fingerprint() == arch.fingerprint()
 
 
@@ -504,5 +504,5 @@ def test_every_accepted_export_has_exactly_the_estimated_parameters(drawn):
     with torch.device("meta"):
         model = transformers.AutoModelForCausalLM.from_config(config)
     assert sum(p.numel() for p in model.parameters()) == estimate(arch).params
-    again = ArchConfig.from_hf(to_hf_config(arch, family))
+    again = from_hf(to_hf_config(arch, family))
     assert again.fingerprint() == arch.fingerprint()

@@ -21,7 +21,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from nas.cli import app  # noqa: E402
 from nas.export import hf_config_object, to_hf_config  # noqa: E402
-from search_spaces import ArchConfig, ArchConfigError, load_arch  # noqa: E402
+from search_spaces import ArchConfig, ArchConfigError, from_hf, load_arch  # noqa: E402
 from search_spaces.cost import estimate  # noqa: E402
 from search_spaces.hf_families import FAMILIES, GENERIC_IGNORED, HFConfigError  # noqa: E402
 
@@ -95,7 +95,7 @@ def hf_params(config, arch: ArchConfig, device: str = "meta") -> tuple[int, int]
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_published_config_costs_exactly_the_hf_model(name):
     data = published(name)
-    arch = ArchConfig.from_hf(data)
+    arch = from_hf(data)
     total, active = hf_params(hf_config(data), arch)
     report = estimate(arch)
     assert (report.params, report.active_params) == (total, active)
@@ -105,8 +105,8 @@ def test_published_config_costs_exactly_the_hf_model(name):
 def test_tiny_config_from_the_config_class_costs_exactly_the_built_model(name):
     source = "zamba2-2.7b.json" if name == "zamba2-1.2b-like.json" else name  # attention LoRA
     config = hf_config({**published(source), **TINY[name]})
-    arch = ArchConfig.from_hf(config)  # a config object: read through its full to_dict()
-    assert ArchConfig.from_hf(config.to_dict()) == arch
+    arch = from_hf(config)  # a config object: read through its full to_dict()
+    assert from_hf(config.to_dict()) == arch
     total, active = hf_params(config, arch, device="cpu")
     assert (estimate(arch).params, estimate(arch).active_params) == (total, active)
 
@@ -129,11 +129,11 @@ def _architecture_fields(config) -> dict:
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_export_of_the_import_gives_back_every_architecture_field(name):
     data = published(name)
-    arch = ArchConfig.from_hf(data)
+    arch = from_hf(data)
     family = data["model_type"]
     exported = hf_config_object(arch, family)
     assert _architecture_fields(exported) == _architecture_fields(hf_config(data))
-    assert ArchConfig.from_hf(to_hf_config(arch, family)) == arch
+    assert from_hf(to_hf_config(arch, family)) == arch
 
 
 @pytest.mark.parametrize("name, pattern", [
@@ -144,7 +144,7 @@ def test_export_of_the_import_gives_back_every_architecture_field(name):
     ("recurrentgemma-2b.json", "R*2 (L2048 R*2)*8"),
 ])
 def test_imports_print_as_compact_patterns_that_mean_them(name, pattern):
-    arch = ArchConfig.from_hf(published(name))
+    arch = from_hf(published(name))
     assert arch.pattern == pattern
     assert ArchConfig.from_pattern(arch.pattern).layers == arch.layers
 
@@ -167,7 +167,7 @@ def test_jamba_paper_kv_cache_table_at_256k_context():
 
 def _refusal(data: dict) -> str:
     with pytest.raises(HFConfigError) as caught:
-        ArchConfig.from_hf(data)
+        from_hf(data)
     return str(caught.value)
 
 
@@ -219,7 +219,7 @@ def test_unknown_family_is_named_with_the_valid_ones():
 
 
 def test_sliding_window_imports_as_local_attention():
-    arch = ArchConfig.from_hf({**published("mistral-7b-v0.2.json"), "sliding_window": 4096})
+    arch = from_hf({**published("mistral-7b-v0.2.json"), "sliding_window": 4096})
     assert arch.pattern == "L4096*32"
     assert to_hf_config(arch, "mistral")["sliding_window"] == 4096
 
@@ -239,7 +239,7 @@ def test_cli_import_prints_an_arch_file_that_the_other_commands_read(tmp_path):
     written = runner.invoke(app, ["import", str(folder), "-o", str(target)])
     assert written.exit_code == 0, written.output
     arch = load_arch(target)
-    assert arch == ArchConfig.from_hf(published("zamba2-2.7b.json"))
+    assert arch == from_hf(published("zamba2-2.7b.json"))
     assert written.output.strip() == f"{arch.pattern}  ->  {target}"
     as_json = json.loads(runner.invoke(app, ["import", str(folder), "--json"]).output)
     assert ArchConfig.from_dict(as_json) == arch
@@ -264,7 +264,7 @@ def test_cli_import_errors_are_one_line_and_exit_2(tmp_path, content, message):
 
 def test_published_mamba_sizes_are_what_the_model_cards_say():
     """Sanity of the typed-in data: the model names' sizes."""
-    sizes = {name: estimate(ArchConfig.from_hf(published(name))).params / 1e9
+    sizes = {name: estimate(from_hf(published(name))).params / 1e9
              for name in ("mamba-2.8b.json", "zamba2-2.7b.json", "llama-2-7b.json",
                           "jamba-v0.1.json")}
     assert [math.floor(v * 10) / 10 for v in sizes.values()] == [2.7, 2.6, 6.7, 51.5]
@@ -276,7 +276,7 @@ def test_published_mamba_sizes_are_what_the_model_cards_say():
     ("nemotron_h_full", "nemotron-h-8b-base-8k.json"), ("mamba_full", "mamba-2.8b.json"),
 ])
 def test_full_size_presets_are_the_published_models(preset, name):
-    assert load_arch(preset) == ArchConfig.from_hf(published(name))
+    assert load_arch(preset) == from_hf(published(name))
 
 
 def test_recurrent_states_can_be_costed_in_their_own_dtype():
@@ -286,7 +286,7 @@ def test_recurrent_states_can_be_costed_in_their_own_dtype():
     rows = [json.loads(CliRunner().invoke(app, ["cost", path, "--context", "8192", "--json",
                                                 *extra]).output)
             for extra in ([], ["--state-dtype", "fp32"])]
-    arch = ArchConfig.from_hf(published("nemotron-h-8b-base-8k.json"))
+    arch = from_hf(published("nemotron-h-8b-base-8k.json"))
     heads = arch.expand * arch.d_model // arch.m2_head_dim
     ssm_state = 24 * heads * arch.m2_head_dim * arch.m2_d_state  # 24 Mamba-2 layers
     bf16, fp32 = (row["breakdown"]["M2"]["cache_bytes"] for row in rows)
@@ -391,7 +391,7 @@ def test_imported_model_computes_what_the_hf_model_computes(name, window):
     config._attn_implementation = "eager"
     torch.manual_seed(0)
     hf = transformers.AutoModelForCausalLM.from_config(config).eval()
-    arch = ArchConfig.from_hf(config)
+    arch = from_hf(config)
     ours = build_model(arch).eval()
     _load_hf_weights(ours, hf, data["model_type"])
     tokens = torch.randint(0, arch.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1))

@@ -559,3 +559,23 @@ def test_rms_norm_keeps_the_module_rounding_in_bf16():
     x = torch.randn(3, 16).bfloat16()
     y = rms_norm(x, norm.weight, norm.eps)
     assert y.dtype == norm(x).dtype and torch.equal(y, norm(x))
+
+
+def test_over_segments_carries_the_state_across_segments(monkeypatch):
+    """The segment loop of the recurrent mixers: a running sum cut into segments of 3 (the
+    carried state: the sum so far) is the running sum of the whole sequence."""
+    import trials.ops._memory as memory
+
+    monkeypatch.setattr(memory, "TEMP_BYTES", 3)
+    x = torch.randn(2, 10, 4)
+    seen = []
+
+    def running_sum(part, total):
+        seen.append((part.shape[1], total is None))
+        out = part.cumsum(dim=1) + (0 if total is None else total)
+        return out, out[:, -1:]
+
+    parts = memory.over_segments(x, 1, running_sum)
+    assert seen == [(3, True), (3, False), (3, False), (1, False)]
+    torch.testing.assert_close(memory.join_segments(parts), x.cumsum(dim=1))
+    assert memory.join_segments(parts[:1]) is parts[0]  # one segment: not copied

@@ -128,7 +128,7 @@ def trained_twice(trials) -> list[tuple[int, int]]:
     """Pairs of measured trials that trained the same canonical architecture: none may exist,
     at the same time (the architecture is claimed while it trains) or one after the other
     (the second reuses the first's result)."""
-    from nas.evaluate import is_measured
+    from nas.record import is_measured
 
     by_fingerprint = defaultdict(list)
     for trial in trials:
@@ -196,7 +196,7 @@ def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_retried(files):
 def test_postgres_workers_survive_a_killed_worker(postgres_url, files):
     from optuna.trial import TrialState
 
-    from nas.evaluate import is_measured
+    from nas.record import is_measured
     from nas.storage import load_study, open_storage
     from nas.study import count_trials
 
@@ -277,7 +277,7 @@ def check_study_complete(name: str, url: str, n_trials: int) -> None:
     every duplicate a faithful copy of its twin."""
     from optuna.trial import TrialState
 
-    from nas.evaluate import is_measured
+    from nas.record import is_measured
 
     trials = fresh_trials(name, url)
     states = {t.number: t.state.name for t in trials}
@@ -292,7 +292,7 @@ def check_nothing_lost(trials) -> None:
     inside a trial fails it and queues it again silently, so the logs alone would not show it."""
     from optuna.trial import TrialState
 
-    from nas.evaluate import is_measured
+    from nas.record import is_measured
 
     lost = [t.number for t in trials if t.state == TrialState.FAIL and not is_measured(t)]
     assert lost == [], f"trials lost (storage errors?): {lost}"
@@ -302,7 +302,7 @@ def check_nothing_lost(trials) -> None:
 def test_two_workers_share_one_sqlite_file(files):
     """Two workers on one SQLite file, heartbeats every second adding writes: nobody may hit
     "database is locked", neither in a trial nor in a heartbeat thread."""
-    from nas.evaluate import is_measured
+    from nas.record import is_measured
 
     n_trials, name = 6, "sqlite"
     url = f"sqlite:///{files / 'study.db'}"
@@ -323,7 +323,7 @@ def test_two_workers_share_one_sqlite_file(files):
 def test_search_with_two_worker_processes(files):
     """`hnas search --workers 2` end to end: the parent starts the workers, polls the same
     SQLite file for its progress, and sums up when they are done."""
-    from nas.evaluate import is_measured
+    from nas.record import is_measured
 
     n_trials, url = 4, f"sqlite:///{files / 'search.db'}"
     command = [sys.executable, "-m", "nas", "search", str(files / "space.yaml"), "--study", "cli",
@@ -359,7 +359,7 @@ def test_chaos_a_killed_worker_and_a_stopped_database(postgres, files):
     twice, and every survivor exits 0 without a traceback."""
     from optuna.trial import TrialState
 
-    from nas.evaluate import is_measured
+    from nas.record import is_measured
 
     n_trials, name = 20, "chaos"
     (files / "space.yaml").write_text(CHAOS_SPACE)
@@ -458,7 +458,7 @@ def test_workers_wait_out_an_outage_and_a_restart(postgres, files, outage_s):
     go on; a fast restart right after costs nothing either."""
     from optuna.trial import TrialState
 
-    from nas.evaluate import is_measured
+    from nas.record import is_measured
 
     n_trials, name = 6, "outage"
     url = postgres.create_database(f"outage{int(outage_s)}")

@@ -1,41 +1,61 @@
-"""What every command shares: turning user mistakes into one line and exit code 2, and
-number formatting for tables."""
+"""What the commands share: their common options and help texts, reading their inputs
+(architectures, `--dim` options, a study to read), turning user mistakes into one line and exit
+code 2, and number formatting for tables.
+
+Nothing here imports torch or Optuna at module level: `hnas --help` imports this module.
+"""
 
 from __future__ import annotations
 
 import functools
+import shutil
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
+from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 USAGE_ERROR = 2
 MAX_SEED = 2**31 - 1  # leaves room under NumPy's 2**32 for each worker's offset
+
+STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///hnas.db here)."
+OUTAGE_HELP = ("Seconds to wait for an unreachable study database before giving up "
+               "(default 600, or $HNAS_OUTAGE_WAIT).")
 LR_HELP = ("Peak learning rate (AdamW, warm-up then cosine; default 1e-3). Repeat it to sweep: "
            "each task trains at every rate and scores its best, at that many times the cost.")
+SUITE_HELP = "quick, mad, mqar, lm, capacity or a suite YAML."
+DIM_HELP = "Any other dim as KEY=VALUE (repeatable)."
+
+# Options several commands take, written once (`name: Storage = None` in a signature).
+Storage = Annotated[Optional[str], typer.Option("--storage", help=STORAGE_HELP)]
+OutageWait = Annotated[Optional[float], typer.Option("--outage-wait", help=OUTAGE_HELP)]
+Quiet = Annotated[bool, typer.Option("--quiet", help="A log line per trial, no progress bar.")]
+Suite = Annotated[str, typer.Option("--suite", help=SUITE_HELP)]
+LearningRates = Annotated[list[float], typer.Option("--lr", help=LR_HELP)]
+BatchSize = Annotated[int, typer.Option("--batch-size")]
+Seed = Annotated[int, typer.Option("--seed")]
+DModel = Annotated[Optional[int], typer.Option("--d-model", help="Model width.")]
+Dims = Annotated[list[str], typer.Option("--dim", help=DIM_HELP)]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+StudyName = Annotated[str, typer.Argument(metavar="NAME")]
 
 
 def user_errors(func: F) -> F:
-    """Report the toolkit's input errors as `error: ...` on stderr and exit 2, no traceback."""
+    """Report the toolkit's input errors (`UserError`) and failures of the world around the
+    command as `error: ...` on stderr and exit 2, no traceback. The one place they are caught;
+    the registry in `nas.cli.app` wraps every command in it."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        # Imported when a command runs, not when it is registered: `hnas --help` stays light.
-        from nas.definition import DefinitionError
-        from nas.objectives import ObjectiveError
-        from nas.storage import StorageError
-        from search_spaces import ArchConfigError, PatternError, SpaceError
-        from search_spaces.yaml_input import shorten
+        # When a command runs, not at `hnas --help`: importing search_spaces loads its parser
+        # and presets.
+        from search_spaces.errors import UserError
 
         try:
             return func(*args, **kwargs)
-        except PatternError as error:
-            fail(f"pattern {shorten(error.text)!r}: {error}" if error.text is not None
-                 else str(error))
-        except (ArchConfigError, SpaceError, StorageError, DefinitionError,
-                ObjectiveError) as error:
-            fail(str(error))
+        except UserError as error:
+            fail(describe(error))
         except Exception as error:  # noqa: BLE001 - only the kinds below; the rest propagate
             message = environment_error(error)
             if message is None:
@@ -45,23 +65,95 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def describe(error) -> str:
+    """The one line for a `UserError`: its own, or the CLI's words for a refused study."""
+    from nas.definition import DefinitionChanged  # with an error only (see nas.cli)
+
+    return describe_refusal(error) if isinstance(error, DefinitionChanged) else error.describe()
+
+
 def environment_error(error: BaseException) -> str | None:
     """One line for a failure of the world around the command rather than of its input's
     form: the study database (Optuna wraps database errors in StorageInternalError) or a file
-    that cannot be written. None for anything else, which is a bug and keeps its traceback.
-
-    Recognised by module and type, so that commands that never touch a database do not have to
-    import Optuna or SQLAlchemy here."""
+    that cannot be written. None for anything else, which is a bug and keeps its traceback."""
+    # On a failure only: these load search_spaces and name SQLAlchemy's errors.
     from nas.storage import describe_storage_error
+    from search_spaces.errors import shorten
 
     described = describe_storage_error(error)
     if described is not None:
         return described
     if isinstance(error, OSError) and error.filename is not None:
-        from search_spaces.yaml_input import shorten
-
         return f"{shorten(str(error.filename))}: {error.strerror or error}"
     return None
+
+
+def describe_change(change) -> str:
+    """A `nas.definition.Change` in words: `budget (steps 3 -> 5)`."""
+    if change.field == "space":
+        return "search space"
+    if change.field == "suite":
+        return f"suite ({change.old} -> {change.new})" if change.old != change.new else \
+            "suite's tasks"
+    if change.field == "budget":
+        return "budget (" + ", ".join(f"{key} {change.old[key]} -> {change.new[key]}"
+                                      for key in change.old) + ")"
+    return f"{change.field} ({change.old} -> {change.new})"
+
+
+def describe_refusal(error) -> str:
+    """Why an existing study was not continued (`nas.definition.DefinitionChanged`)."""
+    if error.fixed:
+        objectives = next(c for c in error.changes if c.field == "objectives")
+        return (f"study {error.study!r} exists with objectives {objectives.old}; a study's "
+                "objectives cannot change (start a new --study)")
+    return (f"study {error.study!r} exists with a different "
+            f"{' and '.join(map(describe_change, error.changes))}; pass --allow-changes to "
+            "continue it anyway, or use a new --study name")
+
+
+def parse_dim_options(options: list[str], d_model: int | None = None) -> dict[str, Any]:
+    """`--dim key=value` options (and `--d-model`); values read as YAML (64 -> int,
+    1e3 -> float, true -> bool)."""
+    from search_spaces import SpaceError  # not at --help (see nas.cli)
+    from search_spaces.yaml_input import load_yaml
+
+    dims: dict[str, Any] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            fail(f"--dim {option!r}: expected KEY=VALUE, for example --dim n_heads=8")
+        dims[key.strip()] = load_yaml(value, f"--dim {key.strip()}", SpaceError)
+    if d_model is not None:
+        dims["d_model"] = d_model
+    return dims
+
+
+def build_arch(reference: str, dims: dict[str, Any]):
+    """A preset name, an ArchConfig file, or a concrete pattern, with dims applied."""
+    from search_spaces import ArchConfig  # not at --help (see nas.cli)
+    from search_spaces.presets import is_arch_reference, load_arch
+
+    if is_arch_reference(reference):
+        return load_arch(reference, **dims)
+    return ArchConfig.from_pattern(reference, **dims)
+
+
+def open_for_reading(name: str, storage: str | None):
+    """The study as one read (`nas.snapshot`): the reading commands need no live storage.
+    Trials whose stored rows are damaged are named on stderr and left out."""
+    from nas.snapshot import read_study  # Optuna and SQLAlchemy: not at --help (see nas.cli)
+    from nas.storage import default_url
+
+    snapshot = read_study(name, storage or default_url())
+    warn_damaged(snapshot)
+    return snapshot
+
+
+def warn_damaged(snapshot) -> None:
+    for number, reason in snapshot.damaged:
+        print(f"warning: study {snapshot.study_name!r}, trial {number} skipped: {reason}",
+              file=sys.stderr)
 
 
 def check_seed(option: str, seed: int | None) -> None:
@@ -102,11 +194,8 @@ def ratio(value: float, base: float) -> str:
 def console():
     """A rich console that prints user text literally (patterns contain `[i]`, which rich would
     read as markup) and keeps tables readable when the output is not a terminal."""
-    import shutil
-
-    from rich.console import Console
-
     plain = Console(markup=False, highlight=False)
     if not plain.is_terminal:
-        return Console(markup=False, highlight=False, width=max(shutil.get_terminal_size().columns, 160))
+        return Console(markup=False, highlight=False,
+                       width=max(shutil.get_terminal_size().columns, 160))
     return plain

@@ -3,74 +3,48 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Optional
 
 import typer
+from rich.table import Table
 
-from nas.cli.app import app
-from nas.cli.common import console, fail, human, ratio, user_errors
+from nas.cli.common import (AsJson, DModel, Dims, build_arch, console, fail, human,
+                            parse_dim_options, ratio)
+
 
 def kind_order() -> tuple[str, ...]:
     """Breakdown rows in the order of the kind records (attention kinds first)."""
-    from search_spaces.layers import FFNS, MIXER_KINDS, NO_FFN
+    from search_spaces.layers import FFNS, MIXER_KINDS, NO_FFN  # not at --help (see nas.cli)
 
     mixers = sorted(MIXER_KINDS, key=lambda kind: not kind.attention)
     return ("embedding", *(kind.symbol for kind in mixers), *(f for f in FFNS if f != NO_FFN),
             "norm", "lm_head")
 
 
-def parse_dim_options(options: list[str]) -> dict[str, Any]:
-    """`--dim key=value` options; values read as YAML (64 -> int, 1e3 -> float, true -> bool)."""
-    from search_spaces import SpaceError
-    from search_spaces.yaml_input import load_yaml
-
-    dims: dict[str, Any] = {}
-    for option in options:
-        key, sep, value = option.partition("=")
-        if not sep or not key.strip():
-            fail(f"--dim {option!r}: expected KEY=VALUE, for example --dim n_heads=8")
-        dims[key.strip()] = load_yaml(value, f"--dim {key.strip()}", SpaceError)
-    return dims
-
-
-def build_arch(reference: str, dims: dict[str, Any]):
-    """A preset name, an ArchConfig file, or a concrete pattern, with dims applied."""
-    from search_spaces import ArchConfig
-    from search_spaces.presets import is_arch_reference, load_arch
-
-    if is_arch_reference(reference):
-        return load_arch(reference, **dims)
-    return ArchConfig.from_pattern(reference, **dims)
-
-
-@app.command()
-@user_errors
 def cost(
     patterns: list[str] = typer.Argument(..., help="Patterns, preset names or config files."),
-    d_model: Optional[int] = typer.Option(None, "--d-model", help="Model width."),
+    d_model: DModel = None,
     context: int = typer.Option(8192, "--context", help="Context length for FLOPs and cache."),
     dtype: str = typer.Option("bf16", "--dtype", help="Cache dtype: fp32, bf16, fp16, fp8."),
     state_dtype: Optional[str] = typer.Option(
         None, "--state-dtype", help="Dtype of recurrent states (SSM, RG-LRU), if not --dtype: "
                                     "many decoders keep them in fp32."),
-    dim: list[str] = typer.Option([], "--dim", help="Any other dim as KEY=VALUE (repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    dim: Dims = [],  # noqa: B006 - typer's way to give a repeatable option no values
+    as_json: AsJson = False,
 ) -> None:
     """Parameters, active parameters, FLOPs/token and inference cache of architectures.
 
     With one architecture: a row per layer kind and the total. With several: a row each and
     ratios against the first, e.g. `hnas cost "A*24" "(M*7 A)*3" --d-model 2048`.
     """
-    from search_spaces.cost import DTYPE_BYTES, estimate
+    from search_spaces.cost import DTYPE_BYTES, estimate  # not at --help (see nas.cli)
 
     for option, value in (("--dtype", dtype), ("--state-dtype", state_dtype)):
         if value is not None and value not in DTYPE_BYTES:
             fail(f"{option} {value!r}: valid dtypes are {', '.join(DTYPE_BYTES)}")
     if context < 1:
         fail(f"--context {context}: must be at least 1")
-    dims = parse_dim_options(dim)
-    if d_model is not None:
-        dims["d_model"] = d_model
+    dims = parse_dim_options(dim, d_model)
     archs = [build_arch(p, dims) for p in patterns]
     reports = [estimate(a, context=context, dtype=dtype, state_dtype=state_dtype) for a in archs]
     if as_json:
@@ -85,8 +59,6 @@ def cost(
 
 
 def _print_breakdown(arch, report) -> None:
-    from rich.table import Table
-
     table = Table(title=f"{arch.pattern}  (d_model={arch.d_model}, context={report.context}, "
                         f"cache dtype={_dtypes(report)})")
     for column in ("kind", "count", "params", "active params", "FLOPs/token", "cache"):
@@ -104,8 +76,6 @@ def _print_breakdown(arch, report) -> None:
 
 
 def _print_comparison(archs, reports) -> None:
-    from rich.table import Table
-
     base = reports[0]
     base_kv = _kv_cache(base)
     table = Table(title=f"context={base.context}, cache dtype={_dtypes(base)}; "
@@ -134,7 +104,7 @@ def _dtypes(report) -> str:
 
 def _kv_cache(report) -> int:
     """Bytes of attention KV cache (A, L, S); the rest of the cache is recurrent state."""
-    from search_spaces.layers import ATTENTION_MIXERS
+    from search_spaces.layers import ATTENTION_MIXERS  # not at --help (see nas.cli)
 
     return sum(report.breakdown[k].cache_bytes for k in ATTENTION_MIXERS
                if k in report.breakdown)

@@ -8,12 +8,9 @@ from typing import Optional
 
 import typer
 
-from nas.cli.app import app
-from nas.cli.common import fail, user_errors
+from nas.cli.common import fail
 
 
-@app.command("import")
-@user_errors
 def import_config(
     source: Path = typer.Argument(..., metavar="HF_CONFIG_JSON_OR_DIR",
                                   help="A config.json, or a model folder holding one."),
@@ -29,8 +26,7 @@ def import_config(
 
     Example: `hnas import ~/models/Jamba-v0.1 -o jamba.yaml`, then `hnas cost jamba.yaml`.
     """
-    from search_spaces import ArchConfig
-    from search_spaces.hf_import import family_of
+    from search_spaces.hf_import import family_of, from_hf  # not at --help (see nas.cli)
 
     path = source / "config.json" if source.is_dir() else source
     if not path.is_file():
@@ -41,7 +37,7 @@ def import_config(
         fail(f"{path}: not a readable JSON file ({str(error).splitlines()[0]})")
     if not isinstance(data, dict):
         fail(f"{path}: a config.json must be a JSON object")
-    arch = ArchConfig.from_hf(data)
+    arch = from_hf(data)
     header = f"# imported from {path} ({family_of(data).config_class}) by hnas import\n"
     if out is not None:
         if out.suffix not in (".yaml", ".yml", ".json"):

@@ -10,7 +10,13 @@ import sys
 import time
 from typing import Any
 
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
 from nas.cli.common import console, human
+from nas.record import BASELINE, DUPLICATE_OF, FAILURE
+from nas.report import objectives_of, pareto_front, trial_row
+from nas.study import count_trials
 
 
 class SearchProgress:
@@ -26,13 +32,8 @@ class SearchProgress:
     # -- context -------------------------------------------------------------------------------
 
     def __enter__(self) -> "SearchProgress":
-        from nas.study import count_trials
-
         self._done_at_start = count_trials(self.study).measured
         if not self.quiet:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[extra]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -54,9 +55,6 @@ class SearchProgress:
         print(message, file=sys.stderr)
 
     def refresh(self) -> None:
-        from nas.report import pareto_front
-        from nas.study import count_trials
-
         trials = self.study.get_trials(deepcopy=False)
         counts = count_trials(self.study, trials)
         if self._progress is not None:
@@ -72,23 +70,17 @@ class SearchProgress:
             self.refresh()
 
     def _log_line(self, trial: Any) -> str:
-        from nas.report import objectives_of, trial_row
-
         row = trial_row(trial, objectives_of(self.study))
-        parts = [f"trial {row['trial']}", row["state"], row["pattern"] or "-"]
-        for objective in objectives_of(self.study):
-            value = row.get(objective.name)
-            if value is not None:
-                parts.append(f"{objective.name}={_fmt(value)}")
-        for key in ("baseline", "duplicate_of", "failure"):
-            if row.get(key) is not None:
-                parts.append(f"{key}={row[key]}")
+        parts = [f"trial {row.trial}", row.state, row.pattern or "-"]
+        parts += [f"{name}={_fmt(value)}" for name, value in row.values.items()
+                  if value is not None]
+        parts += [f"{key}={value}" for key, value in ((BASELINE, row.baseline),
+                                                      (DUPLICATE_OF, row.duplicate_of),
+                                                      (FAILURE, row.failure))
+                  if value is not None]
         return "  ".join(str(part) for part in parts)
 
     def summary(self) -> None:
-        from nas.report import pareto_front
-        from nas.study import count_trials
-
         counts = count_trials(self.study)
         print(f"study {self.study.study_name!r}: {counts.measured}/{self.n_trials} measured "
               f"({counts.complete} complete, {counts.failed} failed), {counts.pruned} "

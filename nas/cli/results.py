@@ -4,160 +4,130 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import fields
 from typing import Any, Optional
 
 import typer
+from rich.table import Table
 
-from nas.cli.app import app
-from nas.cli.common import console, fail, human, user_errors
-from nas.cli.search import STORAGE_HELP
-
-
-def open_for_reading(name: str, storage: Optional[str]):
-    """The study as one read (`nas.snapshot`): the reading commands need no live storage.
-    Trials whose stored rows are damaged are named on stderr and left out."""
-    from nas.snapshot import read_study
-    from nas.storage import default_url
-
-    snapshot = read_study(name, storage or default_url())
-    warn_damaged(snapshot)
-    return snapshot
+from nas.cli.common import AsJson, Storage, StudyName, console, fail, human, open_for_reading
 
 
-def warn_damaged(snapshot) -> None:
-    for number, reason in snapshot.damaged:
-        print(f"warning: study {snapshot.study_name!r}, trial {number} skipped: {reason}",
-              file=sys.stderr)
-
-
-@app.command()
-@user_errors
 def status(
-    study_name: str = typer.Argument(..., metavar="NAME"),
-    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
-    as_json: bool = typer.Option(False, "--json"),
+    study_name: StudyName,
+    storage: Storage = None,
+    as_json: AsJson = False,
 ) -> None:
     """Trials by state, failures by reason, trials/hour, best per objective, front size."""
-    from nas import report
+    from nas import report  # Optuna: not at --help (see nas.cli)
 
     summary = report.status(open_for_reading(study_name, storage))
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        typer.echo(json.dumps(summary.to_dict(), indent=2, default=str))
         return
     out = console()
-    states = ", ".join(f"{count} {name}" for name, count in summary["states"].items() if count)
-    out.print(f"study {summary['study']}: {summary['measured']}/{summary['n_trials']} measured "
-              f"({states or 'no trials'}); sampler {summary['sampler']}", style="bold")
-    out.print(f"distinct architectures {summary['distinct_architectures']}, duplicates reused "
-              f"{summary['duplicates']}, Pareto front {summary['pareto_size']}"
-              + (f", {summary['trials_per_hour']:.1f} trials/hour"
-                 if summary["trials_per_hour"] else ""))
-    out.print(_training_line(summary["training"]))
-    for key, label in (("failures", "failed"), ("pruned", "infeasible"), ("lost", "re-run")):
-        if summary[key]:
+    states = ", ".join(f"{count} {name}" for name, count in summary.states.items() if count)
+    out.print(f"study {summary.study}: {summary.measured}/{summary.n_trials} measured "
+              f"({states or 'no trials'}); sampler {summary.sampler}", style="bold")
+    out.print(f"distinct architectures {summary.distinct_architectures}, duplicates reused "
+              f"{summary.duplicates}, Pareto front {summary.pareto_size}"
+              + (f", {summary.trials_per_hour:.1f} trials/hour"
+                 if summary.trials_per_hour else ""))
+    out.print(_training_line(summary.training))
+    for counted, label in ((summary.failures, "failed"), (summary.pruned, "infeasible"),
+                           (summary.lost, "re-run")):
+        if counted:
             out.print(f"{label}: " + ", ".join(f"{reason} x{count}"
-                                               for reason, count in summary[key].items()))
-    if summary["baselines"]:
+                                               for reason, count in counted.items()))
+    if summary.baselines:
         out.print("baselines: " + ", ".join(f"{name} (trial {number})"
-                                            for name, number in summary["baselines"].items()))
-    if summary["best"]:
-        from rich.table import Table
-
+                                            for name, number in summary.baselines.items()))
+    if summary.best:
         table = Table(title="best per objective")
-        for column in ("objective", "direction", "value", "trial", "pattern"):
+        for column in ("objective", "direction", *(f.name for f in fields(report.Best))):
             table.add_column(column)
-        directions = {o["name"]: o["direction"] for o in summary["objectives"]}
-        for name, best in summary["best"].items():
-            table.add_row(name, directions[name], _fmt(best["value"]), str(best["trial"]),
-                          best["pattern"] or "")
+        directions = {o.name: o.direction for o in summary.objectives}
+        for name, best in summary.best.items():
+            table.add_row(name, directions[name], _fmt(best.value), str(best.trial),
+                          best.pattern or "")
         out.print(table)
 
 
-def _training_line(training: dict) -> str:
-    limits = [f"{training['steps']} steps" if training.get("steps") else "",
-              f"{training['seconds']:g} s" if training.get("seconds") else ""]
-    line = (f"training: suite {training['suite']}, {' or '.join(x for x in limits if x)} per "
-            f"task, batch {training['batch_size']}, ")
-    rates = training.get("lr")
+def _training_line(training) -> str:
+    limits = [f"{training.steps} steps" if training.steps else "",
+              f"{training.seconds:g} s" if training.seconds else ""]
+    line = (f"training: suite {training.suite}, {' or '.join(x for x in limits if x)} per "
+            f"task, batch {training.batch_size}, ")
+    rates = training.lr
     if not isinstance(rates, (list, tuple)):
         return line + f"lr {rates:g}"
-    wins = ", ".join(f"{rate} x{count}" for rate, count in training["best_lr_counts"].items())
+    wins = ", ".join(f"{rate} x{count}" for rate, count in training.best_lr_counts.items())
     swept = ", ".join(f"{rate:g}" for rate in rates)
     return line + f"lr sweep {swept} (best run of a task: {wins})"
 
 
-@app.command()
-@user_errors
 def trials(
-    study_name: str = typer.Argument(..., metavar="NAME"),
-    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    study_name: StudyName,
+    storage: Storage = None,
     state: Optional[str] = typer.Option(None, "--state", help="complete, fail, pruned, "
                                         "running or waiting."),
     sort: Optional[str] = typer.Option(None, "--sort", help="An objective, best first."),
     limit: Optional[int] = typer.Option(None, "--limit"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
     as_csv: bool = typer.Option(False, "--csv"),
 ) -> None:
     """The study's trials: pattern, every objective, baseline, duplicate and failure."""
-    from nas import report
+    from nas import report  # Optuna: not at --help (see nas.cli)
 
     if limit is not None and limit < 0:
         fail(f"--limit {limit}: expected 0 or more")
-    study = open_for_reading(study_name, storage)
-    try:
-        rows = report.trial_rows(study, state=state, sort=sort, limit=limit)
-    except ValueError as error:
-        fail(str(error))
-    _print_rows(rows, as_json, as_csv, f"trials of {study_name}")
+    rows = report.trial_rows(open_for_reading(study_name, storage), state=state, sort=sort,
+                             limit=limit)
+    _print_rows([row.to_dict() for row in rows], as_json, as_csv, f"trials of {study_name}",
+                report.EMPTY_COLUMNS)
 
 
-@app.command()
-@user_errors
 def pareto(
-    study_name: str = typer.Argument(..., metavar="NAME"),
-    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    study_name: StudyName,
+    storage: Storage = None,
     plot: Optional[str] = typer.Option(None, "--plot", help="Also draw the front to FILE.png "
                                        "(matplotlib) or FILE.html (plotly)."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
     as_csv: bool = typer.Option(False, "--csv"),
 ) -> None:
     """The Pareto front: canonical pattern and every objective, baselines marked."""
-    from nas import report
+    from nas import report  # Optuna: not at --help (see nas.cli)
+    from nas.plots import plot_front
 
     study = open_for_reading(study_name, storage)
     objectives = report.objectives_of(study)
-    rows = [report.trial_row(t, objectives) for t in report.pareto_front(study)]
-    _print_rows(rows, as_json, as_csv, f"Pareto front of {study_name}")
+    rows = [report.trial_row(t, objectives).to_dict() for t in report.pareto_front(study)]
+    _print_rows(rows, as_json, as_csv, f"Pareto front of {study_name}", report.EMPTY_COLUMNS)
     if plot:
-        from nas.plots import PlotError, plot_front
-
-        try:
-            plot_front(study, plot)
-        except PlotError as error:
-            fail(str(error))
+        plot_front(study, plot)
         print(f"wrote {plot}", file=sys.stderr)
 
 
-def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: str) -> None:
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: str,
+                empty: tuple[str, ...]) -> None:
+    """Rows as JSON, CSV or a table (`empty`: the table's columns when there are no rows)."""
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
     if as_csv:
-        import csv
+        import csv  # 3 ms that every start-up of `hnas` would pay
 
         columns = list(rows[0]) if rows else ["trial"]
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
         return
-    from rich.table import Table
-
     table = Table(title=title)
-    columns = list(rows[0]) if rows else ["trial", "state", "pattern"]
+    columns = list(rows[0]) if rows else list(empty)
     shown = [c for c in columns if any(row.get(c) is not None for row in rows)] or columns
-    for column in shown:
-        table.add_column(column, justify="left" if column in ("pattern", "state", "failure",
-                                                               "baseline") else "right")
+    for column in shown:  # text left, numbers right
+        text = any(isinstance(row.get(column), str) for row in rows) or not rows
+        table.add_column(column, justify="left" if text else "right")
     for row in rows:
         table.add_row(*[_fmt(row.get(column)) for column in shown])
     console().print(table)

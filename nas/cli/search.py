@@ -9,25 +9,19 @@ from typing import Optional
 
 import typer
 
-from nas.cli.app import app
-from nas.cli.common import LR_HELP, check_seed, fail, learning_rates, user_errors
-from nas.cli.progress import SearchProgress
+from nas.cli.common import (BatchSize, LearningRates, OutageWait, Quiet, Seed, Storage,
+                            StudyName, Suite, check_seed, describe_change, fail, learning_rates)
 
 CURVE_BATCHES = 4
 INTERRUPTED = 130  # the shell's code for Ctrl-C
-STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///hnas.db here)."
-OUTAGE_HELP = ("Seconds to wait for an unreachable study database before giving up "
-               "(default 600, or $HNAS_OUTAGE_WAIT).")
 
 
-@app.command()
-@user_errors
 def search(
     space_ref: str = typer.Argument(..., metavar="SPACE", help="A space YAML file or preset."),
     study_name: Optional[str] = typer.Option(None, "--study", help="Study name (default: the "
                                              "space's name)."),
-    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
-    suite: str = typer.Option("quick", "--suite", help="quick, mad, mqar, lm, capacity or a suite YAML."),
+    storage: Storage = None,
+    suite: Suite = "quick",
     objectives: str = typer.Option("quality,params", "--objectives",
                                    help="Comma-separated: quality, loss, params, active_params, "
                                         "flops@N, cache@N, train_tokens_per_s, decode_ms@N."),
@@ -38,18 +32,19 @@ def search(
     budget_steps: int = typer.Option(100, "--budget-steps", help="Training steps per task."),
     budget_seconds: Optional[float] = typer.Option(None, "--budget-seconds",
                                                    help="Wall-time cap per task."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    lr: list[float] = typer.Option([], "--lr", help=LR_HELP),
-    seed: int = typer.Option(0, "--seed"),
+    batch_size: BatchSize = 32,
+    lr: LearningRates = [],  # noqa: B006 - typer's way to give a repeatable option no values
+    seed: Seed = 0,
     baselines: str = typer.Option("", "--baselines", help="Presets to enqueue, e.g. "
                                   "jamba,zamba,griffin,stripedhyena,transformer,mamba."),
     workers: int = typer.Option(1, "--workers", help="Worker processes on this machine."),
     allow_changes: bool = typer.Option(False, "--allow-changes", help="Continue an existing "
                                        "study although its space, suite or budget differ."),
-    quiet: bool = typer.Option(False, "--quiet", help="A log line per trial, no progress bar."),
-    outage_wait: Optional[float] = typer.Option(None, "--outage-wait", help=OUTAGE_HELP),
+    quiet: Quiet = False,
+    outage_wait: OutageWait = None,
 ) -> None:
     """Search a space: sample candidates, train them briefly, record every result."""
+    # Optuna (through storage) and search_spaces: not at --help (see nas.cli)
     from nas.definition import StudyDefinition, toolkit_versions
     from nas.objectives import parse_objectives
     from nas.storage import default_url, open_storage
@@ -81,19 +76,18 @@ def search(
          patience)
 
 
-@app.command()
-@user_errors
 def resume(
-    study_name: str = typer.Argument(..., metavar="NAME"),
-    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    study_name: StudyName,
+    storage: Storage = None,
     n_trials: Optional[int] = typer.Option(None, "--n-trials",
                                            help="New trial budget for the study (a total)."),
     timeout: Optional[float] = typer.Option(None, "--timeout"),
     workers: int = typer.Option(1, "--workers"),
-    quiet: bool = typer.Option(False, "--quiet"),
-    outage_wait: Optional[float] = typer.Option(None, "--outage-wait", help=OUTAGE_HELP),
+    quiet: Quiet = False,
+    outage_wait: OutageWait = None,
 ) -> None:
     """Continue a study with its stored space, suite, budget and objectives."""
+    # Optuna (through storage) and search_spaces: not at --help (see nas.cli)
     from nas.storage import default_url, load_study, open_storage
     from nas.study import read_definition
 
@@ -109,25 +103,24 @@ def resume(
     _run(study_name, url, db, definition, False, timeout, workers, quiet, patience)
 
 
-@app.command()
-@user_errors
 def worker(
     study_name: str = typer.Option(..., "--study"),
-    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    storage: Storage = None,
     timeout: Optional[float] = typer.Option(None, "--timeout"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads "
                                           "(default 1, or $HNAS_THREADS)."),
     seed_offset: Optional[int] = typer.Option(
         None, "--seed-offset", help="Added to the study's seed (default: an index no other "
         "worker of the study has had, so workers draw different candidates without it)."),
-    quiet: bool = typer.Option(False, "--quiet"),
-    outage_wait: Optional[float] = typer.Option(None, "--outage-wait", help=OUTAGE_HELP),
+    quiet: Quiet = False,
+    outage_wait: OutageWait = None,
 ) -> None:
     """Join an existing study (from any machine) and run trials until it has its budget."""
+    # Optuna and torch: not at --help (see nas.cli)
+    from nas.cli.progress import SearchProgress
     from nas.storage import default_url, open_storage
-    from nas.study import SearchError, open_study, run_worker
-
-    from trials.train import use_training_threads
+    from nas.study import open_study, run_worker
+    from trials import use_training_threads
 
     if seed_offset is not None and seed_offset < 0:
         fail(f"--seed-offset {seed_offset}: expected 0 or more")
@@ -140,14 +133,12 @@ def worker(
         with progress:
             run_worker(study, definition, timeout=timeout, on_trial=progress.trial_done,
                        patience=patience)
-    except SearchError as error:
-        fail(str(error))
     except KeyboardInterrupt:
         _interrupted(study_name, storage)
 
 
 def _patience(outage_wait: Optional[float]):
-    from nas.storage import Patience
+    from nas.storage import Patience  # Optuna: not at --help (see nas.cli)
 
     if outage_wait is None:
         return Patience()
@@ -158,15 +149,21 @@ def _patience(outage_wait: Optional[float]):
 
 def _run(name: str, url: str, storage, definition, allow_changes: bool,
          timeout: Optional[float], workers: int, quiet: bool, patience) -> None:
-    from nas.study import SearchError, create_or_check, open_study, run_worker
+    # Optuna: not at --help (see nas.cli)
+    from nas.cli.progress import SearchProgress
+    from nas.study import create_or_check, open_study, run_worker
 
-    study, messages = create_or_check(name, storage, definition, allow_changes=allow_changes)
+    study, opened = create_or_check(name, storage, definition, allow_changes=allow_changes)
     progress = SearchProgress(study, definition.n_trials, quiet=quiet)
-    for message in messages:
+    if opened.changes:
+        progress.note("continuing with changed " + ", ".join(map(describe_change,
+                                                                 opened.changes)))
+    for message in opened.messages:
         progress.note(message)
     try:
         with progress:
             if workers == 1:
+                # torch: only a process that trains loads it (workers > 1: the children do)
                 from trials.train import use_training_threads
 
                 use_training_threads()
@@ -176,16 +173,14 @@ def _run(name: str, url: str, storage, definition, allow_changes: bool,
                            patience=patience)
             else:
                 _run_processes(name, url, study, workers, timeout, progress, patience.wait_s)
-    except SearchError as error:
-        fail(str(error))
     except KeyboardInterrupt:
         _interrupted(name, url)
     progress.summary()
 
 
 def _run_processes(name: str, url: str, study, workers: int, timeout: Optional[float],
-                   progress: SearchProgress, outage_wait: float) -> None:
-    from nas.workers import start_workers
+                   progress, outage_wait: float) -> None:
+    from nas.workers import start_workers  # Optuna: not at --help (see nas.cli)
 
     processes = start_workers(name, url, workers, timeout=timeout, outage_wait=outage_wait)
     try:
@@ -214,17 +209,12 @@ def _grid_size(space) -> int:
 
 def _suite_and_budget(suite: str, steps: int, seconds: Optional[float], batch_size: int,
                       lr: list[float]):
-    from trials.tasks import SuiteError, TaskError, load_suite
-    from trials.train import Budget, BudgetError
+    from trials import Budget, load_suite  # torch: not at --help (see nas.cli)
 
-    try:
-        # Learning-curve points on a few test batches: the final score uses the whole test set.
-        budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
-                        eval_batches=CURVE_BATCHES, **learning_rates(lr))
-        return load_suite(suite), budget
-    except (SuiteError, TaskError, BudgetError) as error:
-        fail(str(error))
-        raise  # unreachable: fail() exits
+    # Learning-curve points on a few test batches: the final score uses the whole test set.
+    budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
+                    eval_batches=CURVE_BATCHES, **learning_rates(lr))
+    return load_suite(suite), budget
 
 
 def _interrupted(name: str, storage: Optional[str]) -> None:

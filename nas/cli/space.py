@@ -6,18 +6,14 @@ import json
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-from nas.cli.app import space_app
-from nas.cli.common import check_seed, console, fail, human, user_errors
+from nas.cli.common import check_seed, console, fail, human
 
 
-@space_app.command("check")
-@user_errors
 def check(space_ref: str = typer.Argument(..., metavar="FILE_OR_PRESET")) -> None:
     """Validate a search space and show the parameters Optuna will see and its size."""
-    from rich.table import Table
-
-    from search_spaces import load_space
+    from search_spaces import load_space  # not at --help (see nas.cli)
 
     space = load_space(space_ref)
     out = console()
@@ -39,8 +35,6 @@ def check(space_ref: str = typer.Argument(..., metavar="FILE_OR_PRESET")) -> Non
                   f"  fingerprint: {space.fingerprint()}")
 
 
-@space_app.command("sample")
-@user_errors
 def sample(
     space_ref: str = typer.Argument(..., metavar="FILE_OR_PRESET"),
     n: int = typer.Option(5, "-n", help="How many architectures to draw."),
@@ -51,6 +45,7 @@ def sample(
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
     """Draw architectures at random through Optuna and show their canonical patterns and costs."""
+    # Optuna and search_spaces: not at --help (see nas.cli)
     import optuna
 
     from search_spaces import load_space
@@ -83,8 +78,6 @@ def sample(
 
 
 def _print_samples(rows, context: int, dtype: str) -> None:
-    from rich.table import Table
-
     table = Table(title=f"cache at context {context}, {dtype}")
     for column in ("#", "pattern", "d_model", "params", "active", "cache", "feasible"):
         table.add_column(column, justify="left" if column == "pattern" else "right")

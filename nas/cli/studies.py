@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-from nas.cli.app import app, study_app
-from nas.cli.common import console, fail, user_errors
-from nas.cli.results import open_for_reading, warn_damaged
-from nas.cli.search import STORAGE_HELP
+from nas.cli.common import Storage, StudyName, console, fail, open_for_reading, warn_damaged
 
 
-@app.command()
-@user_errors
-def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP)) -> None:
+def studies(storage: Storage = None) -> None:
     """The studies in a database, with their trial counts and state."""
-    from rich.table import Table
-
+    # Optuna and search_spaces: not at --help (see nas.cli)
     from nas.snapshot import read_studies
     from nas.storage import default_url, shown_url
     from nas.study import count_trials
-    from search_spaces.yaml_input import shorten
+    from search_spaces.errors import shorten
 
     url = storage or default_url()
     table = Table(title=f"studies in {shown_url(url)}")
@@ -48,8 +41,6 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
     console().print(table)
 
 
-@study_app.command("copy")
-@user_errors
 def copy(
     from_url: str = typer.Option(..., "--from", help="Source database URL."),
     to_url: str = typer.Option(..., "--to", help="Destination database URL."),
@@ -59,6 +50,7 @@ def copy(
 
     Each study is copied whole or not at all, and a copy that was interrupted is finished by
     running the same command again (studies already copied are skipped)."""
+    # Optuna: not at --help (see nas.cli)
     from nas.snapshot import missing_sqlite_file
     from nas.storage import (StorageError, copy_study, load_study, open_storage, shown_url,
                              study_names)
@@ -76,28 +68,28 @@ def copy(
         print(f"{done} {name} to {shown_url(to_url)}", file=sys.stderr)
 
 
-@app.command()
-@user_errors
 def dashboard(
-    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    storage: Storage = None,
     port: int = typer.Option(8080, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on (0.0.0.0: "
+                             "every interface)."),
 ) -> None:
-    """Open optuna-dashboard on the study database (every study, every attribute)."""
+    """Open optuna-dashboard on the study database, each objective under its own name."""
+    # Optuna and optuna-dashboard: not at --help (see nas.cli)
+    from nas.dashboard import serve
     from nas.storage import check_url, default_url
 
     url = storage or default_url()
     check_url(url)
-    executable = shutil.which("optuna-dashboard")
-    if executable is None:
-        fail("optuna-dashboard is not installed: pip install optuna-dashboard")
-    raise typer.Exit(subprocess.call([executable, url, "--port", str(port)]))
+    try:
+        serve(url, host, port)
+    except KeyboardInterrupt:
+        pass
 
 
-@app.command()
-@user_errors
 def export(
-    study_name: str = typer.Argument(..., metavar="NAME"),
-    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    study_name: StudyName,
+    storage: Storage = None,
     trial: Optional[int] = typer.Option(None, "--trial", help="One trial by number."),
     pareto: bool = typer.Option(False, "--pareto", help="Every trial on the Pareto front."),
     top: Optional[int] = typer.Option(None, "--top", help="The best K by --by."),
@@ -111,18 +103,15 @@ def export(
 ) -> None:
     """Write trials' architectures as ArchConfig YAML/JSON (rebuilt exactly by `hnas train`)
     or as Hugging Face transformers configs where the pattern fits one."""
-    from nas.export.configs import ExportError, select_trials, write_trial
+    from nas.export.configs import select_trials, write_trial  # not at --help (see nas.cli)
 
     if fmt not in ("yaml", "json", "hf"):
         fail(f"--format {fmt!r}: expected yaml, json or hf")
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"-o {str(out_dir)!r}: a file, not a folder; give the folder to write into")
     study = open_for_reading(study_name, storage)
-    try:
-        chosen = select_trials(study, trial=trial, pareto=pareto, top=top, by=by)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for frozen in chosen:
-            for path in write_trial(study, frozen, fmt, out_dir, hf_family=hf_family):
-                typer.echo(str(path))
-    except ExportError as error:
-        fail(str(error))
+    chosen = select_trials(study, trial=trial, pareto=pareto, top=top, by=by)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for frozen in chosen:
+        for path in write_trial(study, frozen, fmt, out_dir, hf_family=hf_family):
+            typer.echo(str(path))

@@ -5,45 +5,35 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-from nas.cli.app import app
-from nas.cli.common import (LR_HELP, check_seed, console, fail, human, learning_rates,
-                             user_errors)
-from nas.cli.cost import build_arch, parse_dim_options
+from nas.cli.common import (AsJson, BatchSize, DModel, Dims, LearningRates, Seed, Suite,
+                            build_arch, check_seed, console, human, learning_rates,
+                            parse_dim_options)
 
 
-@app.command()
-@user_errors
 def train(
     reference: str = typer.Argument(..., metavar="CONFIG_OR_PATTERN_OR_PRESET"),
-    suite: str = typer.Option("quick", "--suite", help="quick, mad, mqar, lm, capacity or a suite YAML."),
+    suite: Suite = "quick",
     steps: Optional[int] = typer.Option(200, "--steps", help="Optimiser steps per task."),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Wall-time cap per task."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    lr: list[float] = typer.Option([], "--lr", help=LR_HELP),
-    seed: int = typer.Option(0, "--seed"),
-    d_model: Optional[int] = typer.Option(None, "--d-model"),
-    dim: list[str] = typer.Option([], "--dim", help="Any other dim as KEY=VALUE (repeatable)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the TrialResult as JSON."),
+    batch_size: BatchSize = 32,
+    lr: LearningRates = [],  # noqa: B006 - typer's way to give a repeatable option no values
+    seed: Seed = 0,
+    d_model: DModel = None,
+    dim: Dims = [],  # noqa: B006 - as lr
+    as_json: AsJson = False,
 ) -> None:
     """Train one architecture (an exported config, a pattern or a preset) on a task suite.
 
     Exits 1 when the candidate fails (NaN loss, out of memory, ...), after printing why.
     """
-    from trials.tasks import SuiteError, TaskError, load_suite
-    from trials.train import Budget, BudgetError, run_trial, use_training_threads
+    from trials import Budget, load_suite, run_trial, use_training_threads  # torch: not at --help
 
     check_seed("--seed", seed)
-    dims = parse_dim_options(dim)
-    if d_model is not None:
-        dims["d_model"] = d_model
-    arch = build_arch(reference, dims)
-    try:
-        budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
-                        **learning_rates(lr))
-        task_suite = load_suite(suite)
-    except (BudgetError, SuiteError, TaskError) as error:
-        fail(str(error))
+    arch = build_arch(reference, parse_dim_options(dim, d_model))
+    budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size, **learning_rates(lr))
+    task_suite = load_suite(suite)
     use_training_threads()
     result = run_trial(arch, task_suite, budget, seed=seed)
     if as_json:
@@ -63,8 +53,6 @@ def _rate(task) -> str:
 
 
 def _print_result(result) -> None:
-    from rich.table import Table
-
     out = console()
     table = Table(title=f"{result.pattern} on {result.suite} ({result.device}, {result.precision})")
     for column in ("task", "accuracy", "loss", "lr", "steps", "tokens/s", "seconds"):

@@ -17,16 +17,20 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.export.hf import HF_FAMILIES, HFExportError, hf_config_object, hf_families_for
+from nas.record import TrialRecord
+from nas.report import objectives_of, pareto_front, trial_rows
+from search_spaces import ArchConfig
+from search_spaces.errors import UserError
 
-class ExportError(ValueError):
+
+class ExportError(UserError):
     """Nothing to export, or an architecture no requested format can express."""
 
 
 def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
                   top: int | None = None, by: str | None = None) -> list[FrozenTrial]:
     """Exactly one of: a trial number, the Pareto front, the best `top` by objective `by`."""
-    from nas.report import objectives_of, pareto_front, trial_rows
-
     if sum(x is not None and x is not False for x in (trial, pareto or None, top)) != 1:
         raise ExportError("choose what to export: --trial N, --pareto or --top K --by OBJECTIVE")
     complete = {t.number: t for t in study.get_trials(deepcopy=False,
@@ -55,15 +59,14 @@ def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
         raise ExportError(str(error)) from None
     if not rows:
         raise ExportError(f"study {study.study_name!r} has no complete trials yet")
-    return [complete[row["trial"]] for row in rows]
+    return [complete[row.trial] for row in rows]
 
 
 def arch_of(trial: FrozenTrial):
-    from search_spaces import ArchConfig
-
-    if "arch" not in trial.user_attrs:
+    record = TrialRecord.from_frozen_trial(trial)
+    if record.arch is None:
         raise ExportError(f"trial {trial.number} has no recorded architecture")
-    return ArchConfig.from_dict(trial.user_attrs["arch"])
+    return ArchConfig.from_dict(record.arch)
 
 
 def write_trial(study: Any, trial: FrozenTrial, fmt: str, out_dir: Path, *,
@@ -83,8 +86,6 @@ def write_trial(study: Any, trial: FrozenTrial, fmt: str, out_dir: Path, *,
 
 
 def _write_hf(arch: Any, stem: str, out_dir: Path, family: str | None) -> list[Path]:
-    from nas.export.hf import HF_FAMILIES, HFExportError, hf_config_object, hf_families_for
-
     if family is not None and family not in HF_FAMILIES:
         raise ExportError(f"--hf-family {family!r}: unknown (valid: {', '.join(HF_FAMILIES)})")
     reasons = hf_families_for(arch)
@@ -106,8 +107,6 @@ def _write_hf(arch: Any, stem: str, out_dir: Path, family: str | None) -> list[P
 
 
 def _provenance(study: Any, trial: FrozenTrial) -> str:
-    from nas.report import objectives_of
-
     values = ", ".join(f"{o.name}={v:.6g}" for o, v in zip(objectives_of(study), trial.values))
     return (f"# exported by hnas from study {study.study_name!r}, trial {trial.number}\n"
             f"# {values}\n")

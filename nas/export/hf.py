@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from search_spaces.arch import ArchConfig
+from search_spaces.errors import UserError
 from search_spaces.hf_families import FAMILIES, Family
 from search_spaces.hf_import import READERS
 from search_spaces.layers import (
@@ -85,7 +86,7 @@ RG_BLOCK_REPEATS = 100
 _FEATURE = {**MIXER_NAMES, ATTENTION: "full attention"}
 
 
-class HFExportError(ValueError):
+class HFExportError(UserError):
     """An architecture that a Hugging Face config family cannot express; the message names the
     feature (and the layer) that stops it."""
 
@@ -433,7 +434,7 @@ def hf_config_object(arch: ArchConfig, family: str) -> Any:
     spec = _spec(family)
     kwargs = to_hf_config(arch, family)
     try:
-        import transformers
+        import transformers  # optional (hybrid-nas[hf]); seconds to import
     except ImportError as error:
         raise ImportError(f"exporting to Hugging Face configs needs transformers: "
                           f"{INSTALL_HINT}") from error

@@ -1,6 +1,7 @@
 """The layer-pattern language: parse, print, expand (spec: docs/PATTERN.md)."""
 
-from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token, decisions, walk
+from search_spaces.pattern.ast import (Choice, Count, Group, Node, Repeat, Seq, Token, decisions,
+                                      unparse, walk)
 from search_spaces.pattern.errors import PatternError
 from search_spaces.pattern.expand import (
     MAX_LAYERS,
@@ -13,7 +14,7 @@ from search_spaces.pattern.expand import (
     resolve_layers,
 )
 from search_spaces.pattern.parser import parse
-from search_spaces.pattern.render import format_layers, unparse
+from search_spaces.pattern.render import format_layers
 
 __all__ = [
     "MAX_LAYERS", "Choice", "Count", "Group", "Node", "PatternError", "Repeat", "Resolver",

@@ -94,3 +94,30 @@ def decisions(node: Node) -> Iterator[Choice | Count]:
             yield child
         elif isinstance(child, Repeat) and child.count.braced:
             yield child.count
+
+
+def unparse(node: Node) -> str:
+    """The pattern text of a parsed node (`parse(unparse(node)) == node`, columns aside)."""
+    if isinstance(node, Token):
+        return node.layer.token(default_shared_id=-1)
+    if isinstance(node, Seq):
+        return " ".join(unparse(item) for item in node.items)
+    if isinstance(node, Group):
+        return f"({unparse(node.body)})"
+    if isinstance(node, Repeat):
+        return f"{unparse(node.item)}*{unparse_count(node.count)}"
+    if isinstance(node, Choice):
+        prefix = f"{node.name}: " if node.name else ""
+        return "{" + prefix + "|".join(unparse(a) for a in node.alternatives) + "}"
+    raise TypeError(f"not a pattern node: {node!r}")
+
+
+def unparse_count(count: Count) -> str:
+    if not count.braced:
+        return str(count.values[0])
+    prefix = f"{count.name}: " if count.name else ""
+    if count.is_range:
+        body = f"{count.values[0]}..{count.values[-1]}"
+    else:
+        body = ",".join(str(v) for v in count.values)
+    return "{" + prefix + body + "}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from search_spaces.errors import UserError, shorten
 
-class PatternError(ValueError):
+
+class PatternError(UserError):
     """A pattern that cannot be read, with the 1-based column where reading stopped.
 
     `str(error)` reads like `col 9: expected a layer, '(' or '{' but found ')'`.
@@ -14,6 +16,10 @@ class PatternError(ValueError):
         self.col = col
         self.text = text
         super().__init__(f"col {col}: {message}" if col is not None else message)
+
+    def describe(self) -> str:
+        """`pattern 'A*2 )': col 5: ...`: the pattern itself, shortened, then the problem."""
+        return f"pattern {shorten(self.text)!r}: {self}" if self.text is not None else str(self)
 
     def caret(self) -> str:
         """The pattern with a caret under the column, for a terminal."""

@@ -13,9 +13,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from search_spaces.layers import LOCAL_ATTENTION, SHARED, Layer
-from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token
+from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token, unparse
 from search_spaces.pattern.errors import PatternError
-from search_spaces.pattern.render import unparse
 
 MAX_LAYERS = 100_000
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import re
 
 from search_spaces.layers import FFNS, LOCAL_ATTENTION, MIXERS, MIXERS_WITH_ARG, Layer
-from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token, decisions
+from search_spaces.pattern.ast import (Choice, Count, Group, Node, Repeat, Seq, Token, decisions,
+                                      unparse)
 from search_spaces.pattern.errors import PatternError
 
 MAX_COUNT = 4096  # a repeat count above this is a typo, not an architecture
@@ -151,7 +152,7 @@ class _Parser:
             alt_col = self.col()
             alternative = self.seq()
             if alternative in seen:
-                raise self.error(f"alternative {_render_seq(alternative)!r} appears twice in "
+                raise self.error(f"alternative {unparse(alternative)!r} appears twice in "
                                  "this choice", alt_col)
             seen[alternative] = alt_col
             alternatives.append(alternative)
@@ -293,12 +294,6 @@ def _with_default_ffn(node: Node, ffn: str, text: str) -> Node:
     return Choice(alternatives, node.name, node.col, node.auto_id)
 
 
-def _render_seq(seq: Seq) -> str:
-    from search_spaces.pattern.render import unparse
-
-    return unparse(seq)
-
-
 def parse(text: str) -> Seq:
     """Parse a pattern (concrete or a search space) into its syntax tree."""
     if not isinstance(text, str):
@@ -314,7 +309,7 @@ def _check_names(tree: Seq, text: str) -> None:
     for node in decisions(tree):
         if node.name is None:
             continue
-        options = (",".join(_render_seq(a) for a in node.alternatives)
+        options = (",".join(unparse(a) for a in node.alternatives)
                    if isinstance(node, Choice) else ",".join(map(str, node.values)))
         if node.name not in first_use:
             first_use[node.name] = (node, options)

@@ -12,33 +12,8 @@ from collections import Counter
 from functools import lru_cache
 
 from search_spaces.layers import FFNS, MLP, Layer
-from search_spaces.pattern.ast import Choice, Count, Group, Node, Repeat, Seq, Token
-
-
-def unparse(node: Node) -> str:
-    if isinstance(node, Token):
-        return node.layer.token(default_shared_id=-1)
-    if isinstance(node, Seq):
-        return " ".join(unparse(item) for item in node.items)
-    if isinstance(node, Group):
-        return f"({unparse(node.body)})"
-    if isinstance(node, Repeat):
-        return f"{unparse(node.item)}*{_unparse_count(node.count)}"
-    if isinstance(node, Choice):
-        prefix = f"{node.name}: " if node.name else ""
-        return "{" + prefix + "|".join(unparse(a) for a in node.alternatives) + "}"
-    raise TypeError(f"not a pattern node: {node!r}")
-
-
-def _unparse_count(count: Count) -> str:
-    if not count.braced:
-        return str(count.values[0])
-    prefix = f"{count.name}: " if count.name else ""
-    if count.is_range:
-        body = f"{count.values[0]}..{count.values[-1]}"
-    else:
-        body = ",".join(str(v) for v in count.values)
-    return "{" + prefix + body + "}"
+from search_spaces.pattern.ast import Group, Repeat, unparse, unparse_count
+from search_spaces.pattern.parser import parse
 
 
 def format_layers(layers: tuple[Layer, ...] | list[Layer], default_ffn: str | None = MLP) -> str:
@@ -68,12 +43,10 @@ def _group_suffix(text: str, ffn: str) -> str:
     """`text` (no layer in it written without a suffix means anything but `ffn`) with `ffn` as
     the suffix of a group around it: `(body)*N` becomes `(body)+ffn*N`, anything else
     `(text)+ffn`."""
-    from search_spaces.pattern.parser import parse
-
     items = parse(text).items
     if len(items) == 1 and isinstance(items[0], Repeat) and isinstance(items[0].item, Group):
         repeat = items[0]
-        return f"({unparse(repeat.item.body)})+{ffn}*{_unparse_count(repeat.count)}"
+        return f"({unparse(repeat.item.body)})+{ffn}*{unparse_count(repeat.count)}"
     return f"({text})+{ffn}"
 
 

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces.arch import ArchConfig, ArchConfigError
+from search_spaces.errors import shorten
+from search_spaces.hf_import import from_hf
 from search_spaces.pattern import PatternError
 from search_spaces.space import SearchSpace, SpaceError
-from search_spaces.yaml_input import is_file, load_yaml, read_text, shorten
+from search_spaces.yaml_input import is_file, load_yaml, read_text
 
 PRESET_DIR = Path(__file__).parent
 
@@ -69,7 +71,7 @@ def load_arch(name_or_path: str | Path, **overrides: Any) -> ArchConfig:
         raise SpaceError(f"{path}: an architecture file must be a mapping")
     try:
         if "schema_version" not in data and "model_type" in data:  # a Hugging Face config
-            imported = ArchConfig.from_hf(data).to_dict()
+            imported = from_hf(data).to_dict()
             return ArchConfig.from_dict({**imported, **overrides})
         return ArchConfig.from_dict({**data, **overrides})
     except (ArchConfigError, PatternError) as error:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search_spaces.arch import PATTERN_DIMS, ArchConfig, field_names
+from search_spaces.errors import UserError
 from search_spaces.layers import ACTIVATIONS, FFNS
 
 BOOL_DIMS = ArchConfig.BOOL_FIELDS
@@ -25,7 +26,7 @@ MAX_INT = 2**31 - 1  # no width or count is larger; Optuna stores parameters as 
 MAX_FLOAT_STEPS = 1_000_000  # values of a stepped float range
 
 
-class SpaceError(ValueError):
+class SpaceError(UserError):
     """A search space file or spec that cannot be used; the message names the key."""
 
 

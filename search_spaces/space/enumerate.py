@@ -9,12 +9,18 @@ as Optuna would record them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator, Protocol
 
 from search_spaces.space.dims import SpaceError
 
-if TYPE_CHECKING:
-    from search_spaces.space.space import SearchSpace
+
+class Decides(Protocol):
+    """What enumerating needs of a space (`SearchSpace` has it): its size, and asking a
+    trial-like object for every decision of one candidate."""
+
+    def size(self) -> int | None: ...
+
+    def decide(self, trial: Any) -> Any: ...
 
 
 class _ReplayTrial:
@@ -45,7 +51,7 @@ class _ReplayTrial:
         return self._pick(name, [low + i * step for i in range(count)])
 
 
-def enumerate_params(space: "SearchSpace", limit: int) -> Iterator[dict[str, Any]]:
+def enumerate_params(space: Decides, limit: int) -> Iterator[dict[str, Any]]:
     size = space.size()
     if size is None:
         raise SpaceError("the space has a continuous dim; grid search needs finite choices")

@@ -46,8 +46,9 @@ from search_spaces.pattern import (
 )
 from search_spaces.space.constraints import Constraints
 from search_spaces.space.counting import count_assignments
-from search_spaces.yaml_input import load_yaml, read_text
 from search_spaces.space.dims import DimSpec, FixedDim, SpaceError, parse_dim
+from search_spaces.space.enumerate import enumerate_params
+from search_spaces.yaml_input import load_yaml, read_text
 
 TOP_LEVEL_KEYS = ("name", "description", "pattern", "dims", "constraints")
 # Dims whose combinations can make an architecture invalid (heads dividing widths, top-k <= E).
@@ -243,8 +244,6 @@ class SearchSpace:
 
     def enumerate(self, limit: int = 100_000) -> Iterator[dict[str, Any]]:
         """Every parameter assignment, in a fixed order (for grid search via enqueue_trial)."""
-        from search_spaces.space.enumerate import enumerate_params
-
         return enumerate_params(self, limit)
 
     def params(self) -> list[ParamInfo]:

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from trials.mixers.base import State
 from trials.ops import causal_conv1d, causal_conv1d_step, fft_long_conv
-from trials.ops._memory import blocks
+from trials.ops._memory import join_segments, over_segments
 
 REFERENCE_LEN = 2048  # T: positions are scaled by it (RecurrentGemma's training context)
 # The window exp(-rate * t/T) falls to DECAY_TARGET at t/T = 0.3 for the fastest channel of each
@@ -137,19 +137,19 @@ class Hyena(nn.Module):
         return self.out_proj(v * gates[0])
 
     def _short_conv_streams(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
-        """in_proj and the short conv over segments of the sequence (the conv window carried
-        from one to the next), so that the (o+1)d-wide tensors stay within the temporary
-        budget (`trials.ops._memory`); each stream is then joined over the whole sequence."""
-        batch, length, _ = x.shape
-        conv, pieces = None, []
-        for start, end in blocks(length, 4 * batch * (self.order + 1) * self.d_model):
-            z, conv = causal_conv1d(self.in_proj(x[:, start:end]), self.short_conv_weight,
-                                    self.short_conv_bias, state=conv, return_state=True)
-            pieces.append(self._streams(z))
-        if len(pieces) == 1:
-            return pieces[0]
-        gates = [torch.cat([p[0][i] for p in pieces], dim=1) for i in range(self.order)]
-        return gates, torch.cat([p[1] for p in pieces], dim=1)
+        """in_proj and the short conv over segments of the sequence (`over_segments`, the conv
+        window carried from one to the next), so that the (o+1)d-wide tensors stay within the
+        temporary budget; each stream is then joined over the whole sequence."""
+        pieces = over_segments(x, 4 * x.shape[0] * (self.order + 1) * self.d_model,
+                               self._short_conv_segment)
+        gates = [join_segments([p[0][i] for p in pieces]) for i in range(self.order)]
+        return gates, join_segments([p[1] for p in pieces])
+
+    def _short_conv_segment(self, x: Tensor, conv: Tensor | None
+                            ) -> tuple[tuple[list[Tensor], Tensor], Tensor]:
+        z, conv = causal_conv1d(self.in_proj(x), self.short_conv_weight, self.short_conv_bias,
+                                state=conv, return_state=True)
+        return self._streams(z), conv
 
     def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> State:
         """Zero short-conv window and long-conv histories of `max_len` inputs, position 0."""

@@ -20,6 +20,7 @@ and the SSM state (B, di, N), which is what `search_spaces.cost.ssm.mamba` count
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -29,7 +30,7 @@ from torch.nn import functional as F
 from trials.mixers.base import State
 from trials.norm import RMSNorm
 from trials.ops import causal_conv1d, causal_conv1d_step, selective_scan, selective_scan_step
-from trials.ops._memory import blocks
+from trials.ops._memory import join_segments, over_segments
 from trials.ops.selective_scan import DEFAULT_CHUNK
 
 
@@ -110,22 +111,24 @@ class Mamba(nn.Module):
         return -torch.exp(self.A_log.float())  # (di, N), negative
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (B, L, d) -> (B, L, d), over segments of the sequence
-        (`trials.ops._memory.blocks`), each starting
-        from the conv window and SSM state the previous one ended with."""
-        batch, length, _ = x.shape
-        A = self._A()
-        conv = ssm = None
-        outputs = []
-        for start, end in blocks(length, 4 * batch * 2 * self.d_inner, DEFAULT_CHUNK):
-            x_in, z = self.in_proj(x[:, start:end]).chunk(2, dim=-1)  # (B, l, di) each
-            x_in, conv = causal_conv1d(x_in, self.conv_weight, self.conv_bias, state=conv,
-                                       return_state=True, silu=True)
-            dt, B, C = self._selection(x_in)  # (B, l, di), (B, l, N), (B, l, N)
-            y, ssm = selective_scan(x_in, dt, A, B, C, D=self.D, z=z, h0=ssm,
-                                    return_state=True)  # (B, l, di), x's dtype
-            outputs.append(self.out_proj(y))
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        """x: (B, L, d) -> (B, L, d), over segments of the sequence (`over_segments`), each
+        starting from the conv window and SSM state the previous one ended with."""
+        batch = x.shape[0]
+        segment = functools.partial(self._segment, A=self._A())
+        return join_segments(over_segments(x, 4 * batch * 2 * self.d_inner, segment,
+                                           DEFAULT_CHUNK))
+
+    def _segment(self, x: Tensor, carried: tuple[Tensor, Tensor] | None,
+                 A: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One segment x: (B, l, d) from `carried` (conv window, SSM state; None: zeros)."""
+        conv, ssm = carried or (None, None)
+        x_in, z = self.in_proj(x).chunk(2, dim=-1)  # (B, l, di) each
+        x_in, conv = causal_conv1d(x_in, self.conv_weight, self.conv_bias, state=conv,
+                                   return_state=True, silu=True)
+        dt, B, C = self._selection(x_in)  # (B, l, di), (B, l, N), (B, l, N)
+        y, ssm = selective_scan(x_in, dt, A, B, C, D=self.D, z=z, h0=ssm,
+                                return_state=True)  # (B, l, di), x's dtype
+        return self.out_proj(y), (conv, ssm)
 
     def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> State:
         """Zero conv window and SSM state; their size does not depend on `max_len`."""

@@ -29,7 +29,7 @@ from trials.mixers.base import State
 from trials.mixers.mamba import init_conv_, init_dt_bias_
 from trials.norm import RMSNorm
 from trials.ops import causal_conv1d, causal_conv1d_step, naive_rms_norm, ssd
-from trials.ops._memory import blocks
+from trials.ops._memory import join_segments, over_segments
 
 SSD_CHUNK = 64  # Q, the chunk length of the SSD's matrix form
 
@@ -96,23 +96,24 @@ class Mamba2(nn.Module):
         return self.out_proj(grouped.flatten(-2))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (B, L, d) -> (B, L, d), over segments of whole SSD chunks
-        (`trials.ops._memory.blocks`), each
-        starting from the conv window and SSM state the previous one ended with."""
-        batch, length, _ = x.shape
+        """x: (B, L, d) -> (B, L, d), over segments of whole SSD chunks (`over_segments`),
+        each starting from the conv window and SSM state the previous one ended with."""
         # the widest per-token tensors: in_proj's output and the SSD's (nh, Q) decay rows
         width = max(self.in_proj.out_features, self.n_heads * SSD_CHUNK)
-        conv = ssm = None
-        outputs = []
-        for start, end in blocks(length, 4 * batch * width, SSD_CHUNK):
-            z, xBC, dt = self._project(x[:, start:end])
-            xBC, conv = causal_conv1d(xBC, self.conv_weight, self.conv_bias, state=conv,
-                                      return_state=True, silu=True)  # (B, l, Cc)
-            x_ssm, dt, A, B, C = self._ssm_inputs(xBC, dt)
-            y, ssm = ssd(x_ssm, dt, A, B, C, D=self.D, h0=ssm, chunk_size=SSD_CHUNK,
-                         return_state=True)  # (B, l, nh, P)
-            outputs.append(self._output(y, z))
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        return join_segments(over_segments(x, 4 * x.shape[0] * width, self._segment,
+                                           SSD_CHUNK))
+
+    def _segment(self, x: Tensor, carried: tuple[Tensor, Tensor] | None
+                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One segment x: (B, l, d) from `carried` (conv window, SSM state; None: zeros)."""
+        conv, ssm = carried or (None, None)
+        z, xBC, dt = self._project(x)
+        xBC, conv = causal_conv1d(xBC, self.conv_weight, self.conv_bias, state=conv,
+                                  return_state=True, silu=True)  # (B, l, Cc)
+        x_ssm, dt, A, B, C = self._ssm_inputs(xBC, dt)
+        y, ssm = ssd(x_ssm, dt, A, B, C, D=self.D, h0=ssm, chunk_size=SSD_CHUNK,
+                     return_state=True)  # (B, l, nh, P)
+        return self._output(y, z), (conv, ssm)
 
     def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> State:
         """Zero conv window and SSM state; their size does not depend on `max_len`."""

@@ -11,7 +11,13 @@ A Mamba-2 training step at 4096 tokens (batch 8) spent as long in page faults as
 
 from __future__ import annotations
 
+from typing import Any, Callable, TypeVar
+
+import torch
+from torch import Tensor
+
 TEMP_BYTES = 24 * 2**20
+Out = TypeVar("Out")
 
 
 def blocks(length: int, bytes_per_step: int, multiple: int = 1) -> list[tuple[int, int]]:
@@ -21,3 +27,29 @@ def blocks(length: int, bytes_per_step: int, multiple: int = 1) -> list[tuple[in
     fit = TEMP_BYTES // max(1, bytes_per_step)
     size = max(multiple, fit // multiple * multiple)
     return [(start, min(start + size, length)) for start in range(0, length, size)]
+
+
+def over_segments(x: Tensor, bytes_per_step: int,
+                  segment: Callable[[Tensor, Any], tuple[Out, Any]],
+                  multiple: int = 1) -> list[Out]:
+    """A recurrent mixer's forward over segments of the sequence, within the memory rule.
+
+    x: (B, L, ...) is cut along L by `blocks(L, bytes_per_step, multiple)`; `segment(x_part,
+    carried) -> (output, carried)` runs on each in order, `carried` being what the previous
+    segment returned (None for the first: a zero state). Returns the outputs in order (join
+    tensors with `join_segments`).
+
+        x[:, 0:s1] -> segment -> out_0, state_1
+        x[:, s1:s2], state_1 -> segment -> out_1, state_2  ...
+    """
+    carried = None
+    outputs = []
+    for start, end in blocks(x.shape[1], bytes_per_step, multiple):
+        output, carried = segment(x[:, start:end], carried)
+        outputs.append(output)
+    return outputs
+
+
+def join_segments(parts: list[Tensor]) -> Tensor:
+    """Segment outputs (B, l, ...) as one sequence (B, L, ...); a lone segment uncopied."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)

@@ -33,12 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from search_spaces.errors import UserError
+
 SPLITS = {"train": 0, "test": 1}
 # Spawn key of task-level randomness that must not depend on the split (memorization's map).
 TASK_STREAM = 2
 
 
-class TaskError(ValueError):
+class TaskError(UserError):
     """A bad task setting or input; the message starts with the field it is about."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -35,7 +35,8 @@ from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from search_spaces.yaml_input import is_file, load_yaml, read_text, shorten
+from search_spaces.errors import UserError, shorten
+from search_spaces.yaml_input import is_file, load_yaml, read_text
 from trials.registry import Registry
 from trials.tasks.base import Task, TaskData, TaskError
 from trials.tasks.byte_lm import ByteLM
@@ -55,7 +56,7 @@ DIFFICULTIES = ("easy", "medium", "hard")
 DEFAULT_N_TRAIN, DEFAULT_N_TEST = 1024, 256
 
 
-class SuiteError(ValueError):
+class SuiteError(UserError):
     """A bad suite: one line naming the file (if any), the key and the value."""
 
 

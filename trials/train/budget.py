@@ -7,6 +7,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from search_spaces.errors import UserError
+
 # Peak learning rate by default. On `quick` at 200 steps, 1e-3 separated the attention presets
 # from the attention-free ones far more clearly than 3e-3, the earlier default (mean recall gap
 # +0.19 against +0.06): jamba and zamba learned in-context recall within 200 steps at 1e-3 and
@@ -14,7 +16,7 @@ from typing import Any
 DEFAULT_LR = 1e-3
 
 
-class BudgetError(ValueError):
+class BudgetError(UserError):
     """A budget setting that cannot work; the message names the field."""
 
 
