@@ -4,21 +4,25 @@ One call evaluates one trial:
 
     sample (pattern decisions, then dims)  ->  constraints set on the trial
       infeasible?       -> PRUNED at once, never trained, violations recorded
+      a promotion?      -> (successive halving, nas.halving) take its claim, train at its rung
+      already measured? -> the twin's values, marked duplicate_of (Optuna does not deduplicate);
+                           a duplicate takes no budget slot: `--n-trials` counts architectures
+      being trained?    -> wait for that trial (its architecture is claimed), then its values
       take a budget slot (nas.claims; waits while every slot is held by a running trial)
       budget reached?   -> PRUNED, marked surplus (two workers started the last trial at once)
-      already measured? -> the twin's values, marked duplicate_of (Optuna does not deduplicate)
-      being trained?    -> wait for that trial (its architecture is claimed), then its values
       otherwise         -> trials.run_trial on the suite, then the objective values
       candidate failed  -> FAIL with the reason (NaN loss, oom, ...): failure is a result too
 
 Everything the toolkit knows about a trial goes into its user attributes (plain JSON), so plain
 Optuna and optuna-dashboard read it: `pattern`, `arch`, `fingerprint`, `analytic`, `quality`,
 `loss`, `tasks`, `measured`, `device`, `precision`, `kernels`, `wall_seconds`, `failure`,
-`violations`, `duplicate_of`, `baseline`.
+`violations`, `duplicate_of`, `baseline`; with rungs also `rung`, `candidate`, `promoted_from`,
+`rung_scores`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Callable
@@ -28,6 +32,8 @@ from optuna.trial import TrialState
 
 from nas.claims import ARCH, Claims, unslotted
 from nas.definition import StudyDefinition
+from nas.halving import (CANDIDATE, PROMOTED_FROM, PROMOTION_TAKEN, RUNG, RUNG_SCORES,
+                         counts_toward_budget, promotion_key, rung_of, rung_scores)
 from nas.objectives import analytic_costs, decode_context
 
 
@@ -69,6 +75,7 @@ class Evaluator:
         self.objectives = definition.objective_list
         self.suite = definition.load_suite()
         self.budget = trial_budget(definition)
+        self.rungs = definition.rungs
         self._run = run
         self.patience = patience or (lambda call, *args, **kwargs: call(*args, **kwargs))
         self.idle = idle or (lambda: None)
@@ -93,13 +100,24 @@ class Evaluator:
             raise optuna.TrialPruned("infeasible: " + ", ".join(
                 f"{name} over by {value:.3g}" for name, value in candidate.violations.items()))
         claims = Claims(trial.study)
-        self._take_slot(trial, claims)
-        twin = self.patience(find_measured, trial.study, fingerprint, exclude=trial.number) \
-            or self._claim_arch(trial, claims, fingerprint)
-        if twin is not None:
-            return self._reuse(trial, twin)
+        rung, parent = 0, None
+        if self.rungs is not None and rung_of(trial) > 0:
+            rung = rung_of(trial)
+            parent = self._claim_promotion(trial, claims, rung)
+        else:
+            twin = self.patience(find_measured, trial.study, fingerprint,
+                                 exclude=trial.number) \
+                or self._claim_arch(trial, claims, fingerprint)
+            if twin is not None:
+                return self._reuse(trial, twin)
+            self._take_slot(trial, claims)
+            if self.rungs is not None:
+                self._set(trial, RUNG, 0)
+                self._set(trial, CANDIDATE, trial.number)
+        budget = self.budget if self.rungs is None else \
+            dataclasses.replace(self.budget, steps=self.rungs.steps[rung])
         try:
-            result = self._evaluate(arch)
+            result = self._evaluate(arch, budget)
         except (KeyboardInterrupt, SystemExit):
             # Lightning answers Ctrl-C inside `fit` with sys.exit(1), after setting SIGINT to be
             # ignored; both mean "interrupted": put Ctrl-C back and let Optuna fail the trial.
@@ -107,9 +125,16 @@ class Evaluator:
             self._set(trial, "interrupted", True)
             raise KeyboardInterrupt from None
         record = self._record(trial, result)
-        if result["status"] != "ok":
-            raise CandidateFailed(result["failure"])
-        return self._values(trial, analytic, record)
+        values = None
+        try:
+            if result["status"] != "ok":
+                raise CandidateFailed(result["failure"])
+            values = self._values(trial, analytic, record)
+        finally:
+            if self.rungs is not None:
+                self._set(trial, RUNG_SCORES, rung_scores(parent, budget.steps, self.objectives,
+                                                          values))
+        return values
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -117,8 +142,9 @@ class Evaluator:
         self.patience(trial.set_user_attr, key, value)
 
     def _take_slot(self, trial: optuna.Trial, claims: Claims) -> None:
-        """Hold one of the budget's slots before training (or reusing a twin, which counts as
-        measured too): the budget is never exceeded, however many workers start at once."""
+        """Hold one of the budget's slots before training a new architecture (a duplicate,
+        which reuses its twin's result, holds none and does not count): the budget is never
+        exceeded, however many workers start at once."""
         n_trials = self.definition.n_trials
         while True:
             trials = self.patience(trial.study.get_trials, deepcopy=False)
@@ -126,10 +152,25 @@ class Evaluator:
             if slots > 0 and self.patience(claims.take_slot, trial._trial_id, slots,
                                            trials) is not None:
                 return
-            if sum(1 for t in trials if is_measured(t)) >= n_trials:
+            if sum(1 for t in trials if counts_toward_budget(t)) >= n_trials:
                 self._set(trial, "surplus", True)
                 raise optuna.TrialPruned("surplus: the study reached its budget meanwhile")
             self._pause()  # every slot is held by a running trial, which may still die
+
+    def _claim_promotion(self, trial: optuna.Trial, claims: Claims,
+                         rung: int) -> optuna.trial.FrozenTrial:
+        """Hold the claim on this promotion (nas.halving); the trial it continues."""
+        attrs = trial.user_attrs
+        holder = self.patience(claims.take, promotion_key(rung - 1, attrs[CANDIDATE]),
+                               trial._trial_id)
+        if holder is not None:
+            self._set(trial, PROMOTION_TAKEN, True)
+            raise optuna.TrialPruned(f"promotion of candidate {attrs[CANDIDATE]} to rung {rung} "
+                                     f"is held by trial id {holder}")
+        storage = trial.study._storage
+        parent_id = self.patience(storage.get_trial_id_from_study_id_trial_number,
+                                  trial.study._study_id, attrs[PROMOTED_FROM])
+        return self.patience(storage.get_trial, parent_id)
 
     def _claim_arch(self, trial: optuna.Trial, claims: Claims,
                     fingerprint: str) -> optuna.trial.FrozenTrial | None:
@@ -148,12 +189,12 @@ class Evaluator:
         self.idle()
         time.sleep(self.poll_seconds)
 
-    def _evaluate(self, arch) -> dict[str, Any]:
+    def _evaluate(self, arch, budget) -> dict[str, Any]:
         if self._run is None:
             from trials.train import run_trial
 
             self._run = run_trial
-        result = self._run(arch, self.suite, self.budget, seed=self.definition.seed).to_dict()
+        result = self._run(arch, self.suite, budget, seed=self.definition.seed).to_dict()
         if result.get("device", "cpu") != "cpu":
             release_accelerator_memory()
         return result
@@ -230,9 +271,10 @@ def is_measured(trial: optuna.trial.FrozenTrial) -> bool:
 
 def find_measured(study: optuna.Study, fingerprint: str,
                   exclude: int | None = None) -> optuna.trial.FrozenTrial | None:
-    """The first measured trial of the architecture with this fingerprint, if any."""
+    """The first trial that measured the architecture with this fingerprint (at the first rung,
+    in a study with rungs), if any."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         if (trial.number != exclude and trial.user_attrs.get("fingerprint") == fingerprint
-                and "duplicate_of" not in trial.user_attrs and is_measured(trial)):
+                and counts_toward_budget(trial)):
             return trial
     return None
