@@ -97,9 +97,14 @@ def rung_results(trials: Sequence[FrozenTrial], rungs: Rungs,
 
 def promoted(claims: Claims, trials: Sequence[FrozenTrial], rungs: Rungs) -> list[set[int]]:
     """For each rung, the candidates whose promotion from it is claimed by a live trial (a
-    holder newer than `trials` counts as live)."""
+    holder newer than `trials` counts as live), or queued: a lost promotion that Optuna's retry
+    callback or `requeue_lost` queued again will take its claim over when it runs."""
     by_id = {trial._trial_id: trial for trial in trials}
     sets: list[set[int]] = [set() for _ in rungs.steps]
+    for trial in trials:
+        rung = rung_of(trial)
+        if 0 < rung < len(sets) and is_live(trial) and CANDIDATE in trial.user_attrs:
+            sets[rung - 1].add(trial.user_attrs[CANDIDATE])
     for key, holder in claims.values(PROMOTE).items():
         rung_text, _, candidate_text = key.removeprefix(PROMOTE).partition(":")
         if not (rung_text.isdigit() and candidate_text.isdigit()):
