@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.definition import StudyDefinition
 from nas.evaluate import is_measured
+from nas.halving import RUNG, default_rung, rung_counts, rung_of
 from nas.objectives import MAXIMIZE, Objective
 from nas.snapshot import ReadableStudy
 from nas.study import count_trials
@@ -33,10 +34,37 @@ def failure_kind(reason: str) -> str:
     return re.split(r" at step |: ", reason, maxsplit=1)[0]
 
 
-def pareto_front(study: ReadableStudy,
-                 trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
+def shown_rung(study: ReadableStudy, trials: list[FrozenTrial],
+               rung: int | None = None) -> int | None:
+    """The rung at which a study with rungs is compared (`rung`, checked, or by default the
+    highest one with enough candidates: nas.halving.default_rung); None for a plain study."""
+    rungs = StudyDefinition.from_attrs(study.user_attrs, study.study_name).rungs
+    if rungs is None:
+        if rung is not None:
+            raise ValueError(f"--rung {rung}: study {study.study_name!r} has no rungs "
+                             "(every candidate trained the full budget)")
+        return None
+    if rung is None:
+        return default_rung(trials, rungs)
+    if not 0 <= rung <= rungs.top:
+        raise ValueError(f"--rung {rung}: study {study.study_name!r} has rungs 0 to {rungs.top} "
+                         f"({', '.join(map(str, rungs.steps))} steps)")
+    return rung
+
+
+def rung_label(study: ReadableStudy, rung: int | None) -> str:
+    """`rung 2 of 0-2 (900 steps)`, or empty for a plain study."""
+    if rung is None:
+        return ""
+    rungs = StudyDefinition.from_attrs(study.user_attrs, study.study_name).rungs
+    return f"rung {rung} of 0-{rungs.top} ({rungs.steps[rung]} steps)"
+
+
+def pareto_front(study: ReadableStudy, trials: list[FrozenTrial] | None = None, *,
+                 rung: int | None = None) -> list[FrozenTrial]:
     """The non-dominated complete, feasible trials, by trial number. A duplicate (the same
     architecture measured once, its values reused) appears once, as the trial that measured it.
+    In a study with rungs only the candidates measured at one rung are compared (`shown_rung`).
 
     Computed here rather than with `study.best_trials`, which reads (and deep-copies) every
     trial again: `status` on a 1,000-trial study spent a third of its time there.
@@ -44,8 +72,10 @@ def pareto_front(study: ReadableStudy,
     import numpy as np
 
     trials = study.get_trials(deepcopy=False) if trials is None else trials
+    rung = shown_rung(study, trials, rung)
     candidates = [t for t in trials if t.state == TrialState.COMPLETE
                   and "duplicate_of" not in t.user_attrs
+                  and (rung is None or rung_of(t) == rung)
                   and all(value <= 0 for value in t.constraints.values())]
     if not candidates:
         return []
@@ -61,11 +91,13 @@ def pareto_front(study: ReadableStudy,
     return sorted(front, key=lambda trial: trial.number)
 
 
-def status(study: ReadableStudy) -> dict[str, Any]:
-    """Trials by state, failures by reason, throughput, the best per objective, the front."""
+def status(study: ReadableStudy, rung: int | None = None) -> dict[str, Any]:
+    """Trials by state, failures by reason, throughput, the best per objective, the front; in
+    a study with rungs, the candidates per rung, and the best and the front at one rung."""
     trials = study.get_trials(deepcopy=False)
     counts = count_trials(study, trials)
     definition = StudyDefinition.from_attrs(study.user_attrs, study.study_name)
+    rung = shown_rung(study, trials, rung)
     objectives = definition.objective_list
     measured = [t for t in trials if is_measured(t)]
     failures = Counter(failure_kind(t.user_attrs["failure"]) for t in trials
@@ -75,7 +107,8 @@ def status(study: ReadableStudy) -> dict[str, Any]:
     pruned = Counter("surplus (budget reached)" if t.user_attrs.get("surplus") else
                      next(iter(t.user_attrs.get("violations") or {"pruned": 0}))
                      for t in trials if t.state == TrialState.PRUNED)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE
+                and (rung is None or rung_of(t) == rung)]
     best = {}
     for index, objective in enumerate(objectives):
         if complete:
@@ -91,7 +124,12 @@ def status(study: ReadableStudy) -> dict[str, Any]:
         "training": training(definition, measured),
         "states": {name: sum(1 for t in trials if t.state.name.lower() == name)
                    for name in STATES},
-        "measured": counts.measured,
+        "measured": counts.distinct,
+        "evaluations": counts.measured,
+        "fidelity": None if rung is None else {
+            "rungs": list(definition.rungs.steps), "eta": definition.rungs.eta,
+            "candidates_per_rung": rung_counts(trials, definition.rungs),
+            "shown_rung": rung, "shown_steps": definition.rungs.steps[rung]},
         "distinct_architectures": len({t.user_attrs.get("fingerprint") for t in measured}),
         "duplicates": sum(1 for t in measured if "duplicate_of" in t.user_attrs),
         "failures": dict(failures.most_common()),
@@ -99,7 +137,7 @@ def status(study: ReadableStudy) -> dict[str, Any]:
         "pruned": dict(pruned.most_common()),
         "trials_per_hour": _per_hour(measured),
         "best": best,
-        "pareto_size": len(pareto_front(study, trials)),
+        "pareto_size": len(pareto_front(study, trials, rung=rung)),
         "baselines": {t.user_attrs["baseline"]: t.number for t in trials
                       if "baseline" in t.user_attrs and t.state == TrialState.COMPLETE},
     }
@@ -135,6 +173,8 @@ def trial_row(trial: FrozenTrial, objectives: tuple[Objective, ...]) -> dict[str
                            "pattern": attrs.get("pattern", "")}
     for index, objective in enumerate(objectives):
         row[objective.name] = trial.values[index] if trial.values else None
+    if RUNG in attrs:
+        row["rung"] = attrs[RUNG]
     row["baseline"] = attrs.get("baseline")
     row["duplicate_of"] = attrs.get("duplicate_of")
     row["failure"] = attrs.get("failure") or _pruned_reason(trial)

@@ -28,7 +28,7 @@ class SearchProgress:
     def __enter__(self) -> "SearchProgress":
         from nas.study import count_trials
 
-        self._done_at_start = count_trials(self.study).measured
+        self._done_at_start = count_trials(self.study).distinct
         if not self.quiet:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
@@ -62,7 +62,7 @@ class SearchProgress:
         if self._progress is not None:
             extra = (f"failed {counts.failed}  infeasible {counts.pruned}  "
                      f"running {counts.running}  front {len(pareto_front(self.study, trials))}")
-            self._progress.update(self._task, completed=min(counts.measured, self.n_trials),
+            self._progress.update(self._task, completed=min(counts.distinct, self.n_trials),
                                   extra=extra)
 
     def trial_done(self, study: Any, trial: Any) -> None:
@@ -90,7 +90,7 @@ class SearchProgress:
         from nas.study import count_trials
 
         counts = count_trials(self.study)
-        print(f"study {self.study.study_name!r}: {counts.measured}/{self.n_trials} measured "
+        print(f"study {self.study.study_name!r}: {counts.distinct}/{self.n_trials} measured "
               f"({counts.complete} complete, {counts.failed} failed), {counts.pruned} "
               f"infeasible, Pareto front {len(pareto_front(self.study))}; "
               f"{time.monotonic() - self._started:.1f} s", file=sys.stderr)

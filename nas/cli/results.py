@@ -13,6 +13,10 @@ from nas.cli.common import console, fail, human, user_errors
 from nas.cli.search import STORAGE_HELP
 
 
+RUNG_HELP = ("Successive halving: compare candidates at this rung (0 = the first; default: "
+             "the highest rung with at least 3 candidates).")
+
+
 def open_for_reading(name: str, storage: Optional[str]):
     """The study as one read (`nas.snapshot`): the reading commands need no live storage.
     Trials whose stored rows are damaged are named on stderr and left out."""
@@ -35,12 +39,16 @@ def warn_damaged(snapshot) -> None:
 def status(
     study_name: str = typer.Argument(..., metavar="NAME"),
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    rung: Optional[int] = typer.Option(None, "--rung", help=RUNG_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Trials by state, failures by reason, trials/hour, best per objective, front size."""
     from nas import report
 
-    summary = report.status(open_for_reading(study_name, storage))
+    try:
+        summary = report.status(open_for_reading(study_name, storage), rung)
+    except ValueError as error:
+        fail(str(error))
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
@@ -53,6 +61,13 @@ def status(
               + (f", {summary['trials_per_hour']:.1f} trials/hour"
                  if summary["trials_per_hour"] else ""))
     out.print(_training_line(summary["training"]))
+    fidelity = summary["fidelity"]
+    if fidelity:
+        per_rung = ", ".join(f"{steps} steps: {count}" for steps, count in
+                             zip(fidelity["rungs"], fidelity["candidates_per_rung"]))
+        out.print(f"successive halving, eta {fidelity['eta']}: candidates per rung {per_rung}; "
+                  f"{summary['evaluations']} evaluations. Best and front at rung "
+                  f"{fidelity['shown_rung']} ({fidelity['shown_steps']} steps)")
     for key, label in (("failures", "failed"), ("pruned", "infeasible"), ("lost", "re-run")):
         if summary[key]:
             out.print(f"{label}: " + ", ".join(f"{reason} x{count}"
@@ -118,6 +133,7 @@ def pareto(
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="Also draw the front to FILE.png "
                                        "(matplotlib) or FILE.html (plotly)."),
+    rung: Optional[int] = typer.Option(None, "--rung", help=RUNG_HELP),
     as_json: bool = typer.Option(False, "--json"),
     as_csv: bool = typer.Option(False, "--csv"),
 ) -> None:
@@ -126,8 +142,18 @@ def pareto(
 
     study = open_for_reading(study_name, storage)
     objectives = report.objectives_of(study)
-    rows = [report.trial_row(t, objectives) for t in report.pareto_front(study)]
-    _print_rows(rows, as_json, as_csv, f"Pareto front of {study_name}")
+    trials = study.get_trials(deepcopy=False)
+    try:
+        rung = report.shown_rung(study, trials, rung)
+    except ValueError as error:
+        fail(str(error))
+    rows = [report.trial_row(t, objectives) for t in report.pareto_front(study, trials,
+                                                                         rung=rung)]
+    where = report.rung_label(study, rung)
+    _print_rows(rows, as_json, as_csv, f"Pareto front of {study_name}" +
+                (f" at {where}" if where else ""))
+    if where and (as_json or as_csv):
+        print(f"Pareto front at {where}", file=sys.stderr)
     if plot:
         from nas.plots import PlotError, plot_front
 

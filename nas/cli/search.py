@@ -14,6 +14,8 @@ from nas.cli.common import LR_HELP, check_seed, fail, learning_rates, user_error
 from nas.cli.progress import SearchProgress
 
 CURVE_BATCHES = 4
+DEFAULT_STEPS = 100
+FIDELITIES = ("full", "sh")
 INTERRUPTED = 130  # the shell's code for Ctrl-C
 STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///hnas.db here)."
 OUTAGE_HELP = ("Seconds to wait for an unreachable study database before giving up "
@@ -35,7 +37,9 @@ def search(
     n_trials: Optional[int] = typer.Option(None, "--n-trials", help="The study's trial budget "
                                            "(default 20; grid: the space's size)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after S seconds."),
-    budget_steps: int = typer.Option(100, "--budget-steps", help="Training steps per task."),
+    budget_steps: Optional[int] = typer.Option(
+        None, "--budget-steps", help="Training steps per task (default 100; with --fidelity sh, "
+        "the last rung)."),
     budget_seconds: Optional[float] = typer.Option(None, "--budget-seconds",
                                                    help="Wall-time cap per task."),
     batch_size: int = typer.Option(32, "--batch-size"),
@@ -48,6 +52,15 @@ def search(
                                        "study although its space, suite or budget differ."),
     quiet: bool = typer.Option(False, "--quiet", help="A log line per trial, no progress bar."),
     outage_wait: Optional[float] = typer.Option(None, "--outage-wait", help=OUTAGE_HELP),
+    fidelity: str = typer.Option("full", "--fidelity", help="full: every candidate trains the "
+                                 "whole budget; sh: successive halving over --rungs."),
+    rungs: Optional[str] = typer.Option(None, "--rungs", help="--fidelity sh: budgets in steps, "
+                                        "such as 100,300,900 (the last is the full budget)."),
+    min_steps: Optional[int] = typer.Option(None, "--min-steps", help="--fidelity sh: the "
+                                            "first rung; rungs grow by --eta up to "
+                                            "--budget-steps."),
+    eta: Optional[int] = typer.Option(None, "--eta", help="--fidelity sh: the top 1/eta of a "
+                                      "rung is promoted (default 3)."),
 ) -> None:
     """Search a space: sample candidates, train them briefly, record every result."""
     from nas.definition import StudyDefinition, toolkit_versions
@@ -68,12 +81,17 @@ def search(
         fail(f"--n-trials: expected at least 1, got {n_trials}")
     if n_trials is None:
         n_trials = _grid_size(space) if sampler == "grid" else 20
-    task_suite, budget = _suite_and_budget(suite, budget_steps, budget_seconds, batch_size, lr)
+    schedule = _rungs(fidelity, rungs, min_steps, eta, budget_steps)
+    if schedule is not None:
+        budget_steps = schedule.full_steps
+    task_suite, budget = _suite_and_budget(suite, budget_steps or DEFAULT_STEPS, budget_seconds,
+                                           batch_size, lr)
     definition = StudyDefinition(
         space_yaml=space.to_yaml(), space_fingerprint=space.fingerprint(),
         suite=task_suite.to_dict(), suite_fingerprint=task_suite.fingerprint(),
         budget=budget.to_dict(), objectives=objectives, sampler=sampler, n_trials=n_trials,
-        seed=seed, baselines=names, versions=toolkit_versions())
+        seed=seed, baselines=names, versions=toolkit_versions(),
+        fidelity=None if schedule is None else schedule.to_dict())
     name = study_name or space.name or "hnas"
     url = storage or default_url()
     patience = _patience(outage_wait)
@@ -144,6 +162,26 @@ def worker(
         fail(str(error))
     except KeyboardInterrupt:
         _interrupted(study_name, storage)
+
+
+def _rungs(fidelity: str, rungs: Optional[str], min_steps: Optional[int], eta: Optional[int],
+           budget_steps: Optional[int]):
+    """The successive-halving rungs of `--fidelity sh`, or None for `--fidelity full`."""
+    from nas.rungs import RungError, parse_rungs
+
+    if fidelity not in FIDELITIES:
+        fail(f"--fidelity {fidelity!r}: unknown (valid: {', '.join(FIDELITIES)})")
+    if fidelity == "full":
+        given = [flag for flag, value in (("--rungs", rungs), ("--min-steps", min_steps),
+                                          ("--eta", eta)) if value is not None]
+        if given:
+            fail(f"{given[0]}: only with --fidelity sh")
+        return None
+    try:
+        return parse_rungs(rungs, min_steps=min_steps, eta=eta, max_steps=budget_steps if
+                           rungs is not None else budget_steps or DEFAULT_STEPS)
+    except RungError as error:
+        fail(str(error))
 
 
 def _patience(outage_wait: Optional[float]):

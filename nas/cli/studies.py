@@ -39,10 +39,10 @@ def studies(storage: Optional[str] = typer.Option(None, "--storage", help=STORAG
         if isinstance(budget, bool) or not isinstance(budget, int):
             budget = None  # not an hnas study, or a damaged attribute (`status` says which)
         state = ("running" if counts.running else
-                 "done" if budget is not None and counts.measured >= budget else "open")
+                 "done" if budget is not None and counts.distinct >= budget else "open")
         started = min((t.datetime_start for t in study.trials if t.datetime_start), default=None)
         table.add_row(study.study_name, shorten(str(attrs.get("objectives", "-")), 60),
-                      str(counts.measured), str(budget if budget is not None else "-"),
+                      str(counts.distinct), str(budget if budget is not None else "-"),
                       str(counts.running), state,
                       f"{started:%Y-%m-%d %H:%M}" if started else "-")
     console().print(table)

@@ -1,0 +1,116 @@
+"""How far a study's low budget predicts its high one: rank correlations read from its trials.
+
+    study with rungs     for each pair of consecutive rungs (r, r+1), every measured objective:
+                         the candidates complete at both rungs, their values at r against r+1
+    plain study          learning-curve points: the suite-weighted test accuracy (and loss) at
+                         curve step k against the trial's final quality (and loss), over the
+                         trials whose every task has a point at k
+
+Each row gives Spearman's rho, Kendall's tau-b (nas.ranking) and the count n they rest on; a
+count under 3 gives NaN, not a number that looks like evidence. Curve points score a few test
+batches (`hnas search` records them on 4), the final score the whole test set, so a plain
+study's figures include that noise too. Reads only; torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.definition import StudyDefinition
+from nas.halving import CANDIDATE, rung_of
+from nas.ranking import kendall_tau, spearman
+
+MIN_PAIRS = 3
+
+
+@dataclass(frozen=True)
+class Agreement:
+    low: int  # steps of the cheap score
+    high: int  # steps of the score it should predict
+    objective: str
+    n: int
+    spearman: float
+    kendall: float
+    source: str  # "rungs" or "curve"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def agreements(study: Any) -> list[Agreement]:
+    """The rows of `hnas fidelity` for an `optuna.Study` or a `StudySnapshot`."""
+    definition = StudyDefinition.from_attrs(study.user_attrs, study.study_name)
+    trials = [t for t in study.get_trials(deepcopy=False)
+              if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    if definition.rungs is not None:
+        return _rung_agreements(definition, trials)
+    return _curve_agreements(definition, trials)
+
+
+def _row(low: int, high: int, objective: str, xs: list[float], ys: list[float],
+         source: str) -> Agreement:
+    if len(xs) < MIN_PAIRS:
+        return Agreement(low, high, objective, len(xs), math.nan, math.nan, source)
+    return Agreement(low, high, objective, len(xs), spearman(xs, ys), kendall_tau(xs, ys), source)
+
+
+def _rung_agreements(definition: StudyDefinition, trials: list[FrozenTrial]) -> list[Agreement]:
+    rungs = definition.rungs
+    by_rung: list[dict[int, FrozenTrial]] = [{} for _ in rungs.steps]
+    for trial in trials:
+        rung = rung_of(trial)
+        if rung < len(by_rung) and CANDIDATE in trial.user_attrs:
+            by_rung[rung][trial.user_attrs[CANDIDATE]] = trial
+    rows = []
+    measured = [(index, o) for index, o in enumerate(definition.objective_list) if o.measured]
+    for rung in range(rungs.top):
+        both = sorted(set(by_rung[rung]) & set(by_rung[rung + 1]))
+        for index, objective in measured:
+            rows.append(_row(rungs.steps[rung], rungs.steps[rung + 1], objective.name,
+                             [by_rung[rung][c].values[index] for c in both],
+                             [by_rung[rung + 1][c].values[index] for c in both], "rungs"))
+    return rows
+
+
+def curve_score(trial: FrozenTrial, weights: dict[str, float],
+                step: int) -> dict[str, float] | None:
+    """Suite-weighted accuracy and loss of the trial's curve points at `step`, or None when a
+    task has no point there."""
+    tasks = trial.user_attrs.get("tasks") or {}
+    points = {}
+    for name in weights:
+        point = next((p for p in (tasks.get(name) or {}).get("curve") or []
+                      if p.get("step") == step), None)
+        if point is None:
+            return None
+        points[name] = point
+    total = sum(weights.values())
+    return {key: sum(weights[name] * points[name][key] for name in weights) / total
+            for key in ("accuracy", "loss")}
+
+
+def _curve_agreements(definition: StudyDefinition, trials: list[FrozenTrial]) -> list[Agreement]:
+    weights = {task["name"]: float(task.get("weight", 1.0))
+               for task in definition.suite.get("tasks", [])}
+    steps = sorted({point["step"] for trial in trials
+                    for task in (trial.user_attrs.get("tasks") or {}).values()
+                    for point in task.get("curve") or [] if isinstance(point.get("step"), int)})
+    final = definition.budget.get("steps")
+    rows = []
+    for objective, key in (("quality", "accuracy"), ("loss", "loss")):
+        finals = {t.number: t.user_attrs.get(objective) for t in trials}
+        for step in steps:
+            if final is not None and step >= final:
+                continue
+            xs, ys = [], []
+            for trial in trials:
+                score = curve_score(trial, weights, step)
+                if score is not None and isinstance(finals[trial.number], (int, float)):
+                    xs.append(score[key])
+                    ys.append(finals[trial.number])
+            rows.append(_row(step, final, objective, xs, ys, "curve"))
+    return rows
