@@ -101,13 +101,15 @@ class Ours:
         self.blocks.append(1000 * seconds / max(1, trials))
 
     def summary(self) -> dict:
+        from nas.record import TrialRecord
         from nas.study import count_trials
 
         counts = count_trials(self.study)
         trials = self.study.get_trials(deepcopy=False)
         self.storage.engine.dispose()
         return {"measured": counts.measured, "pruned": counts.pruned,
-                "duplicates": sum("duplicate_of" in t.user_attrs for t in trials),
+                "duplicates": sum(TrialRecord.from_frozen_trial(t).duplicate_of is not None
+                                  for t in trials),
                 "mean_params": statistics.mean(len(t.params) for t in trials)}
 
 

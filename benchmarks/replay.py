@@ -95,9 +95,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(RESULTS), help=f"results file (default {RESULTS})")
     parser.add_argument("--rungs", default=",".join(map(str, RUNGS)),
                         help="rung budgets in steps (default 30,90,270)")
+    parser.add_argument("--eta", type=int, default=3, help="simulate: promotion factor")
+    parser.add_argument("--workers", type=int, default=4, help="simulate: K workers")
+    parser.add_argument("--seeds", type=int, default=30, help="simulate: seeds per strategy")
+    parser.add_argument("--budget-fraction", type=float, default=0.5,
+                        help="simulate: compute cap as a fraction of training the whole table "
+                             "at the full budget (default 0.5)")
+    parser.add_argument("--strategies", default="random-full,nsga2-full,sh-random,sh-nsga2,"
+                        "sh-tpe", help="simulate: comma-separated")
+    parser.add_argument("--continue-cost", action="store_true",
+                        help="simulate: a promotion costs only the steps beyond the rung below "
+                             "(exact continuation) instead of a retrain")
+    parser.add_argument("--plot", metavar="PNG", help="simulate: hypervolume against compute")
+    parser.add_argument("--table", metavar="TXT", help="simulate: write the table here too")
     args = parser.parse_args(argv)
     try:
         args.rungs = tuple(int(part) for part in args.rungs.split(","))
+        args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
         if args.mode == "record":
             record(args)
         else:

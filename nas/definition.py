@@ -31,6 +31,35 @@ class DefinitionError(ValueError):
     """A study definition that cannot be used, or one that clashes with the stored one."""
 
 
+# The parts of a definition that make it another experiment (`Change.field`).
+SPACE, SUITE, BUDGET, OBJECTIVES = "space", "suite", "budget", "objectives"
+RUNGS = "rungs"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One way a definition differs from the stored one: the space (old and new
+    fingerprints), the suite (old and new names; equal names: its tasks changed), the budget
+    (the differing entries only) or the objectives (old and new lists)."""
+
+    field: str  # SPACE, SUITE, BUDGET, RUNGS or OBJECTIVES
+    old: Any
+    new: Any
+
+
+class DefinitionChanged(DefinitionError):
+    """An existing study was opened with a different definition. `changes` says how (the CLI
+    formats them); `fixed`: one of them can never be accepted (the objectives: Optuna fixes
+    the directions), so `--allow-changes` would not help."""
+
+    def __init__(self, study: str, changes: tuple[Change, ...]) -> None:
+        self.study = study
+        self.changes = changes
+        self.fixed = any(change.field == OBJECTIVES for change in changes)
+        super().__init__(f"study {study!r} exists with a different "
+                         + ", ".join(change.field for change in changes))
+
+
 @dataclass(frozen=True)
 class StudyDefinition:
     space_yaml: str
@@ -82,6 +111,11 @@ class StudyDefinition:
         of a small space measures each architecture at most once and then stops."""
         size = self.space().size()
         return self.n_trials if size is None else min(self.n_trials, size)
+
+    def task_weights(self) -> dict[str, float]:
+        """Each task's weight in the suite's quality, read from the stored suite (no torch)."""
+        return {task["name"]: float(task.get("weight", 1.0))
+                for task in self.suite.get("tasks", [])}
 
     def space(self):
         from search_spaces import SearchSpace
@@ -142,31 +176,39 @@ class StudyDefinition:
                 raise DefinitionError(f"study {study_name!r}: its stored {what} cannot be "
                                       f"used: {reason}") from None
 
+    def resumable_attrs(self) -> dict[str, Any]:
+        """The attributes anyone continuing the study may change: the trial budget and the
+        sampler (neither changes what a trial measures)."""
+        return {"n_trials": self.n_trials, "sampler": self.sampler}
+
     def with_trials(self, n_trials: int) -> "StudyDefinition":
         return StudyDefinition(**{**asdict(self), "baselines": self.baselines,
                                   "n_trials": n_trials})
 
     # -- comparing --------------------------------------------------------------------------------
 
-    def changes_from(self, stored: "StudyDefinition") -> list[str]:
+    def changes_from(self, stored: "StudyDefinition") -> tuple[Change, ...]:
         """What makes this definition a different experiment from `stored` (empty: the same)."""
         changes = []
         if self.space_fingerprint != stored.space_fingerprint:
-            changes.append("the search space")
+            changes.append(Change(SPACE, stored.space_fingerprint, self.space_fingerprint))
         if self.suite_fingerprint != stored.suite_fingerprint:
-            changes.append(f"the suite ({stored.suite.get('name')} -> {self.suite.get('name')})"
-                           if self.suite.get("name") != stored.suite.get("name") else
-                           "the suite's tasks")
+            changes.append(Change(SUITE, stored.suite.get("name"), self.suite.get("name")))
         if _comparable(self.budget) != _comparable(stored.budget):
             keys = sorted(k for k in set(self.budget) | set(stored.budget)
                           if self.budget.get(k) != stored.budget.get(k))
-            changes.append("the budget (" + ", ".join(
-                f"{k} {stored.budget.get(k)} -> {self.budget.get(k)}" for k in keys) + ")")
+            changes.append(Change(BUDGET, {k: stored.budget.get(k) for k in keys},
+                                  {k: self.budget.get(k) for k in keys}))
         if self.rungs != stored.rungs:
-            changes.append(f"the rungs ({_rungs_text(stored.rungs)} -> {_rungs_text(self.rungs)})")
+            changes.append(Change(RUNGS, _rungs_text(stored.rungs), _rungs_text(self.rungs)))
         if format_objectives(self.objective_list) != format_objectives(stored.objective_list):
-            changes.append(f"the objectives ({stored.objectives} -> {self.objectives})")
-        return changes
+            changes.append(Change(OBJECTIVES, stored.objectives, self.objectives))
+        return tuple(changes)
+
+
+def baselines_attrs(names: list[str]) -> dict[str, Any]:
+    """The study attribute naming every baseline enqueued (added to as a study goes on)."""
+    return {"baselines": sorted(names)}
 
 
 def _rungs_text(rungs: Rungs | None) -> str:

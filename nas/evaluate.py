@@ -14,10 +14,8 @@ One call evaluates one trial:
       candidate failed  -> FAIL with the reason (NaN loss, oom, ...): failure is a result too
 
 Everything the toolkit knows about a trial goes into its user attributes (plain JSON), so plain
-Optuna and optuna-dashboard read it: `pattern`, `arch`, `fingerprint`, `analytic`, `quality`,
-`loss`, `tasks`, `measured`, `device`, `precision`, `kernels`, `wall_seconds`, `failure`,
-`violations`, `duplicate_of`, `baseline`; with rungs also `rung`, `candidate`, `promoted_from`,
-`rung_scores`.
+Optuna and optuna-dashboard read it; `nas.record.TrialRecord` is their schema (with rungs, its
+`rung`, `candidate`, `promoted_from` and `rung_scores`: nas.halving).
 """
 
 from __future__ import annotations
@@ -32,23 +30,19 @@ from optuna.trial import TrialState
 
 from nas.claims import ARCH, Claims, unslotted
 from nas.definition import StudyDefinition
-from nas.halving import (CANDIDATE, PROMOTED_FROM, PROMOTION_TAKEN, RUNG, RUNG_SCORES,
-                         counts_toward_budget, promotion_key, rung_of, rung_scores)
+from nas.halving import counts_toward_budget, promotion_key, rung_of, rung_scores
 from nas.objectives import analytic_costs, decode_context
+from nas.record import TrainedResult, TrialRecord
+from search_spaces.space.space import InvalidCandidate
 
 
 class CandidateFailed(Exception):
     """The candidate could not be evaluated (its trial is recorded as FAIL with the reason)."""
 
 
-# User attributes copied from a measured trial to its duplicates.
-MEASURED_ATTRS = ("quality", "loss", "tasks", "measured", "device", "precision", "kernels",
-                  "failure")
-
-
 def trial_budget(definition: StudyDefinition):
     """The training budget, with decoding timed where an objective needs it."""
-    from trials.train import Budget
+    from trials.train import Budget  # torch and Lightning: the reading commands import us
 
     budget = definition.load_budget()
     context = decode_context(definition.objective_list)
@@ -82,21 +76,18 @@ class Evaluator:
         self.poll_seconds = poll_seconds
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        from search_spaces.space.space import InvalidCandidate
-
         try:
             candidate = self.patience(self.space.sample, trial)
         except InvalidCandidate as error:
-            self._set(trial, "violations", {"invalid": str(error)})
+            self._write(trial, TrialRecord(violations={"invalid": str(error)}))
             raise optuna.TrialPruned(f"invalid candidate: {error}") from None
         arch = candidate.arch
         fingerprint = arch.fingerprint()
         analytic = analytic_costs(arch, self.objectives)
-        for key, value in (("pattern", arch.pattern), ("arch", arch.to_dict()),
-                           ("fingerprint", fingerprint), ("analytic", analytic)):
-            self._set(trial, key, value)
+        self._write(trial, TrialRecord(pattern=arch.pattern, arch=arch.to_dict(),
+                                       fingerprint=fingerprint, analytic=analytic))
         if not candidate.feasible:
-            self._set(trial, "violations", candidate.violations)
+            self._write(trial, TrialRecord(violations=candidate.violations))
             raise optuna.TrialPruned("infeasible: " + ", ".join(
                 f"{name} over by {value:.3g}" for name, value in candidate.violations.items()))
         claims = Claims(trial.study)
@@ -112,34 +103,40 @@ class Evaluator:
                 return self._reuse(trial, twin)
             self._take_slot(trial, claims)
             if self.rungs is not None:
-                self._set(trial, RUNG, 0)
-                self._set(trial, CANDIDATE, trial.number)
+                self._write(trial, TrialRecord(rung=0, candidate=trial.number))
         budget = self.budget if self.rungs is None else \
             dataclasses.replace(self.budget, steps=self.rungs.steps[rung])
         try:
             result = self._evaluate(arch, budget)
         except (KeyboardInterrupt, SystemExit):
             # Lightning answers Ctrl-C inside `fit` with sys.exit(1), after setting SIGINT to be
-            # ignored; both mean "interrupted": put Ctrl-C back and let Optuna fail the trial.
+            # ignored; both mean Ctrl-C: put Ctrl-C back and let Optuna fail the trial.
             _restore_ctrl_c()
-            self._set(trial, "interrupted", True)
+            self._write(trial, TrialRecord(interrupted=True))
             raise KeyboardInterrupt from None
-        record = self._record(trial, result)
+        weights = {entry.name: entry.weight for entry in self.suite}
+        record = TrialRecord(result=TrainedResult.from_trial_result(result, weights),
+                             wall_seconds=result.wall_seconds)
         values = None
-        try:
-            if result["status"] != "ok":
-                raise CandidateFailed(result["failure"])
-            values = self._values(trial, analytic, record)
-        finally:
-            if self.rungs is not None:
-                self._set(trial, RUNG_SCORES, rung_scores(parent, budget.steps, self.objectives,
-                                                          values))
+        if result.ok:
+            values = self._values(analytic, record.result)
+            bad = [o.name for o, v in zip(self.objectives, values) if not math.isfinite(v)]
+            if bad:
+                record, values = record.with_failure(f"non-finite objective {', '.join(bad)}"), None
+        if self.rungs is not None:
+            record = dataclasses.replace(record, rung_scores=rung_scores(
+                parent, budget.steps, self.objectives, values))
+        self._write(trial, record)
+        if record.failure is not None:
+            raise CandidateFailed(record.failure)
         return values
 
     # -- steps --------------------------------------------------------------------------------
 
-    def _set(self, trial: optuna.Trial, key: str, value: Any) -> None:
-        self.patience(trial.set_user_attr, key, value)
+    def _write(self, trial: optuna.Trial, record: TrialRecord) -> None:
+        """Store the keys this (partial) record has; each write is one storage call."""
+        for key, value in record.to_user_attrs().items():
+            self.patience(trial.set_user_attr, key, value)
 
     def _take_slot(self, trial: optuna.Trial, claims: Claims) -> None:
         """Hold one of the budget's slots before training a new architecture (a duplicate,
@@ -153,23 +150,23 @@ class Evaluator:
                                            trials) is not None:
                 return
             if sum(1 for t in trials if counts_toward_budget(t)) >= n_trials:
-                self._set(trial, "surplus", True)
+                self._write(trial, TrialRecord(surplus=True))
                 raise optuna.TrialPruned("surplus: the study reached its budget meanwhile")
             self._pause()  # every slot is held by a running trial, which may still die
 
     def _claim_promotion(self, trial: optuna.Trial, claims: Claims,
                          rung: int) -> optuna.trial.FrozenTrial:
         """Hold the claim on this promotion (nas.halving); the trial it continues."""
-        attrs = trial.user_attrs
-        holder = self.patience(claims.take, promotion_key(rung - 1, attrs[CANDIDATE]),
+        record = TrialRecord.from_user_attrs(trial.user_attrs)
+        holder = self.patience(claims.take, promotion_key(rung - 1, record.candidate),
                                trial._trial_id)
         if holder is not None:
-            self._set(trial, PROMOTION_TAKEN, True)
-            raise optuna.TrialPruned(f"promotion of candidate {attrs[CANDIDATE]} to rung {rung} "
+            self._write(trial, TrialRecord(promotion_taken=True))
+            raise optuna.TrialPruned(f"promotion of candidate {record.candidate} to rung {rung} "
                                      f"is held by trial id {holder}")
         storage = trial.study._storage
         parent_id = self.patience(storage.get_trial_id_from_study_id_trial_number,
-                                  trial.study._study_id, attrs[PROMOTED_FROM])
+                                  trial.study._study_id, record.promoted_from)
         return self.patience(storage.get_trial, parent_id)
 
     def _claim_arch(self, trial: optuna.Trial, claims: Claims,
@@ -181,7 +178,7 @@ class Evaluator:
             if holder is None:
                 return None
             twin = self.patience(trial.study._storage.get_trial, holder)
-            if is_measured(twin) and "duplicate_of" not in twin.user_attrs:
+            if is_measured(twin) and TrialRecord.from_frozen_trial(twin).duplicate_of is None:
                 return twin
             self._pause()  # running elsewhere: its result, or its death, will come
 
@@ -189,55 +186,25 @@ class Evaluator:
         self.idle()
         time.sleep(self.poll_seconds)
 
-    def _evaluate(self, arch, budget) -> dict[str, Any]:
+    def _evaluate(self, arch, budget):
+        """The candidate's `trials.TrialResult` at `budget`."""
         if self._run is None:
-            from trials.train import run_trial
+            from trials.train import run_trial  # Lightning: loaded by the first trial to train
 
             self._run = run_trial
-        result = self._run(arch, self.suite, budget, seed=self.definition.seed).to_dict()
-        if result.get("device", "cpu") != "cpu":
+        result = self._run(arch, self.suite, budget, seed=self.definition.seed)
+        if result.device != "cpu":
             release_accelerator_memory()
         return result
 
-    def _record(self, trial: optuna.Trial, result: dict[str, Any]) -> dict[str, Any]:
-        weights = {entry.name: entry.weight for entry in self.suite}
-        losses = [(weights.get(name, 1.0), task["metrics"]["loss"])
-                  for name, task in result["tasks"].items() if "loss" in task["metrics"]]
-        total = sum(weight for weight, _ in losses)
-        record = {
-            "quality": result["quality"],
-            "loss": sum(w * loss for w, loss in losses) / total if total else None,
-            "tasks": {name: {"metrics": task["metrics"], "steps": task["steps"],
-                             "tokens_per_s": task["tokens_per_s"], "curve": task["curve"],
-                             "failure": task["failure"], "lr": task.get("lr"),
-                             "sweep": task.get("sweep", [])}
-                      for name, task in result["tasks"].items()},
-            "measured": result["measured"], "device": result["device"],
-            "precision": result["precision"], "kernels": result["kernels"],
-            "wall_seconds": result["wall_seconds"], "failure": result["failure"],
-        }
-        for key, value in record.items():
-            self._set(trial, key, value)
-        return record
-
-    def _values(self, trial: optuna.Trial, analytic: dict[str, float],
-                record: dict[str, Any]) -> tuple[float, ...]:
-        values = tuple(objective.value(analytic, record) for objective in self.objectives)
-        bad = [o.name for o, v in zip(self.objectives, values) if not math.isfinite(v)]
-        if bad:
-            reason = f"non-finite objective {', '.join(bad)}"
-            self._set(trial, "failure", reason)
-            raise CandidateFailed(reason)
-        return values
+    def _values(self, analytic: dict[str, float], result: TrainedResult) -> tuple[float, ...]:
+        return tuple(objective.value(analytic, result) for objective in self.objectives)
 
     def _reuse(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> tuple[float, ...]:
-        self._set(trial, "duplicate_of", twin.number)
-        for key in MEASURED_ATTRS:
-            if key in twin.user_attrs:
-                self._set(trial, key, twin.user_attrs[key])
+        result = TrialRecord.from_frozen_trial(twin).result
+        self._write(trial, TrialRecord(result=result, duplicate_of=twin.number))
         if twin.state == TrialState.FAIL:
-            raise CandidateFailed(f"{twin.user_attrs['failure']} (duplicate of trial "
-                                  f"{twin.number})")
+            raise CandidateFailed(f"{result.failure} (duplicate of trial {twin.number})")
         return tuple(twin.values)
 
 
@@ -266,7 +233,7 @@ def is_measured(trial: optuna.trial.FrozenTrial) -> bool:
     """A finished evaluation: complete, or failed for a reason of the candidate's own (not a
     dead worker or Ctrl-C, whose trials are run again)."""
     return trial.state == TrialState.COMPLETE or (
-        trial.state == TrialState.FAIL and "failure" in trial.user_attrs)
+        trial.state == TrialState.FAIL and TrialRecord.from_frozen_trial(trial).has_result)
 
 
 def find_measured(study: optuna.Study, fingerprint: str,
@@ -274,7 +241,8 @@ def find_measured(study: optuna.Study, fingerprint: str,
     """The first trial that measured the architecture with this fingerprint (at the first rung,
     in a study with rungs), if any."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        if (trial.number != exclude and trial.user_attrs.get("fingerprint") == fingerprint
+        record = TrialRecord.from_frozen_trial(trial)
+        if (trial.number != exclude and record.fingerprint == fingerprint
                 and counts_toward_budget(trial)):
             return trial
     return None

@@ -21,8 +21,9 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.definition import StudyDefinition
-from nas.halving import CANDIDATE, rung_of
+from nas.halving import candidate_of, is_duplicate, rung_of
 from nas.ranking import kendall_tau, spearman
+from nas.record import LOSS, QUALITY, TrialRecord
 
 MIN_PAIRS = 3
 
@@ -45,7 +46,7 @@ def agreements(study: Any) -> list[Agreement]:
     """The rows of `hnas fidelity` for an `optuna.Study` or a `StudySnapshot`."""
     definition = StudyDefinition.from_attrs(study.user_attrs, study.study_name)
     trials = [t for t in study.get_trials(deepcopy=False)
-              if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+              if t.state == TrialState.COMPLETE and not is_duplicate(t)]
     if definition.rungs is not None:
         return _rung_agreements(definition, trials)
     return _curve_agreements(definition, trials)
@@ -63,8 +64,9 @@ def _rung_agreements(definition: StudyDefinition, trials: list[FrozenTrial]) -> 
     by_rung: list[dict[int, FrozenTrial]] = [{} for _ in rungs.steps]
     for trial in trials:
         rung = rung_of(trial)
-        if rung < len(by_rung) and CANDIDATE in trial.user_attrs:
-            by_rung[rung][trial.user_attrs[CANDIDATE]] = trial
+        candidate = candidate_of(trial)
+        if rung < len(by_rung) and candidate is not None:
+            by_rung[rung][candidate] = trial
     rows = []
     measured = [(index, o) for index, o in enumerate(definition.objective_list) if o.measured]
     for rung in range(rungs.top):
@@ -76,41 +78,41 @@ def _rung_agreements(definition: StudyDefinition, trials: list[FrozenTrial]) -> 
     return rows
 
 
-def curve_score(trial: FrozenTrial, weights: dict[str, float],
+def curve_score(record: TrialRecord, weights: dict[str, float],
                 step: int) -> dict[str, float] | None:
     """Suite-weighted accuracy and loss of the trial's curve points at `step`, or None when a
     task has no point there."""
-    tasks = trial.user_attrs.get("tasks") or {}
+    tasks = record.result.tasks if record.result is not None else {}
     points = {}
     for name in weights:
-        point = next((p for p in (tasks.get(name) or {}).get("curve") or []
+        point = next((p for p in (tasks[name].curve if name in tasks else [])
                       if p.get("step") == step), None)
         if point is None:
             return None
         points[name] = point
     total = sum(weights.values())
     return {key: sum(weights[name] * points[name][key] for name in weights) / total
-            for key in ("accuracy", "loss")}
+            for key in ("accuracy", LOSS)}
 
 
 def _curve_agreements(definition: StudyDefinition, trials: list[FrozenTrial]) -> list[Agreement]:
-    weights = {task["name"]: float(task.get("weight", 1.0))
-               for task in definition.suite.get("tasks", [])}
-    steps = sorted({point["step"] for trial in trials
-                    for task in (trial.user_attrs.get("tasks") or {}).values()
-                    for point in task.get("curve") or [] if isinstance(point.get("step"), int)})
+    weights = definition.task_weights()
+    records = [TrialRecord.from_frozen_trial(t) for t in trials]
+    records = [r for r in records if r.result is not None]
+    steps = sorted({point["step"] for record in records for task in record.result.tasks.values()
+                    for point in task.curve if isinstance(point.get("step"), int)})
     final = definition.budget.get("steps")
     rows = []
-    for objective, key in (("quality", "accuracy"), ("loss", "loss")):
-        finals = {t.number: t.user_attrs.get(objective) for t in trials}
+    for objective, key in ((QUALITY, "accuracy"), (LOSS, LOSS)):
         for step in steps:
             if final is not None and step >= final:
                 continue
             xs, ys = [], []
-            for trial in trials:
-                score = curve_score(trial, weights, step)
-                if score is not None and isinstance(finals[trial.number], (int, float)):
+            for record in records:
+                score = curve_score(record, weights, step)
+                end = getattr(record.result, objective)
+                if score is not None and isinstance(end, (int, float)):
                     xs.append(score[key])
-                    ys.append(finals[trial.number])
+                    ys.append(end)
             rows.append(_row(step, final, objective, xs, ys, "curve"))
     return rows

@@ -37,15 +37,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.claims import Claims, is_live
+from nas.record import TrialRecord
 from nas.rungs import Rungs, next_promotion
 
-# Trial user attributes of a study with rungs.
-RUNG = "rung"  # index of the rung this trial trained at
-CANDIDATE = "candidate"  # trial number of the candidate's rung-0 trial
-PROMOTED_FROM = "promoted_from"  # trial number of the rung below, for a promotion
-RUNG_SCORES = "rung_scores"  # {"<steps>": {"<objective>": value}} at every rung so far
-PROMOTION_TAKEN = "promotion_taken"  # a pruned promotion: another trial holds its claim
-CARRIED = (RUNG, CANDIDATE, PROMOTED_FROM)  # what a re-run of a lost promotion keeps
 PROMOTE = "hnas:promote:"  # claim key prefix: hnas:promote:<rung>:<candidate>
 MIN_FRONT_CANDIDATES = 3  # a rung with fewer measured candidates is not shown by default
 
@@ -56,8 +50,17 @@ def promotion_key(rung: int, candidate: int) -> str:
 
 def rung_of(trial: FrozenTrial) -> int:
     """The rung a trial trained at (0 for a plain study's trials and for new candidates)."""
-    rung = trial.user_attrs.get(RUNG, 0)
-    return rung if isinstance(rung, int) and not isinstance(rung, bool) else 0
+    return TrialRecord.from_frozen_trial(trial).rung or 0
+
+
+def candidate_of(trial: FrozenTrial) -> int | None:
+    """The candidate a trial measured (None: a plain study's trial or a duplicate draw)."""
+    record = TrialRecord.from_frozen_trial(trial)
+    return None if record.duplicate_of is not None else record.candidate
+
+
+def is_duplicate(trial: FrozenTrial) -> bool:
+    return TrialRecord.from_frozen_trial(trial).duplicate_of is not None
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
@@ -65,7 +68,7 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
     a twin's result, and not promotions, which re-measure a candidate at a higher rung)."""
     from nas.evaluate import is_measured  # here: nas.evaluate imports this module
 
-    return is_measured(trial) and "duplicate_of" not in trial.user_attrs and rung_of(trial) == 0
+    return is_measured(trial) and not is_duplicate(trial) and rung_of(trial) == 0
 
 
 def minimised(values: Sequence[float] | None,
@@ -85,13 +88,13 @@ def rung_results(trials: Sequence[FrozenTrial], rungs: Rungs,
     results: list[dict[int, tuple[float, ...] | None]] = [{} for _ in rungs.steps]
     for trial in trials:
         rung = rung_of(trial)
-        if (not is_measured(trial) or "duplicate_of" in trial.user_attrs
-                or rung >= len(results) or CANDIDATE not in trial.user_attrs):
+        candidate = candidate_of(trial)
+        if not is_measured(trial) or rung >= len(results) or candidate is None:
             continue
         values = trial.values if trial.state == TrialState.COMPLETE else None
         if values is not None and not all(math.isfinite(v) for v in values):
             values = None
-        results[rung][trial.user_attrs[CANDIDATE]] = minimised(values, directions)
+        results[rung][candidate] = minimised(values, directions)
     return results
 
 
@@ -103,8 +106,9 @@ def promoted(claims: Claims, trials: Sequence[FrozenTrial], rungs: Rungs) -> lis
     sets: list[set[int]] = [set() for _ in rungs.steps]
     for trial in trials:
         rung = rung_of(trial)
-        if 0 < rung < len(sets) and is_live(trial) and CANDIDATE in trial.user_attrs:
-            sets[rung - 1].add(trial.user_attrs[CANDIDATE])
+        candidate = TrialRecord.from_frozen_trial(trial).candidate
+        if 0 < rung < len(sets) and is_live(trial) and candidate is not None:
+            sets[rung - 1].add(candidate)
     for key, holder in claims.values(PROMOTE).items():
         rung_text, _, candidate_text = key.removeprefix(PROMOTE).partition(":")
         if not (rung_text.isdigit() and candidate_text.isdigit()):
@@ -124,8 +128,8 @@ def plan_promotion(study: optuna.Study, rungs: Rungs,
         return None
     rung, candidate = decision
     for trial in trials:
-        if (rung_of(trial) == rung and trial.user_attrs.get(CANDIDATE) == candidate
-                and "duplicate_of" not in trial.user_attrs and trial.state == TrialState.COMPLETE):
+        if (rung_of(trial) == rung and candidate_of(trial) == candidate
+                and trial.state == TrialState.COMPLETE):
             return rung, trial
     return None
 
@@ -134,10 +138,11 @@ def enqueue_promotion(study: optuna.Study, rung: int, parent: FrozenTrial) -> in
     """Queue the promotion of `parent` (measured at `rung`) as a WAITING trial that holds its
     claim; None when another live trial holds the claim already (the trial stays queued and is
     pruned untrained when it runs)."""
-    candidate = parent.user_attrs[CANDIDATE]
+    candidate = TrialRecord.from_frozen_trial(parent).candidate
+    record = TrialRecord(rung=rung + 1, candidate=candidate, promoted_from=parent.number)
     template = optuna.trial.create_trial(
         state=TrialState.WAITING, system_attrs={"fixed_params": dict(parent.params)},
-        user_attrs={RUNG: rung + 1, CANDIDATE: candidate, PROMOTED_FROM: parent.number})
+        user_attrs=record.to_user_attrs())
     trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
     if Claims(study).take(promotion_key(rung, candidate), trial_id) is not None:
         return None
@@ -147,7 +152,7 @@ def enqueue_promotion(study: optuna.Study, rung: int, parent: FrozenTrial) -> in
 def rung_scores(parent: FrozenTrial | None, steps: int, objectives: Sequence[Any],
                 values: Sequence[float] | None) -> dict[str, dict[str, float | None]]:
     """The candidate's scores at every rung up to this one: the parent's and this trial's."""
-    scores = dict(parent.user_attrs.get(RUNG_SCORES, {})) if parent is not None else {}
+    scores = dict(TrialRecord.from_frozen_trial(parent).rung_scores or {}) if parent else {}
     scores[str(steps)] = {objective.name: (None if values is None else value)
                           for objective, value in zip(objectives, values or [None] * len(
                               objectives))}
@@ -162,7 +167,7 @@ def rung_counts(trials: Sequence[FrozenTrial], rungs: Rungs) -> list[int]:
     counts = [0] * len(rungs.steps)
     for trial in trials:
         rung = rung_of(trial)
-        if (trial.state == TrialState.COMPLETE and "duplicate_of" not in trial.user_attrs
+        if (trial.state == TrialState.COMPLETE and not is_duplicate(trial)
                 and rung < len(counts)):
             counts[rung] += 1
     return counts

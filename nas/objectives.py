@@ -20,13 +20,15 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from nas.record import LOSS, QUALITY, TrainedResult
+
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
 CACHE_DTYPE = "bf16"
 
 # name -> (direction, takes a context, measured by training)
 KINDS: dict[str, tuple[str, bool, bool]] = {
-    "quality": (MAXIMIZE, False, True),
-    "loss": (MINIMIZE, False, True),
+    QUALITY: (MAXIMIZE, False, True),  # the objectives named after a recorded result
+    LOSS: (MINIMIZE, False, True),
     "params": (MINIMIZE, False, False),
     "active_params": (MINIMIZE, False, False),
     "flops": (MINIMIZE, True, False),
@@ -34,7 +36,10 @@ KINDS: dict[str, tuple[str, bool, bool]] = {
     "train_tokens_per_s": (MAXIMIZE, False, True),
     "decode_ms": (MINIMIZE, True, True),
 }
-VALID = ("quality", "loss", "params", "active_params", "flops@N", "cache@N",
+# The `trials.TrialResult.measured` entry of each measured objective.
+MEASURED_BY_KIND = {"train_tokens_per_s": "train_tokens_per_s",
+                    "decode_ms": "decode_ms_per_token"}
+VALID = (QUALITY, LOSS, "params", "active_params", "flops@N", "cache@N",
          "train_tokens_per_s", "decode_ms@N")
 _SUFFIXES = {"k": 1_000, "m": 1_000_000, "ki": 1024, "mi": 1024**2}
 
@@ -61,18 +66,16 @@ class Objective:
         """Needs a trained model (an untrained candidate has no value for it)."""
         return KINDS[self.kind][2]
 
-    def value(self, analytic: Mapping[str, Any], result: Mapping[str, Any]) -> float:
-        """This objective's value from `analytic_costs(arch, ...)` and a trial's recorded result
-        (`nas.evaluate` records `loss` as the suite-weighted mean of the task losses)."""
+    def value(self, analytic: Mapping[str, Any], result: TrainedResult) -> float:
+        """This objective's value from `analytic_costs(arch, ...)` and a trial's trained result
+        (whose `loss` is the suite-weighted mean of the task losses)."""
         if not self.measured:
             return float(analytic[self.name])
-        if self.kind == "quality":
-            return float(result["quality"])
-        if self.kind == "loss":
-            return math.nan if result.get("loss") is None else float(result["loss"])
-        if self.kind == "train_tokens_per_s":
-            return float(result["measured"]["train_tokens_per_s"])
-        return float(result["measured"]["decode_ms_per_token"])
+        if self.kind == QUALITY:
+            return float(result.quality)
+        if self.kind == LOSS:
+            return math.nan if result.loss is None else float(result.loss)
+        return float(result.measured[MEASURED_BY_KIND[self.kind]])
 
 
 def parse_objectives(text: str | list[str]) -> tuple[Objective, ...]:

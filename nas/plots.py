@@ -12,6 +12,8 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from nas.record import TrialRecord
+
 
 class PlotError(ValueError):
     """A plot that cannot be drawn (unknown file type, plotting library missing)."""
@@ -31,16 +33,17 @@ def _points(study: Any) -> dict[str, Any]:
         return [t.values[0] for t in trials], [t.values[1] for t in trials]
 
     front = sorted(pareto_front(study), key=lambda t: xy([t])[0][0])
-    baselines = [t for t in complete if "baseline" in t.user_attrs]
+    records = {t.number: TrialRecord.from_frozen_trial(t) for t in complete}
+    baselines = [t for t in complete if records[t.number].baseline is not None]
     labels = (["trial", objectives[0].name] if len(objectives) == 1
               else [objectives[0].name, objectives[1].name])
     title = f"{study.study_name}: Pareto front"
     if len(objectives) > 2:
         title += f" (first two of {len(objectives)} objectives)"
     return {"all": xy(complete), "front": xy(front), "baselines": [
-        (t.user_attrs["baseline"], *[v[0] for v in xy([t])]) for t in baselines],
+        (records[t.number].baseline, *[v[0] for v in xy([t])]) for t in baselines],
         "labels": labels, "title": title,
-        "front_patterns": [t.user_attrs.get("pattern", "") for t in front]}
+        "front_patterns": [records[t.number].pattern or "" for t in front]}
 
 
 def plot_front(study: Any, path: str | Path) -> Path:

@@ -1,23 +1,27 @@
-"""What a study has found, as plain data for the CLI's tables, JSON and CSV.
+"""What a study has found, as typed records for the CLI's tables, JSON and CSV.
 
-Everything is read from Optuna's records: trial states, values and the user attributes that
-`nas.evaluate` records. Each function takes an `optuna.Study` or a `nas.snapshot.StudySnapshot`
-(the same trials, read at once; what the CLI passes). Nothing here writes to the study.
+Everything is read from Optuna's records: trial states, values and each trial's
+`nas.record.TrialRecord`. Each function takes an `optuna.Study` or a
+`nas.snapshot.StudySnapshot` (the same trials, read at once; what the CLI passes). Nothing here
+writes to the study. `to_dict()` gives each record's JSON (what `--json` prints).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.definition import StudyDefinition
 from nas.evaluate import is_measured
-from nas.halving import RUNG, default_rung, rung_counts, rung_of
+from nas.halving import default_rung, rung_counts, rung_of
 from nas.objectives import MAXIMIZE, Objective
+from nas.record import INTERRUPTED, RUNG, TrialRecord
 from nas.snapshot import ReadableStudy
 from nas.study import count_trials
 
@@ -69,12 +73,10 @@ def pareto_front(study: ReadableStudy, trials: list[FrozenTrial] | None = None, 
     Computed here rather than with `study.best_trials`, which reads (and deep-copies) every
     trial again: `status` on a 1,000-trial study spent a third of its time there.
     """
-    import numpy as np
-
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     rung = shown_rung(study, trials, rung)
     candidates = [t for t in trials if t.state == TrialState.COMPLETE
-                  and "duplicate_of" not in t.user_attrs
+                  and TrialRecord.from_frozen_trial(t).duplicate_of is None
                   and (rung is None or rung_of(t) == rung)
                   and all(value <= 0 for value in t.constraints.values())]
     if not candidates:
@@ -91,21 +93,100 @@ def pareto_front(study: ReadableStudy, trials: list[FrozenTrial] | None = None, 
     return sorted(front, key=lambda trial: trial.number)
 
 
-def status(study: ReadableStudy, rung: int | None = None) -> dict[str, Any]:
-    """Trials by state, failures by reason, throughput, the best per objective, the front; in
-    a study with rungs, the candidates per rung, and the best and the front at one rung."""
+@dataclass(frozen=True)
+class Best:
+    """The best trial for one objective."""
+
+    value: float
+    trial: int
+    pattern: str | None
+
+
+@dataclass(frozen=True)
+class Training:
+    """What each candidate is trained on and how (`best_lr_counts`: under a learning-rate
+    sweep, how often each rate gave a task its best run; a rate that never wins is cost
+    without information)."""
+
+    suite: str | None
+    steps: int | None
+    seconds: float | None
+    batch_size: int | None
+    lr: float | list[float] | None
+    best_lr_counts: dict[str, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.best_lr_counts is None:
+            del data["best_lr_counts"]
+        return data
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """A successive-halving study's rungs, its candidates per rung, and the rung shown."""
+
+    rungs: list[int]
+    eta: int
+    candidates_per_rung: list[int]
+    shown_rung: int
+    shown_steps: int
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """Trials by state, failures by reason, throughput, the best per objective, the front."""
+
+    study: str
+    objectives: tuple[Objective, ...]
+    n_trials: int
+    sampler: str
+    training: Training
+    states: dict[str, int]  # every name of STATES
+    measured: int
+    distinct_architectures: int
+    duplicates: int
+    failures: dict[str, int]  # kind of failure -> trials, most common first
+    lost: dict[str, int]  # interrupted / worker died -> trials (they run again)
+    pruned: dict[str, int]  # violated constraint or surplus -> trials
+    trials_per_hour: float | None
+    best: dict[str, Best]  # objective name -> its best trial
+    pareto_size: int
+    baselines: dict[str, int]  # preset -> its complete trial
+    counted: int = 0  # new architectures measured: what n_trials counts (not duplicates)
+    fidelity: Fidelity | None = None  # successive halving: the rungs; best and front at one
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["objectives"] = [{"name": o.name, "direction": o.direction}
+                              for o in self.objectives]
+        data["training"] = self.training.to_dict()
+        data["best"] = {name: {f.name: getattr(best, f.name) for f in fields(best)}
+                        for name, best in self.best.items()}
+        if self.fidelity is None:
+            del data["fidelity"]
+        else:
+            data["fidelity"] = {f.name: getattr(self.fidelity, f.name)
+                                for f in fields(self.fidelity)}
+        return data
+
+
+def status(study: ReadableStudy, rung: int | None = None) -> StudyStatus:
+    """What the study has found so far (see `StudyStatus`); in a study with rungs, the best
+    and the front at one rung (`shown_rung`)."""
     trials = study.get_trials(deepcopy=False)
+    records = {t.number: TrialRecord.from_frozen_trial(t) for t in trials}
     counts = count_trials(study, trials)
     definition = StudyDefinition.from_attrs(study.user_attrs, study.study_name)
     rung = shown_rung(study, trials, rung)
     objectives = definition.objective_list
     measured = [t for t in trials if is_measured(t)]
-    failures = Counter(failure_kind(t.user_attrs["failure"]) for t in trials
-                       if t.state == TrialState.FAIL and "failure" in t.user_attrs)
-    lost = Counter("interrupted" if t.user_attrs.get("interrupted") else "worker died"
+    failures = Counter(failure_kind(records[t.number].failure) for t in trials
+                       if t.state == TrialState.FAIL and records[t.number].has_result)
+    lost = Counter(INTERRUPTED if records[t.number].interrupted else "worker died"
                    for t in trials if t.state == TrialState.FAIL and not is_measured(t))
-    pruned = Counter("surplus (budget reached)" if t.user_attrs.get("surplus") else
-                     next(iter(t.user_attrs.get("violations") or {"pruned": 0}))
+    pruned = Counter("surplus (budget reached)" if records[t.number].surplus else
+                     next(iter(records[t.number].violations or {"pruned": 0}))
                      for t in trials if t.state == TrialState.PRUNED)
     complete = [t for t in trials if t.state == TrialState.COMPLETE
                 and (rung is None or rung_of(t) == rung)]
@@ -114,47 +195,39 @@ def status(study: ReadableStudy, rung: int | None = None) -> dict[str, Any]:
         if complete:
             pick = max if objective.direction == MAXIMIZE else min
             trial = pick(complete, key=lambda t, i=index: t.values[i])
-            best[objective.name] = {"value": trial.values[index], "trial": trial.number,
-                                    "pattern": trial.user_attrs.get("pattern")}
-    return {
-        "study": study.study_name,
-        "objectives": [{"name": o.name, "direction": o.direction} for o in objectives],
-        "n_trials": definition.n_trials,
-        "sampler": definition.sampler,
-        "training": training(definition, measured),
-        "states": {name: sum(1 for t in trials if t.state.name.lower() == name)
-                   for name in STATES},
-        "measured": counts.distinct,
-        "evaluations": counts.measured,
-        "fidelity": None if rung is None else {
-            "rungs": list(definition.rungs.steps), "eta": definition.rungs.eta,
-            "candidates_per_rung": rung_counts(trials, definition.rungs),
-            "shown_rung": rung, "shown_steps": definition.rungs.steps[rung]},
-        "distinct_architectures": len({t.user_attrs.get("fingerprint") for t in measured}),
-        "duplicates": sum(1 for t in measured if "duplicate_of" in t.user_attrs),
-        "failures": dict(failures.most_common()),
-        "lost": dict(lost.most_common()),
-        "pruned": dict(pruned.most_common()),
-        "trials_per_hour": _per_hour(measured),
-        "best": best,
-        "pareto_size": len(pareto_front(study, trials, rung=rung)),
-        "baselines": {t.user_attrs["baseline"]: t.number for t in trials
-                      if "baseline" in t.user_attrs and t.state == TrialState.COMPLETE},
-    }
+            best[objective.name] = Best(trial.values[index], trial.number,
+                                        records[trial.number].pattern)
+    return StudyStatus(
+        study=study.study_name, objectives=objectives, n_trials=definition.n_trials,
+        sampler=definition.sampler,
+        training=training(definition, [records[t.number] for t in measured]),
+        states={name: sum(1 for t in trials if t.state.name.lower() == name) for name in STATES},
+        measured=counts.measured,
+        distinct_architectures=len({records[t.number].fingerprint for t in measured}),
+        duplicates=sum(1 for t in measured if records[t.number].duplicate_of is not None),
+        failures=dict(failures.most_common()), lost=dict(lost.most_common()),
+        pruned=dict(pruned.most_common()), trials_per_hour=_per_hour(measured), best=best,
+        pareto_size=len(pareto_front(study, trials, rung=rung)), counted=counts.distinct,
+        fidelity=None if rung is None else Fidelity(
+            list(definition.rungs.steps), definition.rungs.eta,
+            rung_counts(trials, definition.rungs), rung, definition.rungs.steps[rung]),
+        baselines={records[t.number].baseline: t.number for t in trials
+                   if records[t.number].baseline is not None
+                   and t.state == TrialState.COMPLETE})
 
 
-def training(definition: StudyDefinition, measured: list[FrozenTrial]) -> dict[str, Any]:
-    """What each candidate is trained on and how; under a learning-rate sweep, how often each
-    rate gave a task its best run (a rate that never wins is cost without information)."""
+def training(definition: StudyDefinition, measured: list[TrialRecord]) -> Training:
+    """What each candidate is trained on and how, from the definition and measured records."""
     budget = definition.budget
-    summary = {"suite": definition.suite.get("name"),
-               **{key: budget.get(key) for key in ("steps", "seconds", "batch_size", "lr")}}
-    if isinstance(budget.get("lr"), (list, tuple)):
-        trained = [t for t in measured if "duplicate_of" not in t.user_attrs]
-        wins = Counter(task.get("lr") for trial in trained
-                       for task in (trial.user_attrs.get("tasks") or {}).values())
-        summary["best_lr_counts"] = {f"{rate:g}": wins.get(rate, 0) for rate in budget["lr"]}
-    return summary
+    rates = budget.get("lr")
+    counts = None
+    if isinstance(rates, (list, tuple)):
+        wins = Counter(task.lr for record in measured
+                       if record.duplicate_of is None and record.result is not None
+                       for task in record.result.tasks.values())
+        counts = {f"{rate:g}": wins.get(rate, 0) for rate in rates}
+    return Training(definition.suite.get("name"), budget.get("steps"), budget.get("seconds"),
+                    budget.get("batch_size"), rates, counts)
 
 
 def _per_hour(trials: list[FrozenTrial]) -> float | None:
@@ -166,32 +239,52 @@ def _per_hour(trials: list[FrozenTrial]) -> float | None:
     return len(trials) / hours if hours > 0 else None
 
 
-def trial_row(trial: FrozenTrial, objectives: tuple[Objective, ...]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TrialRow:
     """One trial as a flat row: number, state, pattern, every objective, provenance."""
-    attrs = trial.user_attrs
-    row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name.lower(),
-                           "pattern": attrs.get("pattern", "")}
-    for index, objective in enumerate(objectives):
-        row[objective.name] = trial.values[index] if trial.values else None
-    if RUNG in attrs:
-        row["rung"] = attrs[RUNG]
-    row["baseline"] = attrs.get("baseline")
-    row["duplicate_of"] = attrs.get("duplicate_of")
-    row["failure"] = attrs.get("failure") or _pruned_reason(trial)
-    row["seconds"] = attrs.get("wall_seconds")
-    return row
+
+    trial: int
+    state: str
+    pattern: str
+    values: dict[str, float | None]  # objective name -> value (None: no value)
+    baseline: str | None
+    duplicate_of: int | None
+    failure: str | None  # the candidate's failure, or why it was infeasible
+    seconds: float | None
+    rung: int | None = None  # successive halving: the rung the trial trained at
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as `trials --json/--csv` print it: each objective a column of its own (and
+        `rung` only in a study with rungs)."""
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == RUNG and value is None:
+                continue
+            data.update(value if f.name == "values" else {f.name: value})
+        return data
 
 
-def _pruned_reason(trial: FrozenTrial) -> str | None:
-    violations = trial.user_attrs.get("violations")
-    if trial.state != TrialState.PRUNED or not violations:
+def trial_row(trial: FrozenTrial, objectives: tuple[Objective, ...]) -> TrialRow:
+    record = TrialRecord.from_frozen_trial(trial)
+    return TrialRow(trial=trial.number, state=trial.state.name.lower(),
+                    pattern=record.pattern or "",
+                    values={o.name: trial.values[i] if trial.values else None
+                            for i, o in enumerate(objectives)},
+                    baseline=record.baseline, duplicate_of=record.duplicate_of,
+                    failure=record.failure or _pruned_reason(trial, record),
+                    seconds=record.wall_seconds, rung=record.rung)
+
+
+def _pruned_reason(trial: FrozenTrial, record: TrialRecord) -> str | None:
+    if trial.state != TrialState.PRUNED or not record.violations:
         return None
     return "infeasible: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                                      for k, v in violations.items())
+                                      for k, v in record.violations.items())
 
 
 def trial_rows(study: ReadableStudy, *, state: str | None = None, sort: str | None = None,
-               limit: int | None = None) -> list[dict[str, Any]]:
+               limit: int | None = None) -> list[TrialRow]:
     """Rows of `trials`, optionally of one state, sorted best-first by one objective."""
     objectives = objectives_of(study)
     if state is not None and state not in STATES:

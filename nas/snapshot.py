@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
+from nas.record import DamagedRecord, check_attrs, short
 from nas.storage import StorageError, first_line, open_storage, shown_url
 
 # Optuna's RDB schema version (optuna.storages._rdb.models.SCHEMA_VERSION) whose tables
@@ -208,7 +209,7 @@ def _read(connection, name: str, url: str) -> StudySnapshot:
                 raise DamagedRow(children.damaged[trial_id])
             trial = _frozen_trial(trial_id, number, state, started, completed, children)
             check_attrs(trial.user_attrs)
-        except DamagedRow as problem:
+        except (DamagedRow, DamagedRecord) as problem:
             damaged.append((number, str(problem)))
             continue
         trials.append(trial)
@@ -220,33 +221,6 @@ class DamagedRow(ValueError):
     """A stored trial row that cannot be read; the message says which field and why."""
 
 
-# The user attributes that `nas.evaluate` writes and the reports read, with their JSON types.
-ATTR_TYPES: dict[str, tuple[type, ...]] = {
-    "pattern": (str,), "arch": (dict,), "fingerprint": (str,), "analytic": (dict,),
-    "quality": (int, float), "loss": (int, float, type(None)), "tasks": (dict,),
-    "measured": (dict,), "device": (str,), "wall_seconds": (int, float),
-    "failure": (str, type(None)), "violations": (dict,), "duplicate_of": (int,),
-    "baseline": (str,), "retry_of": (int,), "interrupted": (bool,), "surplus": (bool,),
-}
-JSON_NAMES = {str: "text", dict: "a mapping", int: "a number", float: "a number",
-              bool: "true or false", type(None): "null"}
-
-
-def check_attrs(attrs: dict[str, Any]) -> None:
-    """DamagedRow when a known attribute has the wrong JSON type."""
-    for key, types in ATTR_TYPES.items():
-        value = attrs.get(key)
-        if key in attrs and (not isinstance(value, types) or
-                             (isinstance(value, bool) and bool not in types)):
-            wanted = " or ".join(dict.fromkeys(JSON_NAMES[t] for t in types))
-            raise DamagedRow(f"user attribute {key!r} is {_short(value)}, expected {wanted}")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _frozen_trial(trial_id: int, number: int, state: str, started: Any, completed: Any,
                   children: "_Children"):
     from optuna.trial import FrozenTrial, TrialState
@@ -254,7 +228,7 @@ def _frozen_trial(trial_id: int, number: int, state: str, started: Any, complete
     try:
         trial_state = TrialState[state]
     except KeyError:
-        raise DamagedRow(f"state {_short(state)} is not a trial state") from None
+        raise DamagedRow(f"state {short(state)} is not a trial state") from None
     values = children.values.get(trial_id)
     params = children.params.get(trial_id, [])
     try:
@@ -284,7 +258,7 @@ def _stored_datetime(value: Any, what: str) -> datetime.datetime | None:
     try:
         return datetime.datetime.fromisoformat(str(value))
     except ValueError:
-        raise DamagedRow(f"{what} date {_short(value)} is not a date") from None
+        raise DamagedRow(f"{what} date {short(value)} is not a date") from None
 
 
 @dataclass
@@ -319,7 +293,7 @@ def _child_rows(connection, study_id: int, last_id: int) -> _Children:
             children.values[trial_id][objective] = _stored_float(value, kind)
         else:
             children.damaged.setdefault(trial_id, f"objective {objective}'s value "
-                                                  f"{_short(value)} is not a number")
+                                                  f"{short(value)} is not a number")
     # Optuna orders a trial's parameters by param_id (the order they were suggested in).
     for trial_id, name, value, distribution in of_trials(
             models.TrialParamModel, "param_name", "param_value", "distribution_json",
@@ -332,7 +306,7 @@ def _child_rows(connection, study_id: int, last_id: int) -> _Children:
                 target[trial_id][key] = json.loads(value)
             except (TypeError, ValueError):
                 children.damaged.setdefault(trial_id, f"attribute {key!r} is not JSON "
-                                                      f"({_short(value)})")
+                                                      f"({short(value)})")
     for trial_id, step, value, kind in of_trials(
             models.TrialIntermediateValueModel, "step", "intermediate_value",
             "intermediate_value_type"):

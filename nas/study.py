@@ -30,6 +30,7 @@ are queued again, once each, with the same parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import socket
@@ -44,10 +45,11 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.claims import Claims
-from nas.definition import MARKER, DefinitionError, StudyDefinition
+from nas.definition import (MARKER, Change, DefinitionChanged, DefinitionError,
+                            StudyDefinition, baselines_attrs)
 from nas.evaluate import CandidateFailed, Evaluator, is_measured
-from nas.halving import (CARRIED, PROMOTION_TAKEN, counts_toward_budget, enqueue_promotion,
-                         plan_promotion)
+from nas.halving import counts_toward_budget, enqueue_promotion, plan_promotion
+from nas.record import TrialRecord
 from nas.samplers import make_sampler
 from nas.storage import Patience, first_line, is_outage, load_study, study_names
 
@@ -104,42 +106,45 @@ def count_trials(study: Any,
 # -- creating and opening -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What `create_or_check` did besides opening the study: the changes it accepted (with
+    `allow_changes`) and what it enqueued (baselines added or skipped, the grid)."""
+
+    changes: tuple[Change, ...] = ()
+    messages: tuple[str, ...] = ()
+
+
 def create_or_check(name: str, storage, definition: StudyDefinition, *,
-                    allow_changes: bool = False) -> tuple[optuna.Study, list[str]]:
+                    allow_changes: bool = False) -> tuple[optuna.Study, Opened]:
     """Create the study, or open the existing one after checking it is the same experiment.
 
-    Returns the study and the messages worth showing (baselines enqueued or skipped, changes
-    accepted). An existing study with another space, suite, budget or objectives is refused
-    unless `allow_changes`; its objectives can never change (Optuna fixes the directions).
+    An existing study with another space, suite, budget or objectives is refused
+    (`DefinitionChanged`, which says how) unless `allow_changes`; its objectives can never
+    change (Optuna fixes the directions).
     """
-    messages: list[str] = []
     sampler = make_sampler(definition.sampler, definition.seed, definition.n_trials)
     if name in study_names(storage):
         study = load_study(name, storage, sampler=None)
         stored = StudyDefinition.from_attrs(study.user_attrs, name)
         changes = definition.changes_from(stored)
-        if any(change.startswith("the objectives") for change in changes):
-            raise DefinitionError(f"study {name!r} exists with objectives {stored.objectives}; "
-                                  "a study's objectives cannot change (start a new --study)")
-        if changes and not allow_changes:
-            raise DefinitionError(f"study {name!r} exists with a different "
-                                  f"{' and '.join(c.removeprefix('the ') for c in changes)}; "
-                                  "pass --allow-changes to continue it anyway, or use a new "
-                                  "--study name")
-        if changes:
-            messages.append("continuing with changed " + ", ".join(changes))
-            for key, value in definition.to_attrs().items():
-                study.set_user_attr(key, value)
-        # The trial budget and the sampler may change freely: neither changes what a trial
-        # measures. Baselines named now and not yet in the study are added.
-        study.set_user_attr("n_trials", definition.n_trials)
-        study.set_user_attr("sampler", definition.sampler)
-        known = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+        if changes and (not allow_changes or DefinitionChanged(name, changes).fixed):
+            raise DefinitionChanged(name, changes)
+        for key, value in (definition.to_attrs() if changes else
+                           definition.resumable_attrs()).items():
+            # The trial budget and the sampler may change freely: neither changes what a
+            # trial measures.
+            study.set_user_attr(key, value)
+        known = {TrialRecord.from_frozen_trial(t).baseline
+                 for t in study.get_trials(deepcopy=False)}
         new = tuple(b for b in definition.baselines if b not in known)
-        if new:
-            messages.extend(enqueue_baselines(study, definition, new))
-            study.set_user_attr("baselines", sorted(set(stored.baselines) | set(new)))
-        return load_study(name, storage, sampler=sampler), messages
+        messages = []
+        if new:  # baselines named now and not yet in the study are added
+            messages = enqueue_baselines(study, definition, new)
+            for key, value in baselines_attrs(set(stored.baselines) | set(new)).items():
+                study.set_user_attr(key, value)
+        set_metric_names(study, definition)
+        return load_study(name, storage, sampler=sampler), Opened(changes, tuple(messages))
     try:
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                     directions=definition.directions)
@@ -152,6 +157,8 @@ def create_or_check(name: str, storage, definition: StudyDefinition, *,
     marker = attrs.pop(MARKER)
     for key, value in attrs.items():
         study.set_user_attr(key, value)
+    set_metric_names(study, definition)
+    messages = []
     if definition.sampler == "grid":
         space = definition.space()
         assignments = list(space.enumerate())
@@ -160,7 +167,18 @@ def create_or_check(name: str, storage, definition: StudyDefinition, *,
         messages.append(f"grid: enqueued {len(assignments)} assignments")
     messages.extend(enqueue_baselines(study, definition))
     study.set_user_attr(MARKER, marker)  # last: a study with it is complete, baselines and all
-    return study, messages
+    return study, Opened(messages=tuple(messages))
+
+
+def set_metric_names(study: optuna.Study, definition: StudyDefinition) -> None:
+    """Name the objectives in Optuna itself, so that optuna-dashboard and Optuna's plots say
+    quality and cache@131072 rather than "Objective 0" and "Objective 1". Idempotent:
+    studies made before this are named when next opened."""
+    names = [objective.name for objective in definition.objective_list]
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # experimental in Optuna 3-5, stable in behaviour
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 def wait_for_definition(name: str, storage, seconds: float = 60.0) -> None:
@@ -183,6 +201,7 @@ def open_study(name: str, storage, *, seed_offset: int | None = None,
     study = load_study(name, storage)
     definition = definition or read_definition(study)
     definition.check(name)
+    set_metric_names(study, definition)  # a study made before they were named
     if seed_offset is None:
         seed_offset = Claims(study).worker_index({"host": socket.gethostname(),
                                                   "pid": os.getpid(),
@@ -216,7 +235,8 @@ def enqueue_baselines(study: optuna.Study, definition: StudyDefinition,
             messages.append(f"baseline {name}: skipped, the space cannot produce its layers "
                             f"({load_arch(name).pattern})")
             continue
-        study.enqueue_trial(match.params, user_attrs={"baseline": name}, skip_if_exists=True)
+        study.enqueue_trial(match.params, user_attrs=TrialRecord(baseline=name).to_user_attrs(),
+                            skip_if_exists=True)
         note = ""
         if match.adjusted:
             note = " with " + ", ".join(f"{key} {want} -> {used}" for key, (want, used)
@@ -232,7 +252,8 @@ def requeue_lost(study: optuna.Study, settle: float = SETTLE_SECONDS) -> int:
     `settle` seconds, long after that callback would have run (a worker that has just seen its
     own trial fail on a storage error passes 0)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials} | \
+    records = {t.number: TrialRecord.from_frozen_trial(t) for t in trials}
+    retried = {record.retry_of for record in records.values()} | \
         {t.system_attrs.get("failed_trial") for t in trials}
     now = datetime.datetime.now()
     count = 0
@@ -241,10 +262,13 @@ def requeue_lost(study: optuna.Study, settle: float = SETTLE_SECONDS) -> int:
             continue
         settled = trial.datetime_complete is not None and \
             (now - trial.datetime_complete).total_seconds() >= settle
-        if trial.user_attrs.get("interrupted") or settled:
-            attrs = {k: v for k, v in trial.user_attrs.items()
-                     if k == "baseline" or (k in CARRIED and trial.user_attrs.get(CARRIED[0]))}
-            study.enqueue_trial(trial.params, user_attrs={**attrs, "retry_of": trial.number})
+        if records[trial.number].interrupted or settled:
+            lost = records[trial.number]
+            again = TrialRecord(baseline=lost.baseline, retry_of=trial.number)
+            if lost.rung:  # a promotion runs again as the same promotion (nas.halving)
+                again = dataclasses.replace(again, rung=lost.rung, candidate=lost.candidate,
+                                            promoted_from=lost.promoted_from)
+            study.enqueue_trial(trial.params, user_attrs=again.to_user_attrs())
             count += 1
     return count
 
@@ -359,7 +383,7 @@ class Worker:
         """Running trials that measure a new architecture (not promotions)."""
         return sum(1 for trial in self.patience(self.study.get_trials, deepcopy=False,
                                                 states=(TrialState.RUNNING,))
-                   if not trial.user_attrs.get(CARRIED[0]))
+                   if not TrialRecord.from_frozen_trial(trial).rung)
 
     def run_one(self) -> optuna.trial.FrozenTrial | None:
         """Ask for a trial, evaluate it under a heartbeat, tell its result; the told trial, or
@@ -427,11 +451,11 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
         finished = worker.run_one()
         if finished is None:
             continue
-        pruned = finished.state == TrialState.PRUNED and not (
-            finished.user_attrs.get("surplus") or finished.user_attrs.get(PROMOTION_TAKEN))
+        record = TrialRecord.from_frozen_trial(finished)
+        pruned = (finished.state == TrialState.PRUNED
+                  and not (record.surplus or record.promotion_taken))
         pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0
-        duplicate = "duplicate_of" in finished.user_attrs
-        duplicates_in_a_row = duplicates_in_a_row + 1 if duplicate else 0
+        duplicates_in_a_row = duplicates_in_a_row + 1 if record.duplicate_of is not None else 0
         if on_trial is not None:  # progress reports read the study too
             worker.patience(on_trial, study, finished)
         if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:

@@ -12,8 +12,10 @@ from collections import Counter
 import pytest
 from optuna.trial import TrialState
 
-from nas.definition import DefinitionError
-from nas.halving import CANDIDATE, PROMOTED_FROM, RUNG, RUNG_SCORES, rung_of
+from nas.definition import RUNGS as RUNGS_FIELD
+from nas.definition import Change, DefinitionChanged, DefinitionError
+from nas.halving import rung_of
+from nas.record import CANDIDATE, PROMOTED_FROM, RUNG, RUNG_SCORES
 from nas.rungs import Rungs, promotion_order
 from nas.storage import open_storage
 from nas.study import create_or_check, open_study, run_worker
@@ -155,8 +157,9 @@ def test_resume_continues_the_schedule(storage):
 
 def test_the_definition_guard_covers_the_rungs(storage):
     create_or_check("sh", storage, sh_definition())
-    with pytest.raises(DefinitionError, match=r"different rungs \(1,3,9 eta 3 -> 1,3,9 eta 2\)"):
+    with pytest.raises(DefinitionChanged, match="different rungs") as caught:
         create_or_check("sh", storage, sh_definition(rungs=Rungs((1, 3, 9), 2)))
+    assert caught.value.changes == (Change(RUNGS_FIELD, "1,3,9 eta 3", "1,3,9 eta 2"),)
     with pytest.raises(DefinitionError, match="rungs"):
         create_or_check("sh", storage, definition(SPACE, steps=9))
     with pytest.raises(DefinitionError, match="is not the budget's steps"):

@@ -11,12 +11,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.definition import DefinitionError, StudyDefinition, toolkit_versions
+from nas.definition import (Change, DefinitionChanged, DefinitionError, StudyDefinition,
+                            toolkit_versions)
 from nas.evaluate import find_measured
 from nas.objectives import ObjectiveError, Objective, parse_objectives
 from nas.report import pareto_front, status, trial_rows
 from nas.storage import StorageError, load_study, open_storage
-from nas.study import count_trials, create_or_check, open_study, requeue_lost, run_worker
+from nas.study import (Opened, count_trials, create_or_check, open_study, requeue_lost,
+                       run_worker)
 from search_spaces import SearchSpace
 
 SPACE = """
@@ -149,25 +151,43 @@ def test_candidate_failures_are_results_with_reasons(storage):
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert failed and counts.failed == len(failed) and counts.distinct == 8
     assert {t.user_attrs["failure"].split(" (")[0] for t in failed} == {"nan_loss at step 2"}
-    assert status(study)["failures"] == {"nan_loss": len(failed)}
+    assert status(study).failures == {"nan_loss": len(failed)}
 
 
 def test_changed_definition_is_refused_unless_allowed(storage):
     create_or_check("s", storage, definition())
-    with pytest.raises(DefinitionError, match="different suite"):
-        create_or_check("s", storage, definition(suite="mqar"))
-    with pytest.raises(DefinitionError, match=re.escape("different budget (steps 3 -> 5)")):
-        create_or_check("s", storage, definition(steps=5))
-    with pytest.raises(DefinitionError, match="different search space"):
-        create_or_check("s", storage, definition(SPACE.replace("[16, 32]", "[16, 64]")))
-    with pytest.raises(DefinitionError, match="objectives cannot change"):
+
+    def refused(spec, **kwargs) -> tuple[Change, ...]:
+        with pytest.raises(DefinitionChanged) as raised:
+            create_or_check("s", storage, spec, **kwargs)
+        return raised.value.changes
+
+    assert refused(definition(suite="mqar")) == (Change("suite", "quick", "mqar"),)
+    assert refused(definition(steps=5)) == (Change("budget", {"steps": 3}, {"steps": 5}),)
+    (space,) = refused(definition(SPACE.replace("[16, 32]", "[16, 64]")))
+    assert space.field == "space" and space.old != space.new
+    with pytest.raises(DefinitionChanged) as raised:
         create_or_check("s", storage, definition(objectives="quality"), allow_changes=True)
-    study, messages = create_or_check("s", storage, definition(steps=5), allow_changes=True)
-    assert "changed the budget" in messages[0]
+    assert raised.value.fixed and raised.value.changes == (
+        Change("objectives", "quality,params", "quality"),)
+    study, opened = create_or_check("s", storage, definition(steps=5), allow_changes=True)
+    assert opened.changes == (Change("budget", {"steps": 3}, {"steps": 5}),)
     assert StudyDefinition.from_attrs(study.user_attrs, "s").budget["steps"] == 5
     # The same experiment with a bigger trial budget is simply continued.
-    study, messages = create_or_check("s", storage, definition(steps=5, n_trials=9))
-    assert messages == [] and study.user_attrs["n_trials"] == 9
+    study, opened = create_or_check("s", storage, definition(steps=5, n_trials=9))
+    assert opened == Opened() and study.user_attrs["n_trials"] == 9
+
+
+def test_the_objectives_are_named_in_optuna(storage):
+    """optuna-dashboard and Optuna's plots show these names rather than "Objective 0"."""
+    spec = definition(objectives="quality,params,cache@131072")
+    create_or_check("s", storage, spec)
+    assert load_study("s", storage).metric_names == ["quality", "params", "cache@131072"]
+    # A study made before the names were set gets them when a worker opens it.
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        load_study("s", storage).set_metric_names(["a", "b", "c"])
+    open_study("s", storage)
+    assert load_study("s", storage).metric_names == ["quality", "params", "cache@131072"]
 
 
 def test_resume_continues_to_the_new_budget(storage):
@@ -185,9 +205,9 @@ pattern: "{A|M|R|L}*{depth: 2..6}"
 dims: {d_model: [32, 64], n_heads: 4, window: [64, 128]}
 """
     spec = definition(space, n_trials=5, baselines=("transformer", "griffin", "zamba"))
-    study, messages = create_or_check("s", storage, spec)
-    assert any(m.startswith("baseline zamba: skipped") for m in messages)
-    assert any(m.startswith("baseline transformer: enqueued") for m in messages)
+    study, opened = create_or_check("s", storage, spec)
+    assert any(m.startswith("baseline zamba: skipped") for m in opened.messages)
+    assert any(m.startswith("baseline transformer: enqueued") for m in opened.messages)
     run_worker(study, spec, run=FakeRun())
     baselines = {t.user_attrs.get("baseline"): t for t in study.trials if
                  t.user_attrs.get("baseline")}
@@ -197,7 +217,7 @@ dims: {d_model: [32, 64], n_heads: 4, window: [64, 128]}
     # An all-attention stack scores best with the fake evaluation: the transformer baseline
     # is on the front, as `hnas pareto` will show it.
     assert baselines["transformer"].number in {t.number for t in pareto_front(study)}
-    assert status(study)["baselines"] == {"transformer": baselines["transformer"].number,
+    assert status(study).baselines == {"transformer": baselines["transformer"].number,
                                           "griffin": baselines["griffin"].number}
 
 
@@ -237,7 +257,7 @@ def test_dead_worker_trial_is_failed_and_retried(tmp_path, monkeypatch):
     assert dead_frozen.state == TrialState.FAIL and "failure" not in dead_frozen.user_attrs
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    assert status(study)["lost"] == {"worker died": 1}
+    assert status(study).lost == {"worker died": 1}
 
 
 def test_trial_rows_sort_and_filter(storage):
@@ -246,8 +266,8 @@ def test_trial_rows_sort_and_filter(storage):
     run_worker(study, spec, run=FakeRun())
     rows = trial_rows(study, sort="quality", limit=3)
     assert len(rows) == 3
-    assert [r["quality"] for r in rows] == sorted((r["quality"] for r in rows), reverse=True)
-    assert rows[0]["quality"] == max(t.values[0] for t in study.trials)
+    assert [r.values["quality"] for r in rows] == sorted((r.values["quality"] for r in rows), reverse=True)
+    assert rows[0].values["quality"] == max(t.values[0] for t in study.trials)
     with pytest.raises(ValueError, match="not an objective of this study"):
         trial_rows(study, sort="loss")
     with pytest.raises(ValueError, match="state 'done': unknown"):
@@ -292,8 +312,8 @@ def test_every_sampler_runs_a_constrained_study(storage, sampler):
 
 def test_grid_visits_every_assignment_once(storage):
     spec = definition(n_trials=SearchSpace.from_yaml(SPACE).size(), sampler="grid")
-    study, messages = create_or_check("s", storage, spec)
-    assert messages == [f"grid: enqueued {spec.n_trials} assignments"]
+    study, opened = create_or_check("s", storage, spec)
+    assert opened.messages == (f"grid: enqueued {spec.n_trials} assignments",)
     run = FakeRun()
     counts = run_worker(study, spec, run=run)
     assert counts.measured == spec.n_trials == 12

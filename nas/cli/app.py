@@ -18,6 +18,7 @@ app.add_typer(study_app, name="study")
 
 # Registering the commands: each module adds its own to `app`, `space_app` or `study_app`.
 from nas.cli import cost as _cost  # noqa: E402,F401
+from nas.cli import fidelity as _fidelity  # noqa: E402,F401
 from nas.cli import hf_import as _hf_import  # noqa: E402,F401
 from nas.cli import results as _results  # noqa: E402,F401
 from nas.cli import search as _search  # noqa: E402,F401

@@ -22,7 +22,7 @@ def user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         # Imported when a command runs, not when it is registered: `hnas --help` stays light.
-        from nas.definition import DefinitionError
+        from nas.definition import DefinitionChanged, DefinitionError
         from nas.objectives import ObjectiveError
         from nas.storage import StorageError
         from search_spaces import ArchConfigError, PatternError, SpaceError
@@ -30,6 +30,8 @@ def user_errors(func: F) -> F:
 
         try:
             return func(*args, **kwargs)
+        except DefinitionChanged as error:
+            fail(describe_refusal(error))
         except PatternError as error:
             fail(f"pattern {shorten(error.text)!r}: {error}" if error.text is not None
                  else str(error))
@@ -62,6 +64,30 @@ def environment_error(error: BaseException) -> str | None:
 
         return f"{shorten(str(error.filename))}: {error.strerror or error}"
     return None
+
+
+def describe_change(change) -> str:
+    """A `nas.definition.Change` in words: `budget (steps 3 -> 5)`."""
+    if change.field == "space":
+        return "search space"
+    if change.field == "suite":
+        return f"suite ({change.old} -> {change.new})" if change.old != change.new else \
+            "suite's tasks"
+    if change.field == "budget":
+        return "budget (" + ", ".join(f"{key} {change.old[key]} -> {change.new[key]}"
+                                      for key in change.old) + ")"
+    return f"{change.field} ({change.old} -> {change.new})"
+
+
+def describe_refusal(error) -> str:
+    """Why an existing study was not continued (`nas.definition.DefinitionChanged`)."""
+    if error.fixed:
+        objectives = next(c for c in error.changes if c.field == "objectives")
+        return (f"study {error.study!r} exists with objectives {objectives.old}; a study's "
+                "objectives cannot change (start a new --study)")
+    return (f"study {error.study!r} exists with a different "
+            f"{' and '.join(map(describe_change, error.changes))}; pass --allow-changes to "
+            "continue it anyway, or use a new --study name")
 
 
 def check_seed(option: str, seed: int | None) -> None:

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from nas.cli.common import console, human
+from nas.record import BASELINE, DUPLICATE_OF, FAILURE
 
 
 class SearchProgress:
@@ -75,14 +76,13 @@ class SearchProgress:
         from nas.report import objectives_of, trial_row
 
         row = trial_row(trial, objectives_of(self.study))
-        parts = [f"trial {row['trial']}", row["state"], row["pattern"] or "-"]
-        for objective in objectives_of(self.study):
-            value = row.get(objective.name)
-            if value is not None:
-                parts.append(f"{objective.name}={_fmt(value)}")
-        for key in ("baseline", "duplicate_of", "failure"):
-            if row.get(key) is not None:
-                parts.append(f"{key}={row[key]}")
+        parts = [f"trial {row.trial}", row.state, row.pattern or "-"]
+        parts += [f"{name}={_fmt(value)}" for name, value in row.values.items()
+                  if value is not None]
+        parts += [f"{key}={value}" for key, value in ((BASELINE, row.baseline),
+                                                      (DUPLICATE_OF, row.duplicate_of),
+                                                      (FAILURE, row.failure))
+                  if value is not None]
         return "  ".join(str(part) for part in parts)
 
     def summary(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import fields
 from typing import Any, Optional
 
 import typer
@@ -11,6 +12,7 @@ import typer
 from nas.cli.app import app
 from nas.cli.common import console, fail, human, user_errors
 from nas.cli.search import STORAGE_HELP
+from nas.record import PATTERN
 
 
 RUNG_HELP = ("Successive halving: compare candidates at this rung (0 = the first; default: "
@@ -50,53 +52,54 @@ def status(
     except ValueError as error:
         fail(str(error))
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        typer.echo(json.dumps(summary.to_dict(), indent=2, default=str))
         return
     out = console()
-    states = ", ".join(f"{count} {name}" for name, count in summary["states"].items() if count)
-    out.print(f"study {summary['study']}: {summary['measured']}/{summary['n_trials']} measured "
-              f"({states or 'no trials'}); sampler {summary['sampler']}", style="bold")
-    out.print(f"distinct architectures {summary['distinct_architectures']}, duplicates reused "
-              f"{summary['duplicates']}, Pareto front {summary['pareto_size']}"
-              + (f", {summary['trials_per_hour']:.1f} trials/hour"
-                 if summary["trials_per_hour"] else ""))
-    out.print(_training_line(summary["training"]))
-    fidelity = summary["fidelity"]
+    states = ", ".join(f"{count} {name}" for name, count in summary.states.items() if count)
+    out.print(f"study {summary.study}: {summary.counted}/{summary.n_trials} architectures "
+              f"measured, {summary.measured} evaluations "
+              f"({states or 'no trials'}); sampler {summary.sampler}", style="bold")
+    out.print(f"distinct architectures {summary.distinct_architectures}, duplicates reused "
+              f"{summary.duplicates}, Pareto front {summary.pareto_size}"
+              + (f", {summary.trials_per_hour:.1f} trials/hour"
+                 if summary.trials_per_hour else ""))
+    out.print(_training_line(summary.training))
+    fidelity = summary.fidelity
     if fidelity:
-        per_rung = ", ".join(f"{steps} steps: {count}" for steps, count in
-                             zip(fidelity["rungs"], fidelity["candidates_per_rung"]))
-        out.print(f"successive halving, eta {fidelity['eta']}: candidates per rung {per_rung}; "
-                  f"{summary['evaluations']} evaluations. Best and front at rung "
-                  f"{fidelity['shown_rung']} ({fidelity['shown_steps']} steps)")
-    for key, label in (("failures", "failed"), ("pruned", "infeasible"), ("lost", "re-run")):
-        if summary[key]:
+        per_rung = ", ".join(f"{steps} steps {count}" for steps, count in
+                             zip(fidelity.rungs, fidelity.candidates_per_rung))
+        out.print(f"successive halving (eta {fidelity.eta}), candidates per rung: {per_rung}; "
+                  f"best and front at rung {fidelity.shown_rung} ({fidelity.shown_steps} steps)")
+    for counted, label in ((summary.failures, "failed"), (summary.pruned, "infeasible"),
+                           (summary.lost, "re-run")):
+        if counted:
             out.print(f"{label}: " + ", ".join(f"{reason} x{count}"
-                                               for reason, count in summary[key].items()))
-    if summary["baselines"]:
+                                               for reason, count in counted.items()))
+    if summary.baselines:
         out.print("baselines: " + ", ".join(f"{name} (trial {number})"
-                                            for name, number in summary["baselines"].items()))
-    if summary["best"]:
+                                            for name, number in summary.baselines.items()))
+    if summary.best:
         from rich.table import Table
 
         table = Table(title="best per objective")
-        for column in ("objective", "direction", "value", "trial", "pattern"):
+        for column in ("objective", "direction", *(f.name for f in fields(report.Best))):
             table.add_column(column)
-        directions = {o["name"]: o["direction"] for o in summary["objectives"]}
-        for name, best in summary["best"].items():
-            table.add_row(name, directions[name], _fmt(best["value"]), str(best["trial"]),
-                          best["pattern"] or "")
+        directions = {o.name: o.direction for o in summary.objectives}
+        for name, best in summary.best.items():
+            table.add_row(name, directions[name], _fmt(best.value), str(best.trial),
+                          best.pattern or "")
         out.print(table)
 
 
-def _training_line(training: dict) -> str:
-    limits = [f"{training['steps']} steps" if training.get("steps") else "",
-              f"{training['seconds']:g} s" if training.get("seconds") else ""]
-    line = (f"training: suite {training['suite']}, {' or '.join(x for x in limits if x)} per "
-            f"task, batch {training['batch_size']}, ")
-    rates = training.get("lr")
+def _training_line(training) -> str:
+    limits = [f"{training.steps} steps" if training.steps else "",
+              f"{training.seconds:g} s" if training.seconds else ""]
+    line = (f"training: suite {training.suite}, {' or '.join(x for x in limits if x)} per "
+            f"task, batch {training.batch_size}, ")
+    rates = training.lr
     if not isinstance(rates, (list, tuple)):
         return line + f"lr {rates:g}"
-    wins = ", ".join(f"{rate} x{count}" for rate, count in training["best_lr_counts"].items())
+    wins = ", ".join(f"{rate} x{count}" for rate, count in training.best_lr_counts.items())
     swept = ", ".join(f"{rate:g}" for rate in rates)
     return line + f"lr sweep {swept} (best run of a task: {wins})"
 
@@ -123,7 +126,7 @@ def trials(
         rows = report.trial_rows(study, state=state, sort=sort, limit=limit)
     except ValueError as error:
         fail(str(error))
-    _print_rows(rows, as_json, as_csv, f"trials of {study_name}")
+    _print_rows([row.to_dict() for row in rows], as_json, as_csv, f"trials of {study_name}")
 
 
 @app.command()
@@ -147,8 +150,8 @@ def pareto(
         rung = report.shown_rung(study, trials, rung)
     except ValueError as error:
         fail(str(error))
-    rows = [report.trial_row(t, objectives) for t in report.pareto_front(study, trials,
-                                                                         rung=rung)]
+    rows = [report.trial_row(t, objectives).to_dict()
+            for t in report.pareto_front(study, trials, rung=rung)]
     where = report.rung_label(study, rung)
     _print_rows(rows, as_json, as_csv, f"Pareto front of {study_name}" +
                 (f" at {where}" if where else ""))
@@ -179,11 +182,11 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: 
     from rich.table import Table
 
     table = Table(title=title)
-    columns = list(rows[0]) if rows else ["trial", "state", "pattern"]
+    columns = list(rows[0]) if rows else ["trial", "state", PATTERN]
     shown = [c for c in columns if any(row.get(c) is not None for row in rows)] or columns
-    for column in shown:
-        table.add_column(column, justify="left" if column in ("pattern", "state", "failure",
-                                                               "baseline") else "right")
+    for column in shown:  # text left, numbers right
+        text = any(isinstance(row.get(column), str) for row in rows) or not rows
+        table.add_column(column, justify="left" if text else "right")
     for row in rows:
         table.add_row(*[_fmt(row.get(column)) for column in shown])
     console().print(table)

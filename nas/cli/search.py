@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 from nas.cli.app import app
-from nas.cli.common import LR_HELP, check_seed, fail, learning_rates, user_errors
+from nas.cli.common import (LR_HELP, check_seed, describe_change, fail, learning_rates,
+                            user_errors)
 from nas.cli.progress import SearchProgress
 
 CURVE_BATCHES = 4
@@ -198,9 +199,12 @@ def _run(name: str, url: str, storage, definition, allow_changes: bool,
          timeout: Optional[float], workers: int, quiet: bool, patience) -> None:
     from nas.study import SearchError, create_or_check, open_study, run_worker
 
-    study, messages = create_or_check(name, storage, definition, allow_changes=allow_changes)
+    study, opened = create_or_check(name, storage, definition, allow_changes=allow_changes)
     progress = SearchProgress(study, definition.n_trials, quiet=quiet)
-    for message in messages:
+    if opened.changes:
+        progress.note("continuing with changed " + ", ".join(map(describe_change,
+                                                                 opened.changes)))
+    for message in opened.messages:
         progress.note(message)
     try:
         with progress:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
@@ -81,16 +79,22 @@ def copy(
 def dashboard(
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
     port: int = typer.Option(8080, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on (0.0.0.0: "
+                             "every interface)."),
 ) -> None:
-    """Open optuna-dashboard on the study database (every study, every attribute)."""
+    """Open optuna-dashboard on the study database (every study, every attribute, each
+    objective under its name)."""
+    from nas.dashboard import DashboardError, serve
     from nas.storage import check_url, default_url
 
     url = storage or default_url()
     check_url(url)
-    executable = shutil.which("optuna-dashboard")
-    if executable is None:
-        fail("optuna-dashboard is not installed: pip install optuna-dashboard")
-    raise typer.Exit(subprocess.call([executable, url, "--port", str(port)]))
+    try:
+        serve(url, host, port)
+    except DashboardError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

@@ -17,6 +17,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.record import TrialRecord
+
 
 class ExportError(ValueError):
     """Nothing to export, or an architecture no requested format can express."""
@@ -55,15 +57,16 @@ def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
         raise ExportError(str(error)) from None
     if not rows:
         raise ExportError(f"study {study.study_name!r} has no complete trials yet")
-    return [complete[row["trial"]] for row in rows]
+    return [complete[row.trial] for row in rows]
 
 
 def arch_of(trial: FrozenTrial):
     from search_spaces import ArchConfig
 
-    if "arch" not in trial.user_attrs:
+    record = TrialRecord.from_frozen_trial(trial)
+    if record.arch is None:
         raise ExportError(f"trial {trial.number} has no recorded architecture")
-    return ArchConfig.from_dict(trial.user_attrs["arch"])
+    return ArchConfig.from_dict(record.arch)
 
 
 def write_trial(study: Any, trial: FrozenTrial, fmt: str, out_dir: Path, *,
