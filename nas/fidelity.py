@@ -42,24 +42,44 @@ class Agreement:
         return asdict(self)
 
 
-def agreements(study: Any) -> list[Agreement]:
-    """The rows of `hnas fidelity` for an `optuna.Study` or a `StudySnapshot`."""
+@dataclass(frozen=True)
+class Pair:
+    """The values of one objective at a low and a high budget, candidate by candidate."""
+
+    low: int
+    high: int | None
+    objective: str
+    trials: list[int]  # the trial measured at the low budget, per candidate
+    low_values: list[float]
+    high_values: list[float]
+    source: str
+
+    @property
+    def agreement(self) -> Agreement:
+        xs, ys = self.low_values, self.high_values
+        if len(xs) < MIN_PAIRS:
+            return Agreement(self.low, self.high, self.objective, len(xs), math.nan, math.nan,
+                             self.source)
+        return Agreement(self.low, self.high, self.objective, len(xs), spearman(xs, ys),
+                         kendall_tau(xs, ys), self.source)
+
+
+def pairs(study: Any) -> list[Pair]:
+    """Every (low budget, high budget, objective) of an `optuna.Study` or `StudySnapshot`."""
     definition = StudyDefinition.from_attrs(study.user_attrs, study.study_name)
     trials = [t for t in study.get_trials(deepcopy=False)
               if t.state == TrialState.COMPLETE and not is_duplicate(t)]
     if definition.rungs is not None:
-        return _rung_agreements(definition, trials)
-    return _curve_agreements(definition, trials)
+        return _rung_pairs(definition, trials)
+    return _curve_pairs(definition, trials)
 
 
-def _row(low: int, high: int, objective: str, xs: list[float], ys: list[float],
-         source: str) -> Agreement:
-    if len(xs) < MIN_PAIRS:
-        return Agreement(low, high, objective, len(xs), math.nan, math.nan, source)
-    return Agreement(low, high, objective, len(xs), spearman(xs, ys), kendall_tau(xs, ys), source)
+def agreements(study: Any) -> list[Agreement]:
+    """The rows of `hnas fidelity`."""
+    return [pair.agreement for pair in pairs(study)]
 
 
-def _rung_agreements(definition: StudyDefinition, trials: list[FrozenTrial]) -> list[Agreement]:
+def _rung_pairs(definition: StudyDefinition, trials: list[FrozenTrial]) -> list[Pair]:
     rungs = definition.rungs
     by_rung: list[dict[int, FrozenTrial]] = [{} for _ in rungs.steps]
     for trial in trials:
@@ -72,7 +92,8 @@ def _rung_agreements(definition: StudyDefinition, trials: list[FrozenTrial]) -> 
     for rung in range(rungs.top):
         both = sorted(set(by_rung[rung]) & set(by_rung[rung + 1]))
         for index, objective in measured:
-            rows.append(_row(rungs.steps[rung], rungs.steps[rung + 1], objective.name,
+            rows.append(Pair(rungs.steps[rung], rungs.steps[rung + 1], objective.name,
+                             [by_rung[rung][c].number for c in both],
                              [by_rung[rung][c].values[index] for c in both],
                              [by_rung[rung + 1][c].values[index] for c in both], "rungs"))
     return rows
@@ -95,11 +116,12 @@ def curve_score(record: TrialRecord, weights: dict[str, float],
             for key in ("accuracy", LOSS)}
 
 
-def _curve_agreements(definition: StudyDefinition, trials: list[FrozenTrial]) -> list[Agreement]:
+def _curve_pairs(definition: StudyDefinition, trials: list[FrozenTrial]) -> list[Pair]:
     weights = definition.task_weights()
-    records = [TrialRecord.from_frozen_trial(t) for t in trials]
-    records = [r for r in records if r.result is not None]
-    steps = sorted({point["step"] for record in records for task in record.result.tasks.values()
+    records = [(t.number, TrialRecord.from_frozen_trial(t)) for t in trials]
+    records = [(n, r) for n, r in records if r.result is not None]
+    steps = sorted({point["step"] for _, record in records
+                    for task in record.result.tasks.values()
                     for point in task.curve if isinstance(point.get("step"), int)})
     final = definition.budget.get("steps")
     rows = []
@@ -107,12 +129,13 @@ def _curve_agreements(definition: StudyDefinition, trials: list[FrozenTrial]) ->
         for step in steps:
             if final is not None and step >= final:
                 continue
-            xs, ys = [], []
-            for record in records:
+            numbers, xs, ys = [], [], []
+            for number, record in records:
                 score = curve_score(record, weights, step)
                 end = getattr(record.result, objective)
                 if score is not None and isinstance(end, (int, float)):
+                    numbers.append(number)
                     xs.append(score[key])
                     ys.append(end)
-            rows.append(_row(step, final, objective, xs, ys, "curve"))
+            rows.append(Pair(step, final, objective, numbers, xs, ys, "curve"))
     return rows

@@ -136,6 +136,8 @@ def pareto(
     storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
     plot: Optional[str] = typer.Option(None, "--plot", help="Also draw the front to FILE.png "
                                        "(matplotlib) or FILE.html (plotly)."),
+    curves: Optional[str] = typer.Option(None, "--curves", help="Also draw the learning curves "
+                                         "of the front's trials to FILE.png or FILE.html."),
     rung: Optional[int] = typer.Option(None, "--rung", help=RUNG_HELP),
     as_json: bool = typer.Option(False, "--json"),
     as_csv: bool = typer.Option(False, "--csv"),
@@ -157,14 +159,16 @@ def pareto(
                 (f" at {where}" if where else ""))
     if where and (as_json or as_csv):
         print(f"Pareto front at {where}", file=sys.stderr)
-    if plot:
-        from nas.plots import PlotError, plot_front
+    if plot or curves:
+        from nas.plots import PlotError, plot_curves, plot_front
 
-        try:
-            plot_front(study, plot)
-        except PlotError as error:
-            fail(str(error))
-        print(f"wrote {plot}", file=sys.stderr)
+        for path, draw in ((plot, plot_front), (curves, plot_curves)):
+            if path:
+                try:
+                    draw(study, path, rung=rung)
+                except PlotError as error:
+                    fail(str(error))
+                print(f"wrote {path}", file=sys.stderr)
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: str) -> None:
