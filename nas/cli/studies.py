@@ -124,6 +124,12 @@ def export(
     study = open_for_reading(study_name, storage)
     try:
         chosen = select_trials(study, trial=trial, pareto=pareto, top=top, by=by)
+        if trial is None:
+            from nas.report import rung_label, shown_rung
+
+            where = rung_label(study, shown_rung(study, study.get_trials(deepcopy=False)))
+            if where:
+                print(f"exporting candidates compared at {where}", file=sys.stderr)
         out_dir.mkdir(parents=True, exist_ok=True)
         for frozen in chosen:
             for path in write_trial(study, frozen, fmt, out_dir, hf_family=hf_family):

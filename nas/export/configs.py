@@ -26,8 +26,11 @@ class ExportError(ValueError):
 
 def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
                   top: int | None = None, by: str | None = None) -> list[FrozenTrial]:
-    """Exactly one of: a trial number, the Pareto front, the best `top` by objective `by`."""
-    from nas.report import objectives_of, pareto_front, trial_rows
+    """Exactly one of: a trial number, the Pareto front, the best `top` by objective `by`. In
+    a study with rungs the front and the best are those at the rung `nas.report.shown_rung`
+    picks (`rung_label` says which)."""
+    from nas.halving import rung_of
+    from nas.report import objectives_of, pareto_front, shown_rung, trial_rows
 
     if sum(x is not None and x is not False for x in (trial, pareto or None, top)) != 1:
         raise ExportError("choose what to export: --trial N, --pareto or --top K --by OBJECTIVE")
@@ -39,8 +42,9 @@ def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
             raise ExportError(f"trial {trial} of study {study.study_name!r} is not a complete "
                               f"trial (complete: {_ranges(known) or 'none'})")
         return [complete[trial]]
+    rung = shown_rung(study, list(complete.values()))
     if pareto:
-        front = pareto_front(study)
+        front = pareto_front(study, rung=rung)
         if not front:
             raise ExportError(f"study {study.study_name!r} has no complete trials yet")
         return front
@@ -52,9 +56,12 @@ def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
             raise ExportError(f"--top needs --by, one of: {', '.join(names)}")
         by = names[0]
     try:
-        rows = trial_rows(study, state="complete", sort=by, limit=top)
+        rows = trial_rows(study, state="complete", sort=by,
+                          limit=top if rung is None else None)
     except ValueError as error:
         raise ExportError(str(error)) from None
+    if rung is not None:
+        rows = [row for row in rows if rung_of(complete[row.trial]) == rung][:top]
     if not rows:
         raise ExportError(f"study {study.study_name!r} has no complete trials yet")
     return [complete[row.trial] for row in rows]
