@@ -77,6 +77,8 @@ class SearchProgress:
 
         row = trial_row(trial, objectives_of(self.study))
         parts = [f"trial {row.trial}", row.state, row.pattern or "-"]
+        if row.rung is not None:
+            parts.append(f"rung {row.rung}")
         parts += [f"{name}={_fmt(value)}" for name, value in row.values.items()
                   if value is not None]
         parts += [f"{key}={value}" for key, value in ((BASELINE, row.baseline),
