@@ -82,6 +82,10 @@ def search(
         fail(f"--n-trials: expected at least 1, got {n_trials}")
     if n_trials is None:
         n_trials = _grid_size(space) if sampler == "grid" else 20
+    size = space.size()
+    if size is not None and n_trials > size:
+        print(f"note: --n-trials {n_trials}: the space has {size} parameter assignments; the "
+              f"search measures at most {size} distinct architectures", file=sys.stderr)
     schedule = _rungs(fidelity, rungs, min_steps, eta, budget_steps)
     if schedule is not None:
         budget_steps = schedule.full_steps
