@@ -32,6 +32,7 @@ from typing import Any
 
 from nas.rungs import Rungs, next_promotion
 
+MAX_DRAWS = 20  # sampler draws per new candidate before a random new one is taken
 STRATEGIES = ("random-full", "nsga2-full", "sh-random", "sh-nsga2", "sh-tpe")
 REFERENCE = (0.0, 1.0)  # (quality, parameters / max parameters): worse than every point
 
@@ -85,6 +86,18 @@ class Job:
     trial: Any = field(compare=False, default=None)
 
 
+def params_by_fingerprint(space, table: dict[str, Arch]) -> dict[str, dict]:
+    """One parameter assignment of the space for each architecture of the table."""
+    import optuna
+
+    found: dict[str, dict] = {}
+    for params in space.enumerate():
+        fingerprint = space.sample(optuna.trial.FixedTrial(params)).arch.fingerprint()
+        if fingerprint in table:
+            found.setdefault(fingerprint, params)
+    return found
+
+
 class Proposer:
     """New candidates: random draws from the table, or an Optuna sampler over the space."""
 
@@ -94,6 +107,7 @@ class Proposer:
         self.kind, self.space, self.table = kind, space, table
         self.random = random.Random(seed)
         self.study = None
+        self.params = params_by_fingerprint(space, table)
         if kind != "random":
             from nas.samplers import make_sampler
 
@@ -106,14 +120,23 @@ class Proposer:
         if self.study is None:
             left = sorted(set(self.table) - taken)
             return (self.random.choice(left), None) if left else None
-        for _ in range(300):
+        for _ in range(MAX_DRAWS):
             trial = self.study.ask()
             fingerprint = self.space.sample(trial).arch.fingerprint()
             if fingerprint in self.table and fingerprint not in taken:
                 return fingerprint, trial
             # outside the table or measured already: a draw that costs nothing
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        return None
+        # The sampler keeps proposing what it has: the trial goes to a random new one instead
+        # (as a search's duplicate guard would, sooner or later), and the sampler learns it.
+        left = sorted(set(self.table) - taken)
+        if not left:
+            return None
+        fingerprint = self.random.choice(left)
+        self.study.enqueue_trial(self.params[fingerprint])
+        trial = self.study.ask()
+        self.space.sample(trial)
+        return fingerprint, trial
 
     def tell(self, job: Job, quality: float, params: float, parent_params: Any) -> None:
         import optuna
