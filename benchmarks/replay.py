@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--continue-cost", action="store_true",
                         help="simulate: a promotion costs only the steps beyond the rung below "
                              "(exact continuation) instead of a retrain")
+    parser.add_argument("--architectures", type=int, help="simulate: only the first N "
+                        "architectures recorded (default: every one with all its rungs)")
     parser.add_argument("--plot", metavar="PNG", help="simulate: hypervolume against compute")
     parser.add_argument("--table", metavar="TXT", help="simulate: write the table here too")
     args = parser.parse_args(argv)

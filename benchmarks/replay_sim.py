@@ -46,12 +46,16 @@ class Arch:
     seconds_per_step: float
 
 
-def load_table(rows: list[dict], rungs: tuple[int, ...]) -> dict[str, Arch]:
-    """Architectures with a row at every rung budget."""
+def load_table(rows: list[dict], rungs: tuple[int, ...],
+               limit: int | None = None) -> dict[str, Arch]:
+    """Architectures with a row at every rung budget (the first `limit` of them in the order
+    they were recorded, so that a table still being recorded gives the same figures)."""
     by_fp: dict[str, dict[int, dict]] = {}
     for row in rows:
         by_fp.setdefault(row["fingerprint"], {})[row["steps"]] = row
     complete = {fp: runs for fp, runs in by_fp.items() if set(rungs) <= set(runs)}
+    if limit is not None:
+        complete = dict(list(complete.items())[:limit])
     if not complete:
         raise ValueError("the replay table has no architecture with a row at every rung yet")
     largest = max(runs[rungs[-1]]["params"] for runs in complete.values())
@@ -285,7 +289,7 @@ def simulate_main(args) -> dict:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     rungs = Rungs(tuple(args.rungs), args.eta)
-    table = load_table(ResultsFile(args.out, KEY).rows(), rungs.steps)
+    table = load_table(ResultsFile(args.out, KEY).rows(), rungs.steps, args.architectures)
     space = load_space(str(SPACE))
     full_cost = statistics.fmean(a.seconds_per_step for a in table.values()) * rungs.full_steps
     cap = args.budget_fraction * len(table) * full_cost
