@@ -192,3 +192,23 @@ def test_a_lost_promotion_is_run_again_with_its_rung(storage):
     assert retry[0].state == TrialState.COMPLETE
     check_schedule(study, 6)
     assert RUNG in retry[0].user_attrs
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--fidelity", "sh"], "--fidelity sh: give --rungs"),
+    (["--fidelity", "sh", "--rungs", "300,100"], "budgets must increase"),
+    (["--fidelity", "sh", "--rungs", "10,30", "--budget-steps", "90"], "the last rung is the full"),
+    (["--fidelity", "sh", "--min-steps", "10", "--eta", "1"], "--eta 1: expected a whole"),
+    (["--rungs", "10,30"], "--rungs: only with --fidelity sh"),
+    (["--fidelity", "hb"], "--fidelity 'hb': unknown (valid: full, sh)"),
+])
+def test_bad_rung_specs_on_the_command_line_are_one_line(tmp_path, flags, message):
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    result = CliRunner().invoke(app, ["search", "demo", "--storage",
+                                      f"sqlite:///{tmp_path / 'x.db'}", *flags])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "x.db").exists()
