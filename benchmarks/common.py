@@ -1,5 +1,6 @@
 """Shared pieces of the long-running benchmarks (capacity.py, fidelity.py): a resumable JSONL
-results file, the --shard split, rank statistics and the one-thread rule.
+results file, the --shard split and the one-thread rule (the rank statistics live in
+nas.ranking and are re-exported here).
 
 A results file holds one JSON row per finished run, appended (and flushed to disk) the moment
 the run ends. Every row carries the settings that define its run; `run_key` turns those into a
@@ -13,11 +14,12 @@ Unlike the other scripts in this folder, the helpers here are tested (tests/test
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from nas.ranking import kendall_tau, ranks, spearman  # noqa: F401 - shared with nas
 
 
 class BenchError(ValueError):
@@ -117,66 +119,6 @@ def one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-# -- rank statistics ----------------------------------------------------------------------------
-
-def ranks(values: Sequence[float]) -> list[float]:
-    """Ranks from 0, ties sharing their average rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    result = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            result[order[k]] = (i + j) / 2
-        i = j + 1
-    return result
-
-
-def _check_pairs(xs: Sequence[float], ys: Sequence[float]) -> None:
-    if len(xs) != len(ys):
-        raise BenchError(f"rank correlation of {len(xs)} against {len(ys)} values")
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Spearman's rho (Pearson on average ranks); NaN when either side is constant."""
-    _check_pairs(xs, ys)
-    if len(xs) < 2:
-        return float("nan")
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return cov / var if var else float("nan")
-
-
-def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Kendall's tau-b (ties on either side handled as in scipy.stats.kendalltau's default):
-    (concordant - discordant) / sqrt((n0 - ties_x) (n0 - ties_y)); NaN when a side is constant.
-    O(n^2), for the tens of architectures compared here."""
-    _check_pairs(xs, ys)
-    concordant = discordant = tied_x = tied_y = 0
-    n = len(xs)
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx, dy = xs[i] - xs[j], ys[i] - ys[j]
-            if dx == 0 and dy == 0:
-                tied_x += 1
-                tied_y += 1
-            elif dx == 0:
-                tied_x += 1
-            elif dy == 0:
-                tied_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    pairs = n * (n - 1) // 2
-    denominator = math.sqrt((pairs - tied_x) * (pairs - tied_y))
-    return (concordant - discordant) / denominator if denominator else float("nan")
 
 
 # -- cost estimate ------------------------------------------------------------------------------

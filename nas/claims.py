@@ -107,7 +107,7 @@ class Claims:
         if not isinstance(trial_id, int):
             return False  # a damaged value: take the claim over
         try:
-            return _live(self.storage.get_trial(trial_id))
+            return is_live(self.storage.get_trial(trial_id))
         except KeyError:
             return False
 
@@ -123,7 +123,7 @@ class Claims:
         for index in range(slots):
             holder = held.get(f"{SLOT}{index}")
             if holder is not None and holder != trial_id and (
-                    holder not in by_id or _live(by_id[holder])):
+                    holder not in by_id or is_live(by_id[holder])):
                 continue
             if self.take(f"{SLOT}{index}", trial_id) is None:
                 self.storage.set_trial_system_attr(trial_id, TRIAL_SLOT, index)
@@ -145,14 +145,17 @@ class Claims:
             taken.add(index)
 
 
-def _live(trial: Any) -> bool:
+def is_live(trial: Any) -> bool:
     """A trial that holds its claims: running, waiting or measured (not lost, not pruned)."""
 
     return trial.state in (TrialState.RUNNING, TrialState.WAITING) or is_measured(trial)
 
 
 def unslotted(trials: list[Any]) -> int:
-    """Measured trials that hold no slot: measured before budget slots existed (a study made by
-    an older hnas). They use up the budget all the same, so there are that many fewer slots."""
+    """Trials that count toward the budget (new architectures measured) but hold no slot:
+    measured before budget slots existed (a study made by an older hnas). They use up the
+    budget all the same, so there are that many fewer slots."""
+    from nas.halving import counts_toward_budget  # here: nas.halving imports this module
 
-    return sum(1 for trial in trials if is_measured(trial) and TRIAL_SLOT not in trial.system_attrs)
+    return sum(1 for trial in trials
+               if counts_toward_budget(trial) and TRIAL_SLOT not in trial.system_attrs)

@@ -16,6 +16,7 @@ from typing import Any
 from nas.objectives import Objective, ObjectiveError, format_objectives, parse_objectives
 from search_spaces import SearchSpace
 from search_spaces.errors import UserError
+from nas.rungs import RungError, Rungs
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random", "grid")
 MARKER, FORMAT_VERSION = "hnas_study_format", 1
@@ -23,7 +24,8 @@ MARKER, FORMAT_VERSION = "hnas_study_format", 1
 STORED_TYPES: dict[str, tuple[type, ...]] = {
     "space_yaml": (str,), "space_fingerprint": (str,), "suite": (dict,),
     "suite_fingerprint": (str,), "budget": (dict,), "objectives": (str,), "sampler": (str,),
-    "n_trials": (int,), "seed": (int, type(None)), "baselines": (list,), "versions": (dict,)}
+    "n_trials": (int,), "seed": (int, type(None)), "baselines": (list,), "versions": (dict,),
+    "fidelity": (dict, type(None))}
 REQUIRED = ("space_yaml", "space_fingerprint", "suite", "suite_fingerprint", "budget",
             "objectives")
 
@@ -34,6 +36,7 @@ class DefinitionError(UserError):
 
 # The parts of a definition that make it another experiment (`Change.field`).
 SPACE, SUITE, BUDGET, OBJECTIVES = "space", "suite", "budget", "objectives"
+RUNGS = "rungs"
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Change:
     fingerprints), the suite (old and new names; equal names: its tasks changed), the budget
     (the differing entries only) or the objectives (old and new lists)."""
 
-    field: str  # SPACE, SUITE, BUDGET or OBJECTIVES
+    field: str  # SPACE, SUITE, BUDGET, RUNGS or OBJECTIVES
     old: Any
     new: Any
 
@@ -73,13 +76,30 @@ class StudyDefinition:
     seed: int = 0
     baselines: tuple[str, ...] = ()
     versions: dict[str, str] = field(default_factory=dict)
+    # None: every candidate trains the full budget. Rungs.to_dict(): successive halving, whose
+    # last rung is the budget's steps (nas.rungs, nas.halving).
+    fidelity: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.fidelity is not None:
+            try:
+                rungs = Rungs.from_dict(self.fidelity)
+            except RungError as error:
+                raise DefinitionError(str(error)) from None
+            if self.budget.get("steps") != rungs.full_steps:
+                raise DefinitionError(f"fidelity: the last rung ({rungs.full_steps} steps) is "
+                                      f"not the budget's steps ({self.budget.get('steps')})")
         if self.sampler not in SAMPLERS:
             raise DefinitionError(f"sampler {self.sampler!r}: unknown (valid: "
                                   f"{', '.join(SAMPLERS)})")
         if self.n_trials < 1:
             raise DefinitionError(f"n_trials: expected at least 1, got {self.n_trials}")
+
+    @property
+    def rungs(self) -> Rungs | None:
+        """The successive-halving rungs, or None for a study that trains every candidate at
+        the full budget."""
+        return None if self.fidelity is None else Rungs.from_dict(self.fidelity)
 
     @property
     def objective_list(self) -> tuple[Objective, ...]:
@@ -88,6 +108,17 @@ class StudyDefinition:
     @property
     def directions(self) -> list[str]:
         return [objective.direction for objective in self.objective_list]
+
+    def capped_trials(self) -> int:
+        """`n_trials`, but no more than the space's distinct parameter assignments: a search
+        of a small space measures each architecture at most once and then stops."""
+        size = self.space().size()
+        return self.n_trials if size is None else min(self.n_trials, size)
+
+    def task_weights(self) -> dict[str, float]:
+        """Each task's weight in the suite's quality, read from the stored suite (no torch)."""
+        return {task["name"]: float(task.get("weight", 1.0))
+                for task in self.suite.get("tasks", [])}
 
     def space(self):
         return SearchSpace.from_yaml(self.space_yaml, "stored space")
@@ -169,6 +200,8 @@ class StudyDefinition:
                           if self.budget.get(k) != stored.budget.get(k))
             changes.append(Change(BUDGET, {k: stored.budget.get(k) for k in keys},
                                   {k: self.budget.get(k) for k in keys}))
+        if self.rungs != stored.rungs:
+            changes.append(Change(RUNGS, _rungs_text(stored.rungs), _rungs_text(self.rungs)))
         if format_objectives(self.objective_list) != format_objectives(stored.objective_list):
             changes.append(Change(OBJECTIVES, stored.objectives, self.objectives))
         return tuple(changes)
@@ -177,6 +210,10 @@ class StudyDefinition:
 def baselines_attrs(names: list[str]) -> dict[str, Any]:
     """The study attribute naming every baseline enqueued (added to as a study goes on)."""
     return {"baselines": sorted(names)}
+
+
+def _rungs_text(rungs: Rungs | None) -> str:
+    return "none" if rungs is None else f"{','.join(map(str, rungs.steps))} eta {rungs.eta}"
 
 
 def _comparable(budget: dict[str, Any]) -> str:

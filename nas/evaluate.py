@@ -4,19 +4,23 @@ One call evaluates one trial:
 
     sample (pattern decisions, then dims)  ->  constraints set on the trial
       infeasible?       -> PRUNED at once, never trained, violations recorded
+      a promotion?      -> (successive halving, nas.halving) take its claim, train at its rung
+      already measured? -> the twin's values, marked duplicate_of (Optuna does not deduplicate);
+                           a duplicate takes no budget slot: `--n-trials` counts architectures
+      being trained?    -> wait for that trial (its architecture is claimed), then its values
       take a budget slot (nas.claims; waits while every slot is held by a running trial)
       budget reached?   -> PRUNED, marked surplus (two workers started the last trial at once)
-      already measured? -> the twin's values, marked duplicate_of (Optuna does not deduplicate)
-      being trained?    -> wait for that trial (its architecture is claimed), then its values
       otherwise         -> trials.run_trial on the suite, then the objective values
       candidate failed  -> FAIL with the reason (NaN loss, oom, ...): failure is a result too
 
 Everything the toolkit knows about a trial goes into its user attributes (plain JSON), so plain
-Optuna and optuna-dashboard read it; `nas.record.TrialRecord` is their schema.
+Optuna and optuna-dashboard read it; `nas.record.TrialRecord` is their schema (with rungs, its
+`rung`, `candidate`, `promoted_from` and `rung_scores`: nas.halving).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import signal
@@ -28,6 +32,7 @@ from optuna.trial import TrialState
 
 from nas.claims import ARCH, Claims, unslotted
 from nas.definition import StudyDefinition
+from nas.halving import counts_toward_budget, promotion_key, rung_of, rung_scores
 from nas.objectives import analytic_costs, decode_context
 from nas.record import TrainedResult, TrialRecord, is_measured
 from search_spaces.space.space import InvalidCandidate
@@ -66,6 +71,7 @@ class Evaluator:
         self.objectives = definition.objective_list
         self.suite = definition.load_suite()
         self.budget = trial_budget(definition)
+        self.rungs = definition.rungs
         self._run = run
         self.patience = patience or (lambda call, *args, **kwargs: call(*args, **kwargs))
         self.idle = idle or (lambda: None)
@@ -87,13 +93,23 @@ class Evaluator:
             raise optuna.TrialPruned("infeasible: " + ", ".join(
                 f"{name} over by {value:.3g}" for name, value in candidate.violations.items()))
         claims = Claims(trial.study)
-        self._take_slot(trial, claims)
-        twin = self.patience(find_measured, trial.study, fingerprint, exclude=trial.number) \
-            or self._claim_arch(trial, claims, fingerprint)
-        if twin is not None:
-            return self._reuse(trial, twin)
+        rung, parent = 0, None
+        if self.rungs is not None and rung_of(trial) > 0:
+            rung = rung_of(trial)
+            parent = self._claim_promotion(trial, claims, rung)
+        else:
+            twin = self.patience(find_measured, trial.study, fingerprint,
+                                 exclude=trial.number) \
+                or self._claim_arch(trial, claims, fingerprint)
+            if twin is not None:
+                return self._reuse(trial, twin)
+            self._take_slot(trial, claims)
+            if self.rungs is not None:
+                self._write(trial, TrialRecord(rung=0, candidate=trial.number))
+        budget = self.budget if self.rungs is None else \
+            dataclasses.replace(self.budget, steps=self.rungs.steps[rung])
         try:
-            result = self._evaluate(arch)
+            result = self._evaluate(arch, budget)
         except (KeyboardInterrupt, SystemExit):
             # Lightning answers Ctrl-C inside `fit` with sys.exit(1), after setting SIGINT to be
             # ignored; both mean Ctrl-C: put Ctrl-C back and let Optuna fail the trial.
@@ -103,15 +119,17 @@ class Evaluator:
         weights = {entry.name: entry.weight for entry in self.suite}
         record = TrialRecord(result=TrainedResult.from_trial_result(result, weights),
                              wall_seconds=result.wall_seconds)
-        if not result.ok:
-            self._write(trial, record)
-            raise CandidateFailed(result.failure)
-        values = self._values(analytic, record.result)
-        bad = [o.name for o, v in zip(self.objectives, values) if not math.isfinite(v)]
-        if bad:
-            record = record.with_failure(f"non-finite objective {', '.join(bad)}")
+        values = None
+        if result.ok:
+            values = self._values(analytic, record.result)
+            bad = [o.name for o, v in zip(self.objectives, values) if not math.isfinite(v)]
+            if bad:
+                record, values = record.with_failure(f"non-finite objective {', '.join(bad)}"), None
+        if self.rungs is not None:
+            record = dataclasses.replace(record, rung_scores=rung_scores(
+                parent, budget.steps, self.objectives, values))
         self._write(trial, record)
-        if bad:
+        if record.failure is not None:
             raise CandidateFailed(record.failure)
         return values
 
@@ -123,8 +141,9 @@ class Evaluator:
             self.patience(trial.set_user_attr, key, value)
 
     def _take_slot(self, trial: optuna.Trial, claims: Claims) -> None:
-        """Hold one of the budget's slots before training (or reusing a twin, which counts as
-        measured too): the budget is never exceeded, however many workers start at once."""
+        """Hold one of the budget's slots before training a new architecture (a duplicate,
+        which reuses its twin's result, holds none and does not count): the budget is never
+        exceeded, however many workers start at once."""
         n_trials = self.definition.n_trials
         while True:
             trials = self.patience(trial.study.get_trials, deepcopy=False)
@@ -132,10 +151,25 @@ class Evaluator:
             if slots > 0 and self.patience(claims.take_slot, trial._trial_id, slots,
                                            trials) is not None:
                 return
-            if sum(1 for t in trials if is_measured(t)) >= n_trials:
+            if sum(1 for t in trials if counts_toward_budget(t)) >= n_trials:
                 self._write(trial, TrialRecord(surplus=True))
                 raise optuna.TrialPruned("surplus: the study reached its budget meanwhile")
             self._pause()  # every slot is held by a running trial, which may still die
+
+    def _claim_promotion(self, trial: optuna.Trial, claims: Claims,
+                         rung: int) -> optuna.trial.FrozenTrial:
+        """Hold the claim on this promotion (nas.halving); the trial it continues."""
+        record = TrialRecord.from_user_attrs(trial.user_attrs)
+        holder = self.patience(claims.take, promotion_key(rung - 1, record.candidate),
+                               trial._trial_id)
+        if holder is not None:
+            self._write(trial, TrialRecord(promotion_taken=True))
+            raise optuna.TrialPruned(f"promotion of candidate {record.candidate} to rung {rung} "
+                                     f"is held by trial id {holder}")
+        storage = trial.study._storage
+        parent_id = self.patience(storage.get_trial_id_from_study_id_trial_number,
+                                  trial.study._study_id, record.promoted_from)
+        return self.patience(storage.get_trial, parent_id)
 
     def _claim_arch(self, trial: optuna.Trial, claims: Claims,
                     fingerprint: str) -> optuna.trial.FrozenTrial | None:
@@ -154,13 +188,13 @@ class Evaluator:
         self.idle()
         time.sleep(self.poll_seconds)
 
-    def _evaluate(self, arch):
-        """The candidate's `trials.TrialResult`."""
+    def _evaluate(self, arch, budget):
+        """The candidate's `trials.TrialResult` at `budget`."""
         if self._run is None:
             from trials.train import run_trial  # Lightning: loaded by the first trial to train
 
             self._run = run_trial
-        result = self._run(arch, self.suite, self.budget, seed=self.definition.seed)
+        result = self._run(arch, self.suite, budget, seed=self.definition.seed)
         if result.device != "cpu":
             release_accelerator_memory()
         return result
@@ -195,10 +229,11 @@ def release_accelerator_memory() -> None:
 
 def find_measured(study: optuna.Study, fingerprint: str,
                   exclude: int | None = None) -> optuna.trial.FrozenTrial | None:
-    """The first measured trial of the architecture with this fingerprint, if any."""
+    """The first trial that measured the architecture with this fingerprint (at the first rung,
+    in a study with rungs), if any."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         record = TrialRecord.from_frozen_trial(trial)
         if (trial.number != exclude and record.fingerprint == fingerprint
-                and record.duplicate_of is None and is_measured(trial)):
+                and counts_toward_budget(trial)):
             return trial
     return None

@@ -15,6 +15,11 @@ reader, in the spirit of Optuna's `FrozenTrial` and its `_CONSTRAINTS_KEY`-style
                 interrupted     Ctrl-C during training (the trial is queued again)
     provenance  baseline        the preset this enqueued trial is
                 retry_of        the number of the lost trial this one runs again
+    rungs       rung            successive halving (nas.halving): the rung this trial trained at
+                candidate       the number of the candidate's first-rung trial
+                promoted_from   the number of the trial at the rung below (a promotion)
+                rung_scores     {"<steps>": {"<objective>": value}} at every rung so far
+                promotion_taken pruned: another trial holds this promotion's claim
 
 The format is the one written since the first release (tests/data/format1_study.db); a key a
 trial does not have reads as the field's default. No torch, no Optuna: the CLI's start-up
@@ -45,12 +50,18 @@ SURPLUS = "surplus"
 INTERRUPTED = "interrupted"
 BASELINE = "baseline"
 RETRY_OF = "retry_of"
+RUNG = "rung"
+CANDIDATE = "candidate"
+PROMOTED_FROM = "promoted_from"
+RUNG_SCORES = "rung_scores"
+PROMOTION_TAKEN = "promotion_taken"
 
 SAMPLED_KEYS = (PATTERN, ARCH, FINGERPRINT, ANALYTIC)
 # The training result, copied from a measured trial to its duplicates.
 RESULT_KEYS = (QUALITY, LOSS, TASKS, MEASURED, DEVICE, PRECISION, KERNELS, FAILURE)
+RUNG_KEYS = (RUNG, CANDIDATE, PROMOTED_FROM, RUNG_SCORES, PROMOTION_TAKEN)
 KEYS = (*SAMPLED_KEYS, *RESULT_KEYS, WALL_SECONDS, VIOLATIONS, DUPLICATE_OF, SURPLUS,
-        INTERRUPTED, BASELINE, RETRY_OF)
+        INTERRUPTED, BASELINE, RETRY_OF, *RUNG_KEYS)
 
 # The JSON type of each attribute, checked when a study is read (`nas.snapshot`).
 ATTR_TYPES: dict[str, tuple[type, ...]] = {
@@ -59,6 +70,8 @@ ATTR_TYPES: dict[str, tuple[type, ...]] = {
     MEASURED: (dict,), DEVICE: (str,), WALL_SECONDS: (int, float),
     FAILURE: (str, type(None)), VIOLATIONS: (dict,), DUPLICATE_OF: (int,),
     BASELINE: (str,), RETRY_OF: (int,), INTERRUPTED: (bool,), SURPLUS: (bool,),
+    RUNG: (int,), CANDIDATE: (int,), PROMOTED_FROM: (int,), RUNG_SCORES: (dict,),
+    PROMOTION_TAKEN: (bool,),
 }
 _JSON_NAMES = {str: "text", dict: "a mapping", int: "a number", float: "a number",
                bool: "true or false", type(None): "null"}
@@ -165,6 +178,11 @@ class TrialRecord:
     interrupted: bool = False
     baseline: str | None = None
     retry_of: int | None = None
+    rung: int | None = None
+    candidate: int | None = None
+    promoted_from: int | None = None
+    rung_scores: dict[str, Any] | None = None
+    promotion_taken: bool = False
 
     @property
     def failure(self) -> str | None:
@@ -189,10 +207,13 @@ class TrialRecord:
                           FAILURE: result.failure})
         for key, value in ((WALL_SECONDS, self.wall_seconds), (VIOLATIONS, self.violations),
                            (DUPLICATE_OF, self.duplicate_of), (BASELINE, self.baseline),
-                           (RETRY_OF, self.retry_of)):
+                           (RETRY_OF, self.retry_of), (RUNG, self.rung),
+                           (CANDIDATE, self.candidate), (PROMOTED_FROM, self.promoted_from),
+                           (RUNG_SCORES, self.rung_scores)):
             if value is not None:
                 attrs[key] = value
-        for key, flag in ((SURPLUS, self.surplus), (INTERRUPTED, self.interrupted)):
+        for key, flag in ((SURPLUS, self.surplus), (INTERRUPTED, self.interrupted),
+                          (PROMOTION_TAKEN, self.promotion_taken)):
             if flag:
                 attrs[key] = True
         return attrs
@@ -215,7 +236,10 @@ class TrialRecord:
                    result=result, wall_seconds=attrs.get(WALL_SECONDS),
                    violations=attrs.get(VIOLATIONS), duplicate_of=attrs.get(DUPLICATE_OF),
                    surplus=bool(attrs.get(SURPLUS)), interrupted=bool(attrs.get(INTERRUPTED)),
-                   baseline=attrs.get(BASELINE), retry_of=attrs.get(RETRY_OF))
+                   baseline=attrs.get(BASELINE), retry_of=attrs.get(RETRY_OF),
+                   rung=attrs.get(RUNG), candidate=attrs.get(CANDIDATE),
+                   promoted_from=attrs.get(PROMOTED_FROM), rung_scores=attrs.get(RUNG_SCORES),
+                   promotion_taken=bool(attrs.get(PROMOTION_TAKEN)))
 
     @classmethod
     def from_frozen_trial(cls, trial: Any) -> "TrialRecord":

@@ -18,8 +18,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.definition import StudyDefinition
+from nas.halving import default_rung, rung_counts, rung_of
 from nas.objectives import MAXIMIZE, Objective
-from nas.record import INTERRUPTED, TrialRecord, is_measured
+from nas.record import INTERRUPTED, RUNG, TrialRecord, is_measured
 from nas.snapshot import ReadableStudy
 from nas.study import count_trials
 from search_spaces.errors import UserError
@@ -41,17 +42,46 @@ def failure_kind(reason: str) -> str:
     return re.split(r" at step |: ", reason, maxsplit=1)[0]
 
 
-def pareto_front(study: ReadableStudy,
-                 trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
+def shown_rung(study: ReadableStudy, trials: list[FrozenTrial],
+               rung: int | None = None) -> int | None:
+    """The rung at which a study with rungs is compared (`rung`, checked, or by default the
+    highest one with enough candidates: nas.halving.default_rung); None for a plain study."""
+    rungs = StudyDefinition.from_attrs(study.user_attrs, study.study_name).rungs
+    if rungs is None:
+        if rung is not None:
+            raise ValueError(f"--rung {rung}: study {study.study_name!r} has no rungs "
+                             "(every candidate trained the full budget)")
+        return None
+    if rung is None:
+        return default_rung(trials, rungs)
+    if not 0 <= rung <= rungs.top:
+        raise ValueError(f"--rung {rung}: study {study.study_name!r} has rungs 0 to {rungs.top} "
+                         f"({', '.join(map(str, rungs.steps))} steps)")
+    return rung
+
+
+def rung_label(study: ReadableStudy, rung: int | None) -> str:
+    """`rung 2 of 0-2 (900 steps)`, or empty for a plain study."""
+    if rung is None:
+        return ""
+    rungs = StudyDefinition.from_attrs(study.user_attrs, study.study_name).rungs
+    return f"rung {rung} of 0-{rungs.top} ({rungs.steps[rung]} steps)"
+
+
+def pareto_front(study: ReadableStudy, trials: list[FrozenTrial] | None = None, *,
+                 rung: int | None = None) -> list[FrozenTrial]:
     """The non-dominated complete, feasible trials, by trial number. A duplicate (the same
     architecture measured once, its values reused) appears once, as the trial that measured it.
+    In a study with rungs only the candidates measured at one rung are compared (`shown_rung`).
 
     Computed here rather than with `study.best_trials`, which reads (and deep-copies) every
     trial again: `status` on a 1,000-trial study spent a third of its time there.
     """
     trials = study.get_trials(deepcopy=False) if trials is None else trials
+    rung = shown_rung(study, trials, rung)
     candidates = [t for t in trials if t.state == TrialState.COMPLETE
                   and TrialRecord.from_frozen_trial(t).duplicate_of is None
+                  and (rung is None or rung_of(t) == rung)
                   and all(value <= 0 for value in t.constraints.values())]
     if not candidates:
         return []
@@ -97,6 +127,17 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """A successive-halving study's rungs, its candidates per rung, and the rung shown."""
+
+    rungs: list[int]
+    eta: int
+    candidates_per_rung: list[int]
+    shown_rung: int
+    shown_steps: int
+
+
+@dataclass(frozen=True)
 class StudyStatus:
     """Trials by state, failures by reason, throughput, the best per objective, the front."""
 
@@ -116,6 +157,8 @@ class StudyStatus:
     best: dict[str, Best]  # objective name -> its best trial
     pareto_size: int
     baselines: dict[str, int]  # preset -> its complete trial
+    counted: int = 0  # new architectures measured: what n_trials counts (not duplicates)
+    fidelity: Fidelity | None = None  # successive halving: the rungs; best and front at one
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -124,15 +167,22 @@ class StudyStatus:
         data["training"] = self.training.to_dict()
         data["best"] = {name: {f.name: getattr(best, f.name) for f in fields(best)}
                         for name, best in self.best.items()}
+        if self.fidelity is None:
+            del data["fidelity"]
+        else:
+            data["fidelity"] = {f.name: getattr(self.fidelity, f.name)
+                                for f in fields(self.fidelity)}
         return data
 
 
-def status(study: ReadableStudy) -> StudyStatus:
-    """What the study has found so far (see `StudyStatus`)."""
+def status(study: ReadableStudy, rung: int | None = None) -> StudyStatus:
+    """What the study has found so far (see `StudyStatus`); in a study with rungs, the best
+    and the front at one rung (`shown_rung`)."""
     trials = study.get_trials(deepcopy=False)
     records = {t.number: TrialRecord.from_frozen_trial(t) for t in trials}
     counts = count_trials(study, trials)
     definition = StudyDefinition.from_attrs(study.user_attrs, study.study_name)
+    rung = shown_rung(study, trials, rung)
     objectives = definition.objective_list
     measured = [t for t in trials if is_measured(t)]
     failures = Counter(failure_kind(records[t.number].failure) for t in trials
@@ -142,7 +192,8 @@ def status(study: ReadableStudy) -> StudyStatus:
     pruned = Counter("surplus (budget reached)" if records[t.number].surplus else
                      next(iter(records[t.number].violations or {"pruned": 0}))
                      for t in trials if t.state == TrialState.PRUNED)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE
+                and (rung is None or rung_of(t) == rung)]
     best = {}
     for index, objective in enumerate(objectives):
         if complete:
@@ -160,7 +211,10 @@ def status(study: ReadableStudy) -> StudyStatus:
         duplicates=sum(1 for t in measured if records[t.number].duplicate_of is not None),
         failures=dict(failures.most_common()), lost=dict(lost.most_common()),
         pruned=dict(pruned.most_common()), trials_per_hour=_per_hour(measured), best=best,
-        pareto_size=len(pareto_front(study, trials)),
+        pareto_size=len(pareto_front(study, trials, rung=rung)), counted=counts.distinct,
+        fidelity=None if rung is None else Fidelity(
+            list(definition.rungs.steps), definition.rungs.eta,
+            rung_counts(trials, definition.rungs), rung, definition.rungs.steps[rung]),
         baselines={records[t.number].baseline: t.number for t in trials
                    if records[t.number].baseline is not None
                    and t.state == TrialState.COMPLETE})
@@ -201,12 +255,16 @@ class TrialRow:
     duplicate_of: int | None
     failure: str | None  # the candidate's failure, or why it was infeasible
     seconds: float | None
+    rung: int | None = None  # successive halving: the rung the trial trained at
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as `trials --json/--csv` print it: each objective a column of its own."""
+        """The row as `trials --json/--csv` print it: each objective a column of its own (and
+        `rung` only in a study with rungs)."""
         data: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == RUNG and value is None:
+                continue
             data.update(value if f.name == "values" else {f.name: value})
         return data
 
@@ -223,7 +281,7 @@ def trial_row(trial: FrozenTrial, objectives: tuple[Objective, ...]) -> TrialRow
                             for i, o in enumerate(objectives)},
                     baseline=record.baseline, duplicate_of=record.duplicate_of,
                     failure=record.failure or _pruned_reason(trial, record),
-                    seconds=record.wall_seconds)
+                    seconds=record.wall_seconds, rung=record.rung)
 
 
 def _pruned_reason(trial: FrozenTrial, record: TrialRecord) -> str | None:

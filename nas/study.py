@@ -4,12 +4,14 @@ A worker runs one trial at a time with Optuna's ask-and-tell interface and its o
 thread (Optuna's, inside `optimize`, stops for good at its first database error, and `optimize`
 itself crashes when the database fails while it records a result). Between trials it fails
 stale trials of dead workers (`optuna.storages.fail_stale_trials`, which re-queues them through
-the storage's retry callback) and counts the study's measured trials (complete, or failed for
-the candidate's own reason), so `n_trials` is the study's budget, shared by every worker on
-every machine:
+the storage's retry callback) and counts the distinct architectures the study has measured
+(complete, or failed for the candidate's own reason; a duplicate draw, which reuses its twin's
+result, and a promotion to a higher rung do not count), so `n_trials` is the study's budget of
+architectures, shared by every worker on every machine:
 
-    measured >= n_trials                     -> done
-    measured + running >= n_trials           -> wait: a running trial may still die and come back
+    a candidate qualifies for promotion      -> queue it and run it (successive halving only)
+    distinct >= n_trials                     -> done (with rungs: once none is running)
+    distinct + running >= n_trials           -> wait: a running trial may still die and come back
     otherwise                                -> run one more trial
 
 That check is a fast path; the guarantees come from claims in the storage (`nas.claims`): a
@@ -28,6 +30,7 @@ are queued again, once each, with the same parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import socket
@@ -45,6 +48,7 @@ from nas.claims import Claims
 from nas.definition import (MARKER, Change, DefinitionChanged, DefinitionError,
                             StudyDefinition, baselines_attrs)
 from nas.evaluate import CandidateFailed, Evaluator
+from nas.halving import counts_toward_budget, enqueue_promotion, plan_promotion
 from nas.record import TrialRecord, is_measured
 from nas.samplers import make_sampler
 from nas.storage import Patience, first_line, is_outage, load_study, study_names
@@ -54,6 +58,9 @@ from search_spaces.space.match import params_for
 
 POLL_SECONDS = 2.0
 MAX_PRUNED_IN_A_ROW = 500  # infeasible draws in a row before a worker gives up on the space
+# Duplicate draws in a row after which a worker takes the space as exhausted (every architecture
+# the sampler still proposes has been measured) and stops.
+MAX_DUPLICATES_IN_A_ROW = 200
 SETTLE_SECONDS = 30.0  # a lost trial this old was surely not re-queued by Optuna's callback
 SEED_MODULUS = 2**32  # NumPy's seed range
 
@@ -64,6 +71,7 @@ class SearchError(UserError):
 
 @dataclass
 class Counts:
+    distinct: int = 0  # new architectures measured: what `n_trials` counts (nas.halving)
     measured: int = 0
     complete: int = 0
     failed: int = 0  # the candidate failed (NaN loss, oom, ...)
@@ -92,6 +100,8 @@ def count_trials(study: Any,
             counts.running += 1
         elif trial.state == TrialState.WAITING:
             counts.waiting += 1
+        if counts_toward_budget(trial):
+            counts.distinct += 1
     counts.measured = counts.complete + counts.failed
     return counts
 
@@ -254,7 +264,11 @@ def requeue_lost(study: optuna.Study, settle: float = SETTLE_SECONDS) -> int:
         settled = trial.datetime_complete is not None and \
             (now - trial.datetime_complete).total_seconds() >= settle
         if records[trial.number].interrupted or settled:
-            again = TrialRecord(baseline=records[trial.number].baseline, retry_of=trial.number)
+            lost = records[trial.number]
+            again = TrialRecord(baseline=lost.baseline, retry_of=trial.number)
+            if lost.rung:  # a promotion runs again as the same promotion (nas.halving)
+                again = dataclasses.replace(again, rung=lost.rung, candidate=lost.candidate,
+                                            promoted_from=lost.promoted_from)
             study.enqueue_trial(trial.params, user_attrs=again.to_user_attrs())
             count += 1
     return count
@@ -356,6 +370,22 @@ class Worker:
             self.patience(heartbeat_old_running, self.study, self.touched)
         return counts
 
+    def promote(self, rungs) -> bool:
+        """Queue the promotion of a candidate that qualifies for its next rung (successive
+        halving, nas.halving); False when none does (sample a new candidate)."""
+        trials = self.patience(self.study.get_trials, deepcopy=False)
+        plan = self.patience(plan_promotion, self.study, rungs, trials)
+        if plan is None:
+            return False
+        self.patience(enqueue_promotion, self.study, *plan)
+        return True
+
+    def running_new(self) -> int:
+        """Running trials that measure a new architecture (not promotions)."""
+        return sum(1 for trial in self.patience(self.study.get_trials, deepcopy=False,
+                                                states=(TrialState.RUNNING,))
+                   if not TrialRecord.from_frozen_trial(trial).rung)
+
     def run_one(self) -> optuna.trial.FrozenTrial | None:
         """Ask for a trial, evaluate it under a heartbeat, tell its result; the told trial, or
         None when another worker failed it meanwhile (this worker was cut off too long)."""
@@ -399,23 +429,40 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
     deadline = None if timeout is None else time.monotonic() + timeout
     pruned_in_a_row = 0
     worker.patience(requeue_lost, study)
+    rungs = definition.rungs
+    target = definition.capped_trials()
+    duplicates_in_a_row = 0
     while True:
         counts = worker.counts()
-        if counts.measured >= definition.n_trials:
-            return counts
         if deadline is not None and time.monotonic() >= deadline:
             return counts
-        if counts.measured + counts.running >= definition.n_trials:
+        if rungs is not None and worker.promote(rungs):
+            pass  # a promotion is queued: the ask below runs it (or an older queued trial)
+        elif rungs is not None and counts.waiting:
+            pass  # a queued promotion or retry: run it, whatever the budget of new candidates
+        elif counts.distinct >= target:
+            if rungs is None or not counts.running:
+                return counts
+            time.sleep(POLL_SECONDS)  # a running rung may yet qualify a candidate for promotion
+            continue
+        elif counts.distinct + (counts.running if rungs is None else worker.running_new()) \
+                >= target:
             time.sleep(POLL_SECONDS)  # a running trial elsewhere may die and be queued again
             continue
         finished = worker.run_one()
         if finished is None:
             continue
+        record = TrialRecord.from_frozen_trial(finished)
         pruned = (finished.state == TrialState.PRUNED
-                  and not TrialRecord.from_frozen_trial(finished).surplus)
+                  and not (record.surplus or record.promotion_taken))
         pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0
+        duplicates_in_a_row = duplicates_in_a_row + 1 if record.duplicate_of is not None else 0
         if on_trial is not None:  # progress reports read the study too
             worker.patience(on_trial, study, finished)
+        if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+            worker.patience.log(f"{duplicates_in_a_row} draws in a row were architectures "
+                                "measured already: the sampler has exhausted the space; stopping")
+            return worker.counts()
         if pruned_in_a_row >= MAX_PRUNED_IN_A_ROW:
             raise SearchError(f"{pruned_in_a_row} candidates in a row broke the space's "
                               "constraints; loosen them or narrow the space")

@@ -58,7 +58,8 @@ def test_search_writes_the_default_sqlite_file(workdir):
     result = invoke("status", "e2e", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
-    assert summary["measured"] == 3 and summary["states"]["complete"] == 3
+    # three distinct architectures measured (a duplicate draw is recorded besides them)
+    assert summary["counted"] == 3 <= summary["measured"] == summary["states"]["complete"]
     assert summary["n_trials"] == 3
     assert [o["name"] for o in summary["objectives"]] == ["quality", "params", "cache@1024"]
     # The transformer preset (A*6) does not fit a 2-layer space: skipped, not enqueued.
@@ -67,14 +68,14 @@ def test_search_writes_the_default_sqlite_file(workdir):
 
 def test_status_trials_and_pareto_tables(workdir):
     result = invoke("status", "e2e")
-    assert result.exit_code == 0 and "3/3 measured" in result.output
+    assert result.exit_code == 0 and "3/3 architectures measured" in result.output
     assert "training: suite tiny, 2 steps per task, batch 8, lr 0.001" in result.output
     result = invoke("trials", "e2e", "--sort", "params", "--csv")
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert lines[0].startswith("trial,state,pattern,quality,params,cache@1024")
     params = [float(line.split(",")[4]) for line in lines[1:]]
-    assert params == sorted(params) and len(params) == 3
+    assert params == sorted(params) and len(params) >= 3
     result = invoke("pareto", "e2e", "--json", "--plot", "front.png")
     assert result.exit_code == 0, result.output
     front = json.loads(result.output[:result.output.rindex("]") + 1])
@@ -108,7 +109,7 @@ def test_resume_adds_trials_to_the_same_study(workdir):
     result = invoke("resume", "e2e", "--n-trials", "4", "--quiet")
     assert result.exit_code == 0, result.output
     summary = json.loads(invoke("status", "e2e", "--json").output)
-    assert summary["measured"] == 4 and summary["n_trials"] == 4
+    assert summary["counted"] == 4 and summary["n_trials"] == 4
 
 
 def test_search_on_a_changed_definition_is_refused(workdir):

@@ -97,7 +97,8 @@ def test_search_records_definition_and_trials(storage):
     study, _ = create_or_check("s", storage, spec)
     run = FakeRun()
     counts = run_worker(study, spec, run=run)
-    assert counts.measured == 6 and counts.complete == 6
+    # six distinct architectures measured; duplicate draws are recorded besides them
+    assert counts.distinct == 6 == len(run.calls) and counts.complete == counts.measured >= 6
     stored = StudyDefinition.from_attrs(load_study("s", storage).user_attrs, "s")
     assert stored == spec
     trial = study.trials[0]
@@ -116,8 +117,9 @@ def test_duplicates_reuse_recorded_values(storage):
     run_worker(study, spec, run=run)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     fingerprints = [t.user_attrs["fingerprint"] for t in trials]
-    # 12 architectures, 10 random draws: repeats happen with this seed; each was trained once.
-    assert len(run.calls) == len(set(run.calls)) == len(set(fingerprints)) < len(trials)
+    # 12 architectures, 10 distinct ones measured: repeats are drawn with this seed on the way,
+    # recorded as duplicates that do not count; each architecture was trained once.
+    assert len(run.calls) == len(set(run.calls)) == len(set(fingerprints)) == 10 < len(trials)
     for trial in trials:
         if "duplicate_of" in trial.user_attrs:
             twin = study.trials[trial.user_attrs["duplicate_of"]]
@@ -133,7 +135,7 @@ def test_infeasible_candidates_are_recorded_but_never_trained(storage):
     run = FakeRun()
     counts = run_worker(study, spec, run=run)
     pruned = study.get_trials(states=(TrialState.PRUNED,))
-    assert counts.measured == 4 and pruned, "some d_model=32 draws break the 20K limit"
+    assert counts.distinct == 4 and pruned, "some d_model=32 draws break the 20K limit"
     for trial in pruned:
         assert trial.user_attrs["violations"]["max_params"] > 0
         assert trial.constraints["max_params"] > 0
@@ -147,7 +149,7 @@ def test_candidate_failures_are_results_with_reasons(storage):
     study, _ = create_or_check("s", storage, spec)
     counts = run_worker(study, spec, run=FakeRun(fail_first={"M"}))
     failed = study.get_trials(states=(TrialState.FAIL,))
-    assert failed and counts.failed == len(failed) and counts.measured == 8
+    assert failed and counts.failed == len(failed) and counts.distinct == 8
     assert {t.user_attrs["failure"].split(" (")[0] for t in failed} == {"nan_loss at step 2"}
     assert status(study).failures == {"nan_loss": len(failed)}
 
@@ -194,7 +196,7 @@ def test_resume_continues_to_the_new_budget(storage):
     run_worker(study, spec, run=FakeRun())
     study, stored = open_study("s", storage)
     counts = run_worker(study, stored.with_trials(5), run=FakeRun())
-    assert counts.measured == 5 and len(study.trials) == 5
+    assert counts.distinct == 5 and len(study.trials) >= 5
 
 
 def test_baselines_are_enqueued_and_reach_the_front(storage):
@@ -230,7 +232,7 @@ def test_interrupted_trial_is_queued_again_once(storage, interruption):
     assert first.state == TrialState.FAIL and first.user_attrs["interrupted"]
     assert count_trials(study).measured == 0 and count_trials(study).lost == 1
     counts = run_worker(study, spec, run=FakeRun())
-    assert counts.measured == 3
+    assert counts.distinct == 3
     retry = [t for t in study.trials if t.user_attrs.get("retry_of") == 0]
     assert len(retry) == 1 and retry[0].params == first.params
     assert retry[0].state == TrialState.COMPLETE
@@ -303,7 +305,7 @@ def test_every_sampler_runs_a_constrained_study(storage, sampler):
     spec = definition(space, n_trials=5, sampler=sampler)
     study, _ = create_or_check("s", storage, spec)
     counts = run_worker(study, spec, run=FakeRun())
-    assert counts.measured == 5
+    assert counts.distinct == 5
     assert type(study.sampler).__name__.lower().startswith(
         {"nsga2": "nsgaii", "tpe": "tpe", "gp": "gp", "random": "random"}[sampler])
 
@@ -368,7 +370,7 @@ def test_a_storage_outage_is_waited_out_not_the_workers_end(storage, monkeypatch
     monkeypatch.setattr(backend, "set_trial_user_attr", flaky)
     fake = FakeRun()
     counts = run_worker(study, spec, run=fake, patience=nas.storage.Patience(wait_s=30))
-    assert counts.measured == 3 and counts.lost == 0
+    assert counts.distinct == 3 and counts.lost == 0
     assert len(fake.calls) == len(set(fake.calls))
     err = capsys.readouterr().err
     assert err.count("the study database is unreachable (connection refused)") == 2, err
@@ -427,7 +429,7 @@ def test_a_trial_failed_under_its_worker_is_dropped_not_a_crash(storage, capsys)
         return fake(arch, suite, budget, seed)
 
     counts = run_worker(study, spec, run=failed_meanwhile)
-    assert counts.measured == 2 and counts.lost == 1
+    assert counts.distinct == 2 and counts.lost == 1
     assert "was failed by another worker while this one was cut off" in capsys.readouterr().err
 
 

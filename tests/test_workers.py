@@ -23,6 +23,8 @@ from pathlib import Path
 import pg_server
 import pytest
 
+from nas.halving import counts_toward_budget
+
 SPACE = """\
 name: tiny
 pattern: "{A|M} {A|M} {A|M}"
@@ -63,7 +65,7 @@ def files(tmp_path):
 
 
 def create_study(name: str, url: str, files: Path, n_trials: int, *, steps: int = 10_000,
-                 seconds: float | None = None):
+                 seconds: float | None = None, rungs=None):
     """The study as `hnas search` creates it, without running a trial here."""
     from nas.definition import StudyDefinition, toolkit_versions
     from nas.storage import open_storage
@@ -78,7 +80,8 @@ def create_study(name: str, url: str, files: Path, n_trials: int, *, steps: int 
     definition = StudyDefinition(
         space_yaml=space.to_yaml(), space_fingerprint=space.fingerprint(),
         suite=suite.to_dict(), suite_fingerprint=suite.fingerprint(), budget=budget.to_dict(),
-        objectives="quality,params", n_trials=n_trials, seed=0, versions=toolkit_versions())
+        objectives="quality,params", n_trials=n_trials, seed=0, versions=toolkit_versions(),
+        fidelity=None if rungs is None else rungs.to_dict())
     study, _ = create_or_check(name, open_storage(url, heartbeat=False), definition)
     return study
 
@@ -186,7 +189,7 @@ def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_retried(files):
     started = time.monotonic()
     counts = run_worker(study, definition, run=instant_run, timeout=60)
     assert time.monotonic() - started < 30
-    assert counts.measured == 2 and counts.running == 0, counts
+    assert counts.distinct == 2 and counts.running == 0, counts
     trials = study.get_trials(deepcopy=False)
     assert trials[orphan.number].state == TrialState.FAIL
     assert [t.system_attrs.get("failed_trial") for t in trials].count(orphan.number) == 1
@@ -260,7 +263,8 @@ def test_postgres_workers_survive_a_killed_worker(postgres_url, files):
     assert is_measured(retries[0]), states
     # The budget is the study's, exactly: a trial trains only holding one of its N slots.
     # Nothing is left running or waiting, and every trial is measured, pruned or the one lost.
-    assert counts.measured == n_trials, (counts, states)
+    # (duplicate draws are measured besides, reusing their twins' results, and do not count)
+    assert counts.distinct == n_trials, (counts, states)
     assert counts.running == counts.waiting == 0, states
     assert counts.lost == 1
     assert len(trials) == counts.measured + counts.pruned + 1, states
@@ -281,7 +285,7 @@ def check_study_complete(name: str, url: str, n_trials: int) -> None:
 
     trials = fresh_trials(name, url)
     states = {t.number: t.state.name for t in trials}
-    assert sum(is_measured(t) for t in trials) == n_trials, states
+    assert sum(counts_toward_budget(t) for t in trials) == n_trials, states
     assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials), states
     assert trained_twice(trials) == [], states
     check_duplicates_reused(trials)
@@ -314,7 +318,7 @@ def test_two_workers_share_one_sqlite_file(files):
     assert [process.returncode for process, _ in workers] == [0, 0], logs
     assert not any("locked" in text.lower() or "Traceback" in text for text in logs), logs
     trials = fresh_trials(name, url)
-    assert sum(is_measured(t) for t in trials) == n_trials
+    assert sum(counts_toward_budget(t) for t in trials) == n_trials
     check_nothing_lost(trials)
     assert trained_twice(trials) == []
     check_duplicates_reused(trials)
@@ -336,7 +340,7 @@ def test_search_with_two_worker_processes(files):
 
     assert done.returncode == 0, done.stderr
     assert "locked" not in done.stderr.lower(), done.stderr
-    measured = sum(is_measured(t) for t in fresh_trials("cli", url))
+    measured = sum(counts_toward_budget(t) for t in fresh_trials("cli", url))
     assert measured == n_trials
     assert f"study 'cli': {measured}/{n_trials} measured" in done.stderr, done.stderr
     trials = fresh_trials("cli", url)
@@ -535,3 +539,71 @@ def test_claims_admit_one_holder_among_concurrent_takers(backend, postgres, tmp_
     indices = at_once(lambda i: claims.worker_index({"thread": i}))
     assert sorted(indices) == list(range(8))
     storage.engine.dispose()
+
+
+def test_postgres_worker_killed_during_a_promotion_loses_nothing(postgres_url, files):
+    """Successive halving on PostgreSQL: the only worker is killed with SIGKILL while it trains
+    a promotion; two fresh workers then finish the study. The promotion is failed by the
+    heartbeat check, queued again with its rung and candidate, and run once; no candidate is
+    measured twice at a rung, and each rung's final top 1/eta was promoted."""
+    from collections import Counter
+
+    from optuna.trial import TrialState
+
+    from nas.evaluate import is_measured
+    from nas.halving import rung_of
+    from nas.record import TrialRecord
+    from nas.rungs import Rungs, promotion_order
+
+    n_trials, name, rungs = 6, "promoted", Rungs((5, 300), 2)
+    create_study(name, postgres_url, files, n_trials, steps=rungs.full_steps, rungs=rungs)
+    victim, _ = start_worker(name, postgres_url, 0, files)
+    killed = None
+    try:
+        deadline = time.monotonic() + 150
+        while killed is None and time.monotonic() < deadline and victim.poll() is None:
+            victim.send_signal(signal.SIGSTOP)
+            running = [t for t in fresh_trials(name, postgres_url)
+                       if t.state == TrialState.RUNNING and rung_of(t) == 1]
+            if running:
+                victim.kill()
+                victim.wait()
+                killed = running[0]
+            else:
+                victim.send_signal(signal.SIGCONT)
+                time.sleep(0.3)
+        assert killed is not None, "no promotion was ever running"
+        workers = [start_worker(name, postgres_url, index, files) for index in (1, 2)]
+        try:
+            wait_all([process for process, _ in workers])
+        except subprocess.TimeoutExpired:
+            states = {t.number: t.state.name for t in fresh_trials(name, postgres_url)}
+            pytest.fail(f"workers still running; {states}")
+    finally:
+        kill_all([victim])
+    logs = [log.read_text() for _, log in workers]
+    assert [process.returncode for process, _ in workers] == [0, 0], logs
+
+    trials = fresh_trials(name, postgres_url)
+    states = {t.number: (t.state.name, rung_of(t)) for t in trials}
+    records = {t.number: TrialRecord.from_frozen_trial(t) for t in trials}
+    lost = [t for t in trials if t.state == TrialState.FAIL and not is_measured(t)]
+    assert [t.number for t in lost] == [killed.number], states
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and is_measured(retries[0]), states
+    again = records[retries[0].number]
+    assert (again.rung, again.candidate) == (1, records[killed.number].candidate)
+    measured = Counter((rung_of(t), records[t.number].candidate) for t in trials
+                       if t.state == TrialState.COMPLETE and records[t.number].candidate
+                       is not None and records[t.number].duplicate_of is None)
+    assert max(measured.values()) == 1, measured
+    first = {c: t for t in trials if rung_of(t) == 0 and t.state == TrialState.COMPLETE
+             and (c := records[t.number].candidate) is not None
+             and records[t.number].duplicate_of is None}
+    assert len(first) == n_trials, states
+    ids = sorted(first)
+    signs = (-1, 1)  # quality up, params down
+    order = promotion_order([tuple(s * v for s, v in zip(signs, first[c].values)) for c in ids])
+    promoted = {c for (rung, c) in measured if rung == 1}
+    assert {ids[k] for k in order[:n_trials // rungs.eta]} <= promoted, (measured, states)
+    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials), states

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from nas.cli import cost, hf_import, results, search, space, studies, train
+from nas.cli import cost, fidelity, hf_import, results, search, space, studies, train
 from nas.cli.common import user_errors
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ COMMANDS = (
     (app, "export", studies.export),
     (app, "studies", studies.studies),
     (app, "dashboard", studies.dashboard),
+    (app, "fidelity", fidelity.fidelity),
     (app, "cost", cost.cost),
     (app, "train", train.train),
     (app, "import", hf_import.import_config),

@@ -32,7 +32,7 @@ class SearchProgress:
     # -- context -------------------------------------------------------------------------------
 
     def __enter__(self) -> "SearchProgress":
-        self._done_at_start = count_trials(self.study).measured
+        self._done_at_start = count_trials(self.study).distinct
         if not self.quiet:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -60,7 +60,7 @@ class SearchProgress:
         if self._progress is not None:
             extra = (f"failed {counts.failed}  infeasible {counts.pruned}  "
                      f"running {counts.running}  front {len(pareto_front(self.study, trials))}")
-            self._progress.update(self._task, completed=min(counts.measured, self.n_trials),
+            self._progress.update(self._task, completed=min(counts.distinct, self.n_trials),
                                   extra=extra)
 
     def trial_done(self, study: Any, trial: Any) -> None:
@@ -72,6 +72,8 @@ class SearchProgress:
     def _log_line(self, trial: Any) -> str:
         row = trial_row(trial, objectives_of(self.study))
         parts = [f"trial {row.trial}", row.state, row.pattern or "-"]
+        if row.rung is not None:
+            parts.append(f"rung {row.rung}")
         parts += [f"{name}={_fmt(value)}" for name, value in row.values.items()
                   if value is not None]
         parts += [f"{key}={value}" for key, value in ((BASELINE, row.baseline),
@@ -82,7 +84,7 @@ class SearchProgress:
 
     def summary(self) -> None:
         counts = count_trials(self.study)
-        print(f"study {self.study.study_name!r}: {counts.measured}/{self.n_trials} measured "
+        print(f"study {self.study.study_name!r}: {counts.distinct}/{self.n_trials} measured "
               f"({counts.complete} complete, {counts.failed} failed), {counts.pruned} "
               f"infeasible, Pareto front {len(pareto_front(self.study))}; "
               f"{time.monotonic() - self._started:.1f} s", file=sys.stderr)

@@ -13,27 +13,42 @@ from rich.table import Table
 from nas.cli.common import AsJson, Storage, StudyName, console, fail, human, open_for_reading
 
 
+RUNG_HELP = ("Successive halving: compare candidates at this rung (0 = the first; default: "
+             "the highest rung with at least 3 candidates).")
+
+
 def status(
     study_name: StudyName,
     storage: Storage = None,
+    rung: Optional[int] = typer.Option(None, "--rung", help=RUNG_HELP),
     as_json: AsJson = False,
 ) -> None:
     """Trials by state, failures by reason, trials/hour, best per objective, front size."""
     from nas import report  # Optuna: not at --help (see nas.cli)
 
-    summary = report.status(open_for_reading(study_name, storage))
+    try:
+        summary = report.status(open_for_reading(study_name, storage), rung)
+    except ValueError as error:
+        fail(str(error))
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2, default=str))
         return
     out = console()
     states = ", ".join(f"{count} {name}" for name, count in summary.states.items() if count)
-    out.print(f"study {summary.study}: {summary.measured}/{summary.n_trials} measured "
+    out.print(f"study {summary.study}: {summary.counted}/{summary.n_trials} architectures "
+              f"measured, {summary.measured} evaluations "
               f"({states or 'no trials'}); sampler {summary.sampler}", style="bold")
     out.print(f"distinct architectures {summary.distinct_architectures}, duplicates reused "
               f"{summary.duplicates}, Pareto front {summary.pareto_size}"
               + (f", {summary.trials_per_hour:.1f} trials/hour"
                  if summary.trials_per_hour else ""))
     out.print(_training_line(summary.training))
+    fidelity = summary.fidelity
+    if fidelity:
+        per_rung = ", ".join(f"{steps} steps {count}" for steps, count in
+                             zip(fidelity.rungs, fidelity.candidates_per_rung))
+        out.print(f"successive halving (eta {fidelity.eta}), candidates per rung: {per_rung}; "
+                  f"best and front at rung {fidelity.shown_rung} ({fidelity.shown_steps} steps)")
     for counted, label in ((summary.failures, "failed"), (summary.pruned, "infeasible"),
                            (summary.lost, "re-run")):
         if counted:
@@ -92,20 +107,39 @@ def pareto(
     storage: Storage = None,
     plot: Optional[str] = typer.Option(None, "--plot", help="Also draw the front to FILE.png "
                                        "(matplotlib) or FILE.html (plotly)."),
+    curves: Optional[str] = typer.Option(None, "--curves", help="Also draw the learning curves "
+                                         "of the front's trials to FILE.png or FILE.html."),
+    rung: Optional[int] = typer.Option(None, "--rung", help=RUNG_HELP),
     as_json: AsJson = False,
     as_csv: bool = typer.Option(False, "--csv"),
 ) -> None:
     """The Pareto front: canonical pattern and every objective, baselines marked."""
     from nas import report  # Optuna: not at --help (see nas.cli)
-    from nas.plots import plot_front
 
     study = open_for_reading(study_name, storage)
     objectives = report.objectives_of(study)
-    rows = [report.trial_row(t, objectives).to_dict() for t in report.pareto_front(study)]
-    _print_rows(rows, as_json, as_csv, f"Pareto front of {study_name}", report.EMPTY_COLUMNS)
-    if plot:
-        plot_front(study, plot)
-        print(f"wrote {plot}", file=sys.stderr)
+    trials = study.get_trials(deepcopy=False)
+    try:
+        rung = report.shown_rung(study, trials, rung)
+    except ValueError as error:
+        fail(str(error))
+    rows = [report.trial_row(t, objectives).to_dict()
+            for t in report.pareto_front(study, trials, rung=rung)]
+    where = report.rung_label(study, rung)
+    _print_rows(rows, as_json, as_csv, f"Pareto front of {study_name}" +
+                (f" at {where}" if where else ""), report.EMPTY_COLUMNS)
+    if where and (as_json or as_csv):
+        print(f"Pareto front at {where}", file=sys.stderr)
+    if plot or curves:
+        from nas.plots import PlotError, plot_curves, plot_front
+
+        for path, draw in ((plot, plot_front), (curves, plot_curves)):
+            if path:
+                try:
+                    draw(study, path, rung=rung)
+                except PlotError as error:
+                    fail(str(error))
+                print(f"wrote {path}", file=sys.stderr)
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: str,

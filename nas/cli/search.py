@@ -13,6 +13,8 @@ from nas.cli.common import (BatchSize, LearningRates, OutageWait, Quiet, Seed, S
                             StudyName, Suite, check_seed, describe_change, fail, learning_rates)
 
 CURVE_BATCHES = 4
+DEFAULT_STEPS = 100
+FIDELITIES = ("full", "sh")
 INTERRUPTED = 130  # the shell's code for Ctrl-C
 
 
@@ -29,7 +31,9 @@ def search(
     n_trials: Optional[int] = typer.Option(None, "--n-trials", help="The study's trial budget "
                                            "(default 20; grid: the space's size)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after S seconds."),
-    budget_steps: int = typer.Option(100, "--budget-steps", help="Training steps per task."),
+    budget_steps: Optional[int] = typer.Option(
+        None, "--budget-steps", help="Training steps per task (default 100; with --fidelity sh, "
+        "the last rung)."),
     budget_seconds: Optional[float] = typer.Option(None, "--budget-seconds",
                                                    help="Wall-time cap per task."),
     batch_size: BatchSize = 32,
@@ -42,6 +46,15 @@ def search(
                                        "study although its space, suite or budget differ."),
     quiet: Quiet = False,
     outage_wait: OutageWait = None,
+    fidelity: str = typer.Option("full", "--fidelity", help="full: every candidate trains the "
+                                 "whole budget; sh: successive halving over --rungs."),
+    rungs: Optional[str] = typer.Option(None, "--rungs", help="--fidelity sh: budgets in steps, "
+                                        "such as 100,300,900 (the last is the full budget)."),
+    min_steps: Optional[int] = typer.Option(None, "--min-steps", help="--fidelity sh: the "
+                                            "first rung; rungs grow by --eta up to "
+                                            "--budget-steps."),
+    eta: Optional[int] = typer.Option(None, "--eta", help="--fidelity sh: the top 1/eta of a "
+                                      "rung is promoted (default 3)."),
 ) -> None:
     """Search a space: sample candidates, train them briefly, record every result."""
     # Optuna (through storage) and search_spaces: not at --help (see nas.cli)
@@ -63,12 +76,21 @@ def search(
         fail(f"--n-trials: expected at least 1, got {n_trials}")
     if n_trials is None:
         n_trials = _grid_size(space) if sampler == "grid" else 20
-    task_suite, budget = _suite_and_budget(suite, budget_steps, budget_seconds, batch_size, lr)
+    size = space.size()
+    if size is not None and n_trials > size:
+        print(f"note: --n-trials {n_trials}: the space has {size} parameter assignments; the "
+              f"search measures at most {size} distinct architectures", file=sys.stderr)
+    schedule = _rungs(fidelity, rungs, min_steps, eta, budget_steps)
+    if schedule is not None:
+        budget_steps = schedule.full_steps
+    task_suite, budget = _suite_and_budget(suite, budget_steps or DEFAULT_STEPS, budget_seconds,
+                                           batch_size, lr)
     definition = StudyDefinition(
         space_yaml=space.to_yaml(), space_fingerprint=space.fingerprint(),
         suite=task_suite.to_dict(), suite_fingerprint=task_suite.fingerprint(),
         budget=budget.to_dict(), objectives=objectives, sampler=sampler, n_trials=n_trials,
-        seed=seed, baselines=names, versions=toolkit_versions())
+        seed=seed, baselines=names, versions=toolkit_versions(),
+        fidelity=None if schedule is None else schedule.to_dict())
     name = study_name or space.name or "hnas"
     url = storage or default_url()
     patience = _patience(outage_wait)
@@ -135,6 +157,26 @@ def worker(
                        patience=patience)
     except KeyboardInterrupt:
         _interrupted(study_name, storage)
+
+
+def _rungs(fidelity: str, rungs: Optional[str], min_steps: Optional[int], eta: Optional[int],
+           budget_steps: Optional[int]):
+    """The successive-halving rungs of `--fidelity sh`, or None for `--fidelity full`."""
+    from nas.rungs import RungError, parse_rungs
+
+    if fidelity not in FIDELITIES:
+        fail(f"--fidelity {fidelity!r}: unknown (valid: {', '.join(FIDELITIES)})")
+    if fidelity == "full":
+        given = [flag for flag, value in (("--rungs", rungs), ("--min-steps", min_steps),
+                                          ("--eta", eta)) if value is not None]
+        if given:
+            fail(f"{given[0]}: only with --fidelity sh")
+        return None
+    try:
+        return parse_rungs(rungs, min_steps=min_steps, eta=eta, max_steps=budget_steps if
+                           rungs is not None else budget_steps or DEFAULT_STEPS)
+    except RungError as error:
+        fail(str(error))
 
 
 def _patience(outage_wait: Optional[float]):

@@ -32,10 +32,10 @@ def studies(storage: Storage = None) -> None:
         if isinstance(budget, bool) or not isinstance(budget, int):
             budget = None  # not an hnas study, or a damaged attribute (`status` says which)
         state = ("running" if counts.running else
-                 "done" if budget is not None and counts.measured >= budget else "open")
+                 "done" if budget is not None and counts.distinct >= budget else "open")
         started = min((t.datetime_start for t in study.trials if t.datetime_start), default=None)
         table.add_row(study.study_name, shorten(str(attrs.get("objectives", "-")), 60),
-                      str(counts.measured), str(budget if budget is not None else "-"),
+                      str(counts.distinct), str(budget if budget is not None else "-"),
                       str(counts.running), state,
                       f"{started:%Y-%m-%d %H:%M}" if started else "-")
     console().print(table)
@@ -104,6 +104,7 @@ def export(
     """Write trials' architectures as ArchConfig YAML/JSON (rebuilt exactly by `hnas train`)
     or as Hugging Face transformers configs where the pattern fits one."""
     from nas.export.configs import select_trials, write_trial  # not at --help (see nas.cli)
+    from nas.report import rung_label, shown_rung  # Optuna: not at --help
 
     if fmt not in ("yaml", "json", "hf"):
         fail(f"--format {fmt!r}: expected yaml, json or hf")
@@ -111,6 +112,10 @@ def export(
         fail(f"-o {str(out_dir)!r}: a file, not a folder; give the folder to write into")
     study = open_for_reading(study_name, storage)
     chosen = select_trials(study, trial=trial, pareto=pareto, top=top, by=by)
+    if trial is None:
+        where = rung_label(study, shown_rung(study, study.get_trials(deepcopy=False)))
+        if where:
+            print(f"exporting candidates compared at {where}", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     for frozen in chosen:
         for path in write_trial(study, frozen, fmt, out_dir, hf_family=hf_family):

@@ -18,8 +18,9 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.export.hf import HF_FAMILIES, HFExportError, hf_config_object, hf_families_for
+from nas.halving import rung_of
 from nas.record import TrialRecord
-from nas.report import objectives_of, pareto_front, trial_rows
+from nas.report import objectives_of, pareto_front, shown_rung, trial_rows
 from search_spaces import ArchConfig
 from search_spaces.errors import UserError
 
@@ -30,7 +31,9 @@ class ExportError(UserError):
 
 def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
                   top: int | None = None, by: str | None = None) -> list[FrozenTrial]:
-    """Exactly one of: a trial number, the Pareto front, the best `top` by objective `by`."""
+    """Exactly one of: a trial number, the Pareto front, the best `top` by objective `by`. In
+    a study with rungs the front and the best are those at the rung `nas.report.shown_rung`
+    picks (`rung_label` says which)."""
     if sum(x is not None and x is not False for x in (trial, pareto or None, top)) != 1:
         raise ExportError("choose what to export: --trial N, --pareto or --top K --by OBJECTIVE")
     complete = {t.number: t for t in study.get_trials(deepcopy=False,
@@ -41,8 +44,9 @@ def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
             raise ExportError(f"trial {trial} of study {study.study_name!r} is not a complete "
                               f"trial (complete: {_ranges(known) or 'none'})")
         return [complete[trial]]
+    rung = shown_rung(study, list(complete.values()))
     if pareto:
-        front = pareto_front(study)
+        front = pareto_front(study, rung=rung)
         if not front:
             raise ExportError(f"study {study.study_name!r} has no complete trials yet")
         return front
@@ -54,9 +58,12 @@ def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
             raise ExportError(f"--top needs --by, one of: {', '.join(names)}")
         by = names[0]
     try:
-        rows = trial_rows(study, state="complete", sort=by, limit=top)
+        rows = trial_rows(study, state="complete", sort=by,
+                          limit=top if rung is None else None)
     except ValueError as error:
         raise ExportError(str(error)) from None
+    if rung is not None:
+        rows = [row for row in rows if rung_of(complete[row.trial]) == rung][:top]
     if not rows:
         raise ExportError(f"study {study.study_name!r} has no complete trials yet")
     return [complete[row.trial] for row in rows]

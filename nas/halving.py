@@ -1,0 +1,183 @@
+"""Successive halving on an Optuna study: rungs as trials, promotions as claims.
+
+Each evaluation of a candidate at one rung is one Optuna trial, so Optuna's states, heartbeats
+and retries work unchanged and no finished trial is ever rewritten:
+
+    new candidate       sampled by the study's sampler, trained at rung 0's budget;
+                        its `candidate` is its own trial number
+    promotion           a WAITING trial with the candidate's parameters fixed, `rung` r+1,
+                        `candidate` and `promoted_from` (the trial it continues); whichever
+                        worker asks next runs it, trained afresh at rung r+1's budget
+    every rung trial    records `rung_scores`: the candidate's objective values at each rung
+                        so far ({"steps": {"objective": value}}), its own included
+
+A promotion of candidate c from rung r is claimed under `hnas:promote:<r>:<c>` (nas.claims:
+one INSERT, or a compare-and-swap over a dead holder), held by the promotion's trial id. The
+claim is taken by the worker that creates the WAITING trial and again by the evaluation that
+runs it, so:
+
+- two workers that decide at once to promote c: one claim wins; the other's trial, when run,
+  finds the claim held by a live trial and is pruned (`promotion_taken`), untrained;
+- a worker killed before, during or after creating the trial, or while training it: the trial
+  is WAITING (runs later), or RUNNING and failed by the heartbeat check and queued again by
+  Optuna's retry callback with its attributes (so the retry takes the claim over), or gone
+  (the claim's holder is not live, so c qualifies again and is promoted afresh).
+
+A promoted candidate is trained again from scratch at the next rung's budget, not continued
+from a checkpoint: see "Successive halving" in docs/DESIGN.md for the measured reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.claims import Claims, is_live
+from nas.record import TrialRecord
+from nas.rungs import Rungs, next_promotion
+
+PROMOTE = "hnas:promote:"  # claim key prefix: hnas:promote:<rung>:<candidate>
+MIN_FRONT_CANDIDATES = 3  # a rung with fewer measured candidates is not shown by default
+
+
+def promotion_key(rung: int, candidate: int) -> str:
+    return f"{PROMOTE}{rung}:{candidate}"
+
+
+def rung_of(trial: FrozenTrial) -> int:
+    """The rung a trial trained at (0 for a plain study's trials and for new candidates)."""
+    return TrialRecord.from_frozen_trial(trial).rung or 0
+
+
+def candidate_of(trial: FrozenTrial) -> int | None:
+    """The candidate a trial measured (None: a plain study's trial or a duplicate draw)."""
+    record = TrialRecord.from_frozen_trial(trial)
+    return None if record.duplicate_of is not None else record.candidate
+
+
+def is_duplicate(trial: FrozenTrial) -> bool:
+    return TrialRecord.from_frozen_trial(trial).duplicate_of is not None
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    """A new architecture measured: `--n-trials` counts these (not duplicate draws, which reuse
+    a twin's result, and not promotions, which re-measure a candidate at a higher rung)."""
+    from nas.evaluate import is_measured  # here: nas.evaluate imports this module
+
+    return is_measured(trial) and not is_duplicate(trial) and rung_of(trial) == 0
+
+
+def minimised(values: Sequence[float] | None,
+              directions: Sequence[optuna.study.StudyDirection]) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    return tuple(-v if d == optuna.study.StudyDirection.MAXIMIZE else v
+                 for v, d in zip(values, directions))
+
+
+def rung_results(trials: Sequence[FrozenTrial], rungs: Rungs,
+                 directions: Sequence[optuna.study.StudyDirection]
+                 ) -> list[dict[int, tuple[float, ...] | None]]:
+    """For each rung, candidate -> its minimised objective values there (None: it failed)."""
+    from nas.evaluate import is_measured  # here: nas.evaluate imports this module
+
+    results: list[dict[int, tuple[float, ...] | None]] = [{} for _ in rungs.steps]
+    for trial in trials:
+        rung = rung_of(trial)
+        candidate = candidate_of(trial)
+        if not is_measured(trial) or rung >= len(results) or candidate is None:
+            continue
+        values = trial.values if trial.state == TrialState.COMPLETE else None
+        if values is not None and not all(math.isfinite(v) for v in values):
+            values = None
+        results[rung][candidate] = minimised(values, directions)
+    return results
+
+
+def promoted(claims: Claims, trials: Sequence[FrozenTrial], rungs: Rungs) -> list[set[int]]:
+    """For each rung, the candidates whose promotion from it is claimed by a live trial (a
+    holder newer than `trials` counts as live), or queued: a lost promotion that Optuna's retry
+    callback or `requeue_lost` queued again will take its claim over when it runs."""
+    by_id = {trial._trial_id: trial for trial in trials}
+    sets: list[set[int]] = [set() for _ in rungs.steps]
+    for trial in trials:
+        rung = rung_of(trial)
+        candidate = TrialRecord.from_frozen_trial(trial).candidate
+        if 0 < rung < len(sets) and is_live(trial) and candidate is not None:
+            sets[rung - 1].add(candidate)
+    for key, holder in claims.values(PROMOTE).items():
+        rung_text, _, candidate_text = key.removeprefix(PROMOTE).partition(":")
+        if not (rung_text.isdigit() and candidate_text.isdigit()):
+            continue
+        if holder not in by_id or is_live(by_id[holder]):
+            if int(rung_text) < len(sets):
+                sets[int(rung_text)].add(int(candidate_text))
+    return sets
+
+
+def plan_promotion(study: optuna.Study, rungs: Rungs,
+                   trials: Sequence[FrozenTrial]) -> tuple[int, FrozenTrial] | None:
+    """(rung, the candidate's trial at that rung) to promote next, or None."""
+    results = rung_results(trials, rungs, study.directions)
+    decision = next_promotion(rungs, results, promoted(Claims(study), trials, rungs))
+    if decision is None:
+        return None
+    rung, candidate = decision
+    for trial in trials:
+        if (rung_of(trial) == rung and candidate_of(trial) == candidate
+                and trial.state == TrialState.COMPLETE):
+            return rung, trial
+    return None
+
+
+def enqueue_promotion(study: optuna.Study, rung: int, parent: FrozenTrial) -> int | None:
+    """Queue the promotion of `parent` (measured at `rung`) as a WAITING trial that holds its
+    claim; None when another live trial holds the claim already (the trial stays queued and is
+    pruned untrained when it runs)."""
+    candidate = TrialRecord.from_frozen_trial(parent).candidate
+    record = TrialRecord(rung=rung + 1, candidate=candidate, promoted_from=parent.number)
+    template = optuna.trial.create_trial(
+        state=TrialState.WAITING, system_attrs={"fixed_params": dict(parent.params)},
+        user_attrs=record.to_user_attrs())
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    if Claims(study).take(promotion_key(rung, candidate), trial_id) is not None:
+        return None
+    return trial_id
+
+
+def rung_scores(parent: FrozenTrial | None, steps: int, objectives: Sequence[Any],
+                values: Sequence[float] | None) -> dict[str, dict[str, float | None]]:
+    """The candidate's scores at every rung up to this one: the parent's and this trial's."""
+    scores = dict(TrialRecord.from_frozen_trial(parent).rung_scores or {}) if parent else {}
+    scores[str(steps)] = {objective.name: (None if values is None else value)
+                          for objective, value in zip(objectives, values or [None] * len(
+                              objectives))}
+    return scores
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def rung_counts(trials: Sequence[FrozenTrial], rungs: Rungs) -> list[int]:
+    """Candidates measured (complete) at each rung."""
+    counts = [0] * len(rungs.steps)
+    for trial in trials:
+        rung = rung_of(trial)
+        if (trial.state == TrialState.COMPLETE and not is_duplicate(trial)
+                and rung < len(counts)):
+            counts[rung] += 1
+    return counts
+
+
+def default_rung(trials: Sequence[FrozenTrial], rungs: Rungs) -> int:
+    """The highest rung that holds at least MIN_FRONT_CANDIDATES complete candidates (rung 0
+    when none does): the front and the reports compare candidates there."""
+    counts = rung_counts(trials, rungs)
+    for rung in range(len(counts) - 1, -1, -1):
+        if counts[rung] >= MIN_FRONT_CANDIDATES:
+            return rung
+    return 0
