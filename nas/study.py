@@ -436,17 +436,16 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
         counts = worker.counts()
         if deadline is not None and time.monotonic() >= deadline:
             return counts
-        if rungs is not None and worker.promote(rungs):
-            pass  # a promotion is queued: the ask below runs it (or an older queued trial)
-        elif rungs is not None and counts.waiting:
-            pass  # a queued promotion or retry: run it, whatever the budget of new candidates
-        elif counts.distinct >= target:
+        # Successive halving: a promotion just queued, or any queued promotion or retry, is run
+        # by the ask below whatever the budget of new candidates.
+        queued = rungs is not None and (worker.promote(rungs) or counts.waiting)
+        if not queued and counts.distinct >= target:
             if rungs is None or not counts.running:
                 return counts
             time.sleep(POLL_SECONDS)  # a running rung may yet qualify a candidate for promotion
             continue
-        elif counts.distinct + (counts.running if rungs is None else worker.running_new()) \
-                >= target:
+        if not queued and counts.distinct + (
+                counts.running if rungs is None else worker.running_new()) >= target:
             time.sleep(POLL_SECONDS)  # a running trial elsewhere may die and be queued again
             continue
         finished = worker.run_one()
