@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (BenchError, ResultsFile, add_run_options,  # noqa: E402
                                estimate_hours, one_thread, parse_shard, print_estimate, run_key,
-                               shard)
+                               shard, work)
 from search_spaces import ArchConfig  # noqa: E402
 from search_spaces.cost import estimate  # noqa: E402
 
@@ -304,14 +304,13 @@ def main(argv: list[str] | None = None) -> None:
         one_thread()
         todo = results.pending(shard(args.runs, *args.shard))
         print(f"{args.experiment}: {len(args.runs)} runs, {len(todo)} pending in shard "
-              f"{args.shard[0]}/{args.shard[1]} -> {args.out}", flush=True)
-        for number, run in enumerate(todo, 1):
-            if not results.pending([run]):  # another process finished it meanwhile
-                continue
+              f"{args.shard[0]}/{args.shard[1]}{', then the others' if args.steal else ''} -> "
+              f"{args.out}", flush=True)
+        for number, run in enumerate(work(results, args.runs, *args.shard, args.steal), 1):
             row = train_one(run)
             results.append(row)
             accuracy = float("nan") if row["accuracy"] is None else row["accuracy"]
-            print(f"[{number}/{len(todo)}] {row['pattern']:<16} pairs {row['pairs']:>3} seed "
+            print(f"[{number}] {row['pattern']:<16} pairs {row['pairs']:>3} seed "
                   f"{row['seed']}  accuracy {accuracy:.3f}  {row['status']}  "
                   f"({row['seconds']:.0f} s)", flush=True)
     rows = results.rows_of(args.runs)

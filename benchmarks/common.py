@@ -8,14 +8,22 @@ key, so a script restarted after a kill, or a second process on the other core, 
 whose row is already there. A half-written last line (the process was killed mid-write) is
 ignored on reading and overwritten by the next append.
 
+While a run trains, its process holds a claim on it (a file named after the run's key in
+`<results>.claims/`, holding host and pid), so that processes can share one list: `--steal`
+lets a process whose own shard is done take the other shards' unclaimed runs, from the end of
+the list (where their owners reach last). A claim whose process is gone (same host, pid dead)
+is taken over, so a killed process blocks nothing.
+
 Unlike the other scripts in this folder, the helpers here are tested (tests/test_bench_common.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+import socket
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +80,33 @@ class ResultsFile:
             handle.flush()
             os.fsync(handle.fileno())
 
+    def _claim_path(self, run: dict[str, Any]) -> Path:
+        digest = hashlib.sha1(run_key(run, self.fields).encode()).hexdigest()[:20]
+        return self.path.with_name(self.path.name + ".claims") / digest
+
+    def claim(self, run: dict[str, Any]) -> bool:
+        """Take `run` for this process; False if a live process holds it (or it has a row)."""
+        path = self._claim_path(run)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):  # the second try follows the removal of a dead holder's claim
+            try:
+                with open(path, "x") as handle:
+                    handle.write(me)
+            except FileExistsError:
+                if not _holder_is_dead(path, me):
+                    return False
+                path.unlink(missing_ok=True)
+                continue
+            if self.pending([run]):
+                return True
+            path.unlink(missing_ok=True)  # finished meanwhile by another process
+            return False
+        return False
+
+    def release(self, run: dict[str, Any]) -> None:
+        self._claim_path(run).unlink(missing_ok=True)
+
     def rows_of(self, runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows of `runs` (rows of other settings in the same file are left out)."""
         wanted = {run_key(run, self.fields) for run in runs}
@@ -83,6 +118,41 @@ class ResultsFile:
         return [run for run in runs if run_key(run, self.fields) not in done]
 
 
+def _holder_is_dead(path: Path, me: str) -> bool:
+    """Whether the process named in claim file `path` is gone (only checkable on this host)."""
+    try:
+        host, pid = path.read_text().split()
+    except (OSError, ValueError):
+        return True  # vanished or torn: nobody holds it
+    if f"{host} {pid}" == me:
+        return True  # our own leftover
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+def work(results: ResultsFile, runs: Sequence[dict[str, Any]], index: int, count: int,
+         steal: bool = False) -> Iterator[dict[str, Any]]:
+    """The runs this process trains, each claimed before it is yielded and released once the
+    caller has appended its row (or failed): shard `index` of `count` first, then, with
+    `steal`, the other shards' runs that nobody holds, last first."""
+    own = shard(runs, index, count)
+    others = [run for run in reversed(runs) if run not in own] if steal else []
+    for run in [*own, *others]:
+        if not results.pending([run]) or not results.claim(run):
+            continue
+        try:
+            yield run
+        finally:
+            results.release(run)
+
+
 SHARD_HELP = ("i/n: train every n-th run of the full list from the i-th (0-based), "
               "skipping those with a row")
 
@@ -91,6 +161,9 @@ def add_run_options(parser: Any, default_out: str, plot_help: str) -> None:
     """--out, --shard, --estimate and --plot, as every long benchmark takes them."""
     parser.add_argument("--out", help=f"results file (default {default_out})")
     parser.add_argument("--shard", default="0/1", help=SHARD_HELP)
+    parser.add_argument("--steal", action="store_true",
+                        help="once this shard is done, train the other shards' runs that no "
+                             "live process holds (from the end of the list)")
     parser.add_argument("--estimate", action="store_true",
                         help="train nothing but a few steps of each architecture; print the "
                              "hours the runs without a row would take on each --shard")

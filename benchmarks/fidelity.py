@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (BenchError, ResultsFile, add_run_options,  # noqa: E402
                                estimate_hours, kendall_tau, one_thread, parse_shard,
-                               print_estimate, run_key, shard, spearman)
+                               print_estimate, run_key, shard, spearman, work)
 from search_spaces import ArchConfig, arch_names, load_arch, load_space  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -307,14 +307,12 @@ def main(argv: list[str] | None = None) -> dict:
         one_thread()
         todo = results.pending(shard(runs, *args.shard))
         print(f"{len(runs)} runs, {len(todo)} pending in shard {args.shard[0]}/{args.shard[1]}"
-              f" -> {args.out}", flush=True)
-        for number, run in enumerate(todo, 1):
-            if not results.pending([run]):
-                continue
+              f"{', then the others' if args.steal else ''} -> {args.out}", flush=True)
+        for number, run in enumerate(work(results, runs, *args.shard, args.steal), 1):
             row = train_one(run, args.suite_object, curve_every=args.steps)
             results.append(row)
             quality = float("nan") if row["quality"] is None else row["quality"]
-            print(f"[{number}/{len(todo)}] {row['arch']:<14} {row['steps']:>5} steps seed "
+            print(f"[{number}] {row['arch']:<14} {row['steps']:>5} steps seed "
                   f"{row['seed']}  quality {quality:.3f}  {row['status']}  "
                   f"({row['seconds']:.0f} s)", flush=True)
     rows = results.rows_of(runs)

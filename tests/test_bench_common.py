@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import capacity, fidelity
 from benchmarks.common import (BenchError, ResultsFile, estimate_hours, kendall_tau, parse_shard,
-                               ranks, run_key, shard, spearman)
+                               ranks, run_key, shard, spearman, work)
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ("name", "seed")
@@ -72,6 +72,59 @@ def test_shards_are_disjoint_and_cover_the_runs():
     for bad in ("2/2", "-1/2", "1", "a/b", "0/0"):
         with pytest.raises(BenchError, match="--shard"):
             parse_shard(bad)
+
+
+def _hold(results, run, holder: str) -> None:
+    """Write `run`'s claim as if process `holder` ("host pid") had taken it."""
+    path = results._claim_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(holder)
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_claims_keep_live_holders_and_take_over_dead_ones(tmp_path):
+    import os
+    import socket
+
+    results = ResultsFile(tmp_path / "rows.jsonl", KEY)
+    a, b, c, d = ({"name": n, "seed": 0} for n in "abcd")
+    here = socket.gethostname()
+    _hold(results, a, f"{here} {os.getppid()}")  # a live process on this host
+    _hold(results, b, f"{here} {_dead_pid()}")  # a process that has exited
+    _hold(results, c, f"elsewhere.example {os.getpid()}")  # another host: cannot be checked
+    assert not results.claim(a)
+    assert results.claim(b)  # taken over
+    assert results._claim_path(b).read_text() == f"{here} {os.getpid()}"
+    assert not results.claim(c)
+    results.append({**d, "accuracy": 1.0})
+    assert not results.claim(d)  # finished runs are never claimed
+    assert not results._claim_path(d).exists()
+    results.release(b)
+    assert not results._claim_path(b).exists()
+
+
+def test_work_takes_its_shard_then_steals_unheld_runs_from_the_end(tmp_path):
+    import os
+    import socket
+
+    results = ResultsFile(tmp_path / "rows.jsonl", KEY)
+    runs = [{"name": str(i), "seed": 0} for i in range(6)]
+    results.append({**runs[2], "accuracy": 0.0})  # done already
+    _hold(results, runs[5], f"{socket.gethostname()} {os.getppid()}")  # another live process
+    assert [r["name"] for r in work(results, runs, 0, 2)] == ["0", "4"]
+    taken = []
+    for run in work(results, runs, 0, 2, steal=True):
+        assert results._claim_path(run).exists()  # held while the caller trains it
+        taken.append(run["name"])
+        results.append({**run, "accuracy": 0.5})
+    assert taken == ["0", "4", "3", "1"]  # own shard, then the others from the end, 5 skipped
+    assert not any(results._claim_path(r).exists() for r in runs[:5])  # released
+    assert results.pending(runs) == [runs[5]]
 
 
 def test_estimate_hours_times_each_group_once_and_splits_by_shard():
