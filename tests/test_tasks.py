@@ -457,7 +457,7 @@ def test_load_splits_cached_equals_uncached():
 # -- suites -------------------------------------------------------------------------------------
 
 def test_presets_load_by_name():
-    assert set(PRESETS) == {"quick", "mad", "mqar", "lm", "capacity"}
+    assert set(PRESETS) == {"quick", "mad", "mqar", "lm", "capacity", "recall64"}
     quick = load_suite("quick")
     assert [e.task.kind for e in quick] == ["mqar", "in_context_recall"]
     assert quick.entry("mqar_64x4").task.seq_len == 64
@@ -495,6 +495,36 @@ def test_capacity_suite_overflows_small_recurrent_states():
     train, test = load_splits(task, 8, 4, seed=0, cache=False)
     assert train.inputs.shape == (8, 256)
     assert (train.score_mask.sum(dim=1) == 32).all()
+
+
+def test_recall64_preset_is_the_fidelity_suite_and_overflows_the_smallest_states():
+    """The `recall64` preset trains exactly the task the fidelity runs used
+    (benchmarks/suites/recall64.yaml), and its 8 pairs of 64-wide keys and values need more than
+    an RG-LRU layer's state at the presets' width, while an attention layer's cache holds them."""
+    from pathlib import Path
+
+    from search_spaces import load_arch
+    from search_spaces.cost import estimate
+
+    preset = load_suite("recall64")
+    benchmark = load_suite(Path(__file__).resolve().parents[1] / "benchmarks" / "suites" /
+                           "recall64.yaml")
+    assert [e.to_dict() for e in preset] == [e.to_dict() for e in benchmark]
+    (entry,) = preset.entries
+    task = entry.task
+    assert (task.seq_len, task.num_kv_pairs, task.vocab_size) == (64, 8, 64)
+    assert (entry.n_train, entry.n_test) == (32768, 1024)
+
+    def per_layer_values(name: str) -> float:
+        arch = load_arch(name)
+        return estimate(arch, context=task.seq_len, dtype="fp32").cache_bytes / 4 / len(
+            arch.layers)
+
+    needed = 2 * task.num_kv_pairs * load_arch("hawk").d_model
+    assert per_layer_values("hawk") < needed <= per_layer_values("transformer")
+    train, _ = load_splits(task, 8, 4, seed=0, cache=False)
+    assert train.inputs.shape == (8, 64)
+    assert (train.score_mask.sum(dim=1) == 8).all()
 
 
 def test_quick_suite_data_are_small_and_cached(isolated_cache):

@@ -24,7 +24,7 @@ OUTAGE_HELP = ("Seconds to wait for an unreachable study database before giving 
                "(default 600, or $HNAS_OUTAGE_WAIT).")
 LR_HELP = ("Peak learning rate (AdamW, warm-up then cosine; default 1e-3). Repeat it to sweep: "
            "each task trains at every rate and scores its best, at that many times the cost.")
-SUITE_HELP = "quick, mad, mqar, lm, capacity or a suite YAML."
+SUITE_HELP = "quick, mad, mqar, lm, capacity, recall64 or a suite YAML."
 DIM_HELP = "Any other dim as KEY=VALUE (repeatable)."
 
 # Options several commands take, written once (`name: Storage = None` in a signature).
