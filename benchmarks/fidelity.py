@@ -212,12 +212,55 @@ def summary(rows: list[dict], steps: int, multiple: int) -> dict:
         lines.append(f"{label:<13} vs {multiple}x seed mean over {len(complete)} architectures: "
                      f"Spearman {rho:.3f} (goal >= {FIDELITY_GOAL}: {verdict}), "
                      f"Kendall's tau-b {tau:.3f}")
+    lines += curve_lines(rows, steps, multiple, complete, seeds, ref_mean, figures)
     seconds = {s: mean(r["seconds"] for r in rows if r["steps"] == s)
                for s in (steps, steps * multiple) if any(r["steps"] == s for r in rows)}
     lines.append("mean seconds per candidate: " +
                  ", ".join(f"{s} steps {v:.0f} s" for s, v in seconds.items()))
     print("\n".join(lines))
     return figures
+
+
+def curve_scores(rows: list[dict], steps: int, at: int) -> dict[str, dict[int, float]]:
+    """arch -> seed -> the reference run's test accuracy at step `at` (its learning curve)."""
+    table: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if row["steps"] != steps or row["status"] != "ok":
+            continue
+        points = [acc for curve in row["curve"].values() for step, acc, _ in curve if step == at]
+        if len(points) == len(row["curve"]):
+            table.setdefault(row["arch"], {})[row["seed"]] = mean(points)
+    return table
+
+
+def curve_lines(rows: list[dict], steps: int, multiple: int, complete: list[str],
+                seeds: list[int], ref_mean: list[float], figures: dict) -> list[str]:
+    """Budgets between 1x and the reference, read off the reference runs' learning curves
+    (what 2x, 4x ... would buy, without training them), and the reference's self-agreement by
+    test loss (continuous where accuracy jumps at a phase transition). A curve point is not a
+    run of that length: the learning rate has not decayed there, so it understates that
+    budget's score."""
+    lines = []
+    full = steps * multiple
+    for factor in range(2, multiple):
+        at = steps * factor
+        points = curve_scores(rows, full, at)
+        if not all(set(seeds) <= set(points.get(a, {})) for a in complete):
+            continue
+        values = [mean(points[a][s] for s in seeds) for a in complete]
+        rho, tau = spearman(values, ref_mean), kendall_tau(values, ref_mean)
+        figures[f"curve {factor}x"] = {"spearman": rho, "kendall": tau}
+        lines.append(f"{multiple}x curve at {at} steps ({factor}x, seed mean, lr not decayed): "
+                     f"Spearman {rho:.3f}, Kendall's tau-b {tau:.3f}")
+    by_loss = loss_scores(rows, full)
+    if len(seeds) >= 2 and all(set(seeds) <= set(by_loss.get(a, {})) for a in complete):
+        agreement = {f"{a}-{b}": spearman([by_loss[x][a] for x in complete],
+                                          [by_loss[x][b] for x in complete])
+                     for a, b in itertools.combinations(seeds, 2)}
+        figures["reference_self_spearman_loss"] = agreement
+        lines.append(f"reference ({multiple}x) seed-to-seed Spearman by -loss: " +
+                     ", ".join(f"s{k} {v:.3f}" for k, v in agreement.items()))
+    return lines
 
 
 def plot(rows: list[dict], steps: int, multiple: int, path: str) -> None:

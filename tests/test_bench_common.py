@@ -258,7 +258,7 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
                      "    settings: {seq_len: 32, num_kv_pairs: 4, vocab_size: 32}\n")
     out = tmp_path / "fidelity.jsonl"
     argv = ["--suite", str(suite), "--presets", "transformer", "hawk", "--spaces", "free",
-            "--samples", "1", "--d-model", "32", "--steps", "2", "--multiple", "2",
+            "--samples", "1", "--d-model", "32", "--steps", "2", "--multiple", "3",
             "--seeds", "0", "1", "--out", str(out)]
     partial = fidelity.main([*argv, "--shard", "0/2"])
     assert partial["architectures"] < 3  # half the runs: no architecture has them all
@@ -269,14 +269,27 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
     assert set(figures["cheap_self_spearman"]) == {"0-1"}
     # the reference runs score the test set at every multiple of the 1x budget
     assert {tuple(step for step, _, _ in curve) for r in rows for curve in r["curve"].values()} == {
-        (2,), (2, 4)}
+        (2,), (2, 4, 6)}
     assert all(loss > 0 for r in rows for loss in r["loss"].values())
-    for label in ("1x seed 0", "1x seed 1", "1x seed mean", "1x -loss s0", "1x -loss mean"):
+    # the 2x budget read off the reference's curve, and the reference's agreement by loss
+    assert set(figures["reference_self_spearman_loss"]) == {"0-1"}
+    for label in ("1x seed 0", "1x seed 1", "1x seed mean", "1x -loss s0", "1x -loss mean",
+                  "curve 2x"):
         assert set(figures[label]) == {"spearman", "kendall"}
     printed = capsys.readouterr().out
     assert "seed-to-seed Spearman" in printed and "Kendall's tau-b" in printed
     again = fidelity.main([*argv, "--summary"])  # the rows alone give the same figures
     assert json.dumps(again, sort_keys=True) == json.dumps(figures, sort_keys=True)
+
+
+def test_fidelity_curve_scores_read_one_step_of_every_task():
+    row = {"arch": "a", "seed": 1, "steps": 6, "status": "ok",
+           "curve": {"t1": [[2, 0.1, 3.0], [4, 0.3, 2.0]], "t2": [[2, 0.2, 3.0], [4, 0.5, 1.0]]}}
+    failed = {**row, "arch": "b", "status": "failed"}
+    short = {**row, "arch": "c", "curve": {"t1": [[4, 0.3, 2.0]], "t2": [[2, 0.2, 3.0]]}}
+    assert fidelity.curve_scores([row, failed, short], 6, 4) == {"a": {1: pytest.approx(0.4)}}
+    assert fidelity.curve_scores([row], 6, 2) == {"a": {1: pytest.approx(0.15)}}
+    assert fidelity.curve_scores([row], 8, 2) == {}  # another budget's runs
 
 
 def test_calibrate_appends_a_curve_per_run_and_skips_done_runs(tmp_path, capsys):
