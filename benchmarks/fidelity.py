@@ -158,6 +158,13 @@ def mean(values) -> float:
     return sum(values) / len(values)
 
 
+def seed_agreement(table: dict[str, dict[int, float]], archs: list[str],
+                   seeds: list[int]) -> dict[str, float]:
+    """"a-b" -> Spearman between seeds a and b's scores of `archs`, for every pair of seeds."""
+    return {f"{a}-{b}": spearman([table[x][a] for x in archs], [table[x][b] for x in archs])
+            for a, b in itertools.combinations(seeds, 2)}
+
+
 def summary(rows: list[dict], steps: int, multiple: int) -> dict:
     """The figures of the docstring, over architectures that have every seed at both budgets.
     Returns them (for tests and the note) besides printing them."""
@@ -177,9 +184,7 @@ def summary(rows: list[dict], steps: int, multiple: int) -> dict:
     cheap_complete = [a for a in cheap if set(cheap[a]) == set(cheap_seeds)]
     if len(cheap_complete) >= 3 and len(cheap_seeds) >= 2:
         # How reproducible the cheap score itself is: the ceiling of any 1x fidelity figure.
-        agreement = {f"{a}-{b}": spearman([cheap[x][a] for x in cheap_complete],
-                                          [cheap[x][b] for x in cheap_complete])
-                     for a, b in itertools.combinations(cheap_seeds, 2)}
+        agreement = seed_agreement(cheap, cheap_complete, cheap_seeds)
         figures["cheap_self_spearman"] = agreement
         lines.append(f"1x seed-to-seed Spearman over {len(cheap_complete)} architectures: " +
                      ", ".join(f"s{k} {v:.3f}" for k, v in agreement.items()))
@@ -189,9 +194,7 @@ def summary(rows: list[dict], steps: int, multiple: int) -> dict:
         print("\n".join(lines))
         return figures
     ref_mean = [mean(reference[a].values()) for a in complete]
-    pairs = {f"{a}-{b}": spearman([reference[x][a] for x in complete],
-                                  [reference[x][b] for x in complete])
-             for a, b in itertools.combinations(seeds, 2)}
+    pairs = seed_agreement(reference, complete, seeds)
     figures["reference_self_spearman"] = pairs
     if pairs:
         worst = min(pairs.values())
@@ -254,9 +257,7 @@ def curve_lines(rows: list[dict], steps: int, multiple: int, complete: list[str]
                      f"Spearman {rho:.3f}, Kendall's tau-b {tau:.3f}")
     by_loss = loss_scores(rows, full)
     if len(seeds) >= 2 and all(set(seeds) <= set(by_loss.get(a, {})) for a in complete):
-        agreement = {f"{a}-{b}": spearman([by_loss[x][a] for x in complete],
-                                          [by_loss[x][b] for x in complete])
-                     for a, b in itertools.combinations(seeds, 2)}
+        agreement = seed_agreement(by_loss, complete, seeds)
         figures["reference_self_spearman_loss"] = agreement
         lines.append(f"reference ({multiple}x) seed-to-seed Spearman by -loss: " +
                      ", ".join(f"s{k} {v:.3f}" for k, v in agreement.items()))
