@@ -52,13 +52,13 @@ def add(study, values, record: TrialRecord) -> None:
 def capture(monkeypatch):
     """The matplotlib figure a plot function saves."""
     seen = {}
-    real = plots._save
+    real = plots.png.save
 
     def save(figure, path, plt):
         seen["figure"] = figure
         real(figure, path, plt)
 
-    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(plots.png, "save", save)
     return seen
 
 
