@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import BenchError, ResultsFile, one_thread  # noqa: E402
 from search_spaces import ArchConfig, arch_names, load_arch  # noqa: E402
 
-KEY = ("arch", "seq", "pairs", "vocab", "steps", "lr", "seed", "d_model")
+KEY = ("arch", "seq", "pairs", "vocab", "steps", "lr", "seed", "d_model", "batch")
 
 
 def build(name: str, d_model: int) -> ArchConfig:
@@ -39,7 +39,7 @@ def train(run: dict, points: int) -> dict:
 
     task = MQAR(seq_len=run["seq"], num_kv_pairs=run["pairs"], vocab_size=run["vocab"])
     suite = Suite(f"calibrate_{task.label}", (SuiteEntry(task, n_train=32768, n_test=512),))
-    budget = Budget(steps=run["steps"], lr=run["lr"], decode_context=0,
+    budget = Budget(steps=run["steps"], batch_size=run["batch"], lr=run["lr"], decode_context=0,
                     eval_every=max(1, run["steps"] // points))
     started = time.perf_counter()
     result = run_trial(build(run["arch"], run["d_model"]), suite, budget, seed=run["seed"])
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--points", type=int, default=8, help="curve points per run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
@@ -66,13 +67,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     try:
         for name in args.archs:
             build(name, args.d_model)
-        if min(args.steps, args.points) < 1:
-            raise BenchError(f"--steps and --points must be >= 1, got {args.steps}, {args.points}")
+        if min(args.steps, args.points, args.batch_size) < 1:
+            raise BenchError(f"--steps, --points and --batch-size must be >= 1, got "
+                             f"{args.steps}, {args.points}, {args.batch_size}")
     except ValueError as error:  # BenchError and every pattern or preset error
         parser.exit(2, f"calibrate.py: error: {error}\n")
     results = ResultsFile(args.out, KEY)
     runs = [{"arch": name, "seq": args.seq_len, "pairs": args.pairs, "vocab": args.vocab,
-             "steps": args.steps, "lr": args.lr, "seed": args.seed, "d_model": args.d_model}
+             "steps": args.steps, "lr": args.lr, "seed": args.seed, "d_model": args.d_model,
+             "batch": args.batch_size}
             for name in args.archs]
     one_thread()
     rows = []
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         row = train(run, args.points)
         results.append(row)
         rows.append(row)
-        print(f"{row['arch']:<12} MQAR {row['seq']}x{row['pairs']} vocab {row['vocab']}: " +
+        print(f"{row['arch']:<12} MQAR {row['seq']}x{row['pairs']} vocab {row['vocab']} "
+              f"batch {row['batch']} lr {row['lr']:g}: " +
               " ".join(f"{step}:{acc:.3f}" for step, acc, _ in row["curve"]) +
               f"  ({row['s']:.0f} s)", flush=True)
     return rows
