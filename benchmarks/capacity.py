@@ -5,17 +5,22 @@
     python benchmarks/capacity.py pairs --table [--plot capacity_pairs.png]   # no training
 
 `pairs`: `A`, `M`, `M2`, `R` and `H` models of equal depth (default 2, as in Zoology) and width,
-plus `L2 A` (see EXTRA_PATTERNS),
-on MQAR at one length (default 256 tokens) with 4 to 64 key-value pairs. The width and state
-sizes are small on purpose (d_model 32, Mamba d_state 4, Mamba-2 d_state 16 with 16-wide heads;
-RG-LRU's width is d_model): each layer's recurrent state (printed, from the cost model) is then
-far below what 64 pairs of 32-wide keys and values need, so each recurrent mixer should fall as
-the pairs grow, in the order of its state size, while attention (a cache that grows with the
-sequence) stays near 1.0.
+plus `L2 A` (see EXTRA_PATTERNS), on MQAR at one length (default 64 tokens, vocabulary 64) with
+2 to 16 key-value pairs. The width and state sizes are small on purpose (d_model 32, Mamba
+d_state 4, Mamba-2 d_state 16 with 16-wide heads; RG-LRU's width is d_model): each layer's
+recurrent state (printed, from the cost model) is then below what the larger pair counts of
+32-wide keys and values need, so each recurrent mixer should fall as the pairs grow, in the
+order of its state size, while attention (a cache that grows with the sequence) stays near 1.0.
 
-`ratio`: `(M*k A)` stacks of equal depth (default 16) at attention ratios 0, 1/16, 1/8, 1/4,
-1/2 and 1 on one MQAR setting (default 256 tokens, 32 pairs), each with the cost model's
-inference cache at 128K tokens (bf16) beside its accuracy.
+The CPU-scale budget: 800 steps of 256 examples at lr 3e-3. Batches of 256 are what make the
+task learnable in minutes on one core: `L2 A` at 64x16 reached 0.992 after 200 such steps and
+1.0 after 400, while at 128x32 with batches of 32 it was at 0.218 after 1500
+(benchmarks/results/calibration_probes.jsonl).
+
+`ratio`: `(M*k A)` stacks of equal depth (default 8) at the attention ratios 0, 1/16, 1/8, 1/4,
+1/2 and 1 that the depth can hold (1/16 needs `--depth 16`, at twice the cost) on one MQAR
+setting (default 64 tokens, 16 pairs), each with the cost model's inference cache at 128K
+tokens (bf16) beside its accuracy.
 
 Each finished run appends one JSON row to the results file (default
 benchmarks/results/capacity_<experiment>.jsonl), keyed by every setting and the seed; a restart
@@ -247,29 +252,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patterns", nargs="*", default=list(EXTRA_PATTERNS),
                         help="pairs: more models, as patterns of --depth layers (default: L2 A)")
     parser.add_argument("--pairs", type=int, nargs="+",
-                        help="key-value pairs (pairs: default 4 8 16 32 64; ratio: one, "
-                             "default 32)")
-    parser.add_argument("--ratios", nargs="+", default=list(RATIOS), help="ratio: the ratios")
-    parser.add_argument("--depth", type=int, help="layers (default 2 for pairs, 16 for ratio)")
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--vocab", type=int, default=256)
+                        help="key-value pairs (pairs: default 2 4 8 16; ratio: one, "
+                             "default 16)")
+    parser.add_argument("--ratios", nargs="+",
+                        help="ratio: the ratios (default: those of 0 1/16 1/8 1/4 1/2 1 that "
+                             "--depth can hold)")
+    parser.add_argument("--depth", type=int, help="layers (default 2 for pairs, 8 for ratio)")
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--vocab", type=int, default=64)
     parser.add_argument("--d-model", type=int, default=32)
     parser.add_argument("--d-state", type=int, default=4, help="Mamba's d_state")
     parser.add_argument("--m2-d-state", type=int, default=16)
     parser.add_argument("--m2-head-dim", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3],
-                        help="peak learning rates, each run scores its best (MAD's protocol)")
-    parser.add_argument("--n-train", type=int, default=32768)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3],
+                        help="peak learning rates; with several, each run scores its best "
+                             "(MAD's protocol) at that many times the cost")
+    parser.add_argument("--n-train", type=int, default=65536)
     parser.add_argument("--n-test", type=int, default=512)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     add_run_options(parser, "benchmarks/results/capacity_<experiment>.jsonl",
                     "draw the rows to this PNG at the end")
     parser.add_argument("--table", action="store_true", help="train nothing; print the table")
     args = parser.parse_args(argv)
-    args.depth = args.depth or (2 if args.experiment == "pairs" else 16)
-    args.pairs = args.pairs or ([4, 8, 16, 32, 64] if args.experiment == "pairs" else [32])
+    args.depth = args.depth or (2 if args.experiment == "pairs" else 8)
+    args.pairs = args.pairs or ([2, 4, 8, 16] if args.experiment == "pairs" else [16])
+    args.ratios = args.ratios or [r for r in RATIOS if args.depth > 0 and
+                                  args.depth % Fraction(r).denominator == 0]
     args.out = args.out or str(RESULTS / f"capacity_{args.experiment}.jsonl")
     try:
         if args.experiment == "ratio" and len(args.pairs) != 1:

@@ -177,7 +177,8 @@ def test_kendall_matches_its_definition_with_ties():
 # -- capacity.py --------------------------------------------------------------------------------
 
 TINY = ["--seq-len", "32", "--vocab", "32", "--d-model", "16", "--steps", "2", "--n-train", "64",
-        "--n-test", "32", "--lrs", "1e-3", "--m2-head-dim", "8", "--m2-d-state", "8"]
+        "--n-test", "32", "--lrs", "1e-3", "--m2-head-dim", "8", "--m2-d-state", "8",
+        "--batch-size", "8"]
 
 
 def test_ratio_patterns():
@@ -225,6 +226,17 @@ def test_capacity_ratio_table_has_cache_at_128k(tmp_path, capsys):
     assert rows["0"]["cache_bytes_128k"] < rows["1/4"]["cache_bytes_128k"] < rows["1"][
         "cache_bytes_128k"]
     assert "0.250" in capsys.readouterr().out  # one attention layer in four: a quarter's cache
+
+
+def test_capacity_default_ratios_are_those_the_depth_holds(tmp_path):
+    ratio = capacity.parse_args(["ratio", "--out", str(tmp_path / "r.jsonl")])
+    assert (ratio.depth, ratio.pairs) == (8, [16])
+    assert [run["ratio"] for run in ratio.runs] == ["0", "1/8", "1/4", "1/2", "1"]
+    deep = capacity.parse_args(["ratio", "--depth", "16", "--out", str(tmp_path / "r.jsonl")])
+    assert [run["ratio"] for run in deep.runs] == ["0", "1/16", "1/8", "1/4", "1/2", "1"]
+    pairs = capacity.parse_args(["pairs", "--out", str(tmp_path / "p.jsonl")])
+    assert sorted({run["pairs"] for run in pairs.runs}) == [2, 4, 8, 16]
+    assert {run["seq_len"] for run in pairs.runs} == {64}
 
 
 def test_capacity_bad_input_exits_2_in_one_line(tmp_path):
