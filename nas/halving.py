@@ -7,7 +7,8 @@ and retries work unchanged and no finished trial is ever rewritten:
                         its `candidate` is its own trial number
     promotion           a WAITING trial with the candidate's parameters fixed, `rung` r+1,
                         `candidate` and `promoted_from` (the trial it continues); whichever
-                        worker asks next runs it, trained afresh at rung r+1's budget
+                        worker asks next runs it, continuing the parent's checkpoint to
+                        rung r+1's budget (nas.continuation; afresh when there is none)
     every rung trial    records `rung_scores`: the candidate's objective values at each rung
                         so far ({"steps": {"objective": value}}), its own included
 
@@ -23,8 +24,9 @@ runs it, so:
   Optuna's retry callback with its attributes (so the retry takes the claim over), or gone
   (the claim's holder is not live, so c qualifies again and is promoted afresh).
 
-A promoted candidate is trained again from scratch at the next rung's budget, not continued
-from a checkpoint: see "Successive halving" in docs/DESIGN.md for the measured reason.
+Under the wsd schedule (what `hnas search --fidelity sh` stores) a promoted candidate
+continues from the state where its parent's decay began, through Optuna's artifact store
+(nas.continuation); under the cosine schedule of older studies it is trained again from scratch.
 """
 
 from __future__ import annotations

@@ -96,3 +96,137 @@ def test_continuing_needs_a_longer_wsd_budget():
     cosine = run_trial(arch(), suite(), Budget(steps=30, batch_size=8, decode_context=0),
                        seed=0, resume=short.checkpoints)
     assert not cosine.ok and "wsd budget" in cosine.failure
+
+
+# -- on a study ---------------------------------------------------------------------------------
+
+SPACE = """
+name: continued
+pattern: "{A|M} {A|M}"
+dims: {d_model: 16, n_heads: 2, d_state: 4}
+"""
+RUNGS_SPEC = (6, 12)  # decay over the last 20%: rung 0 is checkpointed at step 5
+
+
+def sh_study(tmp_path, n_trials: int = 2):
+    """A SQLite study as `hnas search --fidelity sh --rungs 6,12 --eta 2` stores it (wsd)."""
+    from nas.definition import StudyDefinition, toolkit_versions
+    from nas.rungs import Rungs
+    from nas.storage import open_storage
+    from nas.study import create_or_check, open_study
+    from search_spaces import SearchSpace
+
+    space, tasks, rungs = SearchSpace.from_yaml(SPACE), suite(), Rungs(RUNGS_SPEC, 2)
+    budget = Budget(steps=rungs.full_steps, batch_size=8, eval_batches=1, decode_context=0,
+                    schedule="wsd", warmup_steps=1)
+    spec = StudyDefinition(space.to_yaml(), space.fingerprint(), tasks.to_dict(),
+                           tasks.fingerprint(), budget.to_dict(), "quality,params", "random",
+                           n_trials, 0, (), toolkit_versions(), fidelity=rungs.to_dict())
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    create_or_check("continued", open_storage(url), spec)
+    study, spec = open_study("continued", open_storage(url), seed_offset=0)
+    return study, spec, url
+
+
+def run_study(tmp_path, on_trial=None, store: bool = True):
+    from nas.continuation import artifact_store
+    from nas.study import run_worker
+
+    study, spec, url = sh_study(tmp_path)
+    artifacts = artifact_store(url, None)[0] if store else None
+    run_worker(study, spec, on_trial=on_trial, artifacts=artifacts)
+    return study, spec
+
+
+def by_rung(study):
+    from optuna.trial import TrialState
+
+    from nas.record import TrialRecord
+
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    return {rung: [(t, TrialRecord.from_frozen_trial(t)) for t in trials
+                   if TrialRecord.from_frozen_trial(t).rung == rung] for rung in (0, 1)}
+
+
+def straight_loss(spec, trial) -> float:
+    """The test loss of one uninterrupted wsd run of the trial's architecture to 12 steps:
+    what the continued promotion must equal (the loss: accuracy on 16 test sequences is too
+    coarse to tell runs apart)."""
+    from nas.evaluate import Evaluator
+    from nas.record import TrainedResult
+
+    arch = ArchConfig.from_dict(trial.user_attrs["arch"])
+    evaluator = Evaluator(spec)
+    result = run_trial(arch, evaluator.suite, dataclasses.replace(evaluator.budget, steps=12),
+                       seed=spec.seed)
+    return TrainedResult.from_trial_result(result, spec.task_weights()).loss
+
+
+def test_a_promotion_continues_its_parents_checkpoint_on_sqlite(tmp_path):
+    study, spec = run_study(tmp_path)
+    rungs = by_rung(study)
+    assert len(rungs[0]) == 2 and len(rungs[1]) == 1
+    folder = tmp_path / "study.db.artifacts"
+    for trial, record in rungs[0]:
+        assert record.checkpoint and (folder / record.checkpoint).is_file()
+    promotion, record = rungs[1][0]
+    parent = study.trials[record.promoted_from]
+    assert record.resumed_step == 5 and record.retrained is None  # trained 12 - 5 = 7 steps
+    assert record.checkpoint is None  # the top rung is never continued
+    assert all(task["steps"] == 12 for task in promotion.user_attrs["tasks"].values())
+    assert parent.user_attrs["checkpoint"] in {r.checkpoint for _, r in rungs[0]}
+    assert promotion.user_attrs["loss"] == pytest.approx(straight_loss(spec, promotion),
+                                                         rel=1e-5)
+
+
+def test_a_missing_checkpoint_means_the_promotion_retrains(tmp_path):
+    """The artifacts are deleted after every first-rung trial: the promotion trains afresh,
+    says so, and (wsd) scores what the continuation would have."""
+    import shutil
+
+    def delete(study, finished):
+        shutil.rmtree(tmp_path / "study.db.artifacts", ignore_errors=True)
+
+    study, spec = run_study(tmp_path, on_trial=delete)
+    promotion, record = by_rung(study)[1][0]
+    assert record.resumed_step is None
+    assert record.retrained.startswith(f"checkpoint of trial {record.promoted_from}: artifact ")
+    assert all(task["steps"] == 12 for task in promotion.user_attrs["tasks"].values())
+    assert promotion.user_attrs["loss"] == pytest.approx(straight_loss(spec, promotion),
+                                                         rel=1e-5)
+
+
+def test_without_a_store_promotions_retrain_and_say_so(tmp_path):
+    from nas.continuation import artifact_store
+
+    study, _ = run_study(tmp_path, store=False)
+    assert by_rung(study)[1][0][1].retrained == "no artifact store"
+    assert all(r.checkpoint is None for _, r in by_rung(study)[0])
+    store, note = artifact_store("postgresql://u@h/db", None)
+    assert store is None and "--artifacts DIR" in note
+    store, note = artifact_store("postgresql://u@h/db", str(tmp_path / "shared"))
+    assert note is None and (tmp_path / "shared").is_dir()
+
+
+def test_hnas_search_fidelity_sh_stores_wsd_and_promotions_continue(tmp_path):
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+    from nas.storage import load_study, open_storage
+    from nas.study import read_definition
+
+    (tmp_path / "space.yaml").write_text(SPACE)
+    (tmp_path / "suite.yaml").write_text(
+        "name: one\ntasks:\n  - task: mqar\n    n_train: 32\n    n_test: 16\n"
+        "    settings: {seq_len: 16, num_kv_pairs: 2, vocab_size: 16}\n")
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    result = CliRunner().invoke(app, [
+        "search", str(tmp_path / "space.yaml"), "--suite", str(tmp_path / "suite.yaml"),
+        "--storage", url, "--n-trials", "2", "--fidelity", "sh", "--rungs", "10,20",
+        "--eta", "2", "--batch-size", "8", "--sampler", "random", "--quiet"])
+    assert result.exit_code == 0, result.output
+    study = load_study("continued", open_storage(url))
+    budget = Budget.from_dict(read_definition(study).budget)
+    assert (budget.schedule, budget.warmup_steps, budget.decay_start) == ("wsd", 1, 16)
+    promotion, record = by_rung(study)[1][0]
+    assert record.resumed_step == 8 and (tmp_path / "cli.db.artifacts").is_dir()
