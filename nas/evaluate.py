@@ -34,7 +34,8 @@ from optuna.trial import TrialState
 from nas.claims import ARCH, Claims, unslotted
 from nas.continuation import CheckpointUnavailable, load_checkpoints, save_checkpoints
 from nas.definition import StudyDefinition
-from nas.halving import counts_toward_budget, promotion_key, rung_of, rung_scores
+from nas.halving import (counts_toward_budget, promotion_key, rung_of, rung_scores,
+                         with_shared_warmup)
 from nas.objectives import analytic_costs, decode_context
 from nas.record import TrainedResult, TrialRecord, is_measured
 from search_spaces.space.space import InvalidCandidate
@@ -77,6 +78,8 @@ class Evaluator:
         self.suite = definition.load_suite()
         self.budget = trial_budget(definition)
         self.rungs = definition.rungs
+        if self.rungs is not None:
+            self.budget = with_shared_warmup(self.budget, self.rungs)
         self._run = run
         self.patience = patience or (lambda call, *args, **kwargs: call(*args, **kwargs))
         self.idle = idle or (lambda: None)

@@ -31,6 +31,7 @@ continues from the state where its parent's decay began, through Optuna's artifa
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -149,6 +150,15 @@ def enqueue_promotion(study: optuna.Study, rung: int, parent: FrozenTrial) -> in
     if Claims(study).take(promotion_key(rung, candidate), trial_id) is not None:
         return None
     return trial_id
+
+
+def with_shared_warmup(budget: Any, rungs: Rungs) -> Any:
+    """A wsd budget whose warm-up is the same at every rung (`warmup` of the first rung's steps
+    unless `warmup_steps` is set), so that the runs to successive rungs agree on every step
+    before each one's decay and a promotion can continue its parent (nas.continuation)."""
+    if budget.schedule != "wsd" or budget.warmup_steps is not None:
+        return budget
+    return dataclasses.replace(budget, warmup_steps=max(1, round(budget.warmup * rungs.steps[0])))
 
 
 def rung_scores(parent: FrozenTrial | None, steps: int, objectives: Sequence[Any],

@@ -65,8 +65,9 @@ def files(tmp_path):
 
 
 def create_study(name: str, url: str, files: Path, n_trials: int, *, steps: int = 10_000,
-                 seconds: float | None = None, rungs=None):
-    """The study as `hnas search` creates it, without running a trial here."""
+                 seconds: float | None = None, rungs=None, schedule: str = "cosine"):
+    """The study as `hnas search` creates it, without running a trial here (`schedule` "wsd":
+    as `--fidelity sh` does, so that promotions continue from checkpoints)."""
     from nas.definition import StudyDefinition, toolkit_versions
     from nas.storage import open_storage
     from nas.study import create_or_check
@@ -76,7 +77,8 @@ def create_study(name: str, url: str, files: Path, n_trials: int, *, steps: int 
 
     space, suite = load_space(str(files / "space.yaml")), load_suite(str(files / "suite.yaml"))
     # A wall-time cap makes every trial last about `seconds` whatever the machine's load.
-    budget = Budget(steps=steps, seconds=seconds, batch_size=16, eval_batches=2, decode_context=0)
+    budget = Budget(steps=steps, seconds=seconds, batch_size=16, eval_batches=2, decode_context=0,
+                    schedule=schedule)
     definition = StudyDefinition(
         space_yaml=space.to_yaml(), space_fingerprint=space.fingerprint(),
         suite=suite.to_dict(), suite_fingerprint=suite.fingerprint(), budget=budget.to_dict(),
@@ -539,6 +541,28 @@ def test_claims_admit_one_holder_among_concurrent_takers(backend, postgres, tmp_
     indices = at_once(lambda i: claims.worker_index({"thread": i}))
     assert sorted(indices) == list(range(8))
     storage.engine.dispose()
+
+
+def test_postgres_promotion_continues_from_the_artifacts_folder(postgres_url, files):
+    """On PostgreSQL the checkpoints live in `--artifacts DIR` (a folder every worker's machine
+    mounts): a promotion continues its parent's from the step where its decay began."""
+    from optuna.trial import TrialState
+
+    from nas.record import TrialRecord
+    from nas.rungs import Rungs
+
+    name, rungs, shared = "continued", Rungs((10, 20), 2), files / "shared"
+    create_study(name, postgres_url, files, 2, steps=rungs.full_steps, rungs=rungs,
+                 schedule="wsd")
+    process, log = start_worker(name, postgres_url, 0, files, "--artifacts", str(shared))
+    wait_all([process])
+    assert process.returncode == 0, log.read_text()
+    records = [TrialRecord.from_frozen_trial(t) for t in fresh_trials(name, postgres_url)
+               if t.state == TrialState.COMPLETE]
+    assert sorted(r.rung for r in records) == [0, 0, 1]
+    assert all((shared / r.checkpoint).is_file() for r in records if r.rung == 0)
+    promotion = next(r for r in records if r.rung == 1)
+    assert promotion.resumed_step == 8 and promotion.retrained is None  # 20 - 8 steps trained
 
 
 def test_postgres_worker_killed_during_a_promotion_loses_nothing(postgres_url, files):

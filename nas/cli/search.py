@@ -89,10 +89,11 @@ def search(
     task_suite, budget = _suite_and_budget(suite, budget_steps or DEFAULT_STEPS, budget_seconds,
                                            batch_size, lr)
     if schedule is not None:
+        from nas.halving import with_shared_warmup  # Optuna: not at --help (see nas.cli)
+
         # Promotions continue from checkpoints (nas.continuation): warm-up, the peak rate held,
-        # and a decay before each rung's evaluation; one warm-up (of the first rung) for all.
-        budget = dataclasses.replace(budget, schedule="wsd", warmup_steps=max(
-            1, round(budget.warmup * schedule.steps[0])))
+        # and a decay before each rung's evaluation.
+        budget = with_shared_warmup(dataclasses.replace(budget, schedule="wsd"), schedule)
     definition = StudyDefinition(
         space_yaml=space.to_yaml(), space_fingerprint=space.fingerprint(),
         suite=task_suite.to_dict(), suite_fingerprint=task_suite.fingerprint(),
