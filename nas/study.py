@@ -51,7 +51,8 @@ from nas.evaluate import CandidateFailed, Evaluator
 from nas.halving import counts_toward_budget, enqueue_promotion, plan_promotion
 from nas.record import TrialRecord, is_measured
 from nas.samplers import make_sampler
-from nas.storage import Patience, first_line, is_outage, load_study, study_names
+from nas.storage import (Patience, first_line, grace_period, is_outage, load_study,
+                         study_names)
 from search_spaces import load_arch
 from search_spaces.errors import UserError
 from search_spaces.space.match import params_for
@@ -289,10 +290,9 @@ def heartbeat_old_running(study: optuna.Study, touched: set[int]) -> None:
     per worker that sees it.
     """
     storage = study._storage  # as optuna.storages.fail_stale_trials reaches it
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if interval is None:
+    grace = grace_period(storage)
+    if grace is None:
         return
-    grace = getattr(getattr(storage, "_backend", storage), "grace_period", None) or 2 * interval
     now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if (trial.number not in touched and trial.datetime_start is not None

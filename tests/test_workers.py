@@ -568,8 +568,8 @@ def test_postgres_promotion_continues_from_the_artifacts_folder(postgres_url, fi
 def test_postgres_worker_killed_during_a_promotion_loses_nothing(postgres_url, files):
     """Successive halving on PostgreSQL: the only worker is killed with SIGKILL while it trains
     a promotion; two fresh workers then finish the study. The promotion is failed by the
-    heartbeat check, queued again with its rung and candidate, and run once; no candidate is
-    measured twice at a rung, and each rung's final top 1/eta was promoted."""
+    heartbeat check, queued again with its rung and candidate, and run once, by that retry; no
+    candidate is measured twice at a rung, and each rung's final top 1/eta was promoted."""
     from collections import Counter
 
     from optuna.trial import TrialState
@@ -613,17 +613,14 @@ def test_postgres_worker_killed_during_a_promotion_loses_nothing(postgres_url, f
     records = {t.number: TrialRecord.from_frozen_trial(t) for t in trials}
     lost = [t for t in trials if t.state == TrialState.FAIL and not is_measured(t)]
     assert [t.number for t in lost] == [killed.number], states
-    # The lost promotion is measured exactly once: by its retry, or (when a worker re-planned
-    # it between the heartbeat failing the killed trial and the retry being queued) by the new
-    # promotion, in which case the retry finds the claim held and ends PRUNED as taken.
+    # The lost promotion is measured exactly once, by its retry: no worker promotes the
+    # candidate afresh while the heartbeat check has failed the killed trial and not yet queued
+    # its retry (nas.halving.promoted; tests/test_halving.py builds that moment by hand).
     lost = (1, records[killed.number].candidate)
     copies = [t for t in trials if t.number != killed.number
               and (records[t.number].rung, records[t.number].candidate) == lost]
-    measured_copies = [t for t in copies if is_measured(t)]
-    assert len(measured_copies) == 1, states
-    assert all(t.state == TrialState.PRUNED and records[t.number].promotion_taken
-               for t in copies if t is not measured_copies[0]), states
-    assert any(t.system_attrs.get("failed_trial") == killed.number for t in copies), states
+    assert len(copies) == 1 and is_measured(copies[0]), states
+    assert copies[0].system_attrs.get("failed_trial") == killed.number, states
     measured = Counter((rung_of(t), records[t.number].candidate) for t in trials
                        if t.state == TrialState.COMPLETE and records[t.number].candidate
                        is not None and records[t.number].duplicate_of is None)
