@@ -177,6 +177,10 @@ def test_a_promotion_continues_its_parents_checkpoint_on_sqlite(tmp_path):
     assert parent.user_attrs["checkpoint"] in {r.checkpoint for _, r in rungs[0]}
     assert promotion.user_attrs["loss"] == pytest.approx(straight_loss(spec, promotion),
                                                          rel=1e-5)
+    from nas.report import status
+
+    fidelity = status(study).fidelity
+    assert (fidelity.continued, fidelity.retrained, fidelity.steps_saved) == (1, 0, 5)
 
 
 def test_a_missing_checkpoint_means_the_promotion_retrains(tmp_path):
@@ -230,3 +234,12 @@ def test_hnas_search_fidelity_sh_stores_wsd_and_promotions_continue(tmp_path):
     assert (budget.schedule, budget.warmup_steps, budget.decay_start) == ("wsd", 1, 16)
     promotion, record = by_rung(study)[1][0]
     assert record.resumed_step == 8 and (tmp_path / "cli.db.artifacts").is_dir()
+    shown = CliRunner().invoke(app, ["status", "continued", "--storage", url])
+    assert "promotions: 1 continued from a checkpoint (8 steps per task not trained again), " \
+        "0 retrained" in shown.output, shown.output
+    # The schedule is part of the budget the definition guard compares.
+    again = CliRunner().invoke(app, [
+        "search", str(tmp_path / "space.yaml"), "--suite", str(tmp_path / "suite.yaml"),
+        "--storage", url, "--n-trials", "2", "--budget-steps", "20", "--batch-size", "8",
+        "--quiet"])
+    assert again.exit_code == 2 and "schedule" in again.output, again.output
