@@ -52,7 +52,7 @@ def status(
         if fidelity.continued or fidelity.retrained:
             out.print(f"promotions: {fidelity.continued} continued from a checkpoint "
                       f"({fidelity.steps_saved} steps per task not trained again), "
-                      f"{fidelity.retrained} retrained (checkpoint missing)")
+                      f"{fidelity.retrained} retrained (no checkpoint to continue)")
     for counted, label in ((summary.failures, "failed"), (summary.pruned, "infeasible"),
                            (summary.lost, "re-run")):
         if counted:
