@@ -104,8 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--strategies", default="random-full,nsga2-full,sh-random,sh-nsga2,"
                         "sh-tpe", help="simulate: comma-separated")
     parser.add_argument("--continue-cost", action="store_true",
-                        help="simulate: a promotion costs only the steps beyond the rung below "
-                             "(exact continuation) instead of a retrain")
+                        help="simulate: a promotion costs only the steps beyond its parent's "
+                             "checkpoint (exact continuation) instead of a retrain")
+    parser.add_argument("--decay", type=float, default=0.2,
+                        help="simulate, --continue-cost: the fraction of each rung that the wsd "
+                             "schedule decays over, trained again by a continued promotion "
+                             "(default 0.2, what hnas search --fidelity sh uses; 0: none)")
     parser.add_argument("--architectures", type=int, help="simulate: only the first N "
                         "architectures recorded (default: every one with all its rungs)")
     parser.add_argument("--plot", metavar="PNG", help="simulate: hypervolume against compute")

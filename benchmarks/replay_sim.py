@@ -5,9 +5,10 @@ per step (its full-budget run's training seconds over its steps). A search with 
 simulated event by event: a free worker starts a job (a new candidate, or with successive
 halving a promotion), which occupies it for steps x seconds-per-step of simulated time; when
 it ends, its score is known to the search. Compute is the sum of the finished jobs' training
-seconds. A promoted candidate is retrained at its rung's budget, as `hnas search --fidelity sh`
-does; `--continue-cost` counts only the steps beyond the rung below instead (what exact
-continuation from a checkpoint would cost), to measure what continuing would save.
+seconds. A promoted candidate is retrained at its rung's budget by default; `--continue-cost`
+counts only the steps from its parent's checkpoint instead, the start of the rung below's decay
+(`--decay`), which is what `hnas search --fidelity sh` now trains, to measure what continuing
+saves. The scores stay the table's (retrained, cosine schedule) either way.
 
 Strategies: `random-full` and `nsga2-full` (every candidate at the full budget; NSGA-II as
 `hnas search --sampler nsga2` sets it up), `sh-random`, `sh-nsga2` and `sh-tpe` (asynchronous
@@ -156,8 +157,11 @@ class Proposer:
 
 
 def simulate(table: dict[str, Arch], strategy: str, rungs: Rungs, workers: int, seed: int,
-             compute_cap: float, space, continue_cost: bool = False) -> list[tuple[float, float]]:
-    """(compute spent, hypervolume) after every finished job, until `compute_cap`."""
+             compute_cap: float, space, continue_cost: bool = False,
+             decay: float = 0.0) -> list[tuple[float, float]]:
+    """(compute spent, hypervolume) after every finished job, until `compute_cap`. With
+    `continue_cost` a promotion costs the steps from where its parent's decay began (the last
+    `decay` of the rung below, which the wsd schedule trains again) to its own rung."""
     halving = strategy.startswith("sh-")
     proposer = Proposer(strategy.split("-")[1] if halving else strategy.split("-")[0], space,
                         table, seed, n_trials=len(table))
@@ -191,7 +195,9 @@ def simulate(table: dict[str, Arch], strategy: str, rungs: Rungs, workers: int, 
             rung = 0
             if trial is not None:
                 trials[fingerprint] = trial
-        done = steps[rung - 1] if (continue_cost and rung) else 0
+        done = 0
+        if continue_cost and rung:
+            done = steps[rung - 1] - round(decay * steps[rung - 1])
         cost = (steps[rung] - done) * table[fingerprint].seconds_per_step
         order += 1
         heapq.heappush(running, Job(now + cost, order, fingerprint, rung, cost, trial))
@@ -297,13 +303,15 @@ def simulate_main(args) -> dict:
     for strategy in args.strategies:
         for seed in range(args.seeds):
             curves[strategy].append(simulate(table, strategy, rungs, args.workers, seed, cap,
-                                             space, continue_cost=args.continue_cost))
+                                             space, continue_cost=args.continue_cost,
+                                             decay=args.decay))
     summary = summarise(curves, cap)
     best = hypervolume([(a.quality[rungs.full_steps], a.params) for a in table.values()])
     lines = [f"{len(table)} architectures with every rung {','.join(map(str, rungs.steps))}; "
              f"{args.workers} workers, {args.seeds} seeds, eta {rungs.eta}; compute cap "
              f"{cap / 3600:.2f} CPU-h ({args.budget_fraction:g} x the table at full budget); "
-             f"promotions {'continue' if args.continue_cost else 'retrain'}; reference point "
+             f"promotions {f'continue (decay {args.decay:g})' if args.continue_cost else 'retrain'}"
+             f"; reference point "
              f"quality {REFERENCE[0]}, params {REFERENCE[1]} x largest; best possible "
              f"hypervolume (the whole table) {best:.4f}",
              f"{'strategy':<12} " + " ".join(f"{f:>14}" for f in ("HV @ 1/3 cap",

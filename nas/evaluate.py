@@ -10,7 +10,8 @@ One call evaluates one trial:
       being trained?    -> wait for that trial (its architecture is claimed), then its values
       take a budget slot (nas.claims; waits while every slot is held by a running trial)
       budget reached?   -> PRUNED, marked surplus (two workers started the last trial at once)
-      otherwise         -> trials.run_trial on the suite, then the objective values
+      otherwise         -> trials.run_trial on the suite, then the objective values (a
+                           promotion continues its parent's checkpoint: nas.continuation)
       candidate failed  -> FAIL with the reason (NaN loss, oom, ...): failure is a result too
 
 Everything the toolkit knows about a trial goes into its user attributes (plain JSON), so plain
@@ -31,8 +32,10 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.claims import ARCH, Claims, unslotted
+from nas.continuation import CheckpointUnavailable, load_checkpoints, save_checkpoints
 from nas.definition import StudyDefinition
-from nas.halving import counts_toward_budget, promotion_key, rung_of, rung_scores
+from nas.halving import (counts_toward_budget, promotion_key, rung_of, rung_scores,
+                         with_shared_warmup)
 from nas.objectives import analytic_costs, decode_context
 from nas.record import TrainedResult, TrialRecord, is_measured
 from search_spaces.space.space import InvalidCandidate
@@ -61,21 +64,29 @@ class Evaluator:
     `patience` runs each storage call (retrying through an outage; default: call once) and
     `idle` is called between polls while the trial waits for a slot or a twin (the worker fails
     stale trials there, so that a dead holder is noticed even when every worker is waiting).
+    `artifacts`: an Optuna artifact store, where successive halving under the wsd schedule keeps
+    the checkpoints that promotions continue from (nas.continuation); None: promotions retrain.
     """
 
     def __init__(self, definition: StudyDefinition, run: Callable[..., Any] | None = None, *,
                  patience: Callable[..., Any] | None = None,
-                 idle: Callable[[], None] | None = None, poll_seconds: float = 2.0) -> None:
+                 idle: Callable[[], None] | None = None, poll_seconds: float = 2.0,
+                 artifacts: Any = None) -> None:
         self.definition = definition
         self.space = definition.space()
         self.objectives = definition.objective_list
         self.suite = definition.load_suite()
         self.budget = trial_budget(definition)
         self.rungs = definition.rungs
+        if self.rungs is not None:
+            self.budget = with_shared_warmup(self.budget, self.rungs)
         self._run = run
         self.patience = patience or (lambda call, *args, **kwargs: call(*args, **kwargs))
         self.idle = idle or (lambda: None)
         self.poll_seconds = poll_seconds
+        self.artifacts = artifacts
+        # Continuation needs rungs, and a schedule under which a run agrees with a longer one.
+        self.continues = self.rungs is not None and self.budget.decay_start is not None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         try:
@@ -108,8 +119,11 @@ class Evaluator:
                 self._write(trial, TrialRecord(rung=0, candidate=trial.number))
         budget = self.budget if self.rungs is None else \
             dataclasses.replace(self.budget, steps=self.rungs.steps[rung])
+        resume, continued = None, TrialRecord()
+        if parent is not None and self.continues:
+            resume, continued = self._parent_checkpoint(parent)
         try:
-            result = self._evaluate(arch, budget)
+            result = self._evaluate(arch, budget, resume)
         except (KeyboardInterrupt, SystemExit):
             # Lightning answers Ctrl-C inside `fit` with sys.exit(1), after setting SIGINT to be
             # ignored; both mean Ctrl-C: put Ctrl-C back and let Optuna fail the trial.
@@ -126,8 +140,11 @@ class Evaluator:
             if bad:
                 record, values = record.with_failure(f"non-finite objective {', '.join(bad)}"), None
         if self.rungs is not None:
-            record = dataclasses.replace(record, rung_scores=rung_scores(
-                parent, budget.steps, self.objectives, values))
+            record = dataclasses.replace(
+                record, rung_scores=rung_scores(parent, budget.steps, self.objectives, values),
+                resumed_step=continued.resumed_step, retrained=continued.retrained)
+            if values is not None and self.continues and rung + 1 < len(self.rungs.steps):
+                record = dataclasses.replace(record, checkpoint=self._save(trial, result))
         self._write(trial, record)
         if record.failure is not None:
             raise CandidateFailed(record.failure)
@@ -184,17 +201,44 @@ class Evaluator:
                 return twin
             self._pause()  # running elsewhere: its result, or its death, will come
 
+    def _parent_checkpoint(self, parent: optuna.trial.FrozenTrial) -> tuple[Any, TrialRecord]:
+        """The training states a promotion continues from, with the record fields that say so:
+        `resumed_step`, or (no states: it trains afresh) `retrained` and why."""
+        artifact = TrialRecord.from_frozen_trial(parent).checkpoint
+        if self.artifacts is None:
+            return None, TrialRecord(retrained="no artifact store")
+        if artifact is None:
+            return None, TrialRecord(retrained=f"trial {parent.number} stored no checkpoint")
+        try:
+            states, step = load_checkpoints(self.artifacts, artifact,
+                                            [entry.name for entry in self.suite],
+                                            self.budget.rates)
+        except CheckpointUnavailable as error:
+            return None, TrialRecord(retrained=f"checkpoint of trial {parent.number}: {error}")
+        return states, TrialRecord(resumed_step=step)
+
+    def _save(self, trial: optuna.Trial, result: Any) -> str | None:
+        """Upload the run's pre-decay states; their artifact id (None: none to keep, or the
+        store failed, and a promotion of this trial will retrain)."""
+        if self.artifacts is None or not result.checkpoints:
+            return None
+        try:
+            return self.patience(save_checkpoints, self.artifacts, trial, result.checkpoints)
+        except OSError:  # a full or read-only disk costs the promotion its head start only
+            return None
+
     def _pause(self) -> None:
         self.idle()
         time.sleep(self.poll_seconds)
 
-    def _evaluate(self, arch, budget):
-        """The candidate's `trials.TrialResult` at `budget`."""
+    def _evaluate(self, arch, budget, resume=None):
+        """The candidate's `trials.TrialResult` at `budget` (continuing `resume`'s states)."""
         if self._run is None:
             from trials.train import run_trial  # Lightning: loaded by the first trial to train
 
             self._run = run_trial
-        result = self._run(arch, self.suite, budget, seed=self.definition.seed)
+        extra = {} if resume is None else {"resume": resume}
+        result = self._run(arch, self.suite, budget, seed=self.definition.seed, **extra)
         if result.device != "cpu":
             release_accelerator_memory()
         return result

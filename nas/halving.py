@@ -7,7 +7,8 @@ and retries work unchanged and no finished trial is ever rewritten:
                         its `candidate` is its own trial number
     promotion           a WAITING trial with the candidate's parameters fixed, `rung` r+1,
                         `candidate` and `promoted_from` (the trial it continues); whichever
-                        worker asks next runs it, trained afresh at rung r+1's budget
+                        worker asks next runs it, continuing the parent's checkpoint to
+                        rung r+1's budget (nas.continuation; afresh when there is none)
     every rung trial    records `rung_scores`: the candidate's objective values at each rung
                         so far ({"steps": {"objective": value}}), its own included
 
@@ -23,12 +24,15 @@ runs it, so:
   Optuna's retry callback with its attributes (so the retry takes the claim over), or gone
   (the claim's holder is not live, so c qualifies again and is promoted afresh).
 
-A promoted candidate is trained again from scratch at the next rung's budget, not continued
-from a checkpoint: see "Successive halving" in docs/DESIGN.md for the measured reason.
+Under the wsd schedule (what `hnas search --fidelity sh` stores) a promoted candidate
+continues from the state where its parent's decay began, through Optuna's artifact store
+(nas.continuation); under the cosine schedule of older studies it is trained again from scratch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.claims import Claims, is_live
 from nas.record import TrialRecord
 from nas.rungs import Rungs, next_promotion
+from nas.storage import grace_period
 
 PROMOTE = "hnas:promote:"  # claim key prefix: hnas:promote:<rung>:<candidate>
 MIN_FRONT_CANDIDATES = 3  # a rung with fewer measured candidates is not shown by default
@@ -98,16 +103,25 @@ def rung_results(trials: Sequence[FrozenTrial], rungs: Rungs,
     return results
 
 
-def promoted(claims: Claims, trials: Sequence[FrozenTrial], rungs: Rungs) -> list[set[int]]:
+def promoted(claims: Claims, trials: Sequence[FrozenTrial], rungs: Rungs,
+             now: datetime.datetime | None = None, hold: float = 0.0) -> list[set[int]]:
     """For each rung, the candidates whose promotion from it is claimed by a live trial (a
     holder newer than `trials` counts as live), or queued: a lost promotion that Optuna's retry
-    callback or `requeue_lost` queued again will take its claim over when it runs."""
+    callback or `requeue_lost` queued again will take its claim over when it runs.
+
+    A promotion lost less than `hold` seconds before `now` counts too: Optuna's
+    `fail_stale_trials` fails a dead worker's trial first and queues its retry only afterwards,
+    and a worker that planned in between would otherwise promote the candidate afresh and leave
+    the retry to find the claim taken. Past `hold` with no retry queued (Optuna's retries used
+    up, or the failing worker died as well), the candidate is promoted afresh."""
+    now = now or datetime.datetime.now()
     by_id = {trial._trial_id: trial for trial in trials}
     sets: list[set[int]] = [set() for _ in rungs.steps]
     for trial in trials:
         rung = rung_of(trial)
         candidate = TrialRecord.from_frozen_trial(trial).candidate
-        if 0 < rung < len(sets) and is_live(trial) and candidate is not None:
+        if 0 < rung < len(sets) and candidate is not None and (
+                is_live(trial) or lost_within(trial, now, hold)):
             sets[rung - 1].add(candidate)
     for key, holder in claims.values(PROMOTE).items():
         rung_text, _, candidate_text = key.removeprefix(PROMOTE).partition(":")
@@ -119,11 +133,22 @@ def promoted(claims: Claims, trials: Sequence[FrozenTrial], rungs: Rungs) -> lis
     return sets
 
 
-def plan_promotion(study: optuna.Study, rungs: Rungs,
-                   trials: Sequence[FrozenTrial]) -> tuple[int, FrozenTrial] | None:
-    """(rung, the candidate's trial at that rung) to promote next, or None."""
+def lost_within(trial: FrozenTrial, now: datetime.datetime, seconds: float) -> bool:
+    """A trial lost (failed without a result of its own) less than `seconds` before `now`."""
+    from nas.evaluate import is_measured  # here: nas.evaluate imports this module
+
+    return (trial.state == TrialState.FAIL and not is_measured(trial)
+            and trial.datetime_complete is not None
+            and (now - trial.datetime_complete).total_seconds() < seconds)
+
+
+def plan_promotion(study: optuna.Study, rungs: Rungs, trials: Sequence[FrozenTrial],
+                   now: datetime.datetime | None = None) -> tuple[int, FrozenTrial] | None:
+    """(rung, the candidate's trial at that rung) to promote next, or None. A promotion lost
+    within the storage's heartbeat grace period still counts as made (`promoted`)."""
     results = rung_results(trials, rungs, study.directions)
-    decision = next_promotion(rungs, results, promoted(Claims(study), trials, rungs))
+    hold = grace_period(study._storage) or 0.0
+    decision = next_promotion(rungs, results, promoted(Claims(study), trials, rungs, now, hold))
     if decision is None:
         return None
     rung, candidate = decision
@@ -147,6 +172,15 @@ def enqueue_promotion(study: optuna.Study, rung: int, parent: FrozenTrial) -> in
     if Claims(study).take(promotion_key(rung, candidate), trial_id) is not None:
         return None
     return trial_id
+
+
+def with_shared_warmup(budget: Any, rungs: Rungs) -> Any:
+    """A wsd budget whose warm-up is the same at every rung (`warmup` of the first rung's steps
+    unless `warmup_steps` is set), so that the runs to successive rungs agree on every step
+    before each one's decay and a promotion can continue its parent (nas.continuation)."""
+    if budget.schedule != "wsd" or budget.warmup_steps is not None:
+        return budget
+    return dataclasses.replace(budget, warmup_steps=max(1, round(budget.warmup * rungs.steps[0])))
 
 
 def rung_scores(parent: FrozenTrial | None, steps: int, objectives: Sequence[Any],

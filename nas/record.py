@@ -20,6 +20,12 @@ reader, in the spirit of Optuna's `FrozenTrial` and its `_CONSTRAINTS_KEY`-style
                 promoted_from   the number of the trial at the rung below (a promotion)
                 rung_scores     {"<steps>": {"<objective>": value}} at every rung so far
                 promotion_taken pruned: another trial holds this promotion's claim
+                checkpoint      artifact id of the training states where this rung's decay
+                                began (nas.continuation), which a promotion continues from
+                resumed_step    a promotion continued its parent's checkpoint from this step
+                                (it trained its rung's steps minus these)
+                retrained       why a promotion trained afresh although it could have
+                                continued (its parent's checkpoint missing or unreadable)
 
 The format is the one written since the first release (tests/data/format1_study.db); a key a
 trial does not have reads as the field's default. No torch, no Optuna: the CLI's start-up
@@ -55,11 +61,15 @@ CANDIDATE = "candidate"
 PROMOTED_FROM = "promoted_from"
 RUNG_SCORES = "rung_scores"
 PROMOTION_TAKEN = "promotion_taken"
+CHECKPOINT = "checkpoint"
+RESUMED_STEP = "resumed_step"
+RETRAINED = "retrained"
 
 SAMPLED_KEYS = (PATTERN, ARCH, FINGERPRINT, ANALYTIC)
 # The training result, copied from a measured trial to its duplicates.
 RESULT_KEYS = (QUALITY, LOSS, TASKS, MEASURED, DEVICE, PRECISION, KERNELS, FAILURE)
-RUNG_KEYS = (RUNG, CANDIDATE, PROMOTED_FROM, RUNG_SCORES, PROMOTION_TAKEN)
+RUNG_KEYS = (RUNG, CANDIDATE, PROMOTED_FROM, RUNG_SCORES, PROMOTION_TAKEN, CHECKPOINT,
+             RESUMED_STEP, RETRAINED)
 KEYS = (*SAMPLED_KEYS, *RESULT_KEYS, WALL_SECONDS, VIOLATIONS, DUPLICATE_OF, SURPLUS,
         INTERRUPTED, BASELINE, RETRY_OF, *RUNG_KEYS)
 
@@ -71,7 +81,7 @@ ATTR_TYPES: dict[str, tuple[type, ...]] = {
     FAILURE: (str, type(None)), VIOLATIONS: (dict,), DUPLICATE_OF: (int,),
     BASELINE: (str,), RETRY_OF: (int,), INTERRUPTED: (bool,), SURPLUS: (bool,),
     RUNG: (int,), CANDIDATE: (int,), PROMOTED_FROM: (int,), RUNG_SCORES: (dict,),
-    PROMOTION_TAKEN: (bool,),
+    PROMOTION_TAKEN: (bool,), CHECKPOINT: (str,), RESUMED_STEP: (int,), RETRAINED: (str,),
 }
 _JSON_NAMES = {str: "text", dict: "a mapping", int: "a number", float: "a number",
                bool: "true or false", type(None): "null"}
@@ -183,6 +193,9 @@ class TrialRecord:
     promoted_from: int | None = None
     rung_scores: dict[str, Any] | None = None
     promotion_taken: bool = False
+    checkpoint: str | None = None
+    resumed_step: int | None = None
+    retrained: str | None = None
 
     @property
     def failure(self) -> str | None:
@@ -209,7 +222,8 @@ class TrialRecord:
                            (DUPLICATE_OF, self.duplicate_of), (BASELINE, self.baseline),
                            (RETRY_OF, self.retry_of), (RUNG, self.rung),
                            (CANDIDATE, self.candidate), (PROMOTED_FROM, self.promoted_from),
-                           (RUNG_SCORES, self.rung_scores)):
+                           (RUNG_SCORES, self.rung_scores), (CHECKPOINT, self.checkpoint),
+                           (RESUMED_STEP, self.resumed_step), (RETRAINED, self.retrained)):
             if value is not None:
                 attrs[key] = value
         for key, flag in ((SURPLUS, self.surplus), (INTERRUPTED, self.interrupted),
@@ -239,7 +253,9 @@ class TrialRecord:
                    baseline=attrs.get(BASELINE), retry_of=attrs.get(RETRY_OF),
                    rung=attrs.get(RUNG), candidate=attrs.get(CANDIDATE),
                    promoted_from=attrs.get(PROMOTED_FROM), rung_scores=attrs.get(RUNG_SCORES),
-                   promotion_taken=bool(attrs.get(PROMOTION_TAKEN)))
+                   promotion_taken=bool(attrs.get(PROMOTION_TAKEN)),
+                   checkpoint=attrs.get(CHECKPOINT), resumed_step=attrs.get(RESUMED_STEP),
+                   retrained=attrs.get(RETRAINED))
 
     @classmethod
     def from_frozen_trial(cls, trial: Any) -> "TrialRecord":

@@ -128,13 +128,18 @@ class Training:
 
 @dataclass(frozen=True)
 class Fidelity:
-    """A successive-halving study's rungs, its candidates per rung, and the rung shown."""
+    """A successive-halving study's rungs, its candidates per rung, and the rung shown; how
+    many promotions continued a checkpoint (`steps_saved`: the steps per task they did not
+    train again) and how many trained afresh although they could have continued."""
 
     rungs: list[int]
     eta: int
     candidates_per_rung: list[int]
     shown_rung: int
     shown_steps: int
+    continued: int = 0
+    retrained: int = 0
+    steps_saved: int = 0
 
 
 @dataclass(frozen=True)
@@ -214,7 +219,10 @@ def status(study: ReadableStudy, rung: int | None = None) -> StudyStatus:
         pareto_size=len(pareto_front(study, trials, rung=rung)), counted=counts.distinct,
         fidelity=None if rung is None else Fidelity(
             list(definition.rungs.steps), definition.rungs.eta,
-            rung_counts(trials, definition.rungs), rung, definition.rungs.steps[rung]),
+            rung_counts(trials, definition.rungs), rung, definition.rungs.steps[rung],
+            continued=sum(1 for t in measured if records[t.number].resumed_step is not None),
+            retrained=sum(1 for t in measured if records[t.number].retrained is not None),
+            steps_saved=sum(records[t.number].resumed_step or 0 for t in measured)),
         baselines={records[t.number].baseline: t.number for t in trials
                    if records[t.number].baseline is not None
                    and t.state == TrialState.COMPLETE})

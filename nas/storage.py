@@ -167,6 +167,15 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True):
     raise AssertionError("unreachable")
 
 
+def grace_period(storage: Any) -> float | None:
+    """Seconds after its last heartbeat at which a running trial is taken for dead (None: the
+    storage keeps no heartbeats). `storage`: an RDBStorage or Optuna's cache in front of one."""
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is None:
+        return None
+    return getattr(getattr(storage, "_backend", storage), "grace_period", None) or 2 * interval
+
+
 def _creation_race(error: BaseException) -> bool:
     text = " ".join(str(e).lower() for e in _chain(error))
     return any(sign in text for sign in ("already exists", "duplicate key",

@@ -51,7 +51,8 @@ from nas.evaluate import CandidateFailed, Evaluator
 from nas.halving import counts_toward_budget, enqueue_promotion, plan_promotion
 from nas.record import TrialRecord, is_measured
 from nas.samplers import make_sampler
-from nas.storage import Patience, first_line, is_outage, load_study, study_names
+from nas.storage import (Patience, first_line, grace_period, is_outage, load_study,
+                         study_names)
 from search_spaces import load_arch
 from search_spaces.errors import UserError
 from search_spaces.space.match import params_for
@@ -289,10 +290,9 @@ def heartbeat_old_running(study: optuna.Study, touched: set[int]) -> None:
     per worker that sees it.
     """
     storage = study._storage  # as optuna.storages.fail_stale_trials reaches it
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if interval is None:
+    grace = grace_period(storage)
+    if grace is None:
         return
-    grace = getattr(getattr(storage, "_backend", storage), "grace_period", None) or 2 * interval
     now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if (trial.number not in touched and trial.datetime_start is not None
@@ -345,12 +345,13 @@ class Worker:
     """One worker's loop over a study; see the module's docstring."""
 
     def __init__(self, study: optuna.Study, definition: StudyDefinition, *,
-                 run: Callable[..., Any] | None, patience: Patience) -> None:
+                 run: Callable[..., Any] | None, patience: Patience,
+                 artifacts: Any = None) -> None:
         self.study = study
         self.definition = definition
         self.patience = patience
         self.evaluator = Evaluator(definition, run=run, patience=patience, idle=self.fail_stale,
-                                   poll_seconds=POLL_SECONDS)
+                                   poll_seconds=POLL_SECONDS, artifacts=artifacts)
         interval = study._storage.get_heartbeat_interval() or 0
         self.stale_hold = 2 * interval + 1  # seconds after an outage before judging others
         self.touched: set[int] = set()
@@ -420,12 +421,15 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
                timeout: float | None = None,
                on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
                run: Callable[..., Any] | None = None,
-               patience: Patience | None = None) -> Counts:
-    """Run trials until the study has `definition.n_trials` measured ones (or `timeout`)."""
+               patience: Patience | None = None, artifacts: Any = None) -> Counts:
+    """Run trials until the study has `definition.n_trials` measured ones (or `timeout`).
+    `artifacts`: the Optuna artifact store of successive halving's checkpoints
+    (nas.continuation.artifact_store); None: promotions retrain."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-    worker = Worker(study, definition, run=run, patience=patience or Patience())
+    worker = Worker(study, definition, run=run, patience=patience or Patience(),
+                    artifacts=artifacts)
     deadline = None if timeout is None else time.monotonic() + timeout
     pruned_in_a_row = 0
     worker.patience(requeue_lost, study)

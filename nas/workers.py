@@ -45,7 +45,8 @@ def cpu_count() -> int:
 
 
 def start_workers(study: str, storage_url: str, count: int, *, timeout: float | None = None,
-                  outage_wait: float | None = None) -> list[WorkerProcess]:
+                  outage_wait: float | None = None,
+                  artifacts: str | None = None) -> list[WorkerProcess]:
     """Each worker claims its own index in the study (its sampler's seed offset) itself."""
     gpus = gpu_count()
     threads = max(1, cpu_count() // count)
@@ -61,6 +62,8 @@ def start_workers(study: str, storage_url: str, count: int, *, timeout: float | 
             command += ["--timeout", str(timeout)]
         if outage_wait is not None:
             command += ["--outage-wait", str(outage_wait)]
+        if artifacts is not None:
+            command += ["--artifacts", artifacts]
         log = log_dir / f"worker-{index}.log"
         with log.open("w") as handle:
             process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)

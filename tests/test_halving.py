@@ -194,6 +194,44 @@ def test_a_lost_promotion_is_run_again_with_its_rung(storage):
     assert RUNG in retry[0].user_attrs
 
 
+def test_a_promotion_failed_by_the_heartbeat_is_left_to_its_retry(storage):
+    """The race of a worker killed mid-promotion: `fail_stale_trials` marks the promotion FAIL
+    and only then queues its retry. Another worker planning in between must not promote the
+    candidate afresh (the retry would find the claim taken and end PRUNED): for a grace period
+    the lost promotion still counts as promoted. Built by hand: no kill, no clock."""
+    import datetime
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from nas.halving import enqueue_promotion, plan_promotion
+    from nas.record import TrialRecord
+    from nas.storage import grace_period
+
+    rungs = Rungs((1, 3), 3)
+    study, _ = create_or_check("race", storage, sh_definition(n_trials=3, rungs=rungs))
+    for number, (quality, params) in enumerate(((0.9, 10.0), (0.5, 20.0), (0.4, 30.0))):
+        study.add_trial(optuna.trial.create_trial(
+            values=[quality, params], params={"x": float(number)},
+            distributions={"x": FloatDistribution(0, 3)},
+            user_attrs=TrialRecord(rung=0, candidate=number).to_user_attrs()))
+    plan = plan_promotion(study, rungs, study.get_trials())
+    assert plan is not None and plan[1].number == 0  # the one non-dominated candidate
+    lost_id = enqueue_promotion(study, *plan)
+    study._storage.set_trial_state_values(lost_id, TrialState.RUNNING)
+    study._storage.set_trial_state_values(lost_id, TrialState.FAIL)  # as fail_stale_trials does
+    assert plan_promotion(study, rungs, study.get_trials()) is None, "promoted twice"
+    # Once the grace period is over with no retry queued (Optuna's retries used up, or the
+    # failing worker died too), the candidate is promoted afresh.
+    later = datetime.datetime.now() + datetime.timedelta(seconds=grace_period(study._storage) + 1)
+    again = plan_promotion(study, rungs, study.get_trials(), now=later)
+    assert again is not None and again[1].number == 0
+    # The retry, queued by Optuna's callback, holds it from then on, and takes the claim.
+    lost = study._storage.get_trial(lost_id)
+    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, lost)
+    assert plan_promotion(study, rungs, study.get_trials(), now=later) is None
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--fidelity", "sh"], "--fidelity sh: give --rungs"),
     (["--fidelity", "sh", "--rungs", "300,100"], "budgets must increase"),

@@ -98,7 +98,7 @@ def test_sweep_keeps_the_best_run_of_each_task():
 def fake_runs(outcomes: dict[float, tuple[float, float] | int], trained: list[float]):
     """A train_task that returns the given (accuracy, loss) per rate, or a NaN loss at step k."""
 
-    def fake(arch, train, test, budget, seed, accelerator, precision, name):
+    def fake(arch, train, test, budget, seed, accelerator, precision, name, resume=None):
         trained.append(budget.lr)
         outcome = outcomes[budget.lr]
         if isinstance(outcome, int):

@@ -30,6 +30,10 @@ DIM_HELP = "Any other dim as KEY=VALUE (repeatable)."
 # Options several commands take, written once (`name: Storage = None` in a signature).
 Storage = Annotated[Optional[str], typer.Option("--storage", help=STORAGE_HELP)]
 OutageWait = Annotated[Optional[float], typer.Option("--outage-wait", help=OUTAGE_HELP)]
+ARTIFACTS_HELP = ("Folder of the checkpoints successive halving's promotions continue from "
+                  "(default: beside a SQLite database; with PostgreSQL, a folder every worker "
+                  "can read, or promotions retrain).")
+Artifacts = Annotated[Optional[str], typer.Option("--artifacts", help=ARTIFACTS_HELP)]
 Quiet = Annotated[bool, typer.Option("--quiet", help="A log line per trial, no progress bar.")]
 Suite = Annotated[str, typer.Option("--suite", help=SUITE_HELP)]
 LearningRates = Annotated[list[float], typer.Option("--lr", help=LR_HELP)]

@@ -49,6 +49,10 @@ def status(
                              zip(fidelity.rungs, fidelity.candidates_per_rung))
         out.print(f"successive halving (eta {fidelity.eta}), candidates per rung: {per_rung}; "
                   f"best and front at rung {fidelity.shown_rung} ({fidelity.shown_steps} steps)")
+        if fidelity.continued or fidelity.retrained:
+            out.print(f"promotions: {fidelity.continued} continued from a checkpoint "
+                      f"({fidelity.steps_saved} steps per task not trained again), "
+                      f"{fidelity.retrained} retrained (no checkpoint to continue)")
     for counted, label in ((summary.failures, "failed"), (summary.pruned, "infeasible"),
                            (summary.lost, "re-run")):
         if counted:

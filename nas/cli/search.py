@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -9,8 +10,9 @@ from typing import Optional
 
 import typer
 
-from nas.cli.common import (BatchSize, LearningRates, OutageWait, Quiet, Seed, Storage,
-                            StudyName, Suite, check_seed, describe_change, fail, learning_rates)
+from nas.cli.common import (Artifacts, BatchSize, LearningRates, OutageWait, Quiet, Seed,
+                            Storage, StudyName, Suite, check_seed, describe_change, fail,
+                            learning_rates)
 
 CURVE_BATCHES = 4
 DEFAULT_STEPS = 100
@@ -55,6 +57,7 @@ def search(
                                             "--budget-steps."),
     eta: Optional[int] = typer.Option(None, "--eta", help="--fidelity sh: the top 1/eta of a "
                                       "rung is promoted (default 3)."),
+    artifacts: Artifacts = None,
 ) -> None:
     """Search a space: sample candidates, train them briefly, record every result."""
     # Optuna (through storage) and search_spaces: not at --help (see nas.cli)
@@ -85,6 +88,12 @@ def search(
         budget_steps = schedule.full_steps
     task_suite, budget = _suite_and_budget(suite, budget_steps or DEFAULT_STEPS, budget_seconds,
                                            batch_size, lr)
+    if schedule is not None:
+        from nas.halving import with_shared_warmup  # Optuna: not at --help (see nas.cli)
+
+        # Promotions continue from checkpoints (nas.continuation): warm-up, the peak rate held,
+        # and a decay before each rung's evaluation.
+        budget = with_shared_warmup(dataclasses.replace(budget, schedule="wsd"), schedule)
     definition = StudyDefinition(
         space_yaml=space.to_yaml(), space_fingerprint=space.fingerprint(),
         suite=task_suite.to_dict(), suite_fingerprint=task_suite.fingerprint(),
@@ -95,7 +104,7 @@ def search(
     url = storage or default_url()
     patience = _patience(outage_wait)
     _run(name, url, open_storage(url), definition, allow_changes, timeout, workers, quiet,
-         patience)
+         patience, artifacts)
 
 
 def resume(
@@ -107,6 +116,7 @@ def resume(
     workers: int = typer.Option(1, "--workers"),
     quiet: Quiet = False,
     outage_wait: OutageWait = None,
+    artifacts: Artifacts = None,
 ) -> None:
     """Continue a study with its stored space, suite, budget and objectives."""
     # Optuna (through storage) and search_spaces: not at --help (see nas.cli)
@@ -122,7 +132,7 @@ def resume(
     definition.check(study_name)
     if n_trials is not None:
         definition = definition.with_trials(n_trials)
-    _run(study_name, url, db, definition, False, timeout, workers, quiet, patience)
+    _run(study_name, url, db, definition, False, timeout, workers, quiet, patience, artifacts)
 
 
 def worker(
@@ -136,6 +146,7 @@ def worker(
         "worker of the study has had, so workers draw different candidates without it)."),
     quiet: Quiet = False,
     outage_wait: OutageWait = None,
+    artifacts: Artifacts = None,
 ) -> None:
     """Join an existing study (from any machine) and run trials until it has its budget."""
     # Optuna and torch: not at --help (see nas.cli)
@@ -148,13 +159,14 @@ def worker(
         fail(f"--seed-offset {seed_offset}: expected 0 or more")
     patience = _patience(outage_wait)
     use_training_threads(threads)
-    study, definition = open_study(study_name, open_storage(storage or default_url()),
-                                   seed_offset=seed_offset)
+    url = storage or default_url()
+    study, definition = open_study(study_name, open_storage(url), seed_offset=seed_offset)
     progress = SearchProgress(study, definition.n_trials, quiet=quiet)
+    store = _artifact_store(url, artifacts, definition, progress.note)
     try:
         with progress:
             run_worker(study, definition, timeout=timeout, on_trial=progress.trial_done,
-                       patience=patience)
+                       patience=patience, artifacts=store)
     except KeyboardInterrupt:
         _interrupted(study_name, storage)
 
@@ -179,6 +191,20 @@ def _rungs(fidelity: str, rungs: Optional[str], min_steps: Optional[int], eta: O
         fail(str(error))
 
 
+def _artifact_store(url: str, directory: Optional[str], definition, note):
+    """Where a successive-halving study keeps the checkpoints its promotions continue from
+    (nas.continuation); None, with a note, when there is nowhere (they retrain), and None for
+    a study that keeps none."""
+    if definition.rungs is None or definition.load_budget().decay_start is None:
+        return None
+    from nas.continuation import artifact_store  # Optuna: not at --help (see nas.cli)
+
+    store, message = artifact_store(url, directory)
+    if message is not None:
+        note(f"note: {message}")
+    return store
+
+
 def _patience(outage_wait: Optional[float]):
     from nas.storage import Patience  # Optuna: not at --help (see nas.cli)
 
@@ -190,7 +216,8 @@ def _patience(outage_wait: Optional[float]):
 
 
 def _run(name: str, url: str, storage, definition, allow_changes: bool,
-         timeout: Optional[float], workers: int, quiet: bool, patience) -> None:
+         timeout: Optional[float], workers: int, quiet: bool, patience,
+         artifacts: Optional[str]) -> None:
     # Optuna: not at --help (see nas.cli)
     from nas.cli.progress import SearchProgress
     from nas.study import create_or_check, open_study, run_worker
@@ -212,19 +239,22 @@ def _run(name: str, url: str, storage, definition, allow_changes: bool,
                 study, _ = open_study(name, storage, definition=definition)
                 progress.study = study
                 run_worker(study, definition, timeout=timeout, on_trial=progress.trial_done,
-                           patience=patience)
+                           patience=patience,
+                           artifacts=_artifact_store(url, artifacts, definition, progress.note))
             else:
-                _run_processes(name, url, study, workers, timeout, progress, patience.wait_s)
+                _run_processes(name, url, study, workers, timeout, progress, patience.wait_s,
+                               artifacts)
     except KeyboardInterrupt:
         _interrupted(name, url)
     progress.summary()
 
 
 def _run_processes(name: str, url: str, study, workers: int, timeout: Optional[float],
-                   progress, outage_wait: float) -> None:
+                   progress, outage_wait: float, artifacts: Optional[str]) -> None:
     from nas.workers import start_workers  # Optuna: not at --help (see nas.cli)
 
-    processes = start_workers(name, url, workers, timeout=timeout, outage_wait=outage_wait)
+    processes = start_workers(name, url, workers, timeout=timeout, outage_wait=outage_wait,
+                              artifacts=artifacts)
     try:
         while any(w.process.poll() is None for w in processes):
             progress.refresh()

@@ -9,6 +9,16 @@ from typing import Any
 
 from search_spaces.errors import UserError
 
+# Learning-rate schedules: "cosine" lays warm-up and a cosine decay over the planned steps, so
+# its every step depends on the final budget; "wsd" (warm-up, stable, decay) holds the peak
+# rate until a short decay at the end of its own steps, so that a run to N steps and a longer
+# run agree on every step before N's decay: successive halving continues a promoted candidate
+# from the checkpoint taken where its decay began (nas.continuation).
+SCHEDULES = ("cosine", "wsd")
+# Settings added after budgets were first stored: written only when not at their default, so
+# the stored budgets (and results) of earlier studies read and compare unchanged.
+OPTIONAL_DEFAULTS = {"schedule": "cosine", "decay": 0.2, "warmup_steps": None}
+
 # Peak learning rate by default. On `quick` at 200 steps, 1e-3 separated the attention presets
 # from the attention-free ones far more clearly than 3e-3, the earlier default (mean recall gap
 # +0.19 against +0.06): jamba and zamba learned in-context recall within 200 steps at 1e-3 and
@@ -26,7 +36,9 @@ class Budget:
 
     Training stops at `steps` optimiser steps or after `seconds` of wall time, whichever comes
     first (at least one must be set). The learning rate warms up linearly for `warmup` of the
-    planned steps, then follows a cosine decay to `min_lr_ratio * lr`.
+    planned steps (or `warmup_steps`), then follows `schedule`: "cosine" decays to
+    `min_lr_ratio * lr` over the rest; "wsd" holds the peak rate and decays over the last
+    `decay` of the planned steps only (`decay_start`).
 
     `lr` is one peak rate, or several: a sweep, where every task is trained once at each rate
     and scored at its best (MAD's protocol), at that many times the cost. Architectures differ
@@ -45,11 +57,17 @@ class Budget:
     eval_every: int | None = None  # steps between learning-curve points; default: 5 points
     eval_batches: int | None = None  # cap on test batches per learning-curve point
     decode_context: int = 128  # context at which decoding latency is measured (0: skip)
+    schedule: str = "cosine"  # one of SCHEDULES
+    # wsd: fraction of the planned steps spent decaying. 0.2: with 10-20% the decayed runs of
+    # Hägele et al. (2024) matched cosine runs of the same length; at the tiny first rungs of a
+    # CPU study (20 steps) 10% would be two steps, too few to settle, so the upper end.
+    decay: float = 0.2
+    warmup_steps: int | None = None  # overrides `warmup`: a warm-up every rung shares
 
     def __post_init__(self) -> None:
         if self.steps is None and self.seconds is None:
             raise BudgetError("budget: give steps, seconds or both")
-        for name in ("steps", "batch_size", "eval_every", "eval_batches"):
+        for name in ("steps", "batch_size", "eval_every", "eval_batches", "warmup_steps"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
@@ -63,6 +81,11 @@ class Budget:
         for name in ("weight_decay", "aux_loss_weight"):
             if not getattr(self, name) >= 0:
                 raise BudgetError(f"{name}: expected a number >= 0, got {getattr(self, name)!r}")
+        if self.schedule not in SCHEDULES:
+            raise BudgetError(f"schedule: expected one of {', '.join(SCHEDULES)}, got "
+                              f"{self.schedule!r}")
+        if not 0 < self.decay <= 1:
+            raise BudgetError(f"decay: expected a number in (0, 1], got {self.decay!r}")
         for name in ("warmup", "min_lr_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise BudgetError(f"{name}: expected a number in [0, 1], got "
@@ -108,18 +131,39 @@ class Budget:
         planned = self.planned_steps
         return self.eval_every or (planned // 5 if planned >= 5 else planned)
 
-    def lr_factor(self, step: int) -> float:
-        """Multiplier of `lr` at optimiser step `step` (0-based): warm-up, then cosine."""
+    @property
+    def warmup_length(self) -> int:
+        return self.warmup_steps or max(1, round(self.warmup * self.planned_steps))
+
+    @property
+    def decay_start(self) -> int | None:
+        """wsd: the step at which the decay begins, where a run is checkpointed so that a
+        longer run can continue from it; None for a schedule with no such point."""
+        if self.schedule != "wsd":
+            return None
         total = self.planned_steps
-        warm = max(1, round(self.warmup * total))
+        return max(self.warmup_length, total - max(1, round(self.decay * total)))
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of `lr` at optimiser step `step` (0-based): warm-up, then the schedule."""
+        total = self.planned_steps
+        warm = self.warmup_length
         if step < warm:
             return (step + 1) / warm
+        if self.schedule == "wsd":
+            start = self.decay_start
+            if step < start:
+                return 1.0
+            # 1 - sqrt: Hägele et al. (2024) found it ahead of a linear decay at equal length.
+            progress = min(1.0, (step - start + 1) / max(1, total - start))
+            return self.min_lr_ratio + (1 - self.min_lr_ratio) * (1 - math.sqrt(progress))
         progress = min(1.0, (step - warm) / max(1, total - warm))
         cosine = 0.5 * (1 + math.cos(math.pi * progress))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items()
+                if key not in OPTIONAL_DEFAULTS or value != OPTIONAL_DEFAULTS[key]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Budget":

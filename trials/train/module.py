@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from trials.model import HybridLM
 from trials.tasks import TaskData, masked_cross_entropy, merge_scores, score
@@ -21,12 +25,62 @@ class NonFiniteLoss(RuntimeError):
         self.step = step
 
 
+@dataclass
+class TrainingState:
+    """Where one run (one task, one learning rate) stood after `step` optimiser steps: enough to
+    continue it exactly. Tensors are on the CPU. The training data's position is `batches`, the
+    batches drawn so far: under a step-indexed stream (`StepBatches`) the next batch is a
+    function of it alone."""
+
+    step: int
+    batches: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: dict[str, Any]  # torch's CPU generator state, and each CUDA device's
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "batches": self.batches, "model": self.model,
+                "optimizer": self.optimizer, "rng": self.rng}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainingState":
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+
+def rng_state() -> dict[str, Any]:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def to_cpu(value: Any) -> Any:
+    """A copy of a (nested) state with every tensor on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: to_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(item) for item in value)
+    return copy.deepcopy(value)
+
+
 class ProxyLM(pl.LightningModule):
     """Next-token cross-entropy on the task's trained positions, plus the MoE auxiliary loss;
-    AdamW with warm-up then cosine decay; a learning-curve point every `budget.curve_every`
-    steps (test loss and accuracy on the scored positions)."""
+    AdamW under the budget's schedule; a learning-curve point every `budget.curve_every` steps
+    (test loss and accuracy on the scored positions).
 
-    def __init__(self, model: HybridLM, budget: Budget, vocab_size: int, token_unit: str) -> None:
+    `resume`: continue the run from this state (its weights are loaded into `model` by the
+    caller; the optimiser, the schedule's position and the RNG here). `save_at`: keep the state
+    after that many steps in `saved` (where a wsd schedule's decay begins).
+    """
+
+    def __init__(self, model: HybridLM, budget: Budget, vocab_size: int, token_unit: str,
+                 resume: TrainingState | None = None, save_at: int | None = None) -> None:
         super().__init__()
         if len(budget.rates) != 1:
             raise ValueError(f"ProxyLM trains at one learning rate, got the sweep {budget.lr}; "
@@ -43,6 +97,19 @@ class ProxyLM(pl.LightningModule):
         # (step, merged scores) of the latest validation: when it covered the whole test set at
         # the last step, it is the final score and the test set is not scored a second time.
         self.last_validation: tuple[int, dict[str, float]] | None = None
+        self.resume = resume
+        self.offset = 0 if resume is None else resume.step  # steps trained before this fit
+        self.save_at = save_at
+        self.saved: TrainingState | None = None
+
+    @property
+    def step(self) -> int:
+        """Optimiser steps of the whole run so far, those before a resume included."""
+        return self.offset + int(self.global_step)
+
+    def on_train_start(self) -> None:
+        if self.resume is not None:
+            set_rng_state(self.resume.rng)
 
     def training_step(self, batch, batch_idx):
         inputs, targets, loss_mask = batch
@@ -50,7 +117,7 @@ class ProxyLM(pl.LightningModule):
         loss = masked_cross_entropy(out.logits, targets, loss_mask)
         total = loss + self.budget.aux_loss_weight * out.aux_loss
         if not torch.isfinite(total):
-            raise NonFiniteLoss(self.global_step)
+            raise NonFiniteLoss(self.step)
         return total
 
     # Throughput counts the training batches only, not validation or set-up.
@@ -62,6 +129,10 @@ class ProxyLM(pl.LightningModule):
             torch.cuda.synchronize(self.device)
         self.train_seconds += time.perf_counter() - self._batch_started
         self.train_tokens += batch[0].numel()
+        if self.save_at is not None and self.step == self.save_at and self.saved is None:
+            self.saved = TrainingState(
+                step=self.step, batches=self.step, model=to_cpu(self.model.state_dict()),
+                optimizer=to_cpu(self.trainer.optimizers[0].state_dict()), rng=rng_state())
 
     def validation_step(self, batch, batch_idx) -> None:
         inputs, targets, loss_mask, score_mask = batch
@@ -71,8 +142,8 @@ class ProxyLM(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self._parts:
             merged = merge_scores(self._parts)
-            self.last_validation = (int(self.global_step), merged)
-            self.curve.append({"step": int(self.global_step), "loss": merged["loss"],
+            self.last_validation = (self.step, merged)
+            self.curve.append({"step": self.step, "loss": merged["loss"],
                                "accuracy": merged["accuracy"]})
         self._parts = []
 
@@ -85,23 +156,66 @@ class ProxyLM(pl.LightningModule):
             [{"params": decay, "weight_decay": self.budget.weight_decay},
              {"params": no_decay, "weight_decay": 0.0}],
             lr=self.budget.lr, betas=(0.9, 0.95))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, self.budget.lr_factor)
+        offset = self.offset
+        if self.resume is not None:
+            optimizer.load_state_dict(self.resume.optimizer)  # moments, step counts, initial_lr
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, self.budget.lr_factor if not offset else
+            (lambda step: self.budget.lr_factor(offset + step)))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-class TaskDataModule(pl.LightningDataModule):
-    """Batches of one task's train and test sets (already generated and cached)."""
+class StepBatches(Sampler[list[int]]):
+    """An endless stream of training batches in which batch k is a function of (seed, k) alone:
+    epoch e = k // (batches per epoch) is a permutation drawn from a generator seeded with
+    (seed, e), cut into batches (the last partial one dropped). A run continued at batch k draws
+    exactly the batches an uninterrupted run would have drawn from there."""
 
-    def __init__(self, train: TaskData, test: TaskData, batch_size: int, seed: int) -> None:
+    def __init__(self, size: int, batch_size: int, seed: int, start: int = 0) -> None:
+        self.size, self.batch_size = size, batch_size
+        self.per_epoch = size // batch_size
+        self.seed, self.start = seed, start
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+        return torch.randperm(self.size, generator=generator)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k = self.start
+        epoch, permutation = None, None
+        while True:
+            if k // self.per_epoch != epoch:
+                epoch = k // self.per_epoch
+                permutation = self.permutation(epoch)
+            index = k % self.per_epoch
+            yield permutation[index * self.batch_size:(index + 1) * self.batch_size].tolist()
+            k += 1
+
+
+class TaskDataModule(pl.LightningDataModule):
+    """Batches of one task's train and test sets (already generated and cached).
+
+    `start`: None draws shuffled epochs from one seeded generator (the cosine schedule's
+    stream, unchanged since the first release); an int draws the step-indexed stream
+    (`StepBatches`) from that batch on, which a continued run can pick up where it stopped.
+    """
+
+    def __init__(self, train: TaskData, test: TaskData, batch_size: int, seed: int,
+                 start: int | None = None) -> None:
         super().__init__()
         self.train, self.test = train, test
         self.batch_size = batch_size
         self.seed = seed
+        self.start = start
 
     def train_dataloader(self) -> DataLoader:
         data = TensorDataset(self.train.inputs, self.train.targets, self.train.loss_mask)
-        return DataLoader(data, batch_size=min(self.batch_size, len(data)), shuffle=True,
+        batch_size = min(self.batch_size, len(data))
+        if self.start is not None:
+            return DataLoader(data, batch_sampler=StepBatches(len(data), batch_size, self.seed,
+                                                              self.start))
+        return DataLoader(data, batch_size=batch_size, shuffle=True,
                           drop_last=True, generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:

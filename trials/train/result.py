@@ -28,6 +28,11 @@ class TaskResult:
     lr: float | None = None
     sweep: list[dict[str, Any]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # Not a field, never serialised: {rate: trials.train.module.TrainingState} where a wsd
+        # schedule's decay began, for continuing the run (nas.continuation stores them).
+        self.checkpoints: dict[float, Any] = {}
+
 
 @dataclass
 class TrialResult:
@@ -52,6 +57,10 @@ class TrialResult:
     wall_seconds: float = 0.0
     seed: int = 0
     budget: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Not a field, never serialised: {task: {rate: TrainingState}} (TaskResult.checkpoints).
+        self.checkpoints: dict[str, dict[float, Any]] = {}
 
     @property
     def ok(self) -> bool:

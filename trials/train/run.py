@@ -27,7 +27,7 @@ from trials.train.measure import (
     pick_device,
     reset_peak_memory,
 )
-from trials.train.module import NonFiniteLoss, ProxyLM, TaskDataModule
+from trials.train.module import NonFiniteLoss, ProxyLM, TaskDataModule, TrainingState
 from trials.train.result import FAILED, TaskResult, TrialResult
 
 
@@ -71,14 +71,27 @@ def evaluate(model, test: TaskData, batch_size: int, device: torch.device) -> di
 
 
 def train_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget, seed: int,
-               accelerator: str, precision: str, name: str) -> tuple[TaskResult, object]:
-    """Train one fresh model on one task; returns its result and the trained model."""
+               accelerator: str, precision: str, name: str,
+               resume: TrainingState | None = None) -> tuple[TaskResult, object]:
+    """Train one fresh model on one task, or continue the run `resume` stopped (a wsd budget
+    only: no other schedule agrees with a longer run of itself); returns its result and the
+    trained model. Under a wsd budget the result's `checkpoints` hold the state where the
+    decay began."""
+    start = budget.decay_start
+    if resume is not None and (start is None or not resume.step < budget.steps):
+        raise ValueError(f"{name}: a run can continue only under a wsd budget longer than its "
+                         f"{resume.step} steps (got {budget.schedule}, {budget.steps} steps)")
     model = build_model(_task_arch(arch, train.vocab_size), seed=seed)
-    module = ProxyLM(model, budget, train.vocab_size, train.token_unit)
-    data = TaskDataModule(train, test, budget.batch_size, seed)
+    if resume is not None:
+        model.load_state_dict(resume.model)
+    module = ProxyLM(model, budget, train.vocab_size, train.token_unit, resume=resume,
+                     save_at=start)
+    data = TaskDataModule(train, test, budget.batch_size, seed,
+                          start=None if start is None else (resume.batches if resume else 0))
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, precision=precision,
-        max_steps=budget.steps if budget.steps is not None else -1, max_epochs=-1,
+        max_steps=budget.steps - module.offset if budget.steps is not None else -1,
+        max_epochs=-1,
         max_time=timedelta(seconds=budget.seconds) if budget.seconds else None,
         val_check_interval=budget.curve_every, check_val_every_n_epoch=None,
         limit_val_batches=budget.eval_batches, num_sanity_val_steps=0,
@@ -88,7 +101,7 @@ def train_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget
     try:
         trainer.fit(module, datamodule=data)
     finally:
-        result.steps = int(trainer.global_step)
+        result.steps = module.step
         result.curve = module.curve
         result.train_seconds = module.train_seconds
         result.tokens_per_s = (module.train_tokens / module.train_seconds
@@ -100,12 +113,16 @@ def train_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget
     else:
         device = next(model.parameters()).device
         result.metrics = evaluate(model, test, max(budget.batch_size, 64), device)
+    if module.saved is not None:
+        result.checkpoints[budget.lr] = module.saved
     return result, model
 
 
 def sweep_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget, seed: int,
-               accelerator: str, precision: str, name: str) -> tuple[TaskResult, object]:
-    """Train one fresh model per learning rate of `budget`; keep the best run.
+               accelerator: str, precision: str, name: str,
+               resume: dict[float, TrainingState] | None = None) -> tuple[TaskResult, object]:
+    """Train one fresh model per learning rate of `budget` (or continue each rate's run from
+    `resume`, by rate); keep the best run, with every rate's checkpoint.
 
     The best run has the highest test accuracy, then the lowest test loss, then the earliest
     rate in the sweep. As in MAD the choice is made on the test set: the score is the best of a
@@ -114,14 +131,17 @@ def sweep_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget
     the task fail. Any other error (out of memory, a bug) ends the sweep at once: another rate
     would not avoid it.
     """
+    resume = resume or {}
     if len(budget.rates) == 1:
-        return train_task(arch, train, test, budget, seed, accelerator, precision, name)
+        return train_task(arch, train, test, budget, seed, accelerator, precision, name,
+                          resume.get(budget.lr))
     best, best_model, sweep, first_failure = None, None, [], None
+    checkpoints = {}
     seconds = tokens = 0.0  # over every finished run: a sweep costs all of them
     for rate in budget.rates:
         try:
             run, model = train_task(arch, train, test, budget.at_rate(rate), seed, accelerator,
-                                    precision, name)
+                                    precision, name, resume.get(rate))
         except NonFiniteLoss as error:
             first_failure = first_failure or error
             sweep.append({"lr": rate, "accuracy": None, "loss": None, "steps": error.step,
@@ -131,12 +151,14 @@ def sweep_task(arch: ArchConfig, train: TaskData, test: TaskData, budget: Budget
                       "loss": run.metrics["loss"], "steps": run.steps, "failure": None})
         seconds += run.train_seconds
         tokens += run.train_seconds * run.tokens_per_s
+        checkpoints.update(run.checkpoints)
         if best is None or run_rank(run.metrics) > run_rank(best.metrics):
             best, best_model = run, model
     if best is None:
         raise first_failure
     best.train_seconds, best.tokens_per_s = seconds, (tokens / seconds if seconds else 0.0)
     best.sweep = sweep
+    best.checkpoints = checkpoints
     return best, best_model
 
 
@@ -147,9 +169,14 @@ def run_rank(metrics: dict[str, float]) -> tuple[float, float]:
 
 
 def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | None = None,
-              seed: int = 0, precision: str | None = None) -> TrialResult:
+              seed: int = 0, precision: str | None = None,
+              resume: dict[str, dict[float, TrainingState]] | None = None) -> TrialResult:
     """Evaluate `arch` on every task of `suite` (one fresh model per task, as MAD does; one per
     task and learning rate when the budget sweeps rates).
+
+    Under a wsd budget the result's `checkpoints` ({task: {rate: TrainingState}}) hold every
+    run's state where its decay began, and `resume` (the checkpoints of a shorter wsd run of
+    the same candidate) continues each run from there instead of training it afresh.
 
     The device and precision follow `pick_device` (bf16 mixed on a GPU, fp32 on the CPU);
     `precision`, a Lightning precision string, overrides the latter, for comparisons such as
@@ -177,8 +204,10 @@ def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | N
         for entry in suite:
             train, test = suite.data(entry.name)
             task_result, model = sweep_task(arch, train, test, budget, seed, accelerator,
-                                            precision, entry.name)
+                                            precision, entry.name, (resume or {}).get(entry.name))
             result.tasks[entry.name] = task_result
+            if task_result.checkpoints:
+                result.checkpoints[entry.name] = task_result.checkpoints
             metrics[entry.name] = task_result.metrics
         result.quality = suite.quality(metrics)
         tokens = sum(t.tokens_per_s * t.train_seconds for t in result.tasks.values())
