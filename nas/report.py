@@ -26,6 +26,7 @@ from nas.study import count_trials
 from search_spaces.errors import UserError
 
 STATES = ("complete", "fail", "pruned", "running", "waiting")
+DIED_AFTER_TRAINING = "worker died after training"
 
 
 class ReportError(UserError):
@@ -185,7 +186,10 @@ def status(study: ReadableStudy, rung: int | None = None) -> StudyStatus:
     rung = shown_rung(study, trials, rung)
     objectives = definition.objective_list
     measured = [t for t in trials if is_measured(t)]
-    failures = Counter(failure_kind(records[t.number].failure) for t in trials
+    # A failed trial with a result but no failure: its worker died between writing the
+    # result and Optuna recording the values (the heartbeat then failed it).
+    failures = Counter(failure_kind(records[t.number].failure or DIED_AFTER_TRAINING)
+                       for t in trials
                        if t.state == TrialState.FAIL and records[t.number].has_result)
     lost = Counter(INTERRUPTED if records[t.number].interrupted else "worker died"
                    for t in trials if t.state == TrialState.FAIL and not is_measured(t))

@@ -1,0 +1,41 @@
+"""nas.report on hand-made studies: the edges of a study's records end in a status or one line,
+never a traceback."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from nas import report
+from nas.record import TrainedResult, TrialRecord
+from nas.storage import open_storage
+from nas.study import create_or_check
+
+from test_study import definition
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def add(study, record: TrialRecord, state=TrialState.COMPLETE, values=None) -> None:
+    study.add_trial(optuna.trial.create_trial(
+        state=state, values=values, params={"x": 0},
+        distributions={"x": CategoricalDistribution([0])}, user_attrs=record.to_user_attrs()))
+
+
+def test_a_trial_failed_after_its_result_was_written_is_counted_not_a_crash(url):
+    # A worker killed between writing the result and Optuna's tell: the heartbeat fails the
+    # trial, which keeps a result whose `failure` is null.
+    study, _ = create_or_check("s", open_storage(url), definition())
+    add(study, TrialRecord(pattern="A M", result=TrainedResult(quality=0.5, loss=1.0)),
+        state=TrialState.FAIL)
+    add(study, TrialRecord(pattern="M M", result=TrainedResult(failure="nan_loss at step 3")),
+        state=TrialState.FAIL)
+    summary = report.status(study)
+    assert summary.failures == {"nan_loss": 1, "worker died after training": 1}
+    assert summary.measured == 2
+
