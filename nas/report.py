@@ -30,7 +30,7 @@ DIED_AFTER_TRAINING = "worker died after training"
 
 
 class ReportError(UserError):
-    """A state or objective to select or sort by that the study does not have."""
+    """A state, objective or rung to select or sort by that the study does not have."""
 
 
 def objectives_of(study: ReadableStudy) -> tuple[Objective, ...]:
@@ -50,14 +50,14 @@ def shown_rung(study: ReadableStudy, trials: list[FrozenTrial],
     rungs = StudyDefinition.from_attrs(study.user_attrs, study.study_name).rungs
     if rungs is None:
         if rung is not None:
-            raise ValueError(f"--rung {rung}: study {study.study_name!r} has no rungs "
-                             "(every candidate trained the full budget)")
+            raise ReportError(f"--rung {rung}: study {study.study_name!r} has no rungs "
+                              "(every candidate trained the full budget)")
         return None
     if rung is None:
         return default_rung(trials, rungs)
     if not 0 <= rung <= rungs.top:
-        raise ValueError(f"--rung {rung}: study {study.study_name!r} has rungs 0 to {rungs.top} "
-                         f"({', '.join(map(str, rungs.steps))} steps)")
+        raise ReportError(f"--rung {rung}: study {study.study_name!r} has rungs 0 to {rungs.top} "
+                          f"({', '.join(map(str, rungs.steps))} steps)")
     return rung
 
 

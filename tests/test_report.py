@@ -1,5 +1,5 @@
-"""nas.report on hand-made studies: the edges of a study's records end in a status or one line,
-never a traceback."""
+"""nas.report on hand-made studies: the edges of a study's records (a trial that failed without
+saying why, a rung the study does not have) end in a status or one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
+from typer.testing import CliRunner
 
 from nas import report
+from nas.cli import app
 from nas.record import TrainedResult, TrialRecord
 from nas.storage import open_storage
 from nas.study import create_or_check
+from search_spaces.errors import UserError
 
 from test_study import definition
 
@@ -39,3 +42,13 @@ def test_a_trial_failed_after_its_result_was_written_is_counted_not_a_crash(url)
     assert summary.failures == {"nan_loss": 1, "worker died after training": 1}
     assert summary.measured == 2
 
+
+def test_a_rung_of_a_plain_study_is_a_user_error(url):
+    study, _ = create_or_check("s", open_storage(url), definition())
+    with pytest.raises(UserError, match="--rung 1: study 's' has no rungs"):
+        report.shown_rung(study, study.get_trials(), 1)
+    for command in ("status", "pareto"):
+        result = CliRunner().invoke(app, [command, "s", "--storage", url, "--rung", "1"])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == "error: --rung 1: study 's' has no rungs (every " \
+                                        "candidate trained the full budget)"

@@ -26,10 +26,7 @@ def status(
     """Trials by state, failures by reason, trials/hour, best per objective, front size."""
     from nas import report  # Optuna: not at --help (see nas.cli)
 
-    try:
-        summary = report.status(open_for_reading(study_name, storage), rung)
-    except ValueError as error:
-        fail(str(error))
+    summary = report.status(open_for_reading(study_name, storage), rung)
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2, default=str))
         return
@@ -119,10 +116,7 @@ def pareto(
     study = open_for_reading(study_name, storage)
     objectives = report.objectives_of(study)
     trials = study.get_trials(deepcopy=False)
-    try:
-        rung = report.shown_rung(study, trials, rung)
-    except ValueError as error:
-        fail(str(error))
+    rung = report.shown_rung(study, trials, rung)
     rows = [report.trial_row(t, objectives).to_dict()
             for t in report.pareto_front(study, trials, rung=rung)]
     where = report.rung_label(study, rung)
