@@ -125,14 +125,11 @@ def pareto(
     if where and (as_json or as_csv):
         print(f"Pareto front at {where}", file=sys.stderr)
     if plot or curves:
-        from nas.plots import PlotError, plot_curves, plot_front
+        from nas.plots import plot_curves, plot_front  # not at --help (see nas.cli)
 
         for path, draw in ((plot, plot_front), (curves, plot_curves)):
             if path:
-                try:
-                    draw(study, path, rung=rung)
-                except PlotError as error:
-                    fail(str(error))
+                draw(study, path, rung=rung)  # a PlotError is a UserError: one line, exit 2
                 print(f"wrote {path}", file=sys.stderr)
 
 
