@@ -52,3 +52,11 @@ def test_a_rung_of_a_plain_study_is_a_user_error(url):
         assert result.exit_code == 2, result.output
         assert result.output.strip() == "error: --rung 1: study 's' has no rungs (every " \
                                         "candidate trained the full budget)"
+
+
+@pytest.mark.parametrize("command", ["trials", "pareto"])
+def test_a_table_of_no_trials_has_the_same_columns_in_csv(url, command):
+    create_or_check("s", open_storage(url), definition())
+    result = CliRunner().invoke(app, [command, "s", "--storage", url, "--csv"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [",".join(report.EMPTY_COLUMNS)]

@@ -142,7 +142,7 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: 
     if as_csv:
         import csv  # 3 ms that every start-up of `hnas` would pay
 
-        columns = list(rows[0]) if rows else ["trial"]
+        columns = list(rows[0]) if rows else list(empty)
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
