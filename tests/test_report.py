@@ -60,3 +60,19 @@ def test_a_table_of_no_trials_has_the_same_columns_in_csv(url, command):
     result = CliRunner().invoke(app, [command, "s", "--storage", url, "--csv"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [",".join(report.EMPTY_COLUMNS)]
+
+
+def test_rows_without_a_rung_before_rows_with_one(url):
+    # In a study with rungs, a trial still waiting has no rung yet while measured ones have.
+    from test_halving import sh_definition
+
+    study, _ = create_or_check("sh", open_storage(url), sh_definition())
+    study.enqueue_trial({"x": 0})
+    add(study, TrialRecord(pattern="A", rung=0, candidate=1,
+                           result=TrainedResult(quality=0.5, device="cpu")), values=[0.5, 100.0])
+    result = CliRunner().invoke(app, ["trials", "sh", "--storage", url, "--csv"])
+    assert result.exit_code == 0, result.output
+    header, waiting, measured = result.output.splitlines()
+    assert header.endswith(",rung") and waiting.endswith(",") and measured.endswith(",0")
+    table = CliRunner().invoke(app, ["trials", "sh", "--storage", url])
+    assert "rung" in table.output.splitlines()[2]

@@ -135,20 +135,21 @@ def pareto(
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: str,
                 empty: tuple[str, ...]) -> None:
-    """Rows as JSON, CSV or a table (`empty`: the table's columns when there are no rows)."""
+    """Rows as JSON, CSV or a table (`empty`: the table's columns when there are no rows).
+    The columns are every key of any row, in order of first use: a row may lack one (a trial
+    not trained yet has no `rung`)."""
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
+    columns = list(dict.fromkeys(key for row in rows for key in row)) or list(empty)
     if as_csv:
         import csv  # 3 ms that every start-up of `hnas` would pay
 
-        columns = list(rows[0]) if rows else list(empty)
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
         return
     table = Table(title=title)
-    columns = list(rows[0]) if rows else list(empty)
     shown = [c for c in columns if any(row.get(c) is not None for row in rows)] or columns
     for column in shown:  # text left, numbers right
         text = any(isinstance(row.get(column), str) for row in rows) or not rows
