@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 from nas.cli.common import (BatchSize, LearningRates, OutageWait, Quiet, Seed, Storage,
-                            StudyName, Suite, check_seed, describe_change, fail, learning_rates)
+                            StudyName, Suite, check_seed, check_timeout, describe_change, fail,
+                            learning_rates)
 
 CURVE_BATCHES = 4
 DEFAULT_STEPS = 100
@@ -64,6 +65,7 @@ def search(
     from search_spaces import arch_names, load_space
 
     check_seed("--seed", seed)
+    check_timeout(timeout)
     space = load_space(space_ref)
     parse_objectives(objectives)
     names = tuple(name.strip() for name in baselines.split(",") if name.strip())
@@ -115,6 +117,7 @@ def resume(
 
     if n_trials is not None and n_trials < 1:
         fail(f"--n-trials: expected at least 1, got {n_trials}")
+    check_timeout(timeout)
     patience = _patience(outage_wait)
     url = storage or default_url()
     db = open_storage(url)
@@ -146,6 +149,7 @@ def worker(
 
     if seed_offset is not None and seed_offset < 0:
         fail(f"--seed-offset {seed_offset}: expected 0 or more")
+    check_timeout(timeout)
     patience = _patience(outage_wait)
     use_training_threads(threads)
     study, definition = open_study(study_name, open_storage(storage or default_url()),
