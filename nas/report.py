@@ -263,7 +263,7 @@ class TrialRow:
 
     def to_dict(self) -> dict[str, Any]:
         """The row as `trials --json/--csv` print it: each objective a column of its own (and
-        `rung` only in a study with rungs)."""
+        `rung` only when the trial has one, which only a study with rungs gives)."""
         data: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)

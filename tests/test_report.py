@@ -3,6 +3,7 @@ saying why, a rung the study does not have) end in a status or one line, never a
 
 from __future__ import annotations
 
+import json
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
@@ -76,3 +77,6 @@ def test_rows_without_a_rung_before_rows_with_one(url):
     assert header.endswith(",rung") and waiting.endswith(",") and measured.endswith(",0")
     table = CliRunner().invoke(app, ["trials", "sh", "--storage", url])
     assert "rung" in table.output.splitlines()[2]
+    shown = json.loads(CliRunner().invoke(app, ["trials", "sh", "--storage", url,
+                                                "--json"]).output)
+    assert [row["rung"] for row in shown] == [None, 0]

@@ -136,12 +136,13 @@ def pareto(
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: str,
                 empty: tuple[str, ...]) -> None:
     """Rows as JSON, CSV or a table (`empty`: the table's columns when there are no rows).
-    The columns are every key of any row, in order of first use: a row may lack one (a trial
-    not trained yet has no `rung`)."""
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
-        return
+    The columns are every key of any row, in order of first use, and every row has each (null
+    where it lacks one: a trial not trained yet has no `rung`)."""
     columns = list(dict.fromkeys(key for row in rows for key in row)) or list(empty)
+    if as_json:
+        typer.echo(json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=2,
+                              default=str))
+        return
     if as_csv:
         import csv  # 3 ms that every start-up of `hnas` would pay
 
