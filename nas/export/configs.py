@@ -32,8 +32,8 @@ class ExportError(UserError):
 def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
                   top: int | None = None, by: str | None = None) -> list[FrozenTrial]:
     """Exactly one of: a trial number, the Pareto front, the best `top` by objective `by`
-    (duplicates left out, as on the front). In a study with rungs the front and the best are those at the rung `nas.report.shown_rung`
-    picks (`rung_label` says which)."""
+    (duplicates left out, as on the front). In a study with rungs the front and the best are
+    those at the rung `nas.report.shown_rung` picks (`rung_label` says which)."""
     if sum(x is not None and x is not False for x in (trial, pareto or None, top)) != 1:
         raise ExportError("choose what to export: --trial N, --pareto or --top K --by OBJECTIVE")
     complete = {t.number: t for t in study.get_trials(deepcopy=False,
