@@ -39,7 +39,10 @@ class Agreement:
     source: str  # "rungs" or "curve"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The row as JSON data: a figure that is NaN (too few candidates) is null, since
+        strict JSON readers refuse `NaN`."""
+        return {key: None if isinstance(value, float) and math.isnan(value) else value
+                for key, value in asdict(self).items()}
 
 
 @dataclass(frozen=True)

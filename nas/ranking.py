@@ -1,7 +1,9 @@
 """Rank correlations between two scorings of the same candidates (low budget against high,
 curve point against final score): Spearman's rho and Kendall's tau-b, ties handled as scipy
 handles them. Plain Python, for the tens to thousands of candidates of a study; no numpy, scipy
-or torch, so `hnas fidelity` and the benchmarks share them.
+or torch, so `hnas fidelity` and the benchmarks share them. A NaN on either side makes the
+figure NaN, as scipy's default (`nan_policy="propagate"`): a NaN has no place in an order, and
+ranking it anyway gives a figure that looks like evidence.
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ def ranks(values: Sequence[float]) -> list[float]:
     return result
 
 
-def _check_pairs(xs: Sequence[float], ys: Sequence[float]) -> None:
+def _check_pairs(xs: Sequence[float], ys: Sequence[float]) -> bool:
+    """Whether the pairs can be ranked (no NaN); RankError when the lengths differ."""
     if len(xs) != len(ys):
         raise RankError(f"rank correlation of {len(xs)} against {len(ys)} values")
+    return not any(math.isnan(v) for v in (*xs, *ys))
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Spearman's rho (Pearson on average ranks); NaN when either side is constant."""
-    _check_pairs(xs, ys)
-    if len(xs) < 2:
+    """Spearman's rho (Pearson on average ranks); NaN when either side is constant or holds
+    a NaN."""
+    if not _check_pairs(xs, ys) or len(xs) < 2:
         return float("nan")
     rx, ry = ranks(xs), ranks(ys)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
@@ -48,14 +52,17 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
 
 def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Kendall's tau-b (ties on either side handled as in scipy.stats.kendalltau's default):
-    (concordant - discordant) / sqrt((n0 - ties_x) (n0 - ties_y)); NaN when a side is constant.
-    O(n^2), for the tens of architectures compared here."""
-    _check_pairs(xs, ys)
+    (concordant - discordant) / sqrt((n0 - ties_x) (n0 - ties_y)); NaN when a side is constant
+    or holds a NaN. O(n^2), for the tens of architectures compared here."""
+    if not _check_pairs(xs, ys):
+        return float("nan")
     concordant = discordant = tied_x = tied_y = 0
     n = len(xs)
     for i in range(n):
         for j in range(i + 1, n):
-            dx, dy = xs[i] - xs[j], ys[i] - ys[j]
+            # signs by comparison, not subtraction: inf - inf would be NaN, not a tie
+            dx = (xs[i] > xs[j]) - (xs[i] < xs[j])
+            dy = (ys[i] > ys[j]) - (ys[i] < ys[j])
             if dx == 0 and dy == 0:
                 tied_x += 1
                 tied_y += 1

@@ -26,10 +26,11 @@ from nas.study import count_trials
 from search_spaces.errors import UserError
 
 STATES = ("complete", "fail", "pruned", "running", "waiting")
+DIED_AFTER_TRAINING = "worker died after training"
 
 
 class ReportError(UserError):
-    """A state or objective to select or sort by that the study does not have."""
+    """A state, objective or rung to select or sort by that the study does not have."""
 
 
 def objectives_of(study: ReadableStudy) -> tuple[Objective, ...]:
@@ -49,14 +50,14 @@ def shown_rung(study: ReadableStudy, trials: list[FrozenTrial],
     rungs = StudyDefinition.from_attrs(study.user_attrs, study.study_name).rungs
     if rungs is None:
         if rung is not None:
-            raise ValueError(f"--rung {rung}: study {study.study_name!r} has no rungs "
-                             "(every candidate trained the full budget)")
+            raise ReportError(f"--rung {rung}: study {study.study_name!r} has no rungs "
+                              "(every candidate trained the full budget)")
         return None
     if rung is None:
         return default_rung(trials, rungs)
     if not 0 <= rung <= rungs.top:
-        raise ValueError(f"--rung {rung}: study {study.study_name!r} has rungs 0 to {rungs.top} "
-                         f"({', '.join(map(str, rungs.steps))} steps)")
+        raise ReportError(f"--rung {rung}: study {study.study_name!r} has rungs 0 to {rungs.top} "
+                          f"({', '.join(map(str, rungs.steps))} steps)")
     return rung
 
 
@@ -190,7 +191,10 @@ def status(study: ReadableStudy, rung: int | None = None) -> StudyStatus:
     rung = shown_rung(study, trials, rung)
     objectives = definition.objective_list
     measured = [t for t in trials if is_measured(t)]
-    failures = Counter(failure_kind(records[t.number].failure) for t in trials
+    # A failed trial with a result but no failure: its worker died between writing the
+    # result and Optuna recording the values (the heartbeat then failed it).
+    failures = Counter(failure_kind(records[t.number].failure or DIED_AFTER_TRAINING)
+                       for t in trials
                        if t.state == TrialState.FAIL and records[t.number].has_result)
     lost = Counter(INTERRUPTED if records[t.number].interrupted else "worker died"
                    for t in trials if t.state == TrialState.FAIL and not is_measured(t))
@@ -267,7 +271,7 @@ class TrialRow:
 
     def to_dict(self) -> dict[str, Any]:
         """The row as `trials --json/--csv` print it: each objective a column of its own (and
-        `rung` only in a study with rungs)."""
+        `rung` only when the trial has one, which only a study with rungs gives)."""
         data: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)

@@ -142,10 +142,19 @@ def _schema_version(connection) -> int | None:
 
 
 def _read_with_optuna(name: str, storage) -> StudySnapshot:
-    """Optuna's own reader: slower, and right for every schema it supports."""
+    """Optuna's own reader: slower, and right for every schema it supports. A trial whose
+    attributes do not fit the record's schema is left out and named, as `_read` does."""
     study = load_study(name, storage)
+    trials, damaged = [], []
+    for trial in study.get_trials(deepcopy=False):
+        try:
+            check_attrs(trial.user_attrs)
+        except DamagedRecord as problem:
+            damaged.append((trial.number, str(problem)))
+            continue
+        trials.append(trial)
     return StudySnapshot(study.study_name, tuple(study.directions), dict(study.user_attrs),
-                         tuple(study.get_trials(deepcopy=False)))
+                         tuple(trials), tuple(damaged))
 
 
 def _read(connection, name: str, url: str) -> StudySnapshot:

@@ -86,3 +86,35 @@ def test_a_real_browser_shows_the_names_on_the_pareto_front(served):
     for name in ("quality", "params", "decode_ms@64"):
         assert name in shown
     assert "Objective 0" not in shown
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_a_port_out_of_range_is_one_line(tmp_path, port):
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    result = CliRunner().invoke(app, ["dashboard", "--storage", f"sqlite:///{tmp_path}/d.db",
+                                      "--port", port])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.output == f"error: --port {port}: expected a port from 1 to 65535\n"
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    shutil.copy(DATA / "format1_study.db", tmp_path / "d.db")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["dashboard", "--storage",
+                                          f"sqlite:///{tmp_path}/d.db", "--port", str(port)])
+    assert result.exit_code == 2, (result.output, result.exception)
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: --host 127.0.0.1 --port {port}: cannot serve (Address already "
+                      "in use)"] and "Traceback" not in result.output

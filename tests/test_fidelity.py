@@ -85,3 +85,26 @@ def test_fidelity_of_an_unknown_study_is_one_line(url):
     create_or_check("sh", open_storage(url), sh_definition(rungs=Rungs((1, 3, 9))))
     result = CliRunner().invoke(app, ["fidelity", "nope", "--storage", url])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+
+
+def test_fidelity_json_is_strict_json_when_a_row_has_no_figures(url):
+    study, _ = create_or_check("sh", open_storage(url), sh_definition(n_trials=5))
+    for candidate, quality in enumerate((1.0, 2.0)):  # two candidates at both rungs: no figures
+        for rung in (0, 1):
+            add(study, [quality + rung, 1000.0], TrialRecord(rung=rung, candidate=candidate))
+    result = CliRunner().invoke(app, ["fidelity", "sh", "--storage", url, "--json"])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    shown = json.loads(result.output, parse_constant=refuse)
+    assert shown[0]["n"] == 2 and shown[0]["spearman"] is None and shown[0]["kendall"] is None
+
+
+def test_a_plot_that_cannot_be_drawn_is_one_line(url, tmp_path):
+    create_or_check("sh", open_storage(url), sh_definition(rungs=Rungs((1, 3, 9))))
+    result = CliRunner().invoke(app, ["fidelity", "sh", "--storage", url, "--json",
+                                      "--plot", str(tmp_path / "ranks.txt")])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith("error: ")

@@ -159,6 +159,11 @@ def test_a_space_that_cannot_be_sampled_creates_no_study(here):
     (["space", "sample", "space.yaml", "--seed", "-1"], "--seed -1"),
     (["search", "space.yaml", "--seed", str(2**40)], "expected a whole number from 0"),
     (["trials", "x", "--limit", "-1"], "--limit -1: expected 0 or more"),
+    (["space", "sample", "space.yaml", "--context", "-5"], "--context -5: must be at least 1"),
+    (["space", "sample", "space.yaml", "--context", "0"], "--context 0: must be at least 1"),
+    (["search", "space.yaml", "--timeout", "-1"], "--timeout -1: expected more than 0 seconds"),
+    (["resume", "x", "--timeout", "0"], "--timeout 0: expected more than 0"),
+    (["worker", "--study", "x", "--timeout", "-5"], "--timeout -5: expected more than 0"),
 ])
 def test_out_of_range_options(here, args, words):
     one_line_error(invoke(*args), words)

@@ -124,3 +124,15 @@ def test_the_package_imports_one_way(package):
 def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_command_modules_import_no_other_command_module():
+    """`nas.cli.app` -> command modules -> `common` (and the search's `progress`), one way, as
+    `nas.cli.app` says: what two commands share lives in `common`."""
+    from nas.cli.app import COMMANDS
+
+    commands = {function.__module__ for _, _, function in COMMANDS}
+    graph = module_graph("nas.cli")
+    offenders = {name: sorted(graph[name] & commands) for name in commands
+                 if graph[name] & commands}
+    assert not offenders, offenders

@@ -152,3 +152,17 @@ def test_read_studies_of_a_missing_file_says_so(tmp_path):
     with pytest.raises(StorageError, match="no database file at"):
         read_studies(f"sqlite:///{path}")
     assert not path.exists()
+
+
+def test_optunas_reader_leaves_out_a_trial_with_a_damaged_attribute_too(study_url, monkeypatch):
+    storage = open_storage(study_url, heartbeat=False)
+    study = load_study("s", storage)
+    damaged = study.ask()
+    damaged.set_user_attr("duplicate_of", "seven")  # a number in the record's schema
+    storage.engine.dispose()
+    expected = ((damaged.number, "user attribute 'duplicate_of' is 'seven', expected a number"),)
+    assert read_study("s", study_url).damaged == expected  # the direct reader
+    monkeypatch.setattr(snapshot, "KNOWN_SCHEMA_VERSION", -1)
+    read = read_study("s", study_url)
+    assert damaged.number not in [t.number for t in read.trials]
+    assert read.damaged == expected

@@ -166,6 +166,12 @@ def check_seed(option: str, seed: int | None) -> None:
         fail(f"{option} {seed}: expected a whole number from 0 to {MAX_SEED:,}")
 
 
+def check_timeout(timeout: float | None) -> None:
+    """`--timeout` of the commands that run trials: a wall time, so more than 0 seconds."""
+    if timeout is not None and not timeout > 0:
+        fail(f"--timeout {timeout:g}: expected more than 0 seconds")
+
+
 def learning_rates(values: list[float]) -> dict[str, Any]:
     """Budget keyword arguments for the --lr options given (none: the budget's default)."""
     return {"lr": tuple(values)} if values else {}

@@ -8,21 +8,21 @@ import sys
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-from nas.cli.common import STORAGE_HELP, console, fail
+from nas.cli.common import AsJson, Storage, StudyName, console, open_for_reading
 
 
 def fidelity(
-    study_name: str = typer.Argument(..., metavar="NAME"),
-    storage: Optional[str] = typer.Option(None, "--storage", help=STORAGE_HELP),
+    study_name: StudyName,
+    storage: Storage = None,
     plot: Optional[str] = typer.Option(None, "--plot", help="Also draw the ranks at each pair "
                                        "to FILE.png or FILE.html."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: AsJson = False,
 ) -> None:
     """Spearman and Kendall's tau between consecutive rungs (successive halving), or between
     learning-curve points and the final score (any study), with the candidates they rest on."""
-    from nas.cli.results import open_for_reading
-    from nas.fidelity import agreements
+    from nas.fidelity import agreements  # Optuna: not at --help (see nas.cli)
 
     study = open_for_reading(study_name, storage)
     rows = agreements(study)
@@ -32,8 +32,6 @@ def fidelity(
         print(f"study {study_name!r}: nothing to compare yet (no candidate measured at two "
               "rungs, no learning-curve points)", file=sys.stderr)
     else:
-        from rich.table import Table
-
         source = rows[0].source
         title = (f"{study_name}: rung against the next rung" if source == "rungs" else
                  f"{study_name}: learning-curve point against the final score")
@@ -45,12 +43,9 @@ def fidelity(
                           str(row.high), str(row.n), _fmt(row.spearman), _fmt(row.kendall))
         console().print(table)
     if plot:
-        from nas.plots import PlotError, plot_fidelity
+        from nas.plots import plot_fidelity  # not at --help (see nas.cli)
 
-        try:
-            plot_fidelity(study, plot)
-        except PlotError as error:
-            fail(str(error))
+        plot_fidelity(study, plot)  # a PlotError is a UserError: one line, exit 2
         print(f"wrote {plot}", file=sys.stderr)
 
 

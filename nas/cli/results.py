@@ -26,10 +26,7 @@ def status(
     """Trials by state, failures by reason, trials/hour, best per objective, front size."""
     from nas import report  # Optuna: not at --help (see nas.cli)
 
-    try:
-        summary = report.status(open_for_reading(study_name, storage), rung)
-    except ValueError as error:
-        fail(str(error))
+    summary = report.status(open_for_reading(study_name, storage), rung)
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2, default=str))
         return
@@ -123,10 +120,7 @@ def pareto(
     study = open_for_reading(study_name, storage)
     objectives = report.objectives_of(study)
     trials = study.get_trials(deepcopy=False)
-    try:
-        rung = report.shown_rung(study, trials, rung)
-    except ValueError as error:
-        fail(str(error))
+    rung = report.shown_rung(study, trials, rung)
     rows = [report.trial_row(t, objectives).to_dict()
             for t in report.pareto_front(study, trials, rung=rung)]
     where = report.rung_label(study, rung)
@@ -135,33 +129,32 @@ def pareto(
     if where and (as_json or as_csv):
         print(f"Pareto front at {where}", file=sys.stderr)
     if plot or curves:
-        from nas.plots import PlotError, plot_curves, plot_front
+        from nas.plots import plot_curves, plot_front  # not at --help (see nas.cli)
 
         for path, draw in ((plot, plot_front), (curves, plot_curves)):
             if path:
-                try:
-                    draw(study, path, rung=rung)
-                except PlotError as error:
-                    fail(str(error))
+                draw(study, path, rung=rung)  # a PlotError is a UserError: one line, exit 2
                 print(f"wrote {path}", file=sys.stderr)
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, as_csv: bool, title: str,
                 empty: tuple[str, ...]) -> None:
-    """Rows as JSON, CSV or a table (`empty`: the table's columns when there are no rows)."""
+    """Rows as JSON, CSV or a table (`empty`: the table's columns when there are no rows).
+    The columns are every key of any row, in order of first use, and every row has each (null
+    where it lacks one: a trial not trained yet has no `rung`)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row)) or list(empty)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
+        typer.echo(json.dumps([{c: row.get(c) for c in columns} for row in rows], indent=2,
+                              default=str))
         return
     if as_csv:
         import csv  # 3 ms that every start-up of `hnas` would pay
 
-        columns = list(rows[0]) if rows else ["trial"]
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
         return
     table = Table(title=title)
-    columns = list(rows[0]) if rows else list(empty)
     shown = [c for c in columns if any(row.get(c) is not None for row in rows)] or columns
     for column in shown:  # text left, numbers right
         text = any(isinstance(row.get(column), str) for row in rows) or not rows

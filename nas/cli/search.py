@@ -11,8 +11,8 @@ from typing import Optional
 import typer
 
 from nas.cli.common import (Artifacts, BatchSize, LearningRates, OutageWait, Quiet, Seed,
-                            Storage, StudyName, Suite, check_seed, describe_change, fail,
-                            learning_rates)
+                            Storage, StudyName, Suite, check_seed, check_timeout,
+                            describe_change, fail, learning_rates)
 
 CURVE_BATCHES = 4
 DEFAULT_STEPS = 100
@@ -67,6 +67,7 @@ def search(
     from search_spaces import arch_names, load_space
 
     check_seed("--seed", seed)
+    check_timeout(timeout)
     space = load_space(space_ref)
     parse_objectives(objectives)
     names = tuple(name.strip() for name in baselines.split(",") if name.strip())
@@ -125,6 +126,7 @@ def resume(
 
     if n_trials is not None and n_trials < 1:
         fail(f"--n-trials: expected at least 1, got {n_trials}")
+    check_timeout(timeout)
     patience = _patience(outage_wait)
     url = storage or default_url()
     db = open_storage(url)
@@ -157,6 +159,7 @@ def worker(
 
     if seed_offset is not None and seed_offset < 0:
         fail(f"--seed-offset {seed_offset}: expected 0 or more")
+    check_timeout(timeout)
     patience = _patience(outage_wait)
     use_training_threads(threads)
     url = storage or default_url()

@@ -53,10 +53,13 @@ def sample(
 
     if n < 1:
         fail(f"-n {n}: must be at least 1")
+    if context is not None and context < 1:
+        fail(f"--context {context}: must be at least 1")
     check_seed("--seed", seed)
     space = load_space(space_ref)
     limit = space.constraints.max_cache_bytes
-    context = context or (limit.context if limit else 8192)
+    if context is None:
+        context = limit.context if limit else 8192
     dtype = limit.dtype if limit else "bf16"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))

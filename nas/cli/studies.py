@@ -79,12 +79,16 @@ def dashboard(
     from nas.dashboard import serve
     from nas.storage import check_url, default_url
 
+    if not 1 <= port <= 65535:
+        fail(f"--port {port}: expected a port from 1 to 65535")
     url = storage or default_url()
     check_url(url)
     try:
         serve(url, host, port)
     except KeyboardInterrupt:
         pass
+    except OSError as error:  # the port is taken, the host is not an address of this machine
+        fail(f"--host {host} --port {port}: cannot serve ({error.strerror or error})")
 
 
 def export(

@@ -31,9 +31,9 @@ class ExportError(UserError):
 
 def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
                   top: int | None = None, by: str | None = None) -> list[FrozenTrial]:
-    """Exactly one of: a trial number, the Pareto front, the best `top` by objective `by`. In
-    a study with rungs the front and the best are those at the rung `nas.report.shown_rung`
-    picks (`rung_label` says which)."""
+    """Exactly one of: a trial number, the Pareto front, the best `top` by objective `by`
+    (duplicates left out, as on the front). In a study with rungs the front and the best are
+    those at the rung `nas.report.shown_rung` picks (`rung_label` says which)."""
     if sum(x is not None and x is not False for x in (trial, pareto or None, top)) != 1:
         raise ExportError("choose what to export: --trial N, --pareto or --top K --by OBJECTIVE")
     complete = {t.number: t for t in study.get_trials(deepcopy=False,
@@ -57,13 +57,13 @@ def select_trials(study: Any, *, trial: int | None = None, pareto: bool = False,
         if len(names) > 1:
             raise ExportError(f"--top needs --by, one of: {', '.join(names)}")
         by = names[0]
-    try:
-        rows = trial_rows(study, state="complete", sort=by,
-                          limit=top if rung is None else None)
-    except ValueError as error:
-        raise ExportError(str(error)) from None
-    if rung is not None:
-        rows = [row for row in rows if rung_of(complete[row.trial]) == rung][:top]
+    if by not in names:
+        raise ExportError(f"--by {by!r}: not an objective of this study (its objectives: "
+                          f"{', '.join(names)})")
+    # a duplicate repeats its twin's architecture and values: the best K are K architectures
+    rows = [row for row in trial_rows(study, state="complete", sort=by)
+            if row.duplicate_of is None
+            and (rung is None or rung_of(complete[row.trial]) == rung)][:top]
     if not rows:
         raise ExportError(f"study {study.study_name!r} has no complete trials yet")
     return [complete[row.trial] for row in rows]
