@@ -27,6 +27,7 @@ import argparse
 import itertools
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -97,10 +98,13 @@ def architectures(args: argparse.Namespace) -> list[tuple[str, ArchConfig]]:
 
 def planned_runs(args: argparse.Namespace, archs: list[tuple[str, ArchConfig]]) -> list[dict]:
     """1x runs of every seed first (cheap, and what a search sees), then the reference by
-    seed, so that a partial file already answers part of the question."""
+    seed, so that a partial file already answers part of the question; then the `--between`
+    budgets (multiples of 1x), by budget and seed. They come last so that adding them leaves
+    every earlier run's place, and so its shard, unchanged."""
     runs = []
     budgets = [(args.steps, seed) for seed in args.seeds] + [
-        (args.steps * args.multiple, seed) for seed in args.seeds]
+        (args.steps * args.multiple, seed) for seed in args.seeds] + [
+        (args.steps * factor, seed) for factor in args.between for seed in args.seeds]
     for (steps, seed), (name, arch) in itertools.product(budgets, archs):
         runs.append({"arch": name, "fingerprint": arch.fingerprint(), "pattern": arch.pattern,
                      "suite": args.suite, "steps": steps, "batch_size": args.batch_size,
@@ -165,7 +169,7 @@ def seed_agreement(table: dict[str, dict[int, float]], archs: list[str],
             for a, b in itertools.combinations(seeds, 2)}
 
 
-def summary(rows: list[dict], steps: int, multiple: int) -> dict:
+def summary(rows: list[dict], steps: int, multiple: int, between: Sequence[int] = ()) -> dict:
     """The figures of the docstring, over architectures that have every seed at both budgets.
     Returns them (for tests and the note) besides printing them."""
     cheap, reference = scores(rows, steps), scores(rows, steps * multiple)
@@ -216,12 +220,33 @@ def summary(rows: list[dict], steps: int, multiple: int) -> dict:
                      f"Spearman {rho:.3f} (goal >= {FIDELITY_GOAL}: {verdict}), "
                      f"Kendall's tau-b {tau:.3f}")
     lines += curve_lines(rows, steps, multiple, complete, seeds, ref_mean, figures)
+    lines += between_lines(rows, steps, between, complete, seeds, ref_mean, figures)
     seconds = {s: mean(r["seconds"] for r in rows if r["steps"] == s)
                for s in (steps, steps * multiple) if any(r["steps"] == s for r in rows)}
     lines.append("mean seconds per candidate: " +
                  ", ".join(f"{s} steps {v:.0f} s" for s, v in seconds.items()))
     print("\n".join(lines))
     return figures
+
+
+def between_lines(rows: list[dict], steps: int, between: Sequence[int], complete: list[str],
+                  seeds: list[int], ref_mean: list[float], figures: dict) -> list[str]:
+    """Each `--between` budget trained as runs of its own (its schedule decays at its end, as
+    a search's would): its seed mean against the reference's, and its cost per candidate."""
+    lines = []
+    for factor in between:
+        table = scores(rows, steps * factor)
+        if not all(set(seeds) <= set(table.get(a, {})) for a in complete):
+            continue
+        values = [mean(table[a][s] for s in seeds) for a in complete]
+        rho, tau = spearman(values, ref_mean), kendall_tau(values, ref_mean)
+        seconds = mean(r["seconds"] for r in rows if r["steps"] == steps * factor)
+        figures[f"{factor}x seed mean"] = {"spearman": rho, "kendall": tau, "seconds": seconds}
+        verdict = "PASS" if rho >= FIDELITY_GOAL else "MISS"
+        lines.append(f"{factor}x ({steps * factor} steps) seed mean vs reference: Spearman "
+                     f"{rho:.3f} (goal >= {FIDELITY_GOAL}: {verdict}), Kendall's tau-b "
+                     f"{tau:.3f}, {seconds:.0f} s per candidate")
+    return lines
 
 
 def curve_scores(rows: list[dict], steps: int, at: int) -> dict[str, dict[int, float]]:
@@ -300,6 +325,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--steps", type=int, default=200, help="the 1x budget")
     parser.add_argument("--multiple", type=int, default=8, help="the reference is this times 1x")
+    parser.add_argument("--between", type=int, nargs="*", default=[],
+                        help="more budgets, as multiples of 1x between 1 and --multiple, each "
+                             "trained over every seed and compared with the reference")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: "
                                                                "the training budget's)")
@@ -323,6 +351,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for name in ("samples", "max_layers", "d_model", "steps", "multiple", "batch_size"):
             if getattr(args, name) < (0 if name == "samples" else 1):
                 raise BenchError(f"--{name.replace('_', '-')}: got {getattr(args, name)}")
+        bad = [f for f in args.between if not 1 < f < args.multiple]
+        if bad:
+            raise BenchError(f"--between: {bad[0]} is not between 1 and --multiple "
+                             f"{args.multiple}")
         if len(set(args.seeds)) != len(args.seeds):
             raise BenchError(f"--seeds: a seed is named twice in {args.seeds}")
         args.shard = parse_shard(args.shard)
@@ -360,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{row['seed']}  quality {quality:.3f}  {row['status']}  "
                   f"({row['seconds']:.0f} s)", flush=True)
     rows = results.rows_of(runs)
-    figures = summary(rows, args.steps, args.multiple)
+    figures = summary(rows, args.steps, args.multiple, args.between)
     if args.plot and rows:
         plot(rows, args.steps, args.multiple, args.plot)
         print(f"plot: {args.plot}")

@@ -292,6 +292,17 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
     assert "seed-to-seed Spearman" in printed and "Kendall's tau-b" in printed
     again = fidelity.main([*argv, "--summary"])  # the rows alone give the same figures
     assert json.dumps(again, sort_keys=True) == json.dumps(figures, sort_keys=True)
+    # a budget between 1x and the reference, added later: its runs come after every earlier
+    # run (their shards do not move) and the summary compares it with the reference
+    before = fidelity.planned_runs(fidelity.parse_args(argv), fidelity.parse_args(argv).archs)
+    wider = [*argv, "--between", "2"]
+    after = fidelity.planned_runs(fidelity.parse_args(wider), fidelity.parse_args(wider).archs)
+    assert after[:len(before)] == before and {r["steps"] for r in after[len(before):]} == {4}
+    figures = fidelity.main(wider)
+    assert set(figures["2x seed mean"]) == {"spearman", "kendall", "seconds"}
+    assert "2x (4 steps) seed mean vs reference" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        fidelity.parse_args([*argv, "--between", "3"])  # not below --multiple 3
 
 
 def test_fidelity_curve_scores_read_one_step_of_every_task():
