@@ -13,6 +13,8 @@ reader, in the spirit of Optuna's `FrozenTrial` and its `_CONSTRAINTS_KEY`-style
                 duplicate_of    the number of the trial that trained the same architecture
                 surplus         pruned: the study reached its budget meanwhile
                 interrupted     Ctrl-C during training (the trial is queued again)
+                copied_running  running in the source when the study was copied: failed in
+                                the copy, where no worker runs it (queued again there)
     provenance  baseline        the preset this enqueued trial is
                 retry_of        the number of the lost trial this one runs again
     rungs       rung            successive halving (nas.halving): the rung this trial trained at
@@ -54,6 +56,7 @@ VIOLATIONS = "violations"
 DUPLICATE_OF = "duplicate_of"
 SURPLUS = "surplus"
 INTERRUPTED = "interrupted"
+COPIED_RUNNING = "copied_running"
 BASELINE = "baseline"
 RETRY_OF = "retry_of"
 RUNG = "rung"
@@ -71,7 +74,7 @@ RESULT_KEYS = (QUALITY, LOSS, TASKS, MEASURED, DEVICE, PRECISION, KERNELS, FAILU
 RUNG_KEYS = (RUNG, CANDIDATE, PROMOTED_FROM, RUNG_SCORES, PROMOTION_TAKEN, CHECKPOINT,
              RESUMED_STEP, RETRAINED)
 KEYS = (*SAMPLED_KEYS, *RESULT_KEYS, WALL_SECONDS, VIOLATIONS, DUPLICATE_OF, SURPLUS,
-        INTERRUPTED, BASELINE, RETRY_OF, *RUNG_KEYS)
+        INTERRUPTED, COPIED_RUNNING, BASELINE, RETRY_OF, *RUNG_KEYS)
 
 # The JSON type of each attribute, checked when a study is read (`nas.snapshot`).
 ATTR_TYPES: dict[str, tuple[type, ...]] = {
@@ -79,7 +82,8 @@ ATTR_TYPES: dict[str, tuple[type, ...]] = {
     QUALITY: (int, float), LOSS: (int, float, type(None)), TASKS: (dict,),
     MEASURED: (dict,), DEVICE: (str,), WALL_SECONDS: (int, float),
     FAILURE: (str, type(None)), VIOLATIONS: (dict,), DUPLICATE_OF: (int,),
-    BASELINE: (str,), RETRY_OF: (int,), INTERRUPTED: (bool,), SURPLUS: (bool,),
+    BASELINE: (str,), RETRY_OF: (int,), INTERRUPTED: (bool,), COPIED_RUNNING: (bool,),
+    SURPLUS: (bool,),
     RUNG: (int,), CANDIDATE: (int,), PROMOTED_FROM: (int,), RUNG_SCORES: (dict,),
     PROMOTION_TAKEN: (bool,), CHECKPOINT: (str,), RESUMED_STEP: (int,), RETRAINED: (str,),
 }
@@ -186,6 +190,7 @@ class TrialRecord:
     duplicate_of: int | None = None
     surplus: bool = False
     interrupted: bool = False
+    copied_running: bool = False
     baseline: str | None = None
     retry_of: int | None = None
     rung: int | None = None
@@ -227,6 +232,7 @@ class TrialRecord:
             if value is not None:
                 attrs[key] = value
         for key, flag in ((SURPLUS, self.surplus), (INTERRUPTED, self.interrupted),
+                          (COPIED_RUNNING, self.copied_running),
                           (PROMOTION_TAKEN, self.promotion_taken)):
             if flag:
                 attrs[key] = True
@@ -250,6 +256,7 @@ class TrialRecord:
                    result=result, wall_seconds=attrs.get(WALL_SECONDS),
                    violations=attrs.get(VIOLATIONS), duplicate_of=attrs.get(DUPLICATE_OF),
                    surplus=bool(attrs.get(SURPLUS)), interrupted=bool(attrs.get(INTERRUPTED)),
+                   copied_running=bool(attrs.get(COPIED_RUNNING)),
                    baseline=attrs.get(BASELINE), retry_of=attrs.get(RETRY_OF),
                    rung=attrs.get(RUNG), candidate=attrs.get(CANDIDATE),
                    promoted_from=attrs.get(PROMOTED_FROM), rung_scores=attrs.get(RUNG_SCORES),

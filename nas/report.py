@@ -196,7 +196,9 @@ def status(study: ReadableStudy, rung: int | None = None) -> StudyStatus:
     failures = Counter(failure_kind(records[t.number].failure or DIED_AFTER_TRAINING)
                        for t in trials
                        if t.state == TrialState.FAIL and records[t.number].has_result)
-    lost = Counter(INTERRUPTED if records[t.number].interrupted else "worker died"
+    lost = Counter(INTERRUPTED if records[t.number].interrupted else
+                   "copied while running" if records[t.number].copied_running else
+                   "worker died"
                    for t in trials if t.state == TrialState.FAIL and not is_measured(t))
     pruned = Counter("surplus (budget reached)" if records[t.number].surplus else
                      next(iter(records[t.number].violations or {"pruned": 0}))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import os
 import sqlite3
 import sys
@@ -30,10 +31,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import optuna
+from optuna.trial import TrialState
 from sqlalchemy import exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
+from nas.record import TrialRecord
 from search_spaces.errors import UserError
 
 DEFAULT_FILE = "hnas.db"
@@ -325,7 +328,8 @@ def copy_study(name: str, source, target) -> str:
         for key, value in source.get_study_system_attrs(study._study_id).items():
             if not key.startswith(CLAIM_PREFIX):
                 target.set_study_system_attr(copied._study_id, key, value)
-        copied.add_trials([_without_claims(trial) for trial in trials])
+        now = datetime.datetime.now()
+        copied.add_trials([_as_copied(trial, now) for trial in trials])
         target.set_study_system_attr(copied._study_id, COPYING, False)
     except BaseException:
         with contextlib.suppress(Exception):  # the error that stopped the copy is the news
@@ -334,14 +338,22 @@ def copy_study(name: str, source, target) -> str:
     return "copied"
 
 
-def _without_claims(trial):
-    """The trial without the claims it held: they name trial ids of the source database (the
-    copy's measured trials count against its budget as trials measured before claims did)."""
-    if not any(key.startswith(CLAIM_PREFIX) for key in trial.system_attrs):
+def _as_copied(trial, now: datetime.datetime):
+    """The trial as the copy holds it. Without the claims it held: they name trial ids of the
+    source database (the copy's measured trials count against its budget as trials measured
+    before claims did). A RUNNING trial fails at `now`, marked `copied_running`: no worker runs
+    it in the copy, where it has no heartbeat to go stale by, so it is lost like the trial of a
+    dead worker, and the copy's workers queue it again (`nas.study.requeue_lost`)."""
+    running = trial.state == TrialState.RUNNING
+    if not running and not any(key.startswith(CLAIM_PREFIX) for key in trial.system_attrs):
         return trial
     bare = copy.copy(trial)
     bare.system_attrs = {k: v for k, v in trial.system_attrs.items()
                          if not k.startswith(CLAIM_PREFIX)}
+    if running:
+        bare.state, bare.datetime_complete = TrialState.FAIL, now
+        bare.user_attrs = {**trial.user_attrs,
+                           **TrialRecord(copied_running=True).to_user_attrs()}
     return bare
 
 

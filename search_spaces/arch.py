@@ -65,7 +65,13 @@ PATTERN_DIMS = ("window", "ffn")
 
 
 class ArchConfigError(UserError):
-    """An ArchConfig that cannot describe a real model; the message names the field and value."""
+    """An ArchConfig that cannot describe a real model; the message names the field and value,
+    and `field` is that field where one field alone is at fault (an importer maps it back to
+    the key it read the value from)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _round_up(value: float, multiple: int) -> int:
@@ -152,7 +158,7 @@ class ArchConfig:
         if isinstance(self.shared_lora_rank, bool) or not isinstance(self.shared_lora_rank, int) \
                 or self.shared_lora_rank < 0:
             raise ArchConfigError(f"shared_lora_rank={self.shared_lora_rank!r} must be an "
-                                  "integer >= 0 (0: no adapters)")
+                                  "integer >= 0 (0: no adapters)", "shared_lora_rank")
         self._resolve("n_kv_heads", self.n_heads)
         self._resolve("d_ff", default_d_ff(self.d_model))
         self._resolve("dt_rank", default_dt_rank(self.d_model))
@@ -176,17 +182,19 @@ class ArchConfig:
         for name in ("norm_eps", "rope_theta"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ArchConfigError(f"{name}={value!r} must be a positive number")
+                raise ArchConfigError(f"{name}={value!r} must be a positive number", name)
         for name in self.BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
-                raise ArchConfigError(f"{name}={getattr(self, name)!r} must be true or false")
+                raise ArchConfigError(f"{name}={getattr(self, name)!r} must be true or false",
+                                      name)
         if self.ffn_act not in ACTIVATIONS:
             raise ArchConfigError(f"ffn_act={self.ffn_act!r} must be one of "
-                                  f"{', '.join(ACTIVATIONS)}")
+                                  f"{', '.join(ACTIVATIONS)}", "ffn_act")
         fraction = self.rope_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
                 or not 0 <= fraction <= 1:
-            raise ArchConfigError(f"rope_fraction={fraction!r} must be a number from 0 to 1")
+            raise ArchConfigError(f"rope_fraction={fraction!r} must be a number from 0 to 1",
+                                  "rope_fraction")
         kinds = self.kinds
         if kinds & {*ATTENTION_MIXERS, RGLRU}:
             _divides("n_heads", self.n_heads, "d_model", self.d_model)
@@ -368,7 +376,7 @@ def _check_layer(index: int, layer: Layer) -> None:
 
 def _check_positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ArchConfigError(f"{name}={value!r} must be a positive integer")
+        raise ArchConfigError(f"{name}={value!r} must be a positive integer", name)
 
 
 def _divides(name: str, value: int, of_name: str, of_value: int) -> None:

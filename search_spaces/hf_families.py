@@ -136,18 +136,40 @@ def _act_from_hf(value: Any, config: dict[str, Any]) -> str:
     return HF_TO_ACT[value]
 
 
-def _whole(numerator: int, denominator: int, what: str) -> int:
-    if denominator <= 0 or numerator % denominator:
+def integer(value: Any) -> bool:
+    """A positive integer, as a config.json gives widths and counts (true/false are not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def needed(config: dict[str, Any], key: str, default: Any = None) -> int:
+    """A positive integer `key` that another key's conversion reads; a ValueError naming `key`
+    when it is missing or is something else (so the problem names both keys)."""
+    value = config.get(key, default)
+    if value is None:
+        raise ValueError(f"needs {key}, which is missing")
+    if not integer(value):
+        raise ValueError(f"needs {key} as a positive integer, not {value!r}")
+    return value
+
+
+def _whole(numerator: int, denominator: Any, what: str) -> int:
+    if not integer(numerator) or not integer(denominator):
+        raise ValueError(f"{what} = {numerator!r}/{denominator!r} needs positive integers")
+    if numerator % denominator:
         raise ValueError(f"{what} = {numerator}/{denominator} is not a whole number")
     return numerator // denominator
 
 
 def _check_head_dim(value: Any, config: dict[str, Any]) -> None:
     """head_dim must be hidden/heads (or unset): our heads split d_model evenly."""
-    heads = config.get("num_attention_heads")
-    if value is not None and heads and value * heads != config["hidden_size"]:
+    if value is None or config.get("num_attention_heads") is None:
+        return None  # unset, or no heads to check against (that key's own problem)
+    if not integer(value):
+        raise ValueError("expected a positive integer")
+    heads, hidden = needed(config, "num_attention_heads"), needed(config, "hidden_size")
+    if value * heads != hidden:
         raise ValueError(f"head_dim {value} is not hidden_size/num_attention_heads = "
-                         f"{config['hidden_size']}/{heads} (ours split d_model into the heads)")
+                         f"{hidden}/{heads} (ours split d_model into the heads)")
     return None
 
 
@@ -157,11 +179,20 @@ def rope_value(config: dict[str, Any], key: str, default: Any) -> Any:
     if key in config:
         return config[key]
     parameters = config.get("rope_parameters") or {}
-    return parameters.get(key, default)
+    return parameters.get(key, default) if isinstance(parameters, dict) else default
 
 
 def _jamba_dt_rank(value: Any, config: dict[str, Any]) -> int:
-    return math.ceil(config["hidden_size"] / 16) if value == "auto" else value
+    return math.ceil(needed(config, "hidden_size") / 16) if value == "auto" else value
+
+
+def _check_mamba_head_dim(value: Any, config: dict[str, Any]) -> None:
+    """NemotronH's mixer is mamba_num_heads * mamba_head_dim wide; ours expand * hidden_size."""
+    inner = needed(config, "expand", 2) * needed(config, "hidden_size")
+    if not integer(value) or value * needed(config, "mamba_num_heads") != inner:
+        raise ValueError(f"mamba_num_heads * mamba_head_dim must be expand*hidden_size = {inner} "
+                         "(ours sizes the mixer by expand)")
+    return None
 
 
 def _mamba2_heads(arch: Any) -> int:
@@ -170,7 +201,7 @@ def _mamba2_heads(arch: Any) -> int:
 
 def _head_dim_from_heads(expand_key: str) -> Callable[[Any, dict[str, Any]], int]:
     def decode(value: Any, config: dict[str, Any]) -> int:
-        inner = config.get(expand_key, 2) * config["hidden_size"]
+        inner = needed(config, expand_key, 2) * needed(config, "hidden_size")
         return _whole(inner, value, f"{expand_key}*hidden_size / heads")
     return decode
 
@@ -182,15 +213,22 @@ def _use_mem_rope(fraction: float) -> bool:
     return fraction == 1.0
 
 
+def _rope_fraction_from_flag(value: Any, config: dict[str, Any]) -> float:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return 1.0 if value else 0.0
+
+
 def _check_inner(value: Any, config: dict[str, Any]) -> None:
-    expected = config.get("expand", 2) * config["hidden_size"]
+    expected = needed(config, "expand", 2) * needed(config, "hidden_size")
     if value != expected:
         raise ValueError(f"intermediate_size {value} is not expand*hidden_size = {expected}")
     return None
 
 
 def _check_heads(value: Any, config: dict[str, Any]) -> None:
-    expected = config.get("expand", 2) * config["hidden_size"] // config.get("head_dim", 64)
+    expected = (needed(config, "expand", 2) * needed(config, "hidden_size")
+                // needed(config, "head_dim", 64))
     if value != expected:
         raise ValueError(f"num_heads {value} is not expand*hidden_size/head_dim = {expected}")
     return None
@@ -281,7 +319,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
          link("mamba_num_heads", "m2_head_dim", MAMBA2, encode=_mamba2_heads,
               decode=_head_dim_from_heads("expand")),
          link("mamba_head_dim", (), MAMBA2, encode=_arch_value("m2_head_dim"),
-              decode=lambda value, config: None),
+              decode=_check_mamba_head_dim),
          link("n_groups", "m2_n_groups", MAMBA2), link("conv_kernel", "d_conv", MAMBA2),
          link("expand", "expand", MAMBA2)),
         layers=("hybrid_override_pattern", "layers_block_type", "num_hidden_layers"),
@@ -316,7 +354,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
               decode=_act_from_hf, default="gelu"),
          link("use_mem_rope", "rope_fraction", SHARED,
               encode=lambda arch: _use_mem_rope(arch.rope_fraction),
-              decode=lambda value, config: 1.0 if value else 0.0, default=False),
+              decode=_rope_fraction_from_flag, default=False),
          link("rope_theta", "rope_theta", SHARED, default=10000.0),
          link("adapter_rank", "shared_lora_rank", SHARED, default=128),
          link("use_shared_attention_adapter", "shared_lora_attention", SHARED, default=False)),

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from search_spaces.arch import ArchConfig, ArchConfigError
-from search_spaces.hf_families import FAMILIES, Family, HFConfigError, Link, rope_value
+from search_spaces.hf_families import FAMILIES, Family, HFConfigError, Link, integer, rope_value
 from search_spaces.layers import (
     ATTENTION,
     LOCAL_ATTENTION,
@@ -51,9 +51,26 @@ def _count(data: dict[str, Any], key: str, problems: Problems, default: int | No
     """The integer `key` (the config class's `default` when absent); a problem and `minimum`
     when it is not an integer >= minimum."""
     value = data.get(key, default)
+    if value is None and key not in data:
+        problems.append(f"{key}: missing")
+        return minimum
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         problems.append(f"{key}={value!r}: expected an integer >= {minimum}")
         return minimum
+    return value
+
+
+def _list(data: dict[str, Any], key: str, problems: Problems,
+          item: Callable[[Any], bool] = lambda entry: isinstance(entry, str),
+          what: str = "strings") -> list[Any]:
+    """The JSON array `key` ([] when absent or null); a problem and [] when it is something
+    else or holds an entry that `item` refuses."""
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(item(entry) for entry in value):
+        problems.append(f"{key}={value!r}: expected a list of {what}")
+        return []
     return value
 
 
@@ -81,8 +98,9 @@ _NEMOTRON_ENTRIES = {"M": MAMBA2, "linear_attention": MAMBA2, "mamba": MAMBA2,
 
 def _nemotron_h(data: dict[str, Any], problems: Problems) -> list[Layer]:
     key = "layers_block_type" if data.get("layers_block_type") else "hybrid_override_pattern"
-    entries = list(data.get(key) or [])
-    if not entries:
+    pattern = data.get(key)
+    entries = list(pattern) if isinstance(pattern, str) else _list(data, key, problems)
+    if not entries and not pattern:
         problems.append("hybrid_override_pattern: missing (and no layers_block_type)")
     layers: list[Layer] = []
     for i, entry in enumerate(entries):
@@ -105,10 +123,11 @@ def _nemotron_h(data: dict[str, Any], problems: Problems) -> list[Layer]:
 
 
 def _zamba2(data: dict[str, Any], problems: Problems) -> list[Layer]:
-    types = data.get("layers_block_type")
+    types = _list(data, "layers_block_type", problems)
     if not types:
         depth = _count(data, "num_hidden_layers", problems)
-        hybrid = set(data.get("hybrid_layer_ids") or ())
+        hybrid = set(_list(data, "hybrid_layer_ids", problems,
+                           lambda entry: type(entry) is int and entry >= 0, "layer indices"))
         types = ["hybrid" if i in hybrid else "linear_attention" for i in range(depth)]
     blocks = _count(data, "num_mem_blocks", problems, 1)
     layers: list[Layer] = []
@@ -126,7 +145,7 @@ def _zamba2(data: dict[str, Any], problems: Problems) -> list[Layer]:
 
 def _recurrent_gemma(data: dict[str, Any], problems: Problems) -> list[Layer]:
     depth = _count(data, "num_hidden_layers", problems)
-    cycle = list(data.get("block_types") or ("recurrent", "recurrent", "attention"))
+    cycle = _list(data, "block_types", problems) or ["recurrent", "recurrent", "attention"]
     window = _count(data, "attention_window_size", problems, 2048)
     layers = []
     for i in range(depth):
@@ -151,6 +170,9 @@ def _windowed(ffn: str) -> Callable[[dict[str, Any], Problems], list[Layer]]:
     """Mistral and Mixtral: every layer attends within `sliding_window` (None: globally)."""
     def read(data: dict[str, Any], problems: Problems) -> list[Layer]:
         window = data.get("sliding_window")
+        if window is not None and not integer(window):
+            problems.append(f"sliding_window={window!r}: expected a positive integer or null")
+            window = None
         layer = Layer(ATTENTION, None, ffn) if window is None \
             else Layer(LOCAL_ATTENTION, window, ffn)
         return [layer] * _count(data, "num_hidden_layers", problems)
@@ -196,6 +218,8 @@ def _read_link(link: Link, data: dict[str, Any], dims: dict[str, Any], problems:
 
 def _rope_problems(data: dict[str, Any]) -> Problems:
     problems = []
+    if not isinstance(data.get("rope_parameters") or {}, dict):
+        return [f"rope_parameters={data['rope_parameters']!r}: expected a mapping"]
     if data.get("rope_scaling"):
         problems.append(f"rope_scaling={data['rope_scaling']!r}: ours rotates with plain RoPE "
                         "(no scaling)")
@@ -211,7 +235,7 @@ def _rope_problems(data: dict[str, Any]) -> Problems:
 
 def family_of(data: dict[str, Any]) -> Family:
     model_type = data.get("model_type")
-    if model_type not in FAMILIES:
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise HFConfigError(f"model_type={model_type!r}: not a family this toolkit imports "
                             f"(valid: {', '.join(FAMILIES)})")
     return FAMILIES[model_type]
@@ -241,11 +265,19 @@ def from_hf(config: Any) -> ArchConfig:
     problems += _rope_problems(data)
     for name, (value, why) in family.needs.items():
         if dims.setdefault(name, value) != value:
-            key = next(link.hf for link in family.links if name in link.ours)
+            key = _key_of(family, name)
             problems.append(f"{key}={data.get(key)!r}: {why}")
     if problems:
         raise HFConfigError(f"{family.config_class} cannot be represented: " + "; ".join(problems))
     try:
         return ArchConfig(layers=tuple(layers), **dims)
     except ArchConfigError as error:
-        raise HFConfigError(f"{family.config_class}: {error}") from None
+        key = _key_of(family, error.field) if error.field else None
+        where = f"{key}={data.get(key)!r}: " if key else ""
+        raise HFConfigError(f"{family.config_class} cannot be represented: {where}{error}") \
+            from None
+
+
+def _key_of(family: Family, name: str) -> str | None:
+    """The config key that `family` reads the ArchConfig field `name` from (None: none)."""
+    return next((link.hf for link in family.links if name in link.ours), None)

@@ -63,6 +63,8 @@ from trials.ops.conv import CAUSAL_CONV1D
 from trials.ops.scan import FLA_HGRN
 from trials.ops.selective_scan import MAMBA_SSM
 from trials.ops.ssd import FLA_SIMPLE_GLA
+from trials.tasks import MQAR, Suite, SuiteEntry
+from trials.train import Budget, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,17 +190,17 @@ def _seed():
 # ------------------------------------------------------------------------ the rule
 
 
-def test_the_rule_picks_each_library_and_records_it(libraries):
-    chosen = dispatch.kernels_in_use("cpu")
+def test_the_rule_picks_each_library(libraries):
+    chosen = dispatch.planned_kernels("cpu")
     assert chosen == {"causal_conv1d": "causal_conv1d", "fft_long_conv": "pytorch",
                       "linear_scan": "fla.fused_recurrent_hgrn", "rms_norm": "pytorch",
                       "selective_scan": "mamba_ssm", "ssd": "fla.chunk_simple_gla"}
-    assert dispatch.kernels_in_use("cuda") == chosen
+    assert dispatch.planned_kernels("cuda") == chosen
 
 
 def test_hnas_kernels_pytorch_forces_the_fallback_silently(libraries, monkeypatch, recwarn):
     monkeypatch.setenv(dispatch.ENV_CHOICE, "pytorch")
-    assert set(dispatch.kernels_in_use("cuda").values()) == {dispatch.PYTORCH}
+    assert set(dispatch.planned_kernels("cuda").values()) == {dispatch.PYTORCH}
     inputs = selective_scan_inputs(length=9, h0=False)
     check_against_reference(selective_scan, naive_selective_scan, inputs)
     assert libraries[MAMBA_SSM] == 0
@@ -207,7 +209,7 @@ def test_hnas_kernels_pytorch_forces_the_fallback_silently(libraries, monkeypatc
 
 def test_disabled_forces_the_fallback(libraries):
     with dispatch.disabled():
-        assert set(dispatch.kernels_in_use("cuda").values()) == {dispatch.PYTORCH}
+        assert set(dispatch.planned_kernels("cuda").values()) == {dispatch.PYTORCH}
         selective_scan(**selective_scan_inputs(length=5, h0=False))
     assert libraries[MAMBA_SSM] == 0
 
@@ -299,8 +301,10 @@ def test_causal_conv1d_outside_the_library_limits_runs_the_pytorch_path(librarie
                                                                          width):
     inputs = {"x": leaf(torch.randn(2, 9, channels)),
               "weight": leaf(torch.randn(channels, width)), "bias": None}
-    check_against_reference(causal_conv1d, naive_causal_conv1d, inputs)
+    with dispatch.recording() as ran:
+        check_against_reference(causal_conv1d, naive_causal_conv1d, inputs)
     assert libraries[CAUSAL_CONV1D] == 0
+    assert ran.kernels() == {"causal_conv1d": dispatch.PYTORCH}
 
 
 @pytest.mark.parametrize("with_h0", [False, True])
@@ -353,6 +357,36 @@ def test_a_model_trains_the_same_through_the_libraries(libraries):
     assert all(libraries.values()), libraries
 
 
+TINY_SUITE = Suite(name="tiny", entries=(
+    SuiteEntry(task=MQAR(seq_len=16, num_kv_pairs=2, vocab_size=16), n_train=16, n_test=8),))
+TINY_BUDGET = Budget(steps=2, batch_size=4, decode_context=0)
+
+
+def test_a_trial_records_the_kernels_that_ran(libraries):
+    """Mamba's conv (2 x 12 = 24 channels) fits causal_conv1d, Hyena's (3 x 12 = 36) does
+    not: the conv op ran both, and the trial says so; ops the model has not are absent."""
+    arch = ArchConfig.from_pattern("M H", d_model=12, n_heads=2, d_state=4)
+    result = run_trial(arch, TINY_SUITE, TINY_BUDGET)
+    assert result.status != "failed", result.failure
+    assert result.kernels == {
+        "causal_conv1d": f"{CAUSAL_CONV1D.name}{dispatch.SEVERAL}{dispatch.PYTORCH}",
+        "fft_long_conv": dispatch.PYTORCH, "rms_norm": dispatch.PYTORCH,
+        "selective_scan": MAMBA_SSM.name}
+    assert libraries[CAUSAL_CONV1D] and libraries[MAMBA_SSM]
+
+
+def test_an_fp64_trial_records_pytorch_where_the_libraries_take_fp32_only(libraries):
+    """The libraries take fp32: in an fp64 trial the convs and Mamba's scan run PyTorch, while
+    RG-LRU, which computes its recurrence in fp32 whatever the precision, runs fla's."""
+    arch = ArchConfig.from_pattern("M R", d_model=16, n_heads=2, d_state=4)
+    with pytest.warns(RuntimeWarning, match="does not take torch.float64"):
+        result = run_trial(arch, TINY_SUITE, TINY_BUDGET, precision="64-true")
+    assert result.status != "failed", result.failure
+    assert result.kernels == {"causal_conv1d": dispatch.PYTORCH, "linear_scan": FLA_HGRN.name,
+                              "rms_norm": dispatch.PYTORCH, "selective_scan": dispatch.PYTORCH}
+    assert libraries[CAUSAL_CONV1D] == libraries[MAMBA_SSM] == 0 < libraries[FLA_HGRN]
+
+
 # ----------------------------------------- flash-linear-attention's own code, interpreted
 
 FLA_MISSING = next((name for name in ("triton", "fla") if importlib.util.find_spec(name) is None),
@@ -385,7 +419,7 @@ def worst(fast, naive, inputs):
 
 torch.manual_seed(0)
 leaf = lambda t: t.detach().requires_grad_()
-result = {"kernels": dispatch.kernels_in_use("cpu")}
+result = {"kernels": dispatch.planned_kernels("cpu")}
 scan_inputs = {"a": leaf(torch.rand(2, 19, 6) * 0.9 + 0.05), "b": leaf(torch.randn(2, 19, 6)),
                "h0": leaf(torch.randn(2, 6))}
 result["linear_scan"] = worst(functools.partial(linear_scan, return_state=True),

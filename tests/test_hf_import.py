@@ -248,7 +248,8 @@ def test_cli_import_prints_an_arch_file_that_the_other_commands_read(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"model_type": "llama", "hidden_act": "tanh"}', "error: LlamaConfig cannot be represented"),
+    ('{"model_type": "llama", "hidden_act": "tanh"}',
+     "config.json: LlamaConfig cannot be represented"),
     ("[1, 2]", "must be a JSON object"),
     ("{not json", "not a readable JSON file"),
 ])

@@ -53,9 +53,11 @@ def test_every_old_trial_round_trips_through_the_record(old_url):
             record = TrialRecord.from_frozen_trial(trial)
             assert record.to_user_attrs() == trial.user_attrs, trial.number
             kinds |= {key for key in KEYS if key in trial.user_attrs}
-    # The file has every key but `surplus` (two workers racing for the last slot) and the
-    # successive-halving keys (a study with rungs: tests/test_halving.py).
-    assert kinds == set(KEYS) - {record_module.SURPLUS} - set(record_module.RUNG_KEYS)
+    # The file has every key but `surplus` (two workers racing for the last slot), the
+    # successive-halving keys (a study with rungs: tests/test_halving.py) and `copied_running`
+    # (written by `hnas study copy`: tests/test_study_copy.py).
+    assert kinds == set(KEYS) - {record_module.SURPLUS, record_module.COPIED_RUNNING} \
+        - set(record_module.RUNG_KEYS)
 
 
 def test_the_record_reads_what_it_says():

@@ -44,6 +44,15 @@ def test_a_trial_failed_after_its_result_was_written_is_counted_not_a_crash(url)
     assert summary.measured == 2
 
 
+def test_lost_trials_say_why_they_run_again(url):
+    study, _ = create_or_check("s", open_storage(url), definition())
+    add(study, TrialRecord(pattern="A M", interrupted=True), state=TrialState.FAIL)
+    add(study, TrialRecord(pattern="M M", copied_running=True), state=TrialState.FAIL)
+    add(study, TrialRecord(pattern="M A"), state=TrialState.FAIL)
+    assert report.status(study).lost == {"interrupted": 1, "copied while running": 1,
+                                         "worker died": 1}
+
+
 def test_a_rung_of_a_plain_study_is_a_user_error(url):
     study, _ = create_or_check("s", open_storage(url), definition())
     with pytest.raises(UserError, match="--rung 1: study 's' has no rungs"):

@@ -26,7 +26,9 @@ def import_config(
 
     Example: `hnas import ~/models/Jamba-v0.1 -o jamba.yaml`, then `hnas cost jamba.yaml`.
     """
-    from search_spaces.hf_import import family_of, from_hf  # not at --help (see nas.cli)
+    # not at --help (see nas.cli)
+    from search_spaces.hf_families import HFConfigError
+    from search_spaces.hf_import import family_of, from_hf
 
     path = source / "config.json" if source.is_dir() else source
     if not path.is_file():
@@ -37,7 +39,10 @@ def import_config(
         fail(f"{path}: not a readable JSON file ({str(error).splitlines()[0]})")
     if not isinstance(data, dict):
         fail(f"{path}: a config.json must be a JSON object")
-    arch = from_hf(data)
+    try:
+        arch = from_hf(data)
+    except HFConfigError as error:
+        fail(f"{path}: {error}")
     header = f"# imported from {path} ({family_of(data).config_class}) by hnas import\n"
     if out is not None:
         if out.suffix not in (".yaml", ".yml", ".json"):

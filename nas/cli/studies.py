@@ -49,7 +49,10 @@ def copy(
     """Copy studies between databases (for example a laptop's SQLite to a cluster's Postgres).
 
     Each study is copied whole or not at all, and a copy that was interrupted is finished by
-    running the same command again (studies already copied are skipped)."""
+    running the same command again (studies already copied are skipped). Copy a study whose
+    workers have stopped: a trial still running in the source is copied as failed, marked
+    "copied while running" (no worker runs it in the copy), and the copy's workers queue it
+    again like the trial of a dead worker."""
     # Optuna: not at --help (see nas.cli)
     from nas.snapshot import missing_sqlite_file
     from nas.storage import (StorageError, copy_study, load_study, open_storage, shown_url,

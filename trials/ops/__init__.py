@@ -13,8 +13,8 @@ The CPU kernels (`trials/ops/native/`, C++ compiled on first use and cached) wal
 sequence step by step with its state in cache; the CUDA libraries are used when installed
 (optional: `pip install hybrid-nas[gpu]`). `dispatch.kernel_for` is the one rule that picks an
 implementation (device, dtype, library available), and the PyTorch path runs everywhere else.
-Each op enters the registry where it is defined (`dispatch.register`), which is what a trial
-records as its `kernels`. To give an op a CPU kernel: add its C entry points to
+Each op enters the registry where it is defined (`dispatch.register`) and asks `kernel_for`
+on every call, which notes what ran: that is what a trial records as its `kernels`. To give an op a CPU kernel: add its C entry points to
 `scan_kernels.cpp` and their signature to `native._declare`, wrap them in an autograd Function
 beside the op's PyTorch path, and register the op with `native=True`; `tests/test_ops.py` then
 holds both paths to the reference. A GPU library: a `dispatch.Fused` record and a wrapper that

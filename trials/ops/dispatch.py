@@ -13,7 +13,13 @@ map onto the library's): `selective_scan` -> mamba_ssm's `selective_scan_fn`, `c
 -> causal_conv1d's `causal_conv1d_fn`, `ssd` -> flash-linear-attention's `chunk_simple_gla`,
 `linear_scan` -> flash-linear-attention's `fused_recurrent_hgrn`. Where a library's limits
 exclude a call (causal_conv1d takes widths 2-4 and channels divisible by 8), that call, and
-only that call, runs the PyTorch path; the op's module says so.
+only that call, runs the PyTorch path; the op's module says so and tells `kernel_for`.
+
+What a trial records is what ran, not what the rule would pick: every call asks `kernel_for`,
+which notes its answer in each open `recording()` (a set update per call, no device sync). An op
+that ran several implementations in one trial (a model whose convs do not all fit the library,
+a dtype that changed) records them all, sorted and joined by "+", e.g.
+"causal_conv1d+pytorch"; an op that never ran is not recorded.
 
 A library that is not installed is simply not used. One that is installed but fails to import
 (a CUDA build that does not match the driver, a missing extension), or a dtype the library does
@@ -32,7 +38,7 @@ import importlib.util
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +49,7 @@ NATIVE = native.NATIVE
 PYTORCH = native.PYTORCH
 ENV_CHOICE = native.ENV_CHOICE  # "pytorch" | "interpret" | unset
 INTERPRET = "interpret"
+SEVERAL = "+"  # joins the implementations of an op that ran more than one in a trial
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ _lock = threading.Lock()
 _loaded: dict[Fused, Callable | None] = {}
 _warned: set[tuple] = set()
 _forced_off = False
+_recordings: list[Ran] = []  # the open `recording()` blocks, innermost last
 
 
 def register(op: str, *, native: bool = False, fused: Fused | None = None) -> None:
@@ -122,15 +130,50 @@ def _choose(op: str, device_type: str, dtype: torch.dtype) -> str:
     return PYTORCH
 
 
-def kernel_for(op: str, tensor: torch.Tensor) -> str:
-    """The implementation `op` runs for inputs like `tensor` (in the op's compute dtype)."""
-    return _choose(op, tensor.device.type, tensor.dtype)
+def kernel_for(op: str, tensor: torch.Tensor, *, fused_fits: bool = True) -> str:
+    """The implementation this call of `op` runs for inputs like `tensor` (in the op's compute
+    dtype), noted in every open `recording()`. `fused_fits=False`: the call is outside the
+    fused library's limits, so where the rule picks the library it runs the PyTorch path."""
+    kernel = _choose(op, tensor.device.type, tensor.dtype)
+    if not fused_fits and OPS[op].fused is not None and kernel == OPS[op].fused.name:
+        kernel = PYTORCH
+    for ran in _recordings:
+        ran.note(op, kernel)
+    return kernel
 
 
-def kernels_in_use(device_type: str, dtype: torch.dtype = torch.float32) -> dict[str, str]:
-    """op -> implementation for training on `device_type` ("cpu", "cuda") with `dtype` compute
-    (the ops compute in fp32 under bf16 autocast too); what a trial records as its `kernels`."""
+def planned_kernels(device_type: str, dtype: torch.dtype = torch.float32) -> dict[str, str]:
+    """op -> what the rule picks on `device_type` ("cpu", "cuda") for `dtype` compute, before
+    any call (a call outside a library's limits may still run PyTorch): a prediction, which
+    tests use to check the rule for CUDA without a GPU; a trial records what ran
+    (`recording()`)."""
     return {op: _choose(op, device_type, dtype) for op in sorted(OPS)}
+
+
+class Ran:
+    """op -> the implementations its calls ran while a `recording()` block was open."""
+
+    def __init__(self) -> None:
+        self.by_op: dict[str, set[str]] = {}
+
+    def note(self, op: str, kernel: str) -> None:
+        self.by_op.setdefault(op, set()).add(kernel)
+
+    def kernels(self) -> dict[str, str]:
+        """What a trial records: op -> implementation, several joined by `SEVERAL`."""
+        return {op: SEVERAL.join(sorted(names)) for op, names in sorted(self.by_op.items())}
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[Ran]:
+    """Note which implementation every op call in the block runs (one trial per process at a
+    time; nested blocks each see their own calls and their inner blocks')."""
+    ran = Ran()
+    _recordings.append(ran)
+    try:
+        yield ran
+    finally:
+        _recordings.remove(ran)
 
 
 @contextlib.contextmanager

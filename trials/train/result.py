@@ -53,7 +53,7 @@ class TrialResult:
     measured: dict[str, float] = field(default_factory=dict)  # tokens/s, memory, decode latency
     device: str = "cpu"
     precision: str = "32-true"
-    kernels: dict[str, str] = field(default_factory=dict)  # op -> implementation that ran
+    kernels: dict[str, str] = field(default_factory=dict)  # op -> what ran (dispatch.Ran)
     wall_seconds: float = 0.0
     seed: int = 0
     budget: dict[str, Any] = field(default_factory=dict)

@@ -17,7 +17,7 @@ import torch
 from search_spaces import ArchConfig
 from search_spaces.cost import estimate
 from trials.builder import build_model
-from trials.ops.dispatch import kernels_in_use
+from trials.ops.dispatch import recording
 from trials.tasks import Suite, TaskData, load_suite, merge_scores, score
 from trials.train.budget import Budget
 from trials.train.measure import (
@@ -189,39 +189,41 @@ def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | N
                          suite=suite if isinstance(suite, str) else suite.name, seed=seed,
                          budget=budget.to_dict())
     accelerator, chosen = pick_device()
-    result.kernels = kernels_in_use("cuda" if accelerator == "gpu" else "cpu")
     precision = precision or chosen
     result.device, result.precision = describe_device(accelerator), precision
-    try:
-        suite = load_suite(suite) if isinstance(suite, str) else suite
-        result.suite = suite.name
-        context = max(entry.task.seq_len for entry in suite)
-        result.analytic = {key: value for key, value in
-                           estimate(arch, context=context, dtype="bf16").to_dict().items()
-                           if key != "breakdown"}
-        reset_peak_memory(accelerator)
-        metrics, model = {}, None
-        for entry in suite:
-            train, test = suite.data(entry.name)
-            task_result, model = sweep_task(arch, train, test, budget, seed, accelerator,
-                                            precision, entry.name, (resume or {}).get(entry.name))
-            result.tasks[entry.name] = task_result
-            if task_result.checkpoints:
-                result.checkpoints[entry.name] = task_result.checkpoints
-            metrics[entry.name] = task_result.metrics
-        result.quality = suite.quality(metrics)
-        tokens = sum(t.tokens_per_s * t.train_seconds for t in result.tasks.values())
-        seconds = sum(t.train_seconds for t in result.tasks.values())
-        result.measured["train_tokens_per_s"] = tokens / seconds if seconds else 0.0
-        result.measured["peak_memory_bytes"] = peak_memory_bytes(accelerator)
-        if budget.decode_context and model is not None:
-            device = next(model.parameters()).device
-            result.measured["decode_ms_per_token"] = decode_ms_per_token(
-                model, budget.decode_context, device)
-            result.measured["decode_context"] = budget.decode_context
-    except Exception as error:  # noqa: BLE001 - every failure becomes data (module docstring)
-        result.status, result.failure = FAILED, describe_failure(error)
-        if isinstance(error, torch.cuda.OutOfMemoryError):
-            torch.cuda.empty_cache()
+    with recording() as ran:  # the kernels that training and evaluation actually ran
+        try:
+            suite = load_suite(suite) if isinstance(suite, str) else suite
+            result.suite = suite.name
+            context = max(entry.task.seq_len for entry in suite)
+            result.analytic = {key: value for key, value in
+                               estimate(arch, context=context, dtype="bf16").to_dict().items()
+                               if key != "breakdown"}
+            reset_peak_memory(accelerator)
+            metrics, model = {}, None
+            for entry in suite:
+                train, test = suite.data(entry.name)
+                task_result, model = sweep_task(
+                    arch, train, test, budget, seed, accelerator, precision, entry.name,
+                    (resume or {}).get(entry.name))
+                result.tasks[entry.name] = task_result
+                if task_result.checkpoints:
+                    result.checkpoints[entry.name] = task_result.checkpoints
+                metrics[entry.name] = task_result.metrics
+            result.quality = suite.quality(metrics)
+            tokens = sum(t.tokens_per_s * t.train_seconds for t in result.tasks.values())
+            seconds = sum(t.train_seconds for t in result.tasks.values())
+            result.measured["train_tokens_per_s"] = tokens / seconds if seconds else 0.0
+            result.measured["peak_memory_bytes"] = peak_memory_bytes(accelerator)
+            if budget.decode_context and model is not None:
+                device = next(model.parameters()).device
+                result.measured["decode_ms_per_token"] = decode_ms_per_token(
+                    model, budget.decode_context, device)
+                result.measured["decode_context"] = budget.decode_context
+        except Exception as error:  # noqa: BLE001 - every failure becomes data (module doc)
+            result.status, result.failure = FAILED, describe_failure(error)
+            if isinstance(error, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+    result.kernels = ran.kernels()
     result.wall_seconds = time.perf_counter() - started
     return result
