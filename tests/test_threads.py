@@ -49,3 +49,34 @@ def test_hnas_train_runs_on_one_thread(tmp_path, monkeypatch):
                                       "--batch-size", "4", "--d-model", "16", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["device"] == "cpu (1 threads)"
+
+
+def test_run_trial_warns_once_about_torch_default_threads(monkeypatch, tmp_path):
+    import warnings
+
+    from search_spaces import ArchConfig
+    from trials.tasks import Suite
+    from trials.train import Budget, run_trial, threads
+
+    suite = Suite.from_yaml("name: tiny\ntasks:\n  - task: mqar\n    n_train: 16\n    n_test: 8\n"
+                            "    settings: {seq_len: 16, num_kv_pairs: 2, vocab_size: 16}\n")
+    arch = ArchConfig.from_pattern("A", d_model=16, n_heads=2, vocab_size=16)
+    budget = Budget(steps=1, batch_size=4, decode_context=0)
+
+    def warnings_of_a_trial() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_trial(arch, suite, budget)
+        return [str(w.message) for w in caught if "trains on" in str(w.message)]
+
+    monkeypatch.delenv(ENV_THREADS, raising=False)
+    monkeypatch.setattr(threads, "_warned", False)
+    torch.set_num_threads(1)
+    assert warnings_of_a_trial() == []  # the rule's one thread
+    torch.set_num_threads(2)
+    (message,) = warnings_of_a_trial()
+    assert "torch trains on 2 threads" in message and "use_training_threads()" in message
+    assert warnings_of_a_trial() == []  # once per process
+    monkeypatch.setattr(threads, "_warned", False)
+    monkeypatch.setenv(ENV_THREADS, "2")  # chosen: no warning
+    assert warnings_of_a_trial() == []

@@ -29,6 +29,7 @@ from trials.train.measure import (
 )
 from trials.train.module import NonFiniteLoss, ProxyLM, TaskDataModule, TrainingState
 from trials.train.result import FAILED, TaskResult, TrialResult
+from trials.train.threads import warn_if_many_threads
 
 
 
@@ -191,6 +192,8 @@ def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | N
     accelerator, chosen = pick_device()
     precision = precision or chosen
     result.device, result.precision = describe_device(accelerator), precision
+    if accelerator == "cpu":
+        warn_if_many_threads()
     with recording() as ran:  # the kernels that training and evaluation actually ran
         try:
             suite = load_suite(suite) if isinstance(suite, str) else suite

@@ -10,12 +10,15 @@ is filled with processes (`hnas search --workers N`, one per core), which also s
 in proportion when something else needs a core.
 
 `HNAS_THREADS` (a positive integer) overrides the rule for the processes that read it, as does
-`--threads` on `hnas worker`.
+`--threads` on `hnas worker`. A library caller of `run_trial` that left torch at its default
+(one thread per core) gets one warning: beside two busy processes, a jamba step at torch's
+default 2 threads took 10 s where one thread took 0.4 s.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -35,3 +38,20 @@ def use_training_threads(threads: int | None = None) -> int:
     chosen = max(1, threads) if threads is not None else training_threads()
     torch.set_num_threads(chosen)
     return chosen
+
+
+_warned = False
+
+
+def warn_if_many_threads() -> None:
+    """Warn once per process when CPU training would run on more torch threads than the rule
+    chooses and nobody chose that (`HNAS_THREADS` unset)."""
+    global _warned
+    threads = torch.get_num_threads()
+    if _warned or threads <= training_threads() or os.environ.get(ENV_THREADS, "").strip():
+        return
+    _warned = True
+    warnings.warn(f"torch trains on {threads} threads; proxy models train fastest on one per "
+                  f"process, and many times slower when the cores are shared: call "
+                  f"trials.train.use_training_threads() first, or set {ENV_THREADS}={threads} "
+                  f"to keep {threads}", RuntimeWarning, stacklevel=3)
