@@ -254,6 +254,14 @@ def _tie(default: bool) -> Link:
     return link("tie_word_embeddings", "tie_embeddings", default=default)
 
 
+def _whole_heads_only(value: Any, config: dict[str, Any]) -> None:
+    """Llama's attention applies RoPE to whole heads whatever partial_rotary_factor says (its
+    rotary dim would then not match the head), so only 1 describes a model it builds."""
+    if value != 1 and value != 1.0:
+        raise ValueError("this family rotates whole heads (only 1 builds)")
+    return None
+
+
 def _llama_like(name: str, config_class: str, causal_lm: str, *extra: Link,
                 layers: tuple[str, ...] = ("num_hidden_layers",)) -> Family:
     """Llama and its descendants: A (or L, Mistral's sliding window) + a gated MLP or MoE on
@@ -267,8 +275,9 @@ def _llama_like(name: str, config_class: str, causal_lm: str, *extra: Link,
          _KV_HEADS, _HEAD_DIM, _D_FF, link("hidden_act", "ffn_act", *_FFN,
                                            encode=_act_to_hf("ffn_act"), decode=_act_from_hf,
                                            default="silu"),
-         _ROPE_THETA, *extra),
-        layers=layers + ("rope_parameters", "rope_scaling", "partial_rotary_factor"),
+         _ROPE_THETA, *extra,
+         link("partial_rotary_factor", (), decode=_whole_heads_only)),
+        layers=layers + ("rope_parameters", "rope_scaling"),
         needs={"ffn_gated": (True, f"{config_class}'s MLPs are gated"),
                "rope_fraction": (1.0, f"{config_class} rotates whole heads"),
                "moe_renormalize": (True, f"{config_class}'s router renormalises its top-k "

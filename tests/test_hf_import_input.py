@@ -80,3 +80,16 @@ def test_cli_import_of_an_incomplete_config_is_one_line_naming_file_and_field(tm
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output
     assert lines[0].startswith(f"error: {path}: ") and "hidden_size: missing" in lines[0]
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "mixtral"])
+def test_a_partial_rotary_factor_llama_cannot_build_is_refused(model_type):
+    """Llama's attention rotates whole heads, so a factor other than 1 (top level or in
+    rope_parameters) describes no model it builds; 1 is accepted as the default is."""
+    published = PUBLISHED[model_type]
+    assert from_hf({**published, "partial_rotary_factor": 1.0}) == from_hf(published)
+    assert "partial_rotary_factor=0.5: this family rotates whole heads" in refusal(
+        {**published, "partial_rotary_factor": 0.5})
+    inside = {**published,
+              "rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.25}}
+    assert "partial_rotary_factor=0.25" in refusal(inside)
