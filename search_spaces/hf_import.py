@@ -102,6 +102,11 @@ def _nemotron_h(data: dict[str, Any], problems: Problems) -> list[Layer]:
     entries = list(pattern) if isinstance(pattern, str) else _list(data, key, problems)
     if not entries and not pattern:
         problems.append("hybrid_override_pattern: missing (and no layers_block_type)")
+    count = data.get("num_hidden_layers")
+    if entries and count is not None and count != len(entries):
+        # NemotronH builds one block per entry; a count that disagrees is a damaged file
+        problems.append(f"num_hidden_layers={count!r}: {key} has {len(entries)} entries, one "
+                        "per block")
     layers: list[Layer] = []
     for i, entry in enumerate(entries):
         kind = _NEMOTRON_ENTRIES.get(entry)

@@ -93,3 +93,12 @@ def test_a_partial_rotary_factor_llama_cannot_build_is_refused(model_type):
     inside = {**published,
               "rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.25}}
     assert "partial_rotary_factor=0.25" in refusal(inside)
+
+
+def test_a_nemotron_h_layer_count_that_disagrees_with_its_pattern_is_refused():
+    published = PUBLISHED["nemotron_h"]
+    key = "layers_block_type" if published.get("layers_block_type") else "hybrid_override_pattern"
+    entries = len(published[key])
+    assert from_hf({**published, "num_hidden_layers": entries}) == from_hf(published)
+    assert f"num_hidden_layers={entries + 1}: {key} has {entries} entries" in refusal(
+        {**published, "num_hidden_layers": entries + 1})
