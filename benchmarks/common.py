@@ -145,7 +145,7 @@ def work(results: ResultsFile, runs: Sequence[dict[str, Any]], index: int, count
     own = shard(runs, index, count)
     others = [run for run in reversed(runs) if run not in own] if steal else []
     for run in [*own, *others]:
-        if not results.pending([run]) or not results.claim(run):
+        if not results.claim(run):  # held by a live process, or it has a row
             continue
         try:
             yield run
