@@ -235,7 +235,7 @@ def test_capacity_default_ratios_are_those_the_depth_holds(tmp_path):
     deep = capacity.parse_args(["ratio", "--depth", "16", "--out", str(tmp_path / "r.jsonl")])
     assert [run["ratio"] for run in deep.runs] == ["0", "1/16", "1/8", "1/4", "1/2", "1"]
     pairs = capacity.parse_args(["pairs", "--out", str(tmp_path / "p.jsonl")])
-    assert sorted({run["pairs"] for run in pairs.runs}) == [2, 4, 8, 16]
+    assert sorted({run["pairs"] for run in pairs.runs}) == [4, 8, 12, 16]
     assert {run["seq_len"] for run in pairs.runs} == {64}
 
 
