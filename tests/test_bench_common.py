@@ -298,8 +298,15 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
     wider = [*argv, "--between", "2"]
     after = fidelity.planned_runs(fidelity.parse_args(wider), fidelity.parse_args(wider).archs)
     assert after[:len(before)] == before and {r["steps"] for r in after[len(before):]} == {4}
+    capsys.readouterr()
+    fidelity.main([*wider, "--seeds", "0"])  # trains seed 0 of the 2x budget only
+    figures = fidelity.main([*wider, "--summary"])  # one seed of it so far: reported alone
+    assert "2x seed 0" in figures and "2x seed 1" not in figures
+    assert "2x seed mean" not in figures
+    assert "2x (4 steps) seed 0 vs reference" in capsys.readouterr().out
     figures = fidelity.main(wider)
     assert set(figures["2x seed mean"]) == {"spearman", "kendall", "seconds"}
+    assert set(figures["2x seed 1"]) == {"spearman", "kendall", "seconds"}
     assert "2x (4 steps) seed mean vs reference" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         fidelity.parse_args([*argv, "--between", "3"])  # not below --multiple 3
