@@ -19,6 +19,7 @@ The summary prints each architecture's score per seed at both budgets, then:
   >= 0.85: below that the reference does not rank reproducibly and is no reference);
 - fidelity: Spearman and Kendall's tau-b between the 1x score (each seed, and the seed mean)
   and the reference's seed mean (goal: Spearman >= 0.8).
+They are computed from the rows alone in benchmarks/fidelity_report.py.
 """
 
 from __future__ import annotations
@@ -27,20 +28,19 @@ import argparse
 import itertools
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (BenchError, ResultsFile, add_run_options,  # noqa: E402
-                               estimate_hours, kendall_tau, one_thread, parse_shard,
-                               print_estimate, run_key, shard, spearman, work)
+                               estimate_hours, one_thread, parse_shard, print_estimate, run_key,
+                               shard, work)
+from benchmarks.fidelity_report import plot, summarise  # noqa: E402
 from search_spaces import ArchConfig, arch_names, load_arch, load_space  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SPACES = ("jamba_like", "free")
 KEY = ("fingerprint", "suite", "steps", "batch_size", "lr", "d_model", "seed")
-SELF_AGREEMENT_GOAL, FIDELITY_GOAL = 0.85, 0.8
 # The `*_full` presets are published models at their published sizes, for `hnas cost`: some do
 # not even build at a small width (nemotron_h's 8 groups need 8 Mamba-2 heads).
 SMALL_PRESETS = [name for name in arch_names() if not name.endswith("_full")]
@@ -134,190 +134,6 @@ def train_one(run: dict, suite, curve_every: int | None = None) -> dict:
             "seconds": round(time.perf_counter() - started, 2)}
 
 
-# -- summary ------------------------------------------------------------------------------------
-
-def scores(rows: list[dict], steps: int) -> dict[str, dict[int, float]]:
-    """arch -> seed -> quality at `steps` (a failed run scores 0: a search would rank it last)."""
-    table: dict[str, dict[int, float]] = {}
-    for row in rows:
-        if row["steps"] == steps:
-            table.setdefault(row["arch"], {})[row["seed"]] = row["quality"] or 0.0
-    return table
-
-
-def loss_scores(rows: list[dict], steps: int) -> dict[str, dict[int, float]]:
-    """arch -> seed -> minus the mean test loss over the suite's tasks at `steps`. Near chance
-    the loss already moves while the accuracy does not, so it may rank a short budget better.
-    Rows written before losses were kept, and failed runs, are left out."""
-    table: dict[str, dict[int, float]] = {}
-    for row in rows:
-        losses = [v for v in (row.get("loss") or {}).values() if v is not None]
-        if row["steps"] == steps and row["status"] == "ok" and losses:
-            table.setdefault(row["arch"], {})[row["seed"]] = -mean(losses)
-    return table
-
-
-def mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
-
-
-def seed_agreement(table: dict[str, dict[int, float]], archs: list[str],
-                   seeds: list[int]) -> dict[str, float]:
-    """"a-b" -> Spearman between seeds a and b's scores of `archs`, for every pair of seeds."""
-    return {f"{a}-{b}": spearman([table[x][a] for x in archs], [table[x][b] for x in archs])
-            for a, b in itertools.combinations(seeds, 2)}
-
-
-def summary(rows: list[dict], steps: int, multiple: int, between: Sequence[int] = ()) -> dict:
-    """The figures of the docstring, over architectures that have every seed at both budgets.
-    Returns them (for tests and the note) besides printing them."""
-    cheap, reference = scores(rows, steps), scores(rows, steps * multiple)
-    seeds = sorted({seed for per in reference.values() for seed in per})
-    complete = [a for a in reference if set(reference[a]) == set(seeds) and a in cheap
-                and set(seeds) <= set(cheap[a])]
-    lines = [f"{'architecture':<14} " + " ".join(f"1x s{s}" for s in seeds) + "  1x mean  " +
-             " ".join(f"{multiple}x s{s}" for s in seeds) + f"  {multiple}x mean"]
-    for arch in sorted(complete, key=lambda a: -mean(reference[a].values())):
-        lines.append(f"{arch:<14} " + " ".join(f"{cheap[arch][s]:>5.3f}" for s in seeds) +
-                     f"  {mean(cheap[arch][s] for s in seeds):>7.3f}  " +
-                     " ".join(f"{reference[arch][s]:>5.3f}" for s in seeds) +
-                     f"  {mean(reference[arch].values()):>7.3f}")
-    figures: dict = {"architectures": len(complete), "seeds": seeds}
-    cheap_seeds = sorted({seed for per in cheap.values() for seed in per})
-    cheap_complete = [a for a in cheap if set(cheap[a]) == set(cheap_seeds)]
-    if len(cheap_complete) >= 3 and len(cheap_seeds) >= 2:
-        # How reproducible the cheap score itself is: the ceiling of any 1x fidelity figure.
-        agreement = seed_agreement(cheap, cheap_complete, cheap_seeds)
-        figures["cheap_self_spearman"] = agreement
-        lines.append(f"1x seed-to-seed Spearman over {len(cheap_complete)} architectures: " +
-                     ", ".join(f"s{k} {v:.3f}" for k, v in agreement.items()))
-    if len(complete) < 3:
-        lines.append(f"{len(complete)} architectures have every seed at both budgets; "
-                     "the correlations need 3 or more")
-        print("\n".join(lines))
-        return figures
-    ref_mean = [mean(reference[a].values()) for a in complete]
-    pairs = seed_agreement(reference, complete, seeds)
-    figures["reference_self_spearman"] = pairs
-    if pairs:
-        worst = min(pairs.values())
-        verdict = "PASS" if worst >= SELF_AGREEMENT_GOAL else "MISS"
-        lines.append(f"reference ({multiple}x) seed-to-seed Spearman: " +
-                     ", ".join(f"s{k} {v:.3f}" for k, v in pairs.items()) +
-                     f"; min {worst:.3f} (goal >= {SELF_AGREEMENT_GOAL}: {verdict})")
-    by_loss = loss_scores(rows, steps)
-    candidates = [*((f"1x seed {s}", [cheap[a][s] for a in complete]) for s in seeds),
-                  ("1x seed mean", [mean(cheap[a][s] for s in seeds) for a in complete])]
-    if all(set(seeds) <= set(by_loss.get(a, {})) for a in complete):
-        candidates += [*((f"1x -loss s{s}", [by_loss[a][s] for a in complete]) for s in seeds),
-                       ("1x -loss mean", [mean(by_loss[a][s] for s in seeds) for a in complete])]
-    for label, values in candidates:
-        rho, tau = spearman(values, ref_mean), kendall_tau(values, ref_mean)
-        figures[label] = {"spearman": rho, "kendall": tau}
-        verdict = "PASS" if rho >= FIDELITY_GOAL else "MISS"
-        lines.append(f"{label:<13} vs {multiple}x seed mean over {len(complete)} architectures: "
-                     f"Spearman {rho:.3f} (goal >= {FIDELITY_GOAL}: {verdict}), "
-                     f"Kendall's tau-b {tau:.3f}")
-    lines += curve_lines(rows, steps, multiple, complete, seeds, ref_mean, figures)
-    lines += between_lines(rows, steps, between, complete, seeds, ref_mean, figures)
-    seconds = {s: mean(r["seconds"] for r in rows if r["steps"] == s)
-               for s in (steps, steps * multiple) if any(r["steps"] == s for r in rows)}
-    lines.append("mean seconds per candidate: " +
-                 ", ".join(f"{s} steps {v:.0f} s" for s, v in seconds.items()))
-    print("\n".join(lines))
-    return figures
-
-
-def between_lines(rows: list[dict], steps: int, between: Sequence[int], complete: list[str],
-                  seeds: list[int], ref_mean: list[float], figures: dict) -> list[str]:
-    """Each `--between` budget trained as runs of its own (its schedule decays at its end, as
-    a search's would) against the reference's seed mean, with its cost per candidate: each seed
-    that has every architecture (beside the 1x figure of the same seed, a like-for-like pair
-    while the other seeds still run), then the seed mean once every seed is there."""
-    lines = []
-    for factor in between:
-        table = scores(rows, steps * factor)
-        budget = f"{factor}x ({steps * factor} steps)"
-        done = [s for s in seeds if all(s in table.get(a, {}) for a in complete)]
-        compared = [(f"{factor}x seed {s}", f"{budget} seed {s}", [table[a][s] for a in complete])
-                    for s in done]
-        if done == seeds:
-            compared.append((f"{factor}x seed mean", f"{budget} seed mean",
-                             [mean(table[a][s] for s in seeds) for a in complete]))
-        if not compared:
-            continue
-        seconds = mean(r["seconds"] for r in rows if r["steps"] == steps * factor)
-        for label, text, values in compared:
-            rho, tau = spearman(values, ref_mean), kendall_tau(values, ref_mean)
-            figures[label] = {"spearman": rho, "kendall": tau, "seconds": seconds}
-            verdict = "PASS" if rho >= FIDELITY_GOAL else "MISS"
-            lines.append(f"{text} vs reference: Spearman {rho:.3f} (goal >= {FIDELITY_GOAL}: "
-                         f"{verdict}), Kendall's tau-b {tau:.3f}, {seconds:.0f} s per candidate")
-    return lines
-
-
-def curve_scores(rows: list[dict], steps: int, at: int) -> dict[str, dict[int, float]]:
-    """arch -> seed -> the reference run's test accuracy at step `at` (its learning curve)."""
-    table: dict[str, dict[int, float]] = {}
-    for row in rows:
-        if row["steps"] != steps or row["status"] != "ok":
-            continue
-        points = [acc for curve in row["curve"].values() for step, acc, _ in curve if step == at]
-        if len(points) == len(row["curve"]):
-            table.setdefault(row["arch"], {})[row["seed"]] = mean(points)
-    return table
-
-
-def curve_lines(rows: list[dict], steps: int, multiple: int, complete: list[str],
-                seeds: list[int], ref_mean: list[float], figures: dict) -> list[str]:
-    """Budgets between 1x and the reference, read off the reference runs' learning curves
-    (what 2x, 4x ... would buy, without training them), and the reference's self-agreement by
-    test loss (continuous where accuracy jumps at a phase transition). A curve point is not a
-    run of that length: the learning rate has not decayed there, so it understates that
-    budget's score."""
-    lines = []
-    full = steps * multiple
-    for factor in range(2, multiple):
-        at = steps * factor
-        points = curve_scores(rows, full, at)
-        if not all(set(seeds) <= set(points.get(a, {})) for a in complete):
-            continue
-        values = [mean(points[a][s] for s in seeds) for a in complete]
-        rho, tau = spearman(values, ref_mean), kendall_tau(values, ref_mean)
-        figures[f"curve {factor}x"] = {"spearman": rho, "kendall": tau}
-        lines.append(f"{multiple}x curve at {at} steps ({factor}x, seed mean, lr not decayed): "
-                     f"Spearman {rho:.3f}, Kendall's tau-b {tau:.3f}")
-    by_loss = loss_scores(rows, full)
-    if len(seeds) >= 2 and all(set(seeds) <= set(by_loss.get(a, {})) for a in complete):
-        agreement = seed_agreement(by_loss, complete, seeds)
-        figures["reference_self_spearman_loss"] = agreement
-        lines.append(f"reference ({multiple}x) seed-to-seed Spearman by -loss: " +
-                     ", ".join(f"s{k} {v:.3f}" for k, v in agreement.items()))
-    return lines
-
-
-def plot(rows: list[dict], steps: int, multiple: int, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cheap, reference = scores(rows, steps), scores(rows, steps * multiple)
-    archs = [a for a in reference if a in cheap]
-    figure, axis = plt.subplots(figsize=(5.6, 5))
-    for arch in archs:
-        x, y = mean(cheap[arch].values()), mean(reference[arch].values())
-        axis.scatter(x, y, color="C0")
-        axis.annotate(arch, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    axis.set_xlabel(f"quality at {steps} steps (1x, seed mean)")
-    axis.set_ylabel(f"quality at {steps * multiple} steps ({multiple}x, seed mean)")
-    axis.set_title(f"fidelity on {rows[0]['suite']}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 # -- command line -------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -400,11 +216,12 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{row['seed']}  quality {quality:.3f}  {row['status']}  "
                   f"({row['seconds']:.0f} s)", flush=True)
     rows = results.rows_of(runs)
-    figures = summary(rows, args.steps, args.multiple, args.between)
+    summary = summarise(rows, args.steps, args.multiple, args.between)
+    print("\n".join(summary.lines()))
     if args.plot and rows:
         plot(rows, args.steps, args.multiple, args.plot)
         print(f"plot: {args.plot}")
-    return figures
+    return summary.figures()
 
 
 if __name__ == "__main__":

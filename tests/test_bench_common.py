@@ -313,13 +313,15 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
 
 
 def test_fidelity_curve_scores_read_one_step_of_every_task():
+    from benchmarks import fidelity_report
+
     row = {"arch": "a", "seed": 1, "steps": 6, "status": "ok",
            "curve": {"t1": [[2, 0.1, 3.0], [4, 0.3, 2.0]], "t2": [[2, 0.2, 3.0], [4, 0.5, 1.0]]}}
     failed = {**row, "arch": "b", "status": "failed"}
     short = {**row, "arch": "c", "curve": {"t1": [[4, 0.3, 2.0]], "t2": [[2, 0.2, 3.0]]}}
-    assert fidelity.curve_scores([row, failed, short], 6, 4) == {"a": {1: pytest.approx(0.4)}}
-    assert fidelity.curve_scores([row], 6, 2) == {"a": {1: pytest.approx(0.15)}}
-    assert fidelity.curve_scores([row], 8, 2) == {}  # another budget's runs
+    assert fidelity_report.curve_scores([row, failed, short], 6, 4) == {"a": {1: pytest.approx(0.4)}}
+    assert fidelity_report.curve_scores([row], 6, 2) == {"a": {1: pytest.approx(0.15)}}
+    assert fidelity_report.curve_scores([row], 8, 2) == {}  # another budget's runs
 
 
 def test_calibrate_appends_a_curve_per_run_and_skips_done_runs(tmp_path, capsys):
