@@ -39,7 +39,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import optuna
 from optuna.trial import TrialState
@@ -49,7 +49,7 @@ from nas.definition import (MARKER, Change, DefinitionChanged, DefinitionError,
                             StudyDefinition, baselines_attrs)
 from nas.evaluate import CandidateFailed, Evaluator
 from nas.halving import counts_toward_budget, enqueue_promotion, plan_promotion
-from nas.record import TrialRecord, is_measured
+from nas.record import TrialRecord, is_measured, records_of
 from nas.samplers import make_sampler
 from nas.storage import (Patience, first_line, grace_period, is_outage, load_study,
                          study_names)
@@ -82,16 +82,19 @@ class Counts:
     lost: int = 0  # died with a worker or interrupted; run again
 
 
-def count_trials(study: Any,
-                 trials: list[optuna.trial.FrozenTrial] | None = None) -> Counts:
+def count_trials(study: Any, trials: list[optuna.trial.FrozenTrial] | None = None,
+                 records: Mapping[int, TrialRecord] | None = None) -> Counts:
     """Trials by state of an `optuna.Study` or a `StudySnapshot` (`trials`: already read from
-    the study, to save reading them again)."""
+    the study, to save reading them again; `records`: theirs, parsed already)."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    records = records_of(trials, records)
     counts = Counts()
-    for trial in study.get_trials(deepcopy=False) if trials is None else trials:
+    for trial in trials:
+        record = records[trial.number]
         if trial.state == TrialState.COMPLETE:
             counts.complete += 1
         elif trial.state == TrialState.FAIL:
-            if is_measured(trial):
+            if is_measured(trial, record):
                 counts.failed += 1
             else:
                 counts.lost += 1
@@ -101,7 +104,7 @@ def count_trials(study: Any,
             counts.running += 1
         elif trial.state == TrialState.WAITING:
             counts.waiting += 1
-        if counts_toward_budget(trial):
+        if counts_toward_budget(trial, record):
             counts.distinct += 1
     counts.measured = counts.complete + counts.failed
     return counts
