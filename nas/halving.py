@@ -27,6 +27,9 @@ runs it, so:
 Under the wsd schedule (what `hnas search --fidelity sh` stores) a promoted candidate
 continues from the state where its parent's decay began, through Optuna's artifact store
 (nas.continuation); under the cosine schedule of older studies it is trained again from scratch.
+A checkpoint is spent (`spent_checkpoints`; nas.continuation removes it) once no promotion can
+use it: its candidate was measured at the next rung, or will never be promoted there
+(nas.rungs.never_promoted), or its upload was never recorded as a trial's checkpoint.
 """
 
 from __future__ import annotations
@@ -42,10 +45,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.claims import Claims, is_live
 from nas.record import TrialRecord, is_measured, records_of
-from nas.rungs import Rungs, next_promotion
+from nas.rungs import Rungs, never_promoted, next_promotion
 from nas.storage import grace_period
 
 PROMOTE = "hnas:promote:"  # claim key prefix: hnas:promote:<rung>:<candidate>
+ARTIFACTS_ATTR = "artifacts:"  # Optuna's trial system attribute per upload (optuna.artifacts)
+# A promotion decided on a read of the study is queued (its claim written) within moments; a
+# checkpoint that results newer than this would rule out is kept until they are this old, so
+# that a worker that planned before those results cannot find it gone.
+PRUNE_SETTLE_SECONDS = 60.0
 MIN_FRONT_CANDIDATES = 3  # a rung with fewer measured candidates is not shown by default
 
 
@@ -192,6 +200,70 @@ def rung_scores(parent: FrozenTrial | None, steps: int, objectives: Sequence[Any
                           for objective, value in zip(objectives, values or [None] * len(
                               objectives))}
     return scores
+
+
+# -- checkpoints no promotion can use -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Spent:
+    """A stored checkpoint that no promotion can use any more: its artifact, the number of the
+    trial that uploaded it, and why."""
+
+    artifact: str
+    trial: int
+    reason: str
+
+
+def stored_artifacts(trial: FrozenTrial) -> list[str]:
+    """The ids of the artifacts uploaded for a trial (Optuna records each on the trial before
+    it writes the file)."""
+    return [key.removeprefix(ARTIFACTS_ATTR) for key in trial.system_attrs
+            if key.startswith(ARTIFACTS_ATTR)]
+
+
+def spent_checkpoints(study: optuna.Study, rungs: Rungs, trials: Sequence[FrozenTrial],
+                      capacity: int, records: Mapping[int, TrialRecord] | None = None,
+                      now: datetime.datetime | None = None,
+                      settle: float | None = None) -> list[Spent]:
+    """The checkpoints of finished trials that no promotion can use (removed or not):
+
+        continued      its candidate was measured at the next rung (a retry is never needed)
+        not promoted   its rung's promotions rule the candidate out (nas.rungs.never_promoted;
+                       `capacity`: the study's budget of new architectures), judged on results
+                       at least `settle` seconds old (default PRUNE_SETTLE_SECONDS); a
+                       promotion claimed, queued, running, or lost within the heartbeat grace
+                       period keeps it
+        unrecorded     an upload its trial did not record as its checkpoint (the trial was
+                       lost, or its upload was repeated)
+    """
+    records = records_of(trials, records)
+    now = now or datetime.datetime.now()
+    settle = PRUNE_SETTLE_SECONDS if settle is None else settle
+    hold = grace_period(study._storage) or 0.0
+    taken = promoted(Claims(study), trials, rungs, now, hold)
+    settled = [t for t in trials if t.datetime_complete is None
+               or (now - t.datetime_complete).total_seconds() >= settle]
+    out = never_promoted(rungs, rung_results(settled, rungs, study.directions, records), taken,
+                         capacity)
+    measured = rung_results(trials, rungs, study.directions, records)
+    spent = []
+    for trial in trials:
+        if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue  # uploading, or about to
+        record = records[trial.number]
+        rung = rung_of(trial, record)
+        for artifact in stored_artifacts(trial):
+            if artifact != record.checkpoint:
+                reason = "not recorded as its trial's checkpoint"
+            elif rung + 1 < len(measured) and record.candidate in measured[rung + 1]:
+                reason = f"continued to rung {rung + 1}"
+            elif rung < len(out) and record.candidate in out[rung]:
+                reason = f"not promoted from rung {rung}"
+            else:
+                continue
+            spent.append(Spent(artifact, trial.number, reason))
+    return spent
 
 
 # -- reading ------------------------------------------------------------------------------------

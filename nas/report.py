@@ -18,10 +18,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.definition import StudyDefinition
-from nas.halving import default_rung, rung_counts, rung_of
+from nas.continuation import removed_checkpoints
+from nas.halving import default_rung, rung_counts, rung_of, stored_artifacts
 from nas.objectives import MAXIMIZE, Objective
 from nas.record import INTERRUPTED, RUNG, TrialRecord, is_measured, records_of
-from nas.snapshot import ReadableStudy
+from nas.snapshot import ReadableStudy, study_system_attrs
 from nas.study import count_trials
 from search_spaces.errors import UserError
 
@@ -134,7 +135,9 @@ class Training:
 class Fidelity:
     """A successive-halving study's rungs, its candidates per rung, and the rung shown; how
     many promotions continued a checkpoint (`steps_saved`: the steps per task they did not
-    train again) and how many trained afresh although they could have continued."""
+    train again) and how many trained afresh although they could have continued; how many
+    checkpoints are kept for promotions and how many were removed as spent
+    (nas.continuation)."""
 
     rungs: list[int]
     eta: int
@@ -144,6 +147,8 @@ class Fidelity:
     continued: int = 0
     retrained: int = 0
     steps_saved: int = 0
+    checkpoints_kept: int = 0
+    checkpoints_removed: int = 0
 
 
 @dataclass(frozen=True)
@@ -233,10 +238,18 @@ def status(study: ReadableStudy, rung: int | None = None) -> StudyStatus:
             rung_counts(trials, definition.rungs, records), rung, definition.rungs.steps[rung],
             continued=sum(1 for t in measured if records[t.number].resumed_step is not None),
             retrained=sum(1 for t in measured if records[t.number].retrained is not None),
-            steps_saved=sum(records[t.number].resumed_step or 0 for t in measured)),
+            steps_saved=sum(records[t.number].resumed_step or 0 for t in measured),
+            **checkpoint_counts(study, trials)),
         baselines={records[t.number].baseline: t.number for t in trials
                    if records[t.number].baseline is not None
                    and t.state == TrialState.COMPLETE})
+
+
+def checkpoint_counts(study: ReadableStudy, trials: list[FrozenTrial]) -> dict[str, int]:
+    """Checkpoints uploaded for the study's trials: kept, and removed as spent."""
+    stored = {artifact for trial in trials for artifact in stored_artifacts(trial)}
+    removed = stored & set(removed_checkpoints(study_system_attrs(study)))
+    return {"checkpoints_kept": len(stored - removed), "checkpoints_removed": len(removed)}
 
 
 def training(definition: StudyDefinition, measured: list[TrialRecord]) -> Training:

@@ -57,17 +57,28 @@ class StudySnapshot:
     """A study's definition and trials as read at one moment; the read-only part of
     `optuna.Study` that our reports use (`study_name`, `user_attrs`, `directions`,
     `get_trials`), so they take either. `damaged`: trials left out because a row of theirs
-    cannot be read (number, why), so that one bad row does not hide the rest of the study."""
+    cannot be read (number, why), so that one bad row does not hide the rest of the study.
+    `system_attrs`: the study's system attributes (claims, removed checkpoints; a value that
+    is not JSON is left out), read with `study_system_attrs`."""
 
     study_name: str
     directions: tuple[Any, ...]  # optuna.study.StudyDirection
     user_attrs: dict[str, Any]
     trials: tuple[Any, ...] = field(repr=False)  # optuna.trial.FrozenTrial, by number
     damaged: tuple[tuple[int, str], ...] = ()
+    system_attrs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def get_trials(self, deepcopy: bool = True, states: Container[Any] | None = None) -> list:
         chosen = [t for t in self.trials if states is None or t.state in states]
         return copy.deepcopy(chosen) if deepcopy else chosen
+
+
+def study_system_attrs(study: Any) -> dict[str, Any]:
+    """The system attributes of a `StudySnapshot` (as read) or of an `optuna.Study` (asked of
+    its storage: Optuna 5 has no `Study.system_attrs`)."""
+    if isinstance(study, StudySnapshot):
+        return study.system_attrs
+    return study._storage.get_study_system_attrs(study._study_id)
 
 
 def read_study(name: str, url: str) -> StudySnapshot:
@@ -154,7 +165,7 @@ def _read_with_optuna(name: str, storage) -> StudySnapshot:
             continue
         trials.append(trial)
     return StudySnapshot(study.study_name, tuple(study.directions), dict(study.user_attrs),
-                         tuple(trials), tuple(damaged))
+                         tuple(trials), tuple(damaged), study_system_attrs(study))
 
 
 def _read(connection, name: str, url: str) -> StudySnapshot:
@@ -209,7 +220,20 @@ def _read(connection, name: str, url: str) -> StudySnapshot:
             continue
         trials.append(trial)
     trials.sort(key=lambda trial: trial.number)
-    return StudySnapshot(name, direction_list, attrs, tuple(trials), tuple(sorted(damaged)))
+    return StudySnapshot(name, direction_list, attrs, tuple(trials), tuple(sorted(damaged)),
+                         _study_system_attrs(connection, study_id))
+
+
+def _study_system_attrs(connection, study_id: int) -> dict[str, Any]:
+    table = models.StudySystemAttributeModel.__table__
+    attrs = {}
+    for key, value in connection.execute(select(table.c.key, table.c.value_json)
+                                         .where(table.c.study_id == study_id)):
+        try:
+            attrs[key] = json.loads(value)
+        except (TypeError, ValueError):
+            continue  # a damaged claim or record: what reads it treats it as absent
+    return attrs
 
 
 class DamagedRow(ValueError):

@@ -51,6 +51,9 @@ def status(
             out.print(f"promotions: {fidelity.continued} continued from a checkpoint "
                       f"({fidelity.steps_saved} steps per task not trained again), "
                       f"{fidelity.retrained} retrained (no checkpoint to continue)")
+        if fidelity.checkpoints_kept or fidelity.checkpoints_removed:
+            out.print(f"checkpoints: {fidelity.checkpoints_kept} kept for promotions, "
+                      f"{fidelity.checkpoints_removed} removed (no promotion can use them)")
     for counted, label in ((summary.failures, "failed"), (summary.pruned, "infeasible"),
                            (summary.lost, "re-run")):
         if counted:
