@@ -24,6 +24,7 @@ reader, in the spirit of Optuna's `FrozenTrial` and its `_CONSTRAINTS_KEY`-style
                 promotion_taken pruned: another trial holds this promotion's claim
                 checkpoint      artifact id of the training states where this rung's decay
                                 began (nas.continuation), which a promotion continues from
+                                (removed from the store once spent; the study records it)
                 resumed_step    a promotion continued its parent's checkpoint from this step
                                 (it trained its rung's steps minus these)
                 retrained       why a promotion trained afresh although it could have

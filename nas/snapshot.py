@@ -23,7 +23,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import sqlalchemy
 from optuna.distributions import json_to_distribution
@@ -180,18 +180,15 @@ def _read(connection, name: str, url: str) -> StudySnapshot:
         there = f"studies there: {', '.join(names)}" if names else "the database has no studies"
         raise StorageError(f"study {name!r} not found in {shown_url(url)} ({there})")
     directions = models.StudyDirectionModel.__table__
-    study_attrs = models.StudyUserAttributeModel.__table__
     direction_list = tuple(connection.execute(
         select(directions.c.direction).where(directions.c.study_id == study_id)
         .order_by(directions.c.objective)).scalars())
-    attrs = {}
-    for key, value in connection.execute(select(study_attrs.c.key, study_attrs.c.value_json)
-                                         .where(study_attrs.c.study_id == study_id)):
-        try:
-            attrs[key] = json.loads(value)
-        except (TypeError, ValueError):
-            raise StorageError(f"study {name!r}: its attribute {key!r} is damaged (not JSON: "
-                               f"{str(value)[:40]!r})") from None
+
+    def damaged_attr(key: str, value: Any) -> None:
+        raise StorageError(f"study {name!r}: its attribute {key!r} is damaged (not JSON: "
+                           f"{str(value)[:40]!r})")
+
+    attrs = _study_attrs(connection, models.StudyUserAttributeModel, study_id, damaged_attr)
 
     # The trials first, then their rows: a trial that finishes meanwhile may show its new
     # values under its old state, never a COMPLETE state without its values (Optuna writes
@@ -220,19 +217,25 @@ def _read(connection, name: str, url: str) -> StudySnapshot:
             continue
         trials.append(trial)
     trials.sort(key=lambda trial: trial.number)
+    # A damaged system attribute (a claim, a removal record) reads as absent.
+    system_attrs = _study_attrs(connection, models.StudySystemAttributeModel, study_id,
+                                lambda key, value: None)
     return StudySnapshot(name, direction_list, attrs, tuple(trials), tuple(sorted(damaged)),
-                         _study_system_attrs(connection, study_id))
+                         system_attrs)
 
 
-def _study_system_attrs(connection, study_id: int) -> dict[str, Any]:
-    table = models.StudySystemAttributeModel.__table__
+def _study_attrs(connection, model: Any, study_id: int,
+                 damaged: Callable[[str, Any], None]) -> dict[str, Any]:
+    """The study's rows of an attribute table (`model`), decoded; `damaged(key, value)` is
+    called for a value that is not JSON (it raises, or the attribute is left out)."""
+    table = model.__table__
     attrs = {}
     for key, value in connection.execute(select(table.c.key, table.c.value_json)
                                          .where(table.c.study_id == study_id)):
         try:
             attrs[key] = json.loads(value)
         except (TypeError, ValueError):
-            continue  # a damaged claim or record: what reads it treats it as absent
+            damaged(key, value)
     return attrs
 
 
