@@ -393,6 +393,14 @@ def test_hnas_study_prune_artifacts(tmp_path, settle_now):
     assert "2 checkpoints removed, 1 kept" in done.output
     shown = run(app, ["status", "continued", "--storage", url])
     assert "checkpoints: 1 kept for promotions, 2 removed" in shown.output, shown.output
+    from nas.storage import open_storage
+    from nas.study import create_or_check
+    from test_study import definition
+
+    create_or_check("plain", open_storage(url), definition())
+    plain = run(app, ["study", "prune-artifacts", "plain", "--storage", url])
+    assert plain.exit_code == 2 and plain.output.strip() == (
+        "error: study 'plain' has no rungs (not --fidelity sh): it keeps no checkpoints")
     for args, message in (
             (["--artifacts", str(tmp_path / "nowhere")],
              f"error: --artifacts '{tmp_path / 'nowhere'}': no such folder"),
