@@ -120,7 +120,6 @@ def load_checkpoints(store: Any, artifact_id: str, tasks: list[str],
     return states, steps.pop()
 
 
-
 # -- removing the checkpoints no promotion can use ----------------------------------------------
 
 
@@ -161,7 +160,7 @@ def prune_checkpoints(study: Any, rungs: Rungs, store: Any, capacity: int,
             except ArtifactNotFound:
                 pass  # another worker removed it a moment ago, or its upload never wrote it
             except (OSError, ValueError) as error:  # a read-only folder; a damaged id
-                failed.append((item, first_line(error)))
+                failed.append((item, getattr(error, "strerror", None) or first_line(error)))
                 continue
             claims.insert(f"{REMOVED}{item.artifact}", {"trial": item.trial,
                                                         "reason": item.reason})

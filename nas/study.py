@@ -362,6 +362,7 @@ class Worker:
         self.touched: set[int] = set()
         self.target = definition.capped_trials()
         self.pruned_at: tuple[int, float] | None = None  # (finished trials, monotonic time)
+        self.prune_failed = False
 
     def fail_stale(self) -> None:
         """Fail (and re-queue) the trials of dead workers, unless an outage just ended: then
@@ -401,8 +402,14 @@ class Worker:
         if self.pruned_at is not None and finished == self.pruned_at[0] \
                 and now - self.pruned_at[1] < PRUNE_SETTLE_SECONDS / 2:
             return
-        self.patience(prune_checkpoints, self.study, rungs, artifacts, self.target, trials)
+        pruned = self.patience(prune_checkpoints, self.study, rungs, artifacts, self.target,
+                               trials)
         self.pruned_at = (finished, now)
+        if pruned.failed and not self.prune_failed:  # said once: the next passes try again
+            item, reason = pruned.failed[0]
+            self.patience.log(f"checkpoint {item.artifact} of trial {item.trial} could not be "
+                              f"removed ({reason}); kept, and tried again after each trial")
+            self.prune_failed = True
 
     def running_new(self) -> int:
         """Running trials that measure a new architecture (not promotions)."""

@@ -409,3 +409,24 @@ def test_hnas_study_prune_artifacts(tmp_path, settle_now):
              f"'{tmp_path / 'none.db'}'")):
         refused = run(app, ["study", "prune-artifacts", "continued", "--storage", url, *args])
         assert refused.exit_code == 2 and refused.output.strip() == message, refused.output
+
+
+def test_a_worker_that_cannot_remove_a_checkpoint_says_so_once_and_goes_on(tmp_path, settle_now):
+    from nas.storage import Patience
+    from nas.study import Worker
+
+    class ReadOnly:
+        def remove(self, artifact):
+            raise PermissionError(13, "Permission denied", artifact)
+
+    study, spec, url, store = hand_made_rung(tmp_path)
+    said = []
+    worker = Worker(study, spec, run=None, patience=Patience(log=said.append),
+                    artifacts=ReadOnly())
+    worker.prune(spec.rungs, study.get_trials(deepcopy=False))
+    worker.pruned_at = None  # a trial finished meanwhile: the next pass tries again
+    worker.prune(spec.rungs, study.get_trials(deepcopy=False))
+    assert said == ["checkpoint checkpoint-1 of trial 1 could not be removed (Permission "
+                    "denied); kept, and tried again after each trial"]
+    assert removals(study) == {}
+    assert (tmp_path / "study.db.artifacts" / "checkpoint-1").is_file()
