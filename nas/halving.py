@@ -64,6 +64,7 @@ def promotion_key(rung: int, candidate: int) -> str:
 # Each function of a trial takes its `TrialRecord` too when the caller parsed it already (a
 # command parses each trial once: nas.record.records_of); without it, it parses the trial.
 
+
 def rung_of(trial: FrozenTrial, record: TrialRecord | None = None) -> int:
     """The rung a trial trained at (0 for a plain study's trials and for new candidates)."""
     return (record or TrialRecord.from_frozen_trial(trial)).rung or 0
