@@ -17,18 +17,34 @@ The store is Optuna's `FileSystemArtifactStore`: `<database file>.artifacts/` be
 study by default, or the `--artifacts DIR` of `hnas search`/`hnas worker` (a path every worker's
 machine mounts, for PostgreSQL). Artifact ids are UUIDs recorded on the trial, so any worker
 that can read the directory continues any candidate. Without a store, promotions retrain.
+
+A checkpoint no promotion can use any more (nas.halving.spent_checkpoints) is removed by the
+workers between trials and by `hnas study prune-artifacts`, and recorded in the study as
+`hnas:removed:<artifact id>` (a study system attribute, written once: the first remover's
+record stays). Several workers may remove the same one at once: a checkpoint already gone
+counts as removed. A promotion whose parent's checkpoint was removed (the study's budget grew
+after its rung was decided) retrains and says so.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optuna.artifacts.exceptions import ArtifactNotFound
+
+from nas.claims import Claims
+from nas.halving import Spent, spent_checkpoints, stored_artifacts
+from nas.record import TrialRecord
+from nas.rungs import Rungs
 from nas.storage import first_line, sqlite_file
 
 FORMAT = 1  # of the uploaded file: {"format": 1, "runs": {task: {rate: TrainingState dict}}}
 ARTIFACTS_SUFFIX = ".artifacts"
+REMOVED = "hnas:removed:"  # study system attribute: hnas:removed:<artifact id> -> {trial, reason}
 
 
 class CheckpointUnavailable(Exception):
@@ -103,3 +119,52 @@ def load_checkpoints(store: Any, artifact_id: str, tasks: list[str],
                                     f"steps {sorted(steps)}")
     return states, steps.pop()
 
+
+# -- removing the checkpoints no promotion can use ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one pass over a study's checkpoints did: `removed` now (or, dry, would remove),
+    `failed` (the checkpoint and why; tried again next pass) and how many stay `kept`."""
+
+    removed: tuple[Spent, ...] = ()
+    failed: tuple[tuple[Spent, str], ...] = ()
+    kept: int = 0
+
+
+def removed_checkpoints(system_attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Artifact id -> the record of its removal, from a study's system attributes."""
+    return {key.removeprefix(REMOVED): value for key, value in system_attrs.items()
+            if key.startswith(REMOVED)}
+
+
+def prune_checkpoints(study: Any, rungs: Rungs, store: Any, capacity: int,
+                      trials: Sequence[Any] | None = None,
+                      records: Mapping[int, TrialRecord] | None = None, *,
+                      dry_run: bool = False, **when: Any) -> Pruned:
+    """Remove the study's spent checkpoints from `store` and record each removal (`when`: `now`
+    and `settle` of nas.halving.spent_checkpoints). Safe beside workers: a checkpoint that a
+    queued or running promotion may need is not spent, and one removed meanwhile by another
+    worker (or never written) counts as removed."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    claims = Claims(study)
+    gone = set(removed_checkpoints(claims.values(REMOVED)))
+    removed, failed = [], []
+    for item in spent_checkpoints(study, rungs, trials, capacity, records, **when):
+        if item.artifact in gone:
+            continue
+        if not dry_run:
+            try:
+                store.remove(item.artifact)
+            except ArtifactNotFound:
+                pass  # another worker removed it a moment ago, or its upload never wrote it
+            except (OSError, ValueError) as error:  # a read-only folder; a damaged id
+                failed.append((item, getattr(error, "strerror", None) or first_line(error)))
+                continue
+            claims.insert(f"{REMOVED}{item.artifact}", {"trial": item.trial,
+                                                        "reason": item.reason})
+        removed.append(item)
+    stored = {artifact for trial in trials for artifact in stored_artifacts(trial)}
+    return Pruned(tuple(removed), tuple(failed),
+                  len(stored - gone - {item.artifact for item in removed}))

@@ -32,7 +32,8 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.claims import ARCH, Claims, unslotted
-from nas.continuation import CheckpointUnavailable, load_checkpoints, save_checkpoints
+from nas.continuation import (REMOVED, CheckpointUnavailable, load_checkpoints,
+                              save_checkpoints)
 from nas.definition import StudyDefinition
 from nas.halving import (counts_toward_budget, promotion_key, rung_of, rung_scores,
                          with_shared_warmup)
@@ -121,7 +122,7 @@ class Evaluator:
             dataclasses.replace(self.budget, steps=self.rungs.steps[rung])
         resume, continued = None, TrialRecord()
         if parent is not None and self.continues:
-            resume, continued = self._parent_checkpoint(parent)
+            resume, continued = self._parent_checkpoint(parent, claims)
         try:
             result = self._evaluate(arch, budget, resume)
         except (KeyboardInterrupt, SystemExit):
@@ -201,7 +202,8 @@ class Evaluator:
                 return twin
             self._pause()  # running elsewhere: its result, or its death, will come
 
-    def _parent_checkpoint(self, parent: optuna.trial.FrozenTrial) -> tuple[Any, TrialRecord]:
+    def _parent_checkpoint(self, parent: optuna.trial.FrozenTrial,
+                           claims: Claims) -> tuple[Any, TrialRecord]:
         """The training states a promotion continues from, with the record fields that say so:
         `resumed_step`, or (no states: it trains afresh) `retrained` and why."""
         artifact = TrialRecord.from_frozen_trial(parent).checkpoint
@@ -214,6 +216,9 @@ class Evaluator:
                                             [entry.name for entry in self.suite],
                                             self.budget.rates)
         except CheckpointUnavailable as error:
+            removal = self.patience(claims.read, f"{REMOVED}{artifact}")
+            if isinstance(removal, dict):  # the budget grew after its rung was decided
+                error = f"removed ({removal.get('reason')})"
             return None, TrialRecord(retrained=f"checkpoint of trial {parent.number}: {error}")
         return states, TrialRecord(resumed_step=step)
 

@@ -27,6 +27,9 @@ runs it, so:
 Under the wsd schedule (what `hnas search --fidelity sh` stores) a promoted candidate
 continues from the state where its parent's decay began, through Optuna's artifact store
 (nas.continuation); under the cosine schedule of older studies it is trained again from scratch.
+A checkpoint is spent (`spent_checkpoints`; nas.continuation removes it) once no promotion can
+use it: its candidate was measured at the next rung, or will never be promoted there
+(nas.rungs.never_promoted), or its upload was never recorded as a trial's checkpoint.
 """
 
 from __future__ import annotations
@@ -34,18 +37,23 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.claims import Claims, is_live
-from nas.record import TrialRecord
-from nas.rungs import Rungs, next_promotion
+from nas.record import TrialRecord, is_measured, records_of
+from nas.rungs import Rungs, never_promoted, next_promotion
 from nas.storage import grace_period
 
 PROMOTE = "hnas:promote:"  # claim key prefix: hnas:promote:<rung>:<candidate>
+ARTIFACTS_ATTR = "artifacts:"  # Optuna's trial system attribute per upload (optuna.artifacts)
+# A promotion decided on a read of the study is queued (its claim written) within moments; a
+# checkpoint that results newer than this would rule out is kept until they are this old, so
+# that a worker that planned before those results cannot find it gone.
+PRUNE_SETTLE_SECONDS = 60.0
 MIN_FRONT_CANDIDATES = 3  # a rung with fewer measured candidates is not shown by default
 
 
@@ -53,27 +61,30 @@ def promotion_key(rung: int, candidate: int) -> str:
     return f"{PROMOTE}{rung}:{candidate}"
 
 
-def rung_of(trial: FrozenTrial) -> int:
+# Each function of a trial takes its `TrialRecord` too when the caller parsed it already (a
+# command parses each trial once: nas.record.records_of); without it, it parses the trial.
+
+
+def rung_of(trial: FrozenTrial, record: TrialRecord | None = None) -> int:
     """The rung a trial trained at (0 for a plain study's trials and for new candidates)."""
-    return TrialRecord.from_frozen_trial(trial).rung or 0
+    return (record or TrialRecord.from_frozen_trial(trial)).rung or 0
 
 
-def candidate_of(trial: FrozenTrial) -> int | None:
+def candidate_of(trial: FrozenTrial, record: TrialRecord | None = None) -> int | None:
     """The candidate a trial measured (None: a plain study's trial or a duplicate draw)."""
-    record = TrialRecord.from_frozen_trial(trial)
+    record = record or TrialRecord.from_frozen_trial(trial)
     return None if record.duplicate_of is not None else record.candidate
 
 
-def is_duplicate(trial: FrozenTrial) -> bool:
-    return TrialRecord.from_frozen_trial(trial).duplicate_of is not None
+def is_duplicate(trial: FrozenTrial, record: TrialRecord | None = None) -> bool:
+    return (record or TrialRecord.from_frozen_trial(trial)).duplicate_of is not None
 
 
-def counts_toward_budget(trial: FrozenTrial) -> bool:
+def counts_toward_budget(trial: FrozenTrial, record: TrialRecord | None = None) -> bool:
     """A new architecture measured: `--n-trials` counts these (not duplicate draws, which reuse
     a twin's result, and not promotions, which re-measure a candidate at a higher rung)."""
-    from nas.evaluate import is_measured  # here: nas.evaluate imports this module
-
-    return is_measured(trial) and not is_duplicate(trial) and rung_of(trial) == 0
+    record = record or TrialRecord.from_frozen_trial(trial)
+    return is_measured(trial, record) and record.duplicate_of is None and not record.rung
 
 
 def minimised(values: Sequence[float] | None,
@@ -85,16 +96,17 @@ def minimised(values: Sequence[float] | None,
 
 
 def rung_results(trials: Sequence[FrozenTrial], rungs: Rungs,
-                 directions: Sequence[optuna.study.StudyDirection]
+                 directions: Sequence[optuna.study.StudyDirection],
+                 records: Mapping[int, TrialRecord] | None = None
                  ) -> list[dict[int, tuple[float, ...] | None]]:
     """For each rung, candidate -> its minimised objective values there (None: it failed)."""
-    from nas.evaluate import is_measured  # here: nas.evaluate imports this module
-
+    records = records_of(trials, records)
     results: list[dict[int, tuple[float, ...] | None]] = [{} for _ in rungs.steps]
     for trial in trials:
-        rung = rung_of(trial)
-        candidate = candidate_of(trial)
-        if not is_measured(trial) or rung >= len(results) or candidate is None:
+        record = records[trial.number]
+        rung = rung_of(trial, record)
+        candidate = candidate_of(trial, record)
+        if not is_measured(trial, record) or rung >= len(results) or candidate is None:
             continue
         values = trial.values if trial.state == TrialState.COMPLETE else None
         if values is not None and not all(math.isfinite(v) for v in values):
@@ -135,8 +147,6 @@ def promoted(claims: Claims, trials: Sequence[FrozenTrial], rungs: Rungs,
 
 def lost_within(trial: FrozenTrial, now: datetime.datetime, seconds: float) -> bool:
     """A trial lost (failed without a result of its own) less than `seconds` before `now`."""
-    from nas.evaluate import is_measured  # here: nas.evaluate imports this module
-
     return (trial.state == TrialState.FAIL and not is_measured(trial)
             and trial.datetime_complete is not None
             and (now - trial.datetime_complete).total_seconds() < seconds)
@@ -193,24 +203,92 @@ def rung_scores(parent: FrozenTrial | None, steps: int, objectives: Sequence[Any
     return scores
 
 
+# -- checkpoints no promotion can use -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Spent:
+    """A stored checkpoint that no promotion can use any more: its artifact, the number of the
+    trial that uploaded it, and why."""
+
+    artifact: str
+    trial: int
+    reason: str
+
+
+def stored_artifacts(trial: FrozenTrial) -> list[str]:
+    """The ids of the artifacts uploaded for a trial (Optuna records each on the trial before
+    it writes the file)."""
+    return [key.removeprefix(ARTIFACTS_ATTR) for key in trial.system_attrs
+            if key.startswith(ARTIFACTS_ATTR)]
+
+
+def spent_checkpoints(study: optuna.Study, rungs: Rungs, trials: Sequence[FrozenTrial],
+                      capacity: int, records: Mapping[int, TrialRecord] | None = None,
+                      now: datetime.datetime | None = None,
+                      settle: float | None = None) -> list[Spent]:
+    """The checkpoints of finished trials that no promotion can use (removed or not):
+
+        continued      its candidate was measured at the next rung (a retry is never needed)
+        not promoted   its rung's promotions rule the candidate out (nas.rungs.never_promoted;
+                       `capacity`: the study's budget of new architectures), judged on results
+                       at least `settle` seconds old (default PRUNE_SETTLE_SECONDS); a
+                       promotion claimed, queued, running, or lost within the heartbeat grace
+                       period keeps it
+        unrecorded     an upload its trial did not record as its checkpoint (the trial was
+                       lost, or its upload was repeated)
+    """
+    records = records_of(trials, records)
+    now = now or datetime.datetime.now()
+    settle = PRUNE_SETTLE_SECONDS if settle is None else settle
+    hold = grace_period(study._storage) or 0.0
+    taken = promoted(Claims(study), trials, rungs, now, hold)
+    settled = [t for t in trials if t.datetime_complete is None
+               or (now - t.datetime_complete).total_seconds() >= settle]
+    out = never_promoted(rungs, rung_results(settled, rungs, study.directions, records), taken,
+                         capacity)
+    measured = rung_results(trials, rungs, study.directions, records)
+    spent = []
+    for trial in trials:
+        if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            continue  # uploading, or about to
+        record = records[trial.number]
+        rung = rung_of(trial, record)
+        for artifact in stored_artifacts(trial):
+            if artifact != record.checkpoint:
+                reason = "not recorded as its trial's checkpoint"
+            elif rung + 1 < len(measured) and record.candidate in measured[rung + 1]:
+                reason = f"continued to rung {rung + 1}"
+            elif rung < len(out) and record.candidate in out[rung]:
+                reason = f"not promoted from rung {rung}"
+            else:
+                continue
+            spent.append(Spent(artifact, trial.number, reason))
+    return spent
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 
-def rung_counts(trials: Sequence[FrozenTrial], rungs: Rungs) -> list[int]:
+def rung_counts(trials: Sequence[FrozenTrial], rungs: Rungs,
+                records: Mapping[int, TrialRecord] | None = None) -> list[int]:
     """Candidates measured (complete) at each rung."""
+    records = records_of(trials, records)
     counts = [0] * len(rungs.steps)
     for trial in trials:
-        rung = rung_of(trial)
-        if (trial.state == TrialState.COMPLETE and not is_duplicate(trial)
+        record = records[trial.number]
+        rung = rung_of(trial, record)
+        if (trial.state == TrialState.COMPLETE and not is_duplicate(trial, record)
                 and rung < len(counts)):
             counts[rung] += 1
     return counts
 
 
-def default_rung(trials: Sequence[FrozenTrial], rungs: Rungs) -> int:
+def default_rung(trials: Sequence[FrozenTrial], rungs: Rungs,
+                 records: Mapping[int, TrialRecord] | None = None) -> int:
     """The highest rung that holds at least MIN_FRONT_CANDIDATES complete candidates (rung 0
     when none does): the front and the reports compare candidates there."""
-    counts = rung_counts(trials, rungs)
+    counts = rung_counts(trials, rungs, records)
     for rung in range(len(counts) - 1, -1, -1):
         if counts[rung] >= MIN_FRONT_CANDIDATES:
             return rung

@@ -24,6 +24,7 @@ reader, in the spirit of Optuna's `FrozenTrial` and its `_CONSTRAINTS_KEY`-style
                 promotion_taken pruned: another trial holds this promotion's claim
                 checkpoint      artifact id of the training states where this rung's decay
                                 began (nas.continuation), which a promotion continues from
+                                (removed from the store once spent; the study records it)
                 resumed_step    a promotion continued its parent's checkpoint from this step
                                 (it trained its rung's steps minus these)
                 retrained       why a promotion trained afresh although it could have
@@ -282,10 +283,21 @@ class TrialRecord:
         return replace(self, result=replace(self.result or TrainedResult(), failure=reason))
 
 
-def is_measured(trial: Any) -> bool:
+def records_of(trials: Any, records: Mapping[int, TrialRecord] | None = None
+               ) -> Mapping[int, TrialRecord]:
+    """Each trial's record by trial number: `records` when the caller parsed them already (a
+    command parses each trial once and passes them on), else parsed here, once each."""
+    if records is not None:
+        return records
+    return {trial.number: TrialRecord.from_frozen_trial(trial) for trial in trials}
+
+
+def is_measured(trial: Any, record: TrialRecord | None = None) -> bool:
     """A finished evaluation: complete, or failed for a reason of the candidate's own (not a
     dead worker or Ctrl-C, whose trials are run again). `trial`: an Optuna `FrozenTrial`,
-    whose state is read by name so that this module loads without Optuna."""
+    whose state is read by name so that this module loads without Optuna; `record`: its
+    record, if parsed already."""
     state = trial.state.name
-    return state == "COMPLETE" or (
-        state == "FAIL" and TrialRecord.from_frozen_trial(trial).has_result)
+    if state != "FAIL":
+        return state == "COMPLETE"
+    return (record or TrialRecord.from_frozen_trial(trial)).has_result

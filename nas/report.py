@@ -11,17 +11,18 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.definition import StudyDefinition
-from nas.halving import default_rung, rung_counts, rung_of
+from nas.continuation import removed_checkpoints
+from nas.halving import default_rung, rung_counts, rung_of, stored_artifacts
 from nas.objectives import MAXIMIZE, Objective
-from nas.record import INTERRUPTED, RUNG, TrialRecord, is_measured
-from nas.snapshot import ReadableStudy
+from nas.record import INTERRUPTED, RUNG, TrialRecord, is_measured, records_of
+from nas.snapshot import ReadableStudy, study_system_attrs
 from nas.study import count_trials
 from search_spaces.errors import UserError
 
@@ -43,10 +44,11 @@ def failure_kind(reason: str) -> str:
     return re.split(r" at step |: ", reason, maxsplit=1)[0]
 
 
-def shown_rung(study: ReadableStudy, trials: list[FrozenTrial],
-               rung: int | None = None) -> int | None:
+def shown_rung(study: ReadableStudy, trials: list[FrozenTrial], rung: int | None = None,
+               records: Mapping[int, TrialRecord] | None = None) -> int | None:
     """The rung at which a study with rungs is compared (`rung`, checked, or by default the
-    highest one with enough candidates: nas.halving.default_rung); None for a plain study."""
+    highest one with enough candidates: nas.halving.default_rung); None for a plain study.
+    `records`: the trials' records, if parsed already (nas.record.records_of)."""
     rungs = StudyDefinition.from_attrs(study.user_attrs, study.study_name).rungs
     if rungs is None:
         if rung is not None:
@@ -54,7 +56,7 @@ def shown_rung(study: ReadableStudy, trials: list[FrozenTrial],
                               "(every candidate trained the full budget)")
         return None
     if rung is None:
-        return default_rung(trials, rungs)
+        return default_rung(trials, rungs, records)
     if not 0 <= rung <= rungs.top:
         raise ReportError(f"--rung {rung}: study {study.study_name!r} has rungs 0 to {rungs.top} "
                           f"({', '.join(map(str, rungs.steps))} steps)")
@@ -70,7 +72,8 @@ def rung_label(study: ReadableStudy, rung: int | None) -> str:
 
 
 def pareto_front(study: ReadableStudy, trials: list[FrozenTrial] | None = None, *,
-                 rung: int | None = None) -> list[FrozenTrial]:
+                 rung: int | None = None,
+                 records: Mapping[int, TrialRecord] | None = None) -> list[FrozenTrial]:
     """The non-dominated complete, feasible trials, by trial number. A duplicate (the same
     architecture measured once, its values reused) appears once, as the trial that measured it.
     In a study with rungs only the candidates measured at one rung are compared (`shown_rung`).
@@ -79,10 +82,11 @@ def pareto_front(study: ReadableStudy, trials: list[FrozenTrial] | None = None, 
     trial again: `status` on a 1,000-trial study spent a third of its time there.
     """
     trials = study.get_trials(deepcopy=False) if trials is None else trials
-    rung = shown_rung(study, trials, rung)
+    records = records_of(trials, records)
+    rung = shown_rung(study, trials, rung, records)
     candidates = [t for t in trials if t.state == TrialState.COMPLETE
-                  and TrialRecord.from_frozen_trial(t).duplicate_of is None
-                  and (rung is None or rung_of(t) == rung)
+                  and records[t.number].duplicate_of is None
+                  and (rung is None or rung_of(t, records[t.number]) == rung)
                   and all(value <= 0 for value in t.constraints.values())]
     if not candidates:
         return []
@@ -131,7 +135,9 @@ class Training:
 class Fidelity:
     """A successive-halving study's rungs, its candidates per rung, and the rung shown; how
     many promotions continued a checkpoint (`steps_saved`: the steps per task they did not
-    train again) and how many trained afresh although they could have continued."""
+    train again) and how many trained afresh although they could have continued; how many
+    checkpoints are kept for promotions and how many were removed as spent
+    (nas.continuation)."""
 
     rungs: list[int]
     eta: int
@@ -141,6 +147,8 @@ class Fidelity:
     continued: int = 0
     retrained: int = 0
     steps_saved: int = 0
+    checkpoints_kept: int = 0
+    checkpoints_removed: int = 0
 
 
 @dataclass(frozen=True)
@@ -185,12 +193,12 @@ def status(study: ReadableStudy, rung: int | None = None) -> StudyStatus:
     """What the study has found so far (see `StudyStatus`); in a study with rungs, the best
     and the front at one rung (`shown_rung`)."""
     trials = study.get_trials(deepcopy=False)
-    records = {t.number: TrialRecord.from_frozen_trial(t) for t in trials}
-    counts = count_trials(study, trials)
+    records = records_of(trials)  # parsed once; every step below reads these
+    counts = count_trials(study, trials, records)
     definition = StudyDefinition.from_attrs(study.user_attrs, study.study_name)
-    rung = shown_rung(study, trials, rung)
+    rung = shown_rung(study, trials, rung, records)
     objectives = definition.objective_list
-    measured = [t for t in trials if is_measured(t)]
+    measured = [t for t in trials if is_measured(t, records[t.number])]
     # A failed trial with a result but no failure: its worker died between writing the
     # result and Optuna recording the values (the heartbeat then failed it).
     failures = Counter(failure_kind(records[t.number].failure or DIED_AFTER_TRAINING)
@@ -199,12 +207,13 @@ def status(study: ReadableStudy, rung: int | None = None) -> StudyStatus:
     lost = Counter(INTERRUPTED if records[t.number].interrupted else
                    "copied while running" if records[t.number].copied_running else
                    "worker died"
-                   for t in trials if t.state == TrialState.FAIL and not is_measured(t))
+                   for t in trials
+                   if t.state == TrialState.FAIL and not is_measured(t, records[t.number]))
     pruned = Counter("surplus (budget reached)" if records[t.number].surplus else
                      next(iter(records[t.number].violations or {"pruned": 0}))
                      for t in trials if t.state == TrialState.PRUNED)
     complete = [t for t in trials if t.state == TrialState.COMPLETE
-                and (rung is None or rung_of(t) == rung)]
+                and (rung is None or rung_of(t, records[t.number]) == rung)]
     best = {}
     for index, objective in enumerate(objectives):
         if complete:
@@ -222,16 +231,25 @@ def status(study: ReadableStudy, rung: int | None = None) -> StudyStatus:
         duplicates=sum(1 for t in measured if records[t.number].duplicate_of is not None),
         failures=dict(failures.most_common()), lost=dict(lost.most_common()),
         pruned=dict(pruned.most_common()), trials_per_hour=_per_hour(measured), best=best,
-        pareto_size=len(pareto_front(study, trials, rung=rung)), counted=counts.distinct,
+        pareto_size=len(pareto_front(study, trials, rung=rung, records=records)),
+        counted=counts.distinct,
         fidelity=None if rung is None else Fidelity(
             list(definition.rungs.steps), definition.rungs.eta,
-            rung_counts(trials, definition.rungs), rung, definition.rungs.steps[rung],
+            rung_counts(trials, definition.rungs, records), rung, definition.rungs.steps[rung],
             continued=sum(1 for t in measured if records[t.number].resumed_step is not None),
             retrained=sum(1 for t in measured if records[t.number].retrained is not None),
-            steps_saved=sum(records[t.number].resumed_step or 0 for t in measured)),
+            steps_saved=sum(records[t.number].resumed_step or 0 for t in measured),
+            **checkpoint_counts(study, trials)),
         baselines={records[t.number].baseline: t.number for t in trials
                    if records[t.number].baseline is not None
                    and t.state == TrialState.COMPLETE})
+
+
+def checkpoint_counts(study: ReadableStudy, trials: list[FrozenTrial]) -> dict[str, int]:
+    """Checkpoints uploaded for the study's trials: kept, and removed as spent."""
+    stored = {artifact for trial in trials for artifact in stored_artifacts(trial)}
+    removed = stored & set(removed_checkpoints(study_system_attrs(study)))
+    return {"checkpoints_kept": len(stored - removed), "checkpoints_removed": len(removed)}
 
 
 def training(definition: StudyDefinition, measured: list[TrialRecord]) -> Training:
@@ -287,8 +305,10 @@ class TrialRow:
 EMPTY_COLUMNS = tuple(f.name for f in fields(TrialRow))[:3]
 
 
-def trial_row(trial: FrozenTrial, objectives: tuple[Objective, ...]) -> TrialRow:
-    record = TrialRecord.from_frozen_trial(trial)
+def trial_row(trial: FrozenTrial, objectives: tuple[Objective, ...],
+              record: TrialRecord | None = None) -> TrialRow:
+    """`record`: the trial's, if parsed already."""
+    record = record or TrialRecord.from_frozen_trial(trial)
     return TrialRow(trial=trial.number, state=trial.state.name.lower(),
                     pattern=record.pattern or "",
                     values={o.name: trial.values[i] if trial.values else None

@@ -226,3 +226,51 @@ def next_promotion(rungs: Rungs, results: Sequence[Mapping[int, Sequence[float] 
         if waiting:
             return rung, waiting[0]
     return None
+
+
+def never_promoted(rungs: Rungs, results: Sequence[Mapping[int, Sequence[float] | None]],
+                   promoted: Sequence[set[int] | frozenset], capacity: int) -> list[set[int]]:
+    """For each rung below the top, the candidates measured there that no promotion will ever
+    take to the next rung (their checkpoints can go: nas.continuation). `results` and
+    `promoted` as for `next_promotion`; `capacity`: the most candidates the first rung will
+    ever measure (the study's budget of new architectures).
+
+    A rung's promotions are final once no candidate can still arrive there (`capacity` reached
+    at the first rung; at a higher one, the rung below final and each of its promotions
+    measured): then every candidate outside the top floor(n / eta) that is not promoted already
+    is out. Before that, one rule holds whatever arrives: a candidate dominated by at least
+    floor(m / eta) others, where m bounds the rung's final count, sits behind all of them in
+    every later order (non-dominated sorting keeps a dominator in an earlier front), so it never
+    enters the top floor(n / eta) for any n <= m. A failed candidate is never promoted."""
+    out: list[set[int]] = []
+    bound = capacity  # the most candidates this rung will ever measure
+    for rung in range(rungs.top):
+        measured = results[rung] if rung < len(results) else {}
+        done = promoted[rung] if rung < len(promoted) else set()
+        bound = max(bound, len(measured))
+        ids = sorted(measured)
+        if bound == len(measured):  # final: the top is the top for good
+            order = promotion_order([measured[i] for i in ids])
+            top = {ids[k] for k in order[:len(ids) // rungs.eta]}
+            gone = {c for c in ids if c not in done
+                    and (c not in top or measured[c] is None)}
+        else:
+            enough = bound // rungs.eta
+            gone = {c for c in ids if c not in done
+                    and (measured[c] is None or _dominators(c, measured, enough) >= enough)}
+        out.append(gone)
+        above = results[rung + 1] if rung + 1 < len(results) else {}
+        bound = len(set(above) | (set(ids) - gone)) + (bound - len(measured))
+    return out
+
+
+def _dominators(candidate: int, measured: Mapping[int, Sequence[float] | None],
+                enough: int) -> int:
+    """How many of `measured` dominate `candidate`, counting no further than `enough`."""
+    point, count = measured[candidate], 0
+    for other, values in measured.items():
+        if other != candidate and values is not None and dominates(values, point):
+            count += 1
+            if count >= enough:
+                break
+    return count

@@ -23,7 +23,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import sqlalchemy
 from optuna.distributions import json_to_distribution
@@ -57,17 +57,28 @@ class StudySnapshot:
     """A study's definition and trials as read at one moment; the read-only part of
     `optuna.Study` that our reports use (`study_name`, `user_attrs`, `directions`,
     `get_trials`), so they take either. `damaged`: trials left out because a row of theirs
-    cannot be read (number, why), so that one bad row does not hide the rest of the study."""
+    cannot be read (number, why), so that one bad row does not hide the rest of the study.
+    `system_attrs`: the study's system attributes (claims, removed checkpoints; a value that
+    is not JSON is left out), read with `study_system_attrs`."""
 
     study_name: str
     directions: tuple[Any, ...]  # optuna.study.StudyDirection
     user_attrs: dict[str, Any]
     trials: tuple[Any, ...] = field(repr=False)  # optuna.trial.FrozenTrial, by number
     damaged: tuple[tuple[int, str], ...] = ()
+    system_attrs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def get_trials(self, deepcopy: bool = True, states: Container[Any] | None = None) -> list:
         chosen = [t for t in self.trials if states is None or t.state in states]
         return copy.deepcopy(chosen) if deepcopy else chosen
+
+
+def study_system_attrs(study: Any) -> dict[str, Any]:
+    """The system attributes of a `StudySnapshot` (as read) or of an `optuna.Study` (asked of
+    its storage: Optuna 5 has no `Study.system_attrs`)."""
+    if isinstance(study, StudySnapshot):
+        return study.system_attrs
+    return study._storage.get_study_system_attrs(study._study_id)
 
 
 def read_study(name: str, url: str) -> StudySnapshot:
@@ -154,7 +165,7 @@ def _read_with_optuna(name: str, storage) -> StudySnapshot:
             continue
         trials.append(trial)
     return StudySnapshot(study.study_name, tuple(study.directions), dict(study.user_attrs),
-                         tuple(trials), tuple(damaged))
+                         tuple(trials), tuple(damaged), study_system_attrs(study))
 
 
 def _read(connection, name: str, url: str) -> StudySnapshot:
@@ -169,18 +180,15 @@ def _read(connection, name: str, url: str) -> StudySnapshot:
         there = f"studies there: {', '.join(names)}" if names else "the database has no studies"
         raise StorageError(f"study {name!r} not found in {shown_url(url)} ({there})")
     directions = models.StudyDirectionModel.__table__
-    study_attrs = models.StudyUserAttributeModel.__table__
     direction_list = tuple(connection.execute(
         select(directions.c.direction).where(directions.c.study_id == study_id)
         .order_by(directions.c.objective)).scalars())
-    attrs = {}
-    for key, value in connection.execute(select(study_attrs.c.key, study_attrs.c.value_json)
-                                         .where(study_attrs.c.study_id == study_id)):
-        try:
-            attrs[key] = json.loads(value)
-        except (TypeError, ValueError):
-            raise StorageError(f"study {name!r}: its attribute {key!r} is damaged (not JSON: "
-                               f"{str(value)[:40]!r})") from None
+
+    def damaged_attr(key: str, value: Any) -> None:
+        raise StorageError(f"study {name!r}: its attribute {key!r} is damaged (not JSON: "
+                           f"{str(value)[:40]!r})")
+
+    attrs = _study_attrs(connection, models.StudyUserAttributeModel, study_id, damaged_attr)
 
     # The trials first, then their rows: a trial that finishes meanwhile may show its new
     # values under its old state, never a COMPLETE state without its values (Optuna writes
@@ -209,7 +217,26 @@ def _read(connection, name: str, url: str) -> StudySnapshot:
             continue
         trials.append(trial)
     trials.sort(key=lambda trial: trial.number)
-    return StudySnapshot(name, direction_list, attrs, tuple(trials), tuple(sorted(damaged)))
+    # A damaged system attribute (a claim, a removal record) reads as absent.
+    system_attrs = _study_attrs(connection, models.StudySystemAttributeModel, study_id,
+                                lambda key, value: None)
+    return StudySnapshot(name, direction_list, attrs, tuple(trials), tuple(sorted(damaged)),
+                         system_attrs)
+
+
+def _study_attrs(connection, model: Any, study_id: int,
+                 damaged: Callable[[str, Any], None]) -> dict[str, Any]:
+    """The study's rows of an attribute table (`model`), decoded; `damaged(key, value)` is
+    called for a value that is not JSON (it raises, or the attribute is left out)."""
+    table = model.__table__
+    attrs = {}
+    for key, value in connection.execute(select(table.c.key, table.c.value_json)
+                                         .where(table.c.study_id == study_id)):
+        try:
+            attrs[key] = json.loads(value)
+        except (TypeError, ValueError):
+            damaged(key, value)
+    return attrs
 
 
 class DamagedRow(ValueError):

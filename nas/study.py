@@ -39,17 +39,19 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import optuna
 from optuna.trial import TrialState
 
 from nas.claims import Claims
+from nas.continuation import prune_checkpoints
 from nas.definition import (MARKER, Change, DefinitionChanged, DefinitionError,
                             StudyDefinition, baselines_attrs)
 from nas.evaluate import CandidateFailed, Evaluator
-from nas.halving import counts_toward_budget, enqueue_promotion, plan_promotion
-from nas.record import TrialRecord, is_measured
+from nas.halving import (PRUNE_SETTLE_SECONDS, counts_toward_budget, enqueue_promotion,
+                         plan_promotion)
+from nas.record import TrialRecord, is_measured, records_of
 from nas.samplers import make_sampler
 from nas.storage import (Patience, first_line, grace_period, is_outage, load_study,
                          study_names)
@@ -82,16 +84,19 @@ class Counts:
     lost: int = 0  # died with a worker or interrupted; run again
 
 
-def count_trials(study: Any,
-                 trials: list[optuna.trial.FrozenTrial] | None = None) -> Counts:
+def count_trials(study: Any, trials: list[optuna.trial.FrozenTrial] | None = None,
+                 records: Mapping[int, TrialRecord] | None = None) -> Counts:
     """Trials by state of an `optuna.Study` or a `StudySnapshot` (`trials`: already read from
-    the study, to save reading them again)."""
+    the study, to save reading them again; `records`: theirs, parsed already)."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    records = records_of(trials, records)
     counts = Counts()
-    for trial in study.get_trials(deepcopy=False) if trials is None else trials:
+    for trial in trials:
+        record = records[trial.number]
         if trial.state == TrialState.COMPLETE:
             counts.complete += 1
         elif trial.state == TrialState.FAIL:
-            if is_measured(trial):
+            if is_measured(trial, record):
                 counts.failed += 1
             else:
                 counts.lost += 1
@@ -101,7 +106,7 @@ def count_trials(study: Any,
             counts.running += 1
         elif trial.state == TrialState.WAITING:
             counts.waiting += 1
-        if counts_toward_budget(trial):
+        if counts_toward_budget(trial, record):
             counts.distinct += 1
     counts.measured = counts.complete + counts.failed
     return counts
@@ -355,6 +360,9 @@ class Worker:
         interval = study._storage.get_heartbeat_interval() or 0
         self.stale_hold = 2 * interval + 1  # seconds after an outage before judging others
         self.touched: set[int] = set()
+        self.target = definition.capped_trials()
+        self.pruned_at: tuple[int, float] | None = None  # (finished trials, monotonic time)
+        self.prune_failed = False
 
     def fail_stale(self) -> None:
         """Fail (and re-queue) the trials of dead workers, unless an outage just ended: then
@@ -373,13 +381,35 @@ class Worker:
 
     def promote(self, rungs) -> bool:
         """Queue the promotion of a candidate that qualifies for its next rung (successive
-        halving, nas.halving); False when none does (sample a new candidate)."""
+        halving, nas.halving); False when none does (sample a new candidate). Then remove the
+        checkpoints no promotion can use any more."""
         trials = self.patience(self.study.get_trials, deepcopy=False)
         plan = self.patience(plan_promotion, self.study, rungs, trials)
-        if plan is None:
-            return False
-        self.patience(enqueue_promotion, self.study, *plan)
-        return True
+        if plan is not None:
+            self.patience(enqueue_promotion, self.study, *plan)
+        self.prune(rungs, trials)
+        return plan is not None
+
+    def prune(self, rungs, trials: list[optuna.trial.FrozenTrial]) -> None:
+        """Remove spent checkpoints (nas.continuation) when a trial finished since the last
+        pass, or a while after it: a candidate ruled out by recent results is kept until they
+        settle (nas.halving.PRUNE_SETTLE_SECONDS)."""
+        artifacts = self.evaluator.artifacts
+        if artifacts is None or not self.evaluator.continues:
+            return
+        finished = sum(1 for trial in trials if trial.state.is_finished())
+        now = time.monotonic()
+        if self.pruned_at is not None and finished == self.pruned_at[0] \
+                and now - self.pruned_at[1] < PRUNE_SETTLE_SECONDS / 2:
+            return
+        pruned = self.patience(prune_checkpoints, self.study, rungs, artifacts, self.target,
+                               trials)
+        self.pruned_at = (finished, now)
+        if pruned.failed and not self.prune_failed:  # said once: the next passes try again
+            item, reason = pruned.failed[0]
+            self.patience.log(f"checkpoint {item.artifact} of trial {item.trial} could not be "
+                              f"removed ({reason}); kept, and tried again after each trial")
+            self.prune_failed = True
 
     def running_new(self) -> int:
         """Running trials that measure a new architecture (not promotions)."""
@@ -434,7 +464,7 @@ def run_worker(study: optuna.Study, definition: StudyDefinition, *,
     pruned_in_a_row = 0
     worker.patience(requeue_lost, study)
     rungs = definition.rungs
-    target = definition.capped_trials()
+    target = worker.target
     duplicates_in_a_row = 0
     while True:
         counts = worker.counts()

@@ -167,10 +167,13 @@ def test_a_promotion_continues_its_parents_checkpoint_on_sqlite(tmp_path):
     rungs = by_rung(study)
     assert len(rungs[0]) == 2 and len(rungs[1]) == 1
     folder = tmp_path / "study.db.artifacts"
-    for trial, record in rungs[0]:
-        assert record.checkpoint and (folder / record.checkpoint).is_file()
     promotion, record = rungs[1][0]
     parent = study.trials[record.promoted_from]
+    for trial, stored in rungs[0]:
+        # the promoted parent's checkpoint is spent once the promotion is recorded; the other
+        # is ruled out by results under a minute old, and kept until they settle
+        assert stored.checkpoint
+        assert (folder / stored.checkpoint).is_file() == (trial.number != parent.number)
     assert record.resumed_step == 5 and record.retrained is None  # trained 12 - 5 = 7 steps
     assert record.checkpoint is None  # the top rung is never continued
     assert all(task["steps"] == 12 for task in promotion.user_attrs["tasks"].values())
@@ -181,6 +184,7 @@ def test_a_promotion_continues_its_parents_checkpoint_on_sqlite(tmp_path):
 
     fidelity = status(study).fidelity
     assert (fidelity.continued, fidelity.retrained, fidelity.steps_saved) == (1, 0, 5)
+    assert (fidelity.checkpoints_kept, fidelity.checkpoints_removed) == (1, 1)
 
 
 def test_a_missing_checkpoint_means_the_promotion_retrains(tmp_path):
@@ -243,3 +247,186 @@ def test_hnas_search_fidelity_sh_stores_wsd_and_promotions_continue(tmp_path):
         "--storage", url, "--n-trials", "2", "--budget-steps", "20", "--batch-size", "8",
         "--quiet"])
     assert again.exit_code == 2 and "schedule" in again.output, again.output
+
+
+# -- spent checkpoints are removed ---------------------------------------------------------------
+
+
+@pytest.fixture
+def settle_now(monkeypatch):
+    """Results count at once when ruling candidates out (the default waits a minute for them
+    to settle, longer than these studies take)."""
+    import nas.halving
+    import nas.study
+
+    monkeypatch.setattr(nas.halving, "PRUNE_SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(nas.study, "PRUNE_SETTLE_SECONDS", 0.0)
+
+
+def removals(study):
+    from nas.continuation import REMOVED, removed_checkpoints
+
+    return removed_checkpoints(study._storage.get_study_system_attrs(study._study_id))
+
+
+def test_a_finished_study_keeps_only_the_checkpoints_a_promotion_can_use(tmp_path, settle_now):
+    """Three candidates, eta 2: the workers remove each rung-0 checkpoint once its promotion is
+    recorded or its rung's promotions rule it out, mid-study; at the end none can be used."""
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+    from nas.continuation import artifact_store
+    from nas.halving import stored_artifacts
+    from nas.study import run_worker
+
+    study, spec, url = sh_study(tmp_path, n_trials=3)
+    folder = tmp_path / "study.db.artifacts"
+    seen = []
+
+    def watch(study, finished):  # after each trial: every spent checkpoint is gone already
+        seen.append(sorted(path.name for path in folder.iterdir()))
+
+    run_worker(study, spec, on_trial=watch, artifacts=artifact_store(url, None)[0])
+    rungs = by_rung(study)
+    assert len(rungs[0]) == 3 and rungs[1]
+    continued = {record.candidate for _, record in rungs[1]}
+    assert all(record.resumed_step == 5 for _, record in rungs[1])
+    assert list(folder.iterdir()) == []
+    stored = {artifact for trial in study.trials for artifact in stored_artifacts(trial)}
+    assert stored == {record.checkpoint for _, record in rungs[0]}
+    assert removals(study) == {
+        record.checkpoint: {"trial": trial.number,
+                            "reason": "continued to rung 1" if record.candidate in continued
+                            else "not promoted from rung 0"}
+        for trial, record in rungs[0]}
+    assert max(len(names) for names in seen) < 3  # removed during the study, not at its end
+    shown = CliRunner().invoke(app, ["status", "continued", "--storage", url])
+    assert "checkpoints: 0 kept for promotions, 3 removed" in shown.output, shown.output
+
+
+def hand_made_rung(tmp_path):
+    """A study whose rung 0 is complete (3 candidates of 3, eta 2: one promotion), each
+    candidate with a checkpoint file; trial 0 is the best, trial 2 the worst."""
+    import io
+    import json
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    from nas.continuation import artifact_store
+    from nas.record import TrialRecord
+
+    study, spec, url = sh_study(tmp_path, n_trials=3)
+    store = artifact_store(url, None)[0]
+    for number, values in enumerate(([0.9, 100.0], [0.5, 200.0], [0.4, 300.0])):
+        artifact = f"checkpoint-{number}"
+        store.write(artifact, io.BytesIO(b"states"))
+        record = TrialRecord(rung=0, candidate=number, checkpoint=artifact)
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE, values=values, params={"x": 0},
+            distributions={"x": CategoricalDistribution([0])},
+            user_attrs=record.to_user_attrs(),
+            system_attrs={f"artifacts:{artifact}": json.dumps({"artifact_id": artifact})}))
+    return study, spec, url, store
+
+
+def test_a_pending_promotion_keeps_its_checkpoint_and_a_missing_one_is_no_failure(tmp_path):
+    from nas.continuation import prune_checkpoints
+    from nas.halving import enqueue_promotion
+
+    study, spec, url, store = hand_made_rung(tmp_path)
+    folder = tmp_path / "study.db.artifacts"
+    # Trial 2's promotion was decided when it still led (a pending WAITING trial holds it),
+    # and trial 1's checkpoint is gone already (another worker removed it a moment ago).
+    enqueue_promotion(study, 0, study.trials[2])
+    (folder / "checkpoint-1").unlink()
+    # Results under a minute old rule nobody out yet.
+    assert prune_checkpoints(study, spec.rungs, store, 3).removed == ()
+    pruned = prune_checkpoints(study, spec.rungs, store, 3, settle=0)
+    assert [(item.trial, item.reason) for item in pruned.removed] == \
+        [(1, "not promoted from rung 0")]
+    assert pruned.failed == () and pruned.kept == 2
+    # trial 0 leads and is not promoted yet; trial 2's promotion is pending
+    assert sorted(path.name for path in folder.iterdir()) == ["checkpoint-0", "checkpoint-2"]
+    assert removals(study) == {"checkpoint-1": {"trial": 1, "reason":
+                                                "not promoted from rung 0"}}
+    # Another worker's pass at the same moment finds nothing left to do, and fails nothing.
+    assert prune_checkpoints(study, spec.rungs, store, 3, settle=0) == \
+        type(pruned)(kept=2)
+    # Once the pending promotion is recorded, its parent's checkpoint is spent.
+    promotion = study.ask()
+    study.tell(promotion, [0.95, 100.0])
+    pruned = prune_checkpoints(study, spec.rungs, store, 3, settle=0)
+    assert [(item.trial, item.reason) for item in pruned.removed] == [(2, "continued to rung 1")]
+    assert sorted(path.name for path in folder.iterdir()) == ["checkpoint-0"]
+
+
+def test_a_promotion_of_a_removed_checkpoint_retrains_and_says_why(tmp_path):
+    from nas.claims import Claims
+    from nas.continuation import prune_checkpoints
+    from nas.evaluate import Evaluator
+
+    study, spec, url, store = hand_made_rung(tmp_path)
+    prune_checkpoints(study, spec.rungs, store, 3, settle=0)
+    # the budget grew after rung 0 was decided: trial 1 is promoted after all
+    evaluator = Evaluator(spec, artifacts=store)
+    states, record = evaluator._parent_checkpoint(study.trials[1], Claims(study))
+    assert states is None
+    assert record.retrained == "checkpoint of trial 1: removed (not promoted from rung 0)"
+
+
+def test_hnas_study_prune_artifacts(tmp_path, settle_now):
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+
+    study, spec, url, store = hand_made_rung(tmp_path)
+    run = CliRunner().invoke
+    dry = run(app, ["study", "prune-artifacts", "continued", "--storage", url, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "would remove checkpoint-1 (trial 1: not promoted from rung 0)" in dry.output
+    assert (tmp_path / "study.db.artifacts" / "checkpoint-1").is_file()
+    done = run(app, ["study", "prune-artifacts", "continued", "--storage", url])
+    assert done.exit_code == 0, done.output
+    assert "removed checkpoint-2 (trial 2: not promoted from rung 0)" in done.output
+    assert "2 checkpoints removed, 1 kept" in done.output
+    shown = run(app, ["status", "continued", "--storage", url])
+    assert "checkpoints: 1 kept for promotions, 2 removed" in shown.output, shown.output
+    from nas.storage import open_storage
+    from nas.study import create_or_check
+    from test_study import definition
+
+    create_or_check("plain", open_storage(url), definition())
+    plain = run(app, ["study", "prune-artifacts", "plain", "--storage", url])
+    assert plain.exit_code == 2 and plain.output.strip() == (
+        "error: study 'plain' has no rungs (not --fidelity sh): it keeps no checkpoints")
+    for args, message in (
+            (["--artifacts", str(tmp_path / "nowhere")],
+             f"error: --artifacts '{tmp_path / 'nowhere'}': no such folder"),
+            (["--storage", f"sqlite:///{tmp_path / 'none.db'}"],
+             f"error: study 'continued' not found: no database file at "
+             f"'{tmp_path / 'none.db'}'")):
+        refused = run(app, ["study", "prune-artifacts", "continued", "--storage", url, *args])
+        assert refused.exit_code == 2 and refused.output.strip() == message, refused.output
+
+
+def test_a_worker_that_cannot_remove_a_checkpoint_says_so_once_and_goes_on(tmp_path, settle_now):
+    from nas.storage import Patience
+    from nas.study import Worker
+
+    class ReadOnly:
+        def remove(self, artifact):
+            raise PermissionError(13, "Permission denied", artifact)
+
+    study, spec, url, store = hand_made_rung(tmp_path)
+    said = []
+    worker = Worker(study, spec, run=None, patience=Patience(log=said.append),
+                    artifacts=ReadOnly())
+    worker.prune(spec.rungs, study.get_trials(deepcopy=False))
+    worker.pruned_at = None  # a trial finished meanwhile: the next pass tries again
+    worker.prune(spec.rungs, study.get_trials(deepcopy=False))
+    assert said == ["checkpoint checkpoint-1 of trial 1 could not be removed (Permission "
+                    "denied); kept, and tried again after each trial"]
+    assert removals(study) == {}
+    assert (tmp_path / "study.db.artifacts" / "checkpoint-1").is_file()

@@ -89,3 +89,30 @@ def test_rows_without_a_rung_before_rows_with_one(url):
     shown = json.loads(CliRunner().invoke(app, ["trials", "sh", "--storage", url,
                                                 "--json"]).output)
     assert [row["rung"] for row in shown] == [None, 0]
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--rung", "1"], ["pareto"],
+                                     ["pareto", "--json"]])
+def test_status_and_pareto_parse_each_trial_once(url, monkeypatch, command):
+    """Each command reads every trial's record once and passes it along (the reports asked
+    for it up to eight times a trial: counting, the rung, the front, each row)."""
+    from collections import Counter
+
+    from test_halving import RungRun, sh_definition
+
+    from nas.study import run_worker
+
+    spec = sh_definition(n_trials=6)
+    study, _ = create_or_check("sh", open_storage(url), spec)
+    run_worker(study, spec, run=RungRun())
+    parses = Counter()
+    parse = TrialRecord.from_user_attrs.__func__
+
+    def counting(cls, attrs):
+        parses[id(attrs)] += 1
+        return parse(cls, attrs)
+
+    monkeypatch.setattr(TrialRecord, "from_user_attrs", classmethod(counting))
+    result = CliRunner().invoke(app, [*command[:1], "sh", "--storage", url, *command[1:]])
+    assert result.exit_code == 0, result.output
+    assert len(parses) == len(study.trials) and set(parses.values()) == {1}, parses

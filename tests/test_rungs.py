@@ -11,6 +11,7 @@ from nas.rungs import (
     RungError,
     Rungs,
     crowding_distances,
+    never_promoted,
     next_promotion,
     nondominated_fronts,
     parse_rungs,
@@ -169,3 +170,34 @@ def test_the_core_imports_neither_torch_nor_optuna():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[0,", "1]", "1.0"]
+
+
+# -- which candidates no promotion will take (their checkpoints can go) --------------------------
+
+
+def test_an_open_rung_rules_out_only_candidates_with_enough_dominators():
+    rungs = Rungs((1, 3), 3)
+    results = [{0: (0.0, 0.0), 1: (1.0, 1.0), 2: (2.0, 2.0), 3: (0.5, 3.0), 4: None}, {}]
+    # At most 9 candidates will be measured at rung 0, so at most 3 promoted: 2 (dominated by
+    # 0 and 1 only) may still be among them, as may 3; a failed candidate never is.
+    assert never_promoted(rungs, results, [set(), set()], capacity=9) == [{4}]
+    # With at most 6, at most 2 are promoted: 2 is behind two dominators for good, 3 is not.
+    assert never_promoted(rungs, results, [set(), set()], capacity=6) == [{2, 4}]
+    # A candidate whose promotion is claimed or measured is never ruled out.
+    assert never_promoted(rungs, results, [{2}, set()], capacity=6) == [{4}]
+
+
+def test_a_closed_rung_keeps_its_top_and_its_promotions_only():
+    rungs = Rungs((1, 2, 4), 2)
+    points = {0: (0.0, 0.0), 1: (1.0, 1.0), 2: (2.0, 2.0), 3: (3.0, 0.5)}
+    # Rung 0 has its 4 candidates: its top 2 are 0 and 3 (front 0's ends), and 1 was
+    # promoted earlier (when it was in the top); 2 is out. Rung 1 still waits for 3.
+    results = [points, {0: (0.0, 0.0), 1: (1.0, 1.0)}, {}]
+    out = never_promoted(rungs, results, [{0, 1, 3}, set(), set()], capacity=4)
+    assert out[0] == {2}
+    # rung 1 will hold 0, 1 and 3 at most, so it promotes one: 1, behind 0, is out already,
+    # while 0 is not (3, still to come, may yet beat it)
+    assert out[1] == {1}
+    # once 3 is measured there, rung 1 is final: its top 1 is 0, so 1 and 3 are out
+    results[1][3] = (3.0, 3.0)
+    assert never_promoted(rungs, results, [{0, 1, 3}, set(), set()], capacity=4)[1] == {1, 3}

@@ -557,12 +557,16 @@ def test_postgres_promotion_continues_from_the_artifacts_folder(postgres_url, fi
     process, log = start_worker(name, postgres_url, 0, files, "--artifacts", str(shared))
     wait_all([process])
     assert process.returncode == 0, log.read_text()
-    records = [TrialRecord.from_frozen_trial(t) for t in fresh_trials(name, postgres_url)
-               if t.state == TrialState.COMPLETE]
-    assert sorted(r.rung for r in records) == [0, 0, 1]
-    assert all((shared / r.checkpoint).is_file() for r in records if r.rung == 0)
-    promotion = next(r for r in records if r.rung == 1)
+    records = {t.number: TrialRecord.from_frozen_trial(t)
+               for t in fresh_trials(name, postgres_url) if t.state == TrialState.COMPLETE}
+    assert sorted(r.rung for r in records.values()) == [0, 0, 1]
+    promotion = next(r for r in records.values() if r.rung == 1)
     assert promotion.resumed_step == 8 and promotion.retrained is None  # 20 - 8 steps trained
+    # The parent's checkpoint is removed once its promotion is recorded; the other candidate's
+    # stays until the results that rule it out are a minute old (nas.halving).
+    assert {number: (shared / r.checkpoint).is_file() for number, r in records.items()
+            if r.rung == 0} == {number: number != promotion.promoted_from
+                                for number, r in records.items() if r.rung == 0}
 
 
 def test_postgres_worker_killed_during_a_promotion_loses_nothing(postgres_url, files):

@@ -40,6 +40,7 @@ COMMANDS = (
     (space_app, "check", space.check),
     (space_app, "sample", space.sample),
     (study_app, "copy", studies.copy),
+    (study_app, "prune-artifacts", studies.prune_artifacts),
 )
 for group, name, function in COMMANDS:
     group.command(name)(user_errors(function))

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from nas.cli.common import AsJson, Storage, StudyName, console, fail, human, open_for_reading
+from nas.record import records_of
 
 
 RUNG_HELP = ("Successive halving: compare candidates at this rung (0 = the first; default: "
@@ -50,6 +51,9 @@ def status(
             out.print(f"promotions: {fidelity.continued} continued from a checkpoint "
                       f"({fidelity.steps_saved} steps per task not trained again), "
                       f"{fidelity.retrained} retrained (no checkpoint to continue)")
+        if fidelity.checkpoints_kept or fidelity.checkpoints_removed:
+            out.print(f"checkpoints: {fidelity.checkpoints_kept} kept for promotions, "
+                      f"{fidelity.checkpoints_removed} removed (no promotion can use them)")
     for counted, label in ((summary.failures, "failed"), (summary.pruned, "infeasible"),
                            (summary.lost, "re-run")):
         if counted:
@@ -120,9 +124,10 @@ def pareto(
     study = open_for_reading(study_name, storage)
     objectives = report.objectives_of(study)
     trials = study.get_trials(deepcopy=False)
-    rung = report.shown_rung(study, trials, rung)
-    rows = [report.trial_row(t, objectives).to_dict()
-            for t in report.pareto_front(study, trials, rung=rung)]
+    records = records_of(trials)  # parsed once, for the rung, the front and its rows
+    rung = report.shown_rung(study, trials, rung, records)
+    rows = [report.trial_row(t, objectives, records[t.number]).to_dict()
+            for t in report.pareto_front(study, trials, rung=rung, records=records)]
     where = report.rung_label(study, rung)
     _print_rows(rows, as_json, as_csv, f"Pareto front of {study_name}" +
                 (f" at {where}" if where else ""), report.EMPTY_COLUMNS)

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from nas.cli.common import Storage, StudyName, console, fail, open_for_reading, warn_damaged
+from nas.cli.common import (Artifacts, Storage, StudyName, console, fail, open_for_reading,
+                            warn_damaged)
 
 
 def studies(storage: Storage = None) -> None:
@@ -69,6 +70,56 @@ def copy(
     for name in names:
         done = copy_study(name, source, target)
         print(f"{done} {name} to {shown_url(to_url)}", file=sys.stderr)
+
+
+def prune_artifacts(
+    study_name: StudyName,
+    storage: Storage = None,
+    artifacts: Artifacts = None,
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed, and "
+                                 "remove nothing."),
+) -> None:
+    """Remove a successive-halving study's checkpoints that no promotion can use any more.
+
+    Workers do this between trials; run it for a study whose workers have stopped (they keep a
+    candidate ruled out by results under a minute old) or a folder they did not tidy. Safe
+    while workers run: a checkpoint that a queued or running promotion may need is kept."""
+    # Optuna: not at --help (see nas.cli)
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from nas.continuation import ARTIFACTS_SUFFIX, prune_checkpoints
+    from nas.snapshot import missing_sqlite_file
+    from nas.storage import StorageError, default_url, load_study, open_storage, sqlite_file
+    from nas.study import read_definition
+
+    url = storage or default_url()
+    missing = missing_sqlite_file(url)
+    if missing:
+        raise StorageError(f"study {study_name!r} not found: no database file at {missing!r}")
+    study = load_study(study_name, open_storage(url))  # heartbeats: the grace period of losses
+    definition = read_definition(study)
+    if definition.rungs is None:
+        fail(f"study {study_name!r} has no rungs (not --fidelity sh): it keeps no checkpoints")
+    database = sqlite_file(url)
+    if artifacts is None and database is None:
+        fail(f"study {study_name!r} is not in a SQLite file: give --artifacts DIR, the folder "
+             "its workers were given")
+    folder = Path(artifacts if artifacts is not None else database + ARTIFACTS_SUFFIX)
+    if not folder.expanduser().is_dir():
+        fail(f"--artifacts {str(folder)!r}: no such folder" if artifacts is not None else
+             f"study {study_name!r} has no checkpoints folder ({str(folder)!r})")
+    pruned = prune_checkpoints(study, definition.rungs,
+                               FileSystemArtifactStore(folder.expanduser()),
+                               definition.capped_trials(), dry_run=dry_run)
+    for item in pruned.removed:
+        typer.echo(f"{'would remove' if dry_run else 'removed'} {item.artifact} "
+                   f"(trial {item.trial}: {item.reason})")
+    print(f"study {study_name!r}: {len(pruned.removed)} checkpoints "
+          f"{'to remove' if dry_run else 'removed'}, {pruned.kept} kept", file=sys.stderr)
+    if pruned.failed:
+        item, reason = pruned.failed[0]
+        fail(f"{len(pruned.failed)} checkpoints could not be removed; the first, "
+             f"{item.artifact} of trial {item.trial}: {reason}")
 
 
 def dashboard(

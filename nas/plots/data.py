@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from nas.definition import StudyDefinition
 from nas.fidelity import Pair, pairs
-from nas.record import TrialRecord
+from nas.record import TrialRecord, records_of
 from nas.report import pareto_front, rung_label, shown_rung
 from nas.rungs import nondominated_fronts
 from search_spaces.errors import UserError
@@ -68,19 +68,20 @@ def front_data(study: Any, rung: int | None = None) -> FrontData:
     definition = StudyDefinition.from_attrs(study.user_attrs, study.study_name)
     objectives = definition.objective_list
     trials = study.get_trials(deepcopy=False)
+    records = records_of(trials)  # parsed once, for the rung, the points and the front
     try:
-        rung = shown_rung(study, trials, rung)
+        rung = shown_rung(study, trials, rung, records)
     except ValueError as error:
         raise PlotError(str(error)) from None
     points = []
     for trial in trials:
-        record = TrialRecord.from_frozen_trial(trial)
+        record = records[trial.number]
         if trial.state == TrialState.COMPLETE and record.duplicate_of is None:
             points.append(Point(trial.number, tuple(trial.values), record.rung,
                                 record.pattern or "", record.baseline))
     if not points:
         raise PlotError(f"study {study.study_name!r} has no complete trials to plot")
-    front_numbers = {t.number for t in pareto_front(study, trials, rung=rung)}
+    front_numbers = {t.number for t in pareto_front(study, trials, rung=rung, records=records)}
     shown = [p for p in points if rung is None or (p.rung or 0) == rung]
     others: dict[int, list[Point]] = {}
     for p in points:
