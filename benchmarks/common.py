@@ -43,11 +43,15 @@ def run_key(row: dict[str, Any], fields: Sequence[str]) -> str:
 
 
 class ResultsFile:
-    """Append-only JSONL rows keyed by `fields` (every setting of a run plus its seed)."""
+    """Append-only JSONL rows keyed by `fields` (every setting of a run plus its seed).
+    `defaults` gives a key field added after rows were written the value those older rows
+    had, so that they keep their identity (they are read with it filled in)."""
 
-    def __init__(self, path: str | Path, fields: Sequence[str]) -> None:
+    def __init__(self, path: str | Path, fields: Sequence[str],
+                 defaults: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.fields = tuple(fields)
+        self.defaults = dict(defaults or {})
 
     def rows(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -58,7 +62,7 @@ class ResultsFile:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                rows.append({**self.defaults, **json.loads(line)})
             except json.JSONDecodeError:
                 if number == len(lines):  # cut short by a kill: that run is redone
                     continue

@@ -40,7 +40,9 @@ from search_spaces import ArchConfig, arch_names, load_arch, load_space  # noqa:
 
 RESULTS = Path(__file__).parent / "results"
 SPACES = ("jamba_like", "free")
-KEY = ("fingerprint", "suite", "steps", "batch_size", "lr", "d_model", "seed")
+KEY = ("fingerprint", "suite", "steps", "schedule", "batch_size", "lr", "d_model", "seed")
+# Rows written before the schedule was part of the key were all cosine runs.
+KEY_DEFAULTS = {"schedule": "cosine"}
 # The `*_full` presets are published models at their published sizes, for `hnas cost`: some do
 # not even build at a small width (nemotron_h's 8 groups need 8 Mamba-2 heads).
 SMALL_PRESETS = [name for name in arch_names() if not name.endswith("_full")]
@@ -102,12 +104,14 @@ def planned_runs(args: argparse.Namespace, archs: list[tuple[str, ArchConfig]]) 
     budgets (multiples of 1x), by budget and seed. They come last so that adding them leaves
     every earlier run's place, and so its shard, unchanged."""
     runs = []
-    budgets = [(args.steps, seed) for seed in args.seeds] + [
-        (args.steps * args.multiple, seed) for seed in args.seeds] + [
-        (args.steps * factor, seed) for factor in args.between for seed in args.seeds]
-    for (steps, seed), (name, arch) in itertools.product(budgets, archs):
+    budgets = [(args.steps, "cosine", seed) for seed in args.seeds] + [
+        (args.steps * args.multiple, "cosine", seed) for seed in args.seeds] + [
+        (args.steps * factor, schedule, seed) for factor, schedule in args.between
+        for seed in args.seeds]
+    for (steps, schedule, seed), (name, arch) in itertools.product(budgets, archs):
         runs.append({"arch": name, "fingerprint": arch.fingerprint(), "pattern": arch.pattern,
-                     "suite": args.suite, "steps": steps, "batch_size": args.batch_size,
+                     "suite": args.suite, "steps": steps, "schedule": schedule,
+                     "batch_size": args.batch_size,
                      "lr": args.lr, "d_model": args.d_model, "seed": seed,
                      "config": arch.to_dict()})
     return runs
@@ -121,7 +125,7 @@ def train_one(run: dict, suite, curve_every: int | None = None) -> dict:
 
     every = min(curve_every or run["steps"], run["steps"])
     budget = Budget(steps=run["steps"], batch_size=run["batch_size"], lr=run["lr"],
-                    decode_context=0, eval_every=every)
+                    schedule=run["schedule"], decode_context=0, eval_every=every)
     started = time.perf_counter()
     result = run_trial(ArchConfig.from_dict(run["config"]), suite, budget, seed=run["seed"])
     return {**run, "suite_fingerprint": suite.fingerprint(), "status": result.status,
@@ -132,6 +136,21 @@ def train_one(run: dict, suite, curve_every: int | None = None) -> dict:
                              for point in task.curve]
                       for name, task in result.tasks.items()},
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def parse_between(text: str, multiple: int) -> tuple[int, str]:
+    """`--between` item "N" or "N:SCHEDULE" -> (N, schedule)."""
+    from trials.train.budget import SCHEDULES
+
+    factor, _, schedule = text.partition(":")
+    schedule = schedule or "cosine"
+    if not factor.isdigit() or not 1 < int(factor) < multiple:
+        raise BenchError(f"--between: {text!r} is not a whole multiple between 1 and "
+                         f"--multiple {multiple}")
+    if schedule not in SCHEDULES:
+        raise BenchError(f"--between: {text!r}: schedule {schedule!r} is not one of "
+                         f"{', '.join(SCHEDULES)}")
+    return int(factor), schedule
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -149,9 +168,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--steps", type=int, default=200, help="the 1x budget")
     parser.add_argument("--multiple", type=int, default=8, help="the reference is this times 1x")
-    parser.add_argument("--between", type=int, nargs="*", default=[],
+    parser.add_argument("--between", nargs="*", default=[], metavar="N[:SCHEDULE]",
                         help="more budgets, as multiples of 1x between 1 and --multiple, each "
-                             "trained over every seed and compared with the reference")
+                             "trained over every seed and compared with the reference; "
+                             "`3:wsd` trains 3x with the warmup-stable-decay schedule instead "
+                             "of cosine (1x and the reference are cosine)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: "
                                                                "the training budget's)")
@@ -175,10 +196,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for name in ("samples", "max_layers", "d_model", "steps", "multiple", "batch_size"):
             if getattr(args, name) < (0 if name == "samples" else 1):
                 raise BenchError(f"--{name.replace('_', '-')}: got {getattr(args, name)}")
-        bad = [f for f in args.between if not 1 < f < args.multiple]
-        if bad:
-            raise BenchError(f"--between: {bad[0]} is not between 1 and --multiple "
-                             f"{args.multiple}")
+        args.between = [parse_between(text, args.multiple) for text in args.between]
+        if len(set(args.between)) != len(args.between):
+            raise BenchError("--between: a budget is named twice")
         if len(set(args.seeds)) != len(args.seeds):
             raise BenchError(f"--seeds: a seed is named twice in {args.seeds}")
         args.shard = parse_shard(args.shard)
@@ -190,7 +210,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    results = ResultsFile(args.out, KEY)
+    results = ResultsFile(args.out, KEY, KEY_DEFAULTS)
     runs = planned_runs(args, args.archs)
     print(f"{len(args.archs)} architectures at d_model {args.d_model}: " +
           ", ".join(f"{name} {arch.pattern}" for name, arch in args.archs))

@@ -26,12 +26,18 @@ def mean(values) -> float:
     return sum(values) / len(values)
 
 
-def scores(rows: list[dict], steps: int) -> Scores:
+def runs_of(rows: list[dict], steps: int, schedule: str = "cosine") -> list[dict]:
+    """The rows of one budget: `steps` under learning-rate `schedule` (rows from before the
+    schedule was recorded are cosine)."""
+    return [row for row in rows
+            if row["steps"] == steps and row.get("schedule", "cosine") == schedule]
+
+
+def scores(rows: list[dict], steps: int, schedule: str = "cosine") -> Scores:
     """arch -> seed -> quality at `steps` (a failed run scores 0: a search would rank it last)."""
     table: Scores = {}
-    for row in rows:
-        if row["steps"] == steps:
-            table.setdefault(row["arch"], {})[row["seed"]] = row["quality"] or 0.0
+    for row in runs_of(rows, steps, schedule):
+        table.setdefault(row["arch"], {})[row["seed"]] = row["quality"] or 0.0
     return table
 
 
@@ -40,9 +46,9 @@ def loss_scores(rows: list[dict], steps: int) -> Scores:
     the loss already moves while the accuracy does not, so it may rank a short budget better.
     Rows written before losses were kept, and failed runs, are left out."""
     table: Scores = {}
-    for row in rows:
+    for row in runs_of(rows, steps):
         losses = [v for v in (row.get("loss") or {}).values() if v is not None]
-        if row["steps"] == steps and row["status"] == "ok" and losses:
+        if row["status"] == "ok" and losses:
             table.setdefault(row["arch"], {})[row["seed"]] = -mean(losses)
     return table
 
@@ -50,8 +56,8 @@ def loss_scores(rows: list[dict], steps: int) -> Scores:
 def curve_scores(rows: list[dict], steps: int, at: int) -> Scores:
     """arch -> seed -> the `steps` run's test accuracy at step `at` (its learning curve)."""
     table: Scores = {}
-    for row in rows:
-        if row["steps"] != steps or row["status"] != "ok":
+    for row in runs_of(rows, steps):
+        if row["status"] != "ok":
             continue
         points = [acc for curve in row["curve"].values() for step, acc, _ in curve if step == at]
         if len(points) == len(row["curve"]):
@@ -155,8 +161,9 @@ def _pairs(agreement: dict[str, float]) -> str:
 
 
 def summarise(rows: list[dict], steps: int, multiple: int,
-              between: Sequence[int] = ()) -> Summary:
-    """The figures over the architectures that have every seed at both budgets."""
+              between: Sequence[tuple[int, str]] = ()) -> Summary:
+    """The figures over the architectures that have every seed at both budgets (1x and the
+    reference are cosine runs; `between` holds (multiple of 1x, schedule) pairs)."""
     cheap, reference = scores(rows, steps), scores(rows, steps * multiple)
     seeds = sorted({seed for per in reference.values() for seed in per})
     complete = [a for a in reference if set(reference[a]) == set(seeds) and a in cheap
@@ -190,8 +197,8 @@ def summarise(rows: list[dict], steps: int, multiple: int,
     reference_loss = loss_scores(rows, steps * multiple)
     loss_self = (seed_agreement(reference_loss, complete, seeds)
                  if len(seeds) >= 2 and has_seeds(reference_loss, complete, seeds) else {})
-    seconds = {s: mean(r["seconds"] for r in rows if r["steps"] == s)
-               for s in (steps, steps * multiple) if any(r["steps"] == s for r in rows)}
+    seconds = {s: mean(r["seconds"] for r in runs_of(rows, s))
+               for s in (steps, steps * multiple) if runs_of(rows, s)}
     return Summary(multiple, seeds, cheap, reference, complete, len(cheap_complete), cheap_self,
                    seed_agreement(reference, complete, seeds), loss_self, comparisons, seconds)
 
@@ -218,17 +225,18 @@ def _between_comparisons(rows, steps, between, complete, seeds, compare) -> list
     (beside the 1x figure of the same seed, a like-for-like pair while the other seeds still
     run), then the seed mean once every seed is there."""
     comparisons = []
-    for factor in between:
-        table = scores(rows, steps * factor)
-        budget = f"{factor}x ({steps * factor} steps)"
+    for factor, schedule in between:
+        table = scores(rows, steps * factor, schedule)
+        name = f"{factor}x" if schedule == "cosine" else f"{factor}x {schedule}"
+        budget = f"{name} ({steps * factor} steps)"
         done = [s for s in seeds if has_seeds(table, complete, [s])]
-        values = [(f"{factor}x seed {s}", f"{budget} seed {s}", [table[a][s] for a in complete])
+        values = [(f"{name} seed {s}", f"{budget} seed {s}", [table[a][s] for a in complete])
                   for s in done]
         if done == seeds:
-            values.append((f"{factor}x seed mean", f"{budget} seed mean",
+            values.append((f"{name} seed mean", f"{budget} seed mean",
                            [mean(table[a][s] for s in seeds) for a in complete]))
         if values:
-            seconds = mean(r["seconds"] for r in rows if r["steps"] == steps * factor)
+            seconds = mean(r["seconds"] for r in runs_of(rows, steps * factor, schedule))
             comparisons += [compare(label, f"{text} vs reference", v, seconds=seconds)
                             for label, text, v in values]
     return comparisons

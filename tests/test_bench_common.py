@@ -35,6 +35,17 @@ def test_results_file_appends_and_skips_done_runs(tmp_path):
     assert results.pending([{"name": "a", "seed": 2}]) == [{"name": "a", "seed": 2}]
 
 
+def test_results_file_defaults_fill_a_key_field_added_later(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    ResultsFile(path, ("arch", "seed")).append({"arch": "a", "seed": 0, "score": 1.0})
+    results = ResultsFile(path, ("arch", "schedule", "seed"), {"schedule": "cosine"})
+    assert results.rows() == [{"arch": "a", "schedule": "cosine", "seed": 0, "score": 1.0}]
+    old = {"arch": "a", "schedule": "cosine", "seed": 0}
+    new = {"arch": "a", "schedule": "wsd", "seed": 0}
+    assert results.pending([old, new]) == [new]  # the old row is still its run's row
+    assert results.rows_of([new]) == []
+
+
 def test_results_file_survives_a_torn_last_line(tmp_path):
     path = tmp_path / "rows.jsonl"
     results = ResultsFile(path, KEY)
@@ -308,8 +319,19 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
     assert set(figures["2x seed mean"]) == {"spearman", "kendall", "seconds"}
     assert set(figures["2x seed 1"]) == {"spearman", "kendall", "seconds"}
     assert "2x (4 steps) seed mean vs reference" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        fidelity.parse_args([*argv, "--between", "3"])  # not below --multiple 3
+    # the same budget with the warmup-stable-decay schedule: runs of their own, after those
+    wsd = [*argv, "--between", "2", "2:wsd"]
+    planned = fidelity.planned_runs(fidelity.parse_args(wsd), fidelity.parse_args(wsd).archs)
+    assert planned[:len(after)] == after
+    assert {(r["steps"], r["schedule"]) for r in planned[len(after):]} == {(4, "wsd")}
+    figures = fidelity.main(wsd)
+    assert set(figures["2x wsd seed mean"]) == {"spearman", "kendall", "seconds"}
+    assert figures["2x seed mean"] == fidelity.main([*wider, "--summary"])["2x seed mean"]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum(r.get("schedule") == "wsd" for r in rows) == 3 * 2
+    for bad in (["3"], ["2:linear"], ["2", "2:cosine"], ["x"]):
+        with pytest.raises(SystemExit):  # not below --multiple 3; no such schedule; twice
+            fidelity.parse_args([*argv, "--between", *bad])
 
 
 def test_fidelity_curve_scores_read_one_step_of_every_task():
