@@ -14,9 +14,9 @@ and their ratio: step time / (FLOPs / GEMM rate), 1.0 being a step that runs ent
 speed. "fallback/native" times the same model with the native CPU kernels and with their
 PyTorch fallback, alternating step by step in one process: the steadiest measure of what the
 kernels buy on a shared machine. With `--baseline REF` (default: the commit before the native
-kernels) the same steps
-are timed on that commit's code, in a child process, interleaved model by model with the
-current tree, so that both see the same machine load; the speed-up column is their ratio.
+kernels) the same steps are timed on that commit's code against the current tree's, in two
+child processes that take turns step by step (the order swapped every round), so that both see
+the same machine load: "pair ms" and "base ms" are their medians, "speed-up" their ratio.
 
 Overhead table: the fixed cost of a trial, `run_trial`'s wall seconds for 2 steps per task on
 `quick` (data from the cache, model builds, Lightning set-up, the final evaluation, decode
@@ -68,7 +68,12 @@ def training_step(arch, batch: int, seq: int):
     from trials.builder import build_model
 
     model = build_model(arch, seed=0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    try:  # the optimiser run_trial builds
+        from trials.train.module import adamw
+    except ImportError:  # a baseline before `adamw`: its trials built torch's default AdamW
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    else:
+        optimizer = adamw(model, lr=1e-3, weight_decay=0.1)
     tokens = torch.randint(0, arch.vocab_size, (batch, seq), generator=torch.Generator()
                            .manual_seed(0))
 
@@ -142,8 +147,8 @@ def gemm_rate(arch, batch: int, seq: int) -> float:
     return flops / seconds
 
 
-def measure(models: list[str], seqs: list[int], batch: int, d_model: int, repeats: int,
-            with_gemm: bool) -> list[dict]:
+def measure(models: list[str], seqs: list[int], batch: int, d_model: int,
+            repeats: int) -> list[dict]:
     import torch
 
     from search_spaces.cost import estimate
@@ -154,10 +159,9 @@ def measure(models: list[str], seqs: list[int], batch: int, d_model: int, repeat
         arch = build_arch(name, d_model)
         for seq in seqs:
             row = {"model": name, "seq": seq, "step_s": step_seconds(arch, batch, seq, repeats),
-                   "step_flops": 3 * estimate(arch, context=seq).flops_per_token * batch * seq}
-            if with_gemm:  # the parent, on the current code
-                row["gemm_flops_per_s"] = gemm_rate(arch, batch, seq)
-                row["fallback_over_native"] = fallback_over_native(arch, batch, seq, repeats)
+                   "step_flops": 3 * estimate(arch, context=seq).flops_per_token * batch * seq,
+                   "gemm_flops_per_s": gemm_rate(arch, batch, seq),
+                   "fallback_over_native": fallback_over_native(arch, batch, seq, repeats)}
             rows.append(row)
     return rows
 
@@ -193,13 +197,44 @@ def export_tree(ref: str, into: Path) -> Path:
     return into / ref
 
 
-def child_measure(tree: Path, model: str, args) -> list[dict]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--models", model,
-               "--seqs", *map(str, args.seqs), "--batch-size", str(args.batch_size),
-               "--d-model", str(args.d_model), "--repeats", str(args.repeats)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True,
-                          env=child_env(tree))
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def serve_steps(model: str, seq: int, batch: int, d_model: int) -> None:
+    """A child's loop: one training step of `model` per line read from stdin, its seconds
+    printed back (after one warm-up step and a "ready")."""
+    import torch
+
+    torch.set_num_threads(1)
+    step = training_step(build_arch(model, d_model), batch, seq)
+    step()
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        print(timed(step), flush=True)
+
+
+def paired_steps(trees: dict[str, Path], model: str, seq: int, args) -> dict[str, float]:
+    """Median step seconds of `model` at `seq` on each tree: one child per tree, the children
+    taking turns step by step (the order swapped each round), so that whatever else loads the
+    machine falls on every tree alike."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve-steps", model, str(seq),
+               "--batch-size", str(args.batch_size), "--d-model", str(args.d_model)]
+    children = {name: subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True, env=child_env(tree))
+                for name, tree in trees.items()}
+    times: dict[str, list[float]] = {name: [] for name in trees}
+    try:
+        for name, child in children.items():
+            if child.stdout.readline().strip() != "ready":
+                raise SystemExit(f"the step server on {trees[name]} failed for {model} at {seq}")
+        order = list(children)
+        for round_ in range(args.repeats):
+            for name in order if round_ % 2 == 0 else order[::-1]:
+                children[name].stdin.write("step\n")
+                children[name].stdin.flush()
+                times[name].append(float(children[name].stdout.readline()))
+    finally:
+        for child in children.values():
+            child.stdin.close()
+            child.wait()
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def child_overhead(tree: Path, presets: list[str]) -> dict[str, float]:
@@ -243,13 +278,14 @@ def main() -> None:
     parser.add_argument("--no-e2e", action="store_true")
     parser.add_argument("--json-out")
     parser.add_argument("--overhead", nargs="*", default=list(PRESETS))
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-steps", nargs=2, metavar=("MODEL", "SEQ"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--child-overhead", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.child:
-        print(json.dumps(measure(args.models, args.seqs, args.batch_size, args.d_model,
-                                 args.repeats, with_gemm=False)))
+    if args.serve_steps:
+        serve_steps(args.serve_steps[0], int(args.serve_steps[1]), args.batch_size,
+                    args.d_model)
         return
     if args.child_overhead:
         print(json.dumps(trial_overhead(args.overhead)))
@@ -263,21 +299,24 @@ def main() -> None:
         rows = []
         header = (f"{'model':10} {'seq':>5} {'step ms':>9} {'GFLOP':>7} {'GEMM GF/s':>9} "
                   f"{'x roofline':>10} {'fallback/native':>15}"
-                  + (f" {'base ms':>9} {'speed-up':>8}" if tree else ""))
+                  + (f" {'pair ms':>9} {'base ms':>9} {'speed-up':>8}" if tree else ""))
         print(header)
         for model in args.models:
-            base = {r["seq"]: r for r in child_measure(tree, model, args)} if tree else {}
             for row in measure([model], args.seqs, args.batch_size, args.d_model,
-                               args.repeats, with_gemm=True):
+                               args.repeats):
                 roofline_s = row["step_flops"] / row["gemm_flops_per_s"]
                 row["x_roofline"] = row["step_s"] / roofline_s
                 line = (f"{row['model']:10} {row['seq']:>5} {row['step_s'] * 1e3:9.1f} "
                         f"{row['step_flops'] / 1e9:7.2f} {row['gemm_flops_per_s'] / 1e9:9.1f} "
                         f"{row['x_roofline']:10.2f} {row['fallback_over_native'] or 0:15.2f}")
-                if row["seq"] in base:
-                    row["baseline_step_s"] = base[row["seq"]]["step_s"]
-                    row["speedup"] = row["baseline_step_s"] / row["step_s"]
-                    line += f" {row['baseline_step_s'] * 1e3:9.1f} {row['speedup']:8.2f}"
+                if tree:
+                    paired = paired_steps({"current": current_tree, "baseline": tree},
+                                          model, row["seq"], args)
+                    row["paired_step_s"] = paired["current"]
+                    row["baseline_step_s"] = paired["baseline"]
+                    row["speedup"] = paired["baseline"] / paired["current"]
+                    line += (f" {paired['current'] * 1e3:9.1f} {paired['baseline'] * 1e3:9.1f}"
+                             f" {row['speedup']:8.2f}")
                 print(line, flush=True)
                 rows.append(row)
         summarize_vs_attention(rows)

@@ -19,7 +19,7 @@ from trials.mixers.attention import Attention
 from trials.mixers.base import state_bytes
 from trials.mixers.local_attention import LocalAttention
 from trials.mixers.shared_block import SharedAttentionBlock, SharedBlockInvocation
-from trials.ops.rotary import rotate
+from trials.ops.rotary import rotate, rotate_heads
 
 THETA = 10000.0
 
@@ -412,8 +412,10 @@ def test_mlp_and_moe_expert_equal_the_written_out_formula(act, reference, gated)
 def test_partial_rotary_rotates_the_first_channels_of_each_head_only(fraction):
     layer = Attention(32, 2, 1, THETA, rope_fraction=fraction)  # head_dim 16
     rd = int(16 * fraction)
+    assert layer.rotary_dim == rd
     x = randn(1, 5, 16).expand(1, 2, 5, 16).clone()  # (B, H, N, hd)
-    out = layer._rotary(x, start=3)
+    # the layer rotates its projections' layout (B, N, H, hd)
+    out = rotate_heads(x.transpose(1, 2), 3, THETA, layer.rotary_dim).transpose(1, 2)
     torch.testing.assert_close(out[..., rd:], x[..., rd:])
     if rd:
         torch.testing.assert_close(out[..., :rd], rotate(x[..., :rd], 3, THETA))

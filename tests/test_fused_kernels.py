@@ -191,11 +191,13 @@ def _seed():
 
 
 def test_the_rule_picks_each_library(libraries):
-    chosen = dispatch.planned_kernels("cpu")
-    assert chosen == {"causal_conv1d": "causal_conv1d", "fft_long_conv": "pytorch",
-                      "linear_scan": "fla.fused_recurrent_hgrn", "rms_norm": "pytorch",
-                      "selective_scan": "mamba_ssm", "ssd": "fla.chunk_simple_gla"}
-    assert dispatch.planned_kernels("cuda") == chosen
+    chosen = dispatch.planned_kernels("cuda")
+    libraries = {"causal_conv1d": "causal_conv1d", "linear_scan": "fla.fused_recurrent_hgrn",
+                 "selective_scan": "mamba_ssm", "ssd": "fla.chunk_simple_gla"}
+    # the ops around the GEMMs have no GPU library: PyTorch on CUDA, the native kernel on CPU
+    around = ("glu", "rms_norm", "rope", "softplus")
+    assert chosen == {**libraries, "fft_long_conv": "pytorch", **dict.fromkeys(around, "pytorch")}
+    assert dispatch.planned_kernels("cpu") == {**chosen, **dict.fromkeys(around, dispatch.NATIVE)}
 
 
 def test_hnas_kernels_pytorch_forces_the_fallback_silently(libraries, monkeypatch, recwarn):
@@ -370,8 +372,9 @@ def test_a_trial_records_the_kernels_that_ran(libraries):
     assert result.status != "failed", result.failure
     assert result.kernels == {
         "causal_conv1d": f"{CAUSAL_CONV1D.name}{dispatch.SEVERAL}{dispatch.PYTORCH}",
-        "fft_long_conv": dispatch.PYTORCH, "rms_norm": dispatch.PYTORCH,
-        "selective_scan": MAMBA_SSM.name}
+        "fft_long_conv": dispatch.PYTORCH, "selective_scan": MAMBA_SSM.name,
+        # no GPU library: on the CPU these run the native kernels
+        "glu": dispatch.NATIVE, "rms_norm": dispatch.NATIVE, "softplus": dispatch.NATIVE}
     assert libraries[CAUSAL_CONV1D] and libraries[MAMBA_SSM]
 
 
@@ -383,7 +386,8 @@ def test_an_fp64_trial_records_pytorch_where_the_libraries_take_fp32_only(librar
         result = run_trial(arch, TINY_SUITE, TINY_BUDGET, precision="64-true")
     assert result.status != "failed", result.failure
     assert result.kernels == {"causal_conv1d": dispatch.PYTORCH, "linear_scan": FLA_HGRN.name,
-                              "rms_norm": dispatch.PYTORCH, "selective_scan": dispatch.PYTORCH}
+                              "selective_scan": dispatch.PYTORCH, "glu": dispatch.NATIVE,
+                              "rms_norm": dispatch.NATIVE, "softplus": dispatch.NATIVE}
     assert libraries[CAUSAL_CONV1D] == libraries[MAMBA_SSM] == 0 < libraries[FLA_HGRN]
 
 

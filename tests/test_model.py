@@ -119,7 +119,10 @@ def test_causal(built):
     changed[:, t] = (changed[:, t] + 1) % arch.vocab_size
     with torch.no_grad():
         a, b = model(tokens).logits, model(changed).logits
-    torch.testing.assert_close(a[:, :t], b[:, :t], atol=1e-6, rtol=0)
+    # Hyena's FFT long conv spreads rounding error over the whole sequence, the past included:
+    # about 1e-6 here, and where inside that the leak falls moves with any change of rounding
+    # upstream. A real leak of the future moves the logits by orders of magnitude more.
+    torch.testing.assert_close(a[:, :t], b[:, :t], atol=1e-5, rtol=0)
     assert not torch.allclose(a[:, t], b[:, t])
 
 

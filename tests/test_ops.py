@@ -20,13 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trials.ffn.mlp import ACTIVATIONS
 from trials.norm import RMSNorm
 from trials.ops import (
     causal_conv1d,
     causal_conv1d_step,
     fft_long_conv,
+    glu,
     linear_scan,
     naive_causal_conv1d,
+    naive_glu,
     naive_linear_scan,
     naive_long_conv,
     naive_selective_scan,
@@ -35,10 +38,12 @@ from trials.ops import (
     rms_norm,
     selective_scan,
     selective_scan_step,
+    softplus,
     ssd,
 )
 from trials.ops import native
 from trials.ops.conv import fft_size
+from trials.ops.rotary import apply_rope, rope_tables, rotate_heads
 from trials.ops.scan import reverse_scan_, scan_
 
 TOL = 1e-4
@@ -477,6 +482,24 @@ def _all_ops():
                         "bias": leaf(torch.randn(5, dtype=dt)),
                         "state": leaf(torch.randn(2, 5, 3, dtype=dt))},
         ),
+        "rms_norm": (
+            lambda x, weight: rms_norm(x, weight, 1e-5),
+            lambda dt: {"x": leaf(torch.randn(2, 21, 6, dtype=dt)),
+                        "weight": leaf(torch.rand(6, dtype=dt) + 0.5)},
+        ),
+        "glu": (
+            glu,
+            lambda dt: {"gate": leaf(torch.randn(2, 21, 6, dtype=dt) * 3),
+                        "up": leaf(torch.randn(2, 21, 6, dtype=dt))},
+        ),
+        "softplus": (
+            softplus,
+            lambda dt: {"x": leaf(torch.randn(2, 21, 6, dtype=dt) * 8)},
+        ),
+        "rope": (
+            lambda x: rotate_heads(x, 3, 10000.0, 6),
+            lambda dt: {"x": leaf(torch.randn(2, 21, 3, 8, dtype=dt))},
+        ),
         "fft_long_conv": (
             fft_long_conv,
             lambda dt: {"u": leaf(torch.randn(2, 21, 4, dtype=dt)),
@@ -527,6 +550,25 @@ def test_silu_gate_and_skip_follow_the_mamba_definition():
 
 
 @pytest.mark.parametrize("name", list(_all_ops()))
+def test_expanded_output_gradients_equal_dense_ones(name):
+    """`out.sum()` sends stride-0 gradients, which a native backward copies before reading:
+    the copy must outlive the kernel call (it once did not, and the kernel read freed memory)."""
+    fn, make = _all_ops()[name]
+    inputs = make(torch.float32)
+    leaves = [v for v in inputs.values() if v is not None]
+    for _ in range(3):
+        expanded = torch.autograd.grad(sum(o.sum() for o in _as_tuple(fn(**inputs))), leaves)
+        dense = torch.autograd.grad(
+            sum((o * torch.ones_like(o)).sum() for o in _as_tuple(fn(**inputs))), leaves)
+        for a, b in zip(expanded, dense):
+            assert_close(a, b, 1e-6, "gradient from out.sum()")
+
+
+def _as_tuple(outs):
+    return outs if isinstance(outs, tuple) else (outs,)
+
+
+@pytest.mark.parametrize("name", list(_all_ops()))
 def test_autocast_does_not_lower_the_ops_precision(name):
     fn, make = _all_ops()[name]
     inputs = make(torch.float32)
@@ -559,6 +601,106 @@ def test_rms_norm_keeps_the_module_rounding_in_bf16():
     x = torch.randn(3, 16).bfloat16()
     y = rms_norm(x, norm.weight, norm.eps)
     assert y.dtype == norm(x).dtype and torch.equal(y, norm(x))
+
+
+def test_rms_norm_gradcheck_fp64():
+    x, weight = leaf(torch.randn(3, 4, 5, dtype=torch.float64)), leaf(
+        torch.rand(5, dtype=torch.float64) + 0.5)
+    assert torch.autograd.gradcheck(lambda x, w: rms_norm(x, w, 1e-5), (x, weight))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_rms_norm_weight_gradient_sums_every_threads_rows(threads):
+    """The native backward keeps one weight-gradient row per thread and the caller sums them."""
+    inputs = {"x": leaf(torch.randn(7, 5, 16)), "weight": leaf(torch.rand(16) + 0.5)}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_against_reference(lambda x, weight: rms_norm(x, weight, 1e-5),
+                                lambda x, weight: naive_rms_norm(x, weight, 1e-5), inputs, 1e-5)
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ----------------------------------------------------------------------------- gated unit
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 24), (5, 3), (4097,)])
+def test_glu_matches_reference(shape):
+    inputs = {"gate": leaf(torch.randn(*shape) * 4), "up": leaf(torch.randn(*shape))}
+    check_against_reference(glu, naive_glu, inputs, 1e-5)
+
+
+def test_glu_of_extreme_gates_is_finite_and_exact_in_the_limits():
+    gate = torch.tensor([-1e4, -100.0, -88.5, 0.0, 88.5, 100.0, 1e4], requires_grad=True)
+    up = torch.ones_like(gate)
+    h = glu(gate, up)
+    assert_close(h, F.silu(gate.detach()), 1e-6)
+    (grad,) = torch.autograd.grad(h.sum(), gate)
+    assert_close(grad, torch.autograd.grad(F.silu(gate).sum(), gate)[0], 1e-6)
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu2"])
+def test_glu_with_other_activations_is_the_composite(act):
+    fn = ACTIVATIONS[act]
+    inputs = {"gate": leaf(torch.randn(3, 5, 8)), "up": leaf(torch.randn(3, 5, 8))}
+    check_against_reference(lambda gate, up: glu(gate, up, fn),
+                            lambda gate, up: fn(gate) * up, inputs, 1e-6)
+
+
+def test_glu_gradcheck_fp64():
+    gate, up = (leaf(torch.randn(3, 7, dtype=torch.float64)) for _ in range(2))
+    assert torch.autograd.gradcheck(glu, (gate, up))
+
+
+# ------------------------------------------------------------------------------ softplus
+
+
+def test_softplus_matches_torch_over_the_whole_range():
+    """Both sides of the threshold (20), tiny results far left (log1p of tiny values to full
+    relative precision), and values where 1 + e^x rounds."""
+    x = torch.cat([torch.linspace(-90, 90, 4001), torch.tensor([-1e4, -20.0, 19.999, 20.0,
+                                                                 20.001, 1e4, 0.0])])
+    x = leaf(x)
+    y, expected = softplus(x), F.softplus(x.detach())
+    rel = ((y.detach().double() - expected.double()).abs()
+           / expected.double().abs().clamp(min=1e-30))
+    assert rel[expected > 1e-37].max() < 1e-6  # relative, down to the smallest normals
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert_close(grad, torch.sigmoid(x.detach()).where(x.detach() <= 20, 1.0), 1e-6)
+
+
+def test_softplus_matches_reference_and_gradcheck_fp64():
+    inputs = {"x": leaf(torch.randn(3, 17) * 6)}
+    check_against_reference(softplus, F.softplus, inputs, 1e-6)
+    x = leaf(torch.randn(4, 5, dtype=torch.float64) * 3)
+    assert torch.autograd.gradcheck(softplus, (x,))
+
+
+# ---------------------------------------------------------------------------------- RoPE
+
+
+def naive_rotate_heads(x: Tensor, start: int, theta: float, rotary_dim: int) -> Tensor:
+    """Each head through `apply_rope` in the (B, heads, N, hd) layout, the rest concatenated."""
+    cos, sin = rope_tables(torch.arange(start, start + x.shape[1]), rotary_dim, theta)
+    heads_first = x.transpose(1, 2)
+    rotated = apply_rope(heads_first[..., :rotary_dim].double(), cos.double(), sin.double())
+    out = torch.cat((rotated.to(x.dtype), heads_first[..., rotary_dim:]), dim=-1)
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize("rotary_dim", [0, 4, 8])
+@pytest.mark.parametrize("start", [0, 37])
+def test_rotate_heads_matches_reference(rotary_dim, start):
+    inputs = {"x": leaf(torch.randn(2, 9, 3, 8) * 2)}
+    check_against_reference(lambda x: rotate_heads(x, start, 500.0, rotary_dim),
+                            lambda x: naive_rotate_heads(x, start, 500.0, rotary_dim), inputs,
+                            1e-5)
+
+
+def test_rotate_heads_gradcheck_fp64():
+    x = leaf(torch.randn(2, 5, 2, 6, dtype=torch.float64))
+    assert torch.autograd.gradcheck(lambda x: rotate_heads(x, 2, 100.0, 4), (x,))
 
 
 def test_over_segments_carries_the_state_across_segments(monkeypatch):

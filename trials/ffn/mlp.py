@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from trials.ops._memory import blocks
+from trials.ops.elementwise import glu
 
 
 def relu2(x: Tensor) -> Tensor:
@@ -81,7 +82,7 @@ class MLP(nn.Module):
                 gate, up = gate + extra_gate, up + extra_up
         if gate is None:
             return self.down(self.act(up))
-        return self.down(self.act(gate) * up)
+        return self.down(glu(gate, up, self.act))
 
 
 #: The default MLP: SwiGLU (silu, gated, no biases).

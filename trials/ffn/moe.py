@@ -8,10 +8,11 @@ E experts, K = top_k experts per token.
                                    (skipped with renormalize=False: Jamba's router)
     y_t = sum_k gate_tk * SwiGLU_{expert_tk}(x_t)
 
-Dispatch: the T*K (token, expert) slots are sorted by expert, so each expert reads one gather
-of its tokens, runs one batched SwiGLU over them and adds its gated outputs back with one
-`index_add_`. The Python loop is over experts, never over tokens. Expert weights are stacked
-tensors (E, d, F) and (E, F, d).
+Dispatch: the T*K (token, expert) slots are sorted by expert and their tokens gathered once
+(T*K, d), so that each expert's tokens are one contiguous slice; each expert runs one batched
+SwiGLU over its slice, and the gated outputs of all slots go back with one `index_add_`. The
+Python loop is over experts, never over tokens. Expert weights are stacked tensors (E, d, F)
+and (E, F, d), unbound once per call (one backward node for each stack, not one per expert).
 
 Load balancing (Switch Transformer, Mixtral): loss = E * sum_e f_e * P_e, with f_e the fraction
 of the T*K slots routed to expert e (not differentiable) and P_e the mean router probability of
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from trials.ffn.mlp import activation
+from trials.ops.elementwise import glu
 
 
 class MoEAux(NamedTuple):
@@ -73,17 +75,27 @@ class MoE(nn.Module):
         return probs, gates, experts
 
     @staticmethod
-    def _linear(h: Tensor, weight: Tensor, bias: Tensor | None, e: int) -> Tensor:
-        return h @ weight[e] if bias is None else torch.addmm(bias[e], h, weight[e])
+    def _linear(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return h @ weight if bias is None else torch.addmm(bias, h, weight)
+
+    def _weights(self) -> list[tuple[Tensor | None, ...]]:
+        """Per expert: (w_gate, b_gate, w_up, b_up, w_down, b_down), None where absent."""
+        stacks = (self.w_gate, self.b_gate, self.w_up, self.b_up, self.w_down, self.b_down)
+        unbound = [(None,) * self.n_experts if t is None else t.unbind(0) for t in stacks]
+        return list(zip(*unbound))
+
+    def _expert(self, weights: tuple[Tensor | None, ...], h: Tensor) -> Tensor:
+        w_gate, b_gate, w_up, b_up, w_down, b_down = weights
+        up = self._linear(h, w_up, b_up)
+        if w_gate is None:
+            hidden = self.act(up)
+        else:
+            hidden = glu(self._linear(h, w_gate, b_gate), up, self.act)
+        return self._linear(hidden, w_down, b_down)
 
     def expert(self, e: int, h: Tensor) -> Tensor:
         """Expert e's MLP on h (n, d) -> (n, d)."""
-        up = self._linear(h, self.w_up, self.b_up, e)
-        if self.w_gate is None:
-            hidden = self.act(up)
-        else:
-            hidden = self.act(self._linear(h, self.w_gate, self.b_gate, e)) * up
-        return self._linear(hidden, self.w_down, self.b_down, e)
+        return self._expert(self._weights()[e], h)
 
     def forward(self, x: Tensor) -> tuple[Tensor, MoEAux]:
         d = x.shape[-1]
@@ -94,12 +106,11 @@ class MoE(nn.Module):
         order = slot_expert.argsort(stable=True)  # slots grouped by expert, in expert order
         slot_token = order // self.top_k
         slot_gate = gates.flatten()[order].to(x.dtype)
-        y = torch.zeros_like(tokens)
-        sizes = counts.tolist()
-        for e, idx, gate in zip(range(self.n_experts), slot_token.split(sizes),
-                                slot_gate.split(sizes)):
-            if idx.numel():
-                y.index_add_(0, idx, self.expert(e, tokens[idx]) * gate[:, None])
+        sorted_tokens = tokens.index_select(0, slot_token)  # (T*K, d), experts' slices in order
+        outputs = [self._expert(weights, h) for weights, h in
+                   zip(self._weights(), sorted_tokens.split(counts.tolist()))]
+        gated = torch.cat(outputs) * slot_gate[:, None]  # (T*K, d)
+        y = torch.zeros_like(tokens).index_add_(0, slot_token, gated)
         fraction = counts.float() / slot_expert.numel()  # f_e
         loss = self.n_experts * (fraction * probs.mean(dim=0)).sum()
         return y.view(x.shape), MoEAux(loss, counts.detach())

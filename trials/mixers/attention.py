@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from trials.mixers.base import State
-from trials.ops.rotary import apply_rope, rope_tables_for
+from trials.ops.rotary import rotate_heads
 
 # `enable_gqa` arrived in torch 2.5; older versions get the KV heads repeated (same numbers,
 # more memory).
@@ -90,20 +90,13 @@ class AttentionCore(nn.Module):
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if adapters is not None:
             q, k, v = (p + adapter(x) for p, adapter in zip((q, k, v), adapters))
-        q = q.view(B, N, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(B, N, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        return self._rotary(q, start), self._rotary(k, start), v
-
-    def _rotary(self, x: Tensor, start: int) -> Tensor:
-        """RoPE on the first rotary_dim channels of each head of x (B, heads, N, hd)."""
-        rd = self.rotary_dim
-        if rd == 0:
-            return x
-        cos, sin = rope_tables_for(start, x.shape[2], rd, self.rope_theta, x.device)  # (N, rd/2)
-        if rd == self.head_dim:
-            return apply_rope(x, cos, sin)
-        return torch.cat((apply_rope(x[..., :rd], cos, sin), x[..., rd:]), dim=-1)
+        # RoPE on the first rotary_dim channels of each head, in the projections' layout
+        q = rotate_heads(q.view(B, N, self.n_heads, self.head_dim), start, self.rope_theta,
+                         self.rotary_dim)
+        k = rotate_heads(k.view(B, N, self.n_kv_heads, self.head_dim), start, self.rope_theta,
+                         self.rotary_dim)
+        v = v.view(B, N, self.n_kv_heads, self.head_dim)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
     def output(self, o: Tensor) -> Tensor:
         """o: (B, H, N, hd) -> (B, N, d_out)."""

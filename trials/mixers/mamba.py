@@ -29,7 +29,13 @@ from torch.nn import functional as F
 
 from trials.mixers.base import State
 from trials.norm import RMSNorm
-from trials.ops import causal_conv1d, causal_conv1d_step, selective_scan, selective_scan_step
+from trials.ops import (
+    causal_conv1d,
+    causal_conv1d_step,
+    selective_scan,
+    selective_scan_step,
+    softplus,
+)
 from trials.ops._memory import join_segments, over_segments
 from trials.ops.selective_scan import DEFAULT_CHUNK
 
@@ -104,7 +110,7 @@ class Mamba(nn.Module):
         if self.inner_norms is not None:
             dt, B, C = (norm(part) for norm, part in zip(self.inner_norms, (dt, B, C)))
         # softplus in fp32: in bf16 small step sizes would round to zero and freeze the state
-        dt = F.softplus(self.dt_proj(dt).float())
+        dt = softplus(self.dt_proj(dt).float())
         return dt, B, C
 
     def _A(self) -> Tensor:
@@ -122,7 +128,11 @@ class Mamba(nn.Module):
                  A: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """One segment x: (B, l, d) from `carried` (conv window, SSM state; None: zeros)."""
         conv, ssm = carried or (None, None)
-        x_in, z = self.in_proj(x).chunk(2, dim=-1)  # (B, l, di) each
+        # in_proj as two products, so that x_in and z come out contiguous: the conv and the scan
+        # read them in place, and the backward pass sums two input gradients instead of
+        # concatenating the halves of one (B, l, 2 di) gradient
+        w_x, w_z = self.in_proj.weight.chunk(2, dim=0)  # (di, d) each
+        x_in, z = F.linear(x, w_x), F.linear(x, w_z)  # (B, l, di) each
         x_in, conv = causal_conv1d(x_in, self.conv_weight, self.conv_bias, state=conv,
                                    return_state=True, silu=True)
         dt, B, C = self._selection(x_in)  # (B, l, di), (B, l, N), (B, l, N)

@@ -7,7 +7,10 @@
 | `linear_scan`    | RG-LRU        | in-place parallel scan, custom backward         | yes        | fla fused_recurrent_hgrn    |
 | `causal_conv1d`  | short convs   | channels-last depthwise conv, custom backward   | yes        | causal_conv1d_fn            |
 | `fft_long_conv`  | Hyena         | FFT product of spectra, O(L log L)              | -          | -                           |
-| `rms_norm`       | every RMSNorm | one op, custom backward (reference: `RMSNorm`)  | -          | -                           |
+| `rms_norm`       | every RMSNorm | one op, custom backward (reference: `RMSNorm`)  | yes        | -                           |
+| `glu`            | SwiGLU, MoE   | act(gate) * up, autograd (the reference itself) | yes (silu) | -                           |
+| `rope`           | attention     | `apply_rope` on the rotated channels            | yes        | -                           |
+| `softplus`       | Mamba's dt    | `F.softplus` (the reference itself)             | yes        | -                           |
 
 The CPU kernels (`trials/ops/native/`, C++ compiled on first use and cached) walk each
 sequence step by step with its state in cache; the CUDA libraries are used when installed
@@ -34,6 +37,7 @@ from trials.ops.conv import (
     naive_causal_conv1d,
     naive_long_conv,
 )
+from trials.ops.elementwise import glu, naive_glu, softplus
 from trials.ops.norm import naive_rms_norm, rms_norm
 from trials.ops.scan import linear_scan, naive_linear_scan
 from trials.ops.selective_scan import naive_selective_scan, selective_scan, selective_scan_step
@@ -43,8 +47,10 @@ __all__ = [
     "causal_conv1d",
     "causal_conv1d_step",
     "fft_long_conv",
+    "glu",
     "linear_scan",
     "naive_causal_conv1d",
+    "naive_glu",
     "naive_linear_scan",
     "naive_long_conv",
     "naive_selective_scan",
@@ -53,5 +59,6 @@ __all__ = [
     "rms_norm",
     "selective_scan",
     "selective_scan_step",
+    "softplus",
     "ssd",
 ]

@@ -130,8 +130,9 @@ class _NativeDepthwiseConv(torch.autograd.Function):
         grad_history = torch.empty_like(history) if ctx.needs_input_grad[1] else None
         grad_w_parts = x.new_empty(batch, width, channels)
         grad_b_parts = x.new_empty(batch, channels)
+        grad_y = grad_y.contiguous()  # held here: the kernel reads it after map() lets go
         native.entry("causal_conv_bwd", x)(
-            *map(native.pointer, (x, history, w_t, bias, grad_y.contiguous(), grad_x,
+            *map(native.pointer, (x, history, w_t, bias, grad_y, grad_x,
                                   grad_history, grad_w_parts, grad_b_parts)),
             batch, length, channels, width, int(ctx.silu), torch.get_num_threads())
         grad_b = grad_b_parts.sum(0) if bias is not None else None

@@ -130,12 +130,16 @@ def _choose(op: str, device_type: str, dtype: torch.dtype) -> str:
     return PYTORCH
 
 
-def kernel_for(op: str, tensor: torch.Tensor, *, fused_fits: bool = True) -> str:
+def kernel_for(op: str, tensor: torch.Tensor, *, fused_fits: bool = True,
+               native_fits: bool = True) -> str:
     """The implementation this call of `op` runs for inputs like `tensor` (in the op's compute
     dtype), noted in every open `recording()`. `fused_fits=False`: the call is outside the
-    fused library's limits, so where the rule picks the library it runs the PyTorch path."""
+    fused library's limits, so where the rule picks the library it runs the PyTorch path;
+    `native_fits=False` likewise for the native CPU kernel (an activation it has no code for)."""
     kernel = _choose(op, tensor.device.type, tensor.dtype)
     if not fused_fits and OPS[op].fused is not None and kernel == OPS[op].fused.name:
+        kernel = PYTORCH
+    if not native_fits and kernel == NATIVE:
         kernel = PYTORCH
     for ran in _recordings:
         ran.note(op, kernel)

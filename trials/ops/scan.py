@@ -157,7 +157,8 @@ class _NativeLinearScan(torch.autograd.Function):
         want_h0 = h0 is not None and ctx.needs_input_grad[2]
         grad_h0 = torch.empty_like(h0) if want_h0 else None
         kernel = native.entry("linear_scan_bwd", h)
-        kernel(*map(native.pointer, (a, h, h0, grad_h.contiguous(), grad_a, grad_b, grad_h0)),
+        grad_h = grad_h.contiguous()  # held here: the kernel reads it after map() lets go
+        kernel(*map(native.pointer, (a, h, h0, grad_h, grad_a, grad_b, grad_h0)),
                batch, length, h[0, 0].numel(), torch.get_num_threads())
         return grad_a, grad_b, grad_h0, None
 

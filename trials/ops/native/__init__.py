@@ -1,4 +1,5 @@
-"""Compiled CPU kernels for the recurrences (`scan_kernels.cpp`), built once per machine.
+"""Compiled CPU kernels for the recurrences and for the elementwise and row-wise ops around the
+GEMMs (`scan_kernels.cpp`), built once per machine.
 
 The rule (`trials.ops.dispatch`, recorded with every trial): an op with a native kernel runs
 it when its tensors are on the CPU in fp32 or fp64 and the library is available; otherwise it
@@ -34,7 +35,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("scan_kernels.cpp")
-ABI = 3  # must equal hnas_kernels_abi() in the source
+ABI = 6  # must equal hnas_kernels_abi() in the source
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fopenmp", "-fPIC", "-shared")
 ENV_CHOICE = "HNAS_KERNELS"  # "pytorch" forces the fallback; anything else (or unset): native
 ENV_CACHE = "HNAS_KERNEL_CACHE"
@@ -115,6 +116,13 @@ def _declare(lib: ctypes.CDLL) -> None:
         "causal_conv_bwd": [p] * 9 + [i64] * 4 + [i32] * 2,
         "ssd_fwd": [p] * 10 + [i64] * 7 + [i32],
         "ssd_bwd": [p] * 16 + [i64] * 7 + [i32],
+        "glu_silu_fwd": [p] * 3 + [i64] + [i32],
+        "glu_silu_bwd": [p] * 5 + [i64] + [i32],
+        "rms_norm_fwd": [p] * 4 + [i64] * 2 + [ctypes.c_double, i32],
+        "rms_norm_bwd": [p] * 6 + [i64] * 2 + [i32],
+        "rope": [p] * 4 + [i64] * 5 + [i32] * 2,
+        "softplus_fwd": [p] * 2 + [i64] + [i32],
+        "softplus_bwd": [p] * 3 + [i64] + [i32],
     }
     for name, argtypes in signatures.items():
         for suffix in ("f32", "f64"):
@@ -193,7 +201,11 @@ def kernel_for(*tensors) -> str:
 
 
 def pointer(tensor) -> int | None:
-    """A tensor's data address for the C entry points (None stays a null pointer)."""
+    """A tensor's data address for the C entry points (None stays a null pointer).
+
+    Only the address is passed: the caller holds the tensor until the call returns. A copy made
+    inside the argument list (`*map(pointer, (x.contiguous(),))`) is freed when the unpacking
+    drops the tuple, before the kernel reads it."""
     return None if tensor is None else tensor.data_ptr()
 
 

@@ -16,13 +16,21 @@
 //   linear scan:    a, b, h (B, L, C); h0 (B, C).
 //   causal conv:    x, y (B, L, C); history (B, K-1, C), the inputs before x; wt (K, C), the
 //                   transpose of the (C, K) weight; bias (C,).
+//   around the GEMMs (one pass each way where PyTorch takes several): the silu gate and
+//                   softplus over n values; RMSNorm over (rows, width); RoPE over
+//                   x (B, L, heads, hd) with (L, rd/2) tables.
 // Loops over D (or C) are innermost and carry no dependence, so the compiler vectorises them;
-// the batch is split over `threads` OpenMP threads (1: no threading at all).
+// the batch (or the rows, or blocks of values) is split over `threads` OpenMP threads (1: no
+// threading at all).
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace {
 
@@ -55,6 +63,42 @@ inline float exp_fast(float x) {
 inline float exp_of(float x) { return exp_fast(x); }
 inline double exp_of(double x) { return std::exp(x); }
 
+// log for positive normal floats, vectorisable: y = m 2^e with m in [sqrt(1/2), sqrt(2)),
+// log(m) by Cephes' degree-9 polynomial in m - 1 (max relative error about 2 ulp).
+inline float log_fast(float y) {
+  int32_t bits;
+  std::memcpy(&bits, &y, sizeof bits);
+  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+  bits = (bits & 0x007fffff) | 0x3f000000;  // the mantissa as a float in [0.5, 1)
+  float m;
+  std::memcpy(&m, &bits, sizeof m);
+  const bool low = m < 0.707106781186547524f;
+  e = low ? e - 1.0f : e;
+  const float x = low ? m + m - 1.0f : m - 1.0f;
+  const float z = x * x;
+  float p = 7.0376836292e-2f;
+  p = p * x - 1.1514610310e-1f;
+  p = p * x + 1.1676998740e-1f;
+  p = p * x - 1.2420140846e-1f;
+  p = p * x + 1.4249322787e-1f;
+  p = p * x - 1.6668057665e-1f;
+  p = p * x + 2.0000714765e-1f;
+  p = p * x - 2.4999993993e-1f;
+  p = p * x + 3.3333331174e-1f;
+  p = p * x * z - 2.12194440e-4f * e - 0.5f * z;
+  return x + p + 0.693359375f * e;
+}
+
+// log(1 + u) for u >= 0 to full relative precision for small u as well: log(w) u / (w - 1)
+// with w = 1 + u rounded, which cancels w's rounding error (Goldberg's trick).
+inline float log1p_of(float u) {
+  const float w = 1.0f + u;
+  const float d = w - 1.0f;
+  const float q = log_fast(w) * (u / (d == 0.0f ? 1.0f : d));  // no branch: vectorises
+  return d == 0.0f ? u : q;
+}
+inline double log1p_of(double u) { return std::log1p(u); }
+
 template <typename T>
 inline T sigmoid(T x) { return T(1) / (T(1) + exp_of(-x)); }
 
@@ -62,6 +106,14 @@ template <typename T>
 inline void copy_or_zero(T* dst, const T* src, int64_t n) {  // src may be null: zeros
   if (src) std::memcpy(dst, src, sizeof(T) * n);
   else std::memset(dst, 0, sizeof(T) * n);
+}
+
+inline int thread_index() {  // this thread's number inside an OpenMP team (0 outside one)
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
 }
 
 inline int64_t chunk_end(int64_t start, int64_t chunk, int64_t length) {
@@ -561,6 +613,144 @@ void causal_conv_bwd(const T* x, const T* history, const T* wt, const T* bias, c
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Elementwise and row-wise ops around the GEMMs, each one pass over memory where PyTorch takes
+// three to five (and at the models' sizes, 64-352 wide, its per-op cost is comparable).
+//
+// Gated unit with silu:  h = silu(g) * u,  rows x F each (contiguous).
+//   dL/du = gh * silu(g),  dL/dg = gh * u * s (1 + g (1 - s)),  s = sigmoid(g).
+
+constexpr int64_t kBlock = 4096;  // elements per thread's turn in the elementwise ops
+
+// body(start, end) over the blocks of kBlock elements of 0..n, the blocks split over threads.
+template <typename Body>
+inline void over_blocks(int64_t n, int threads, Body body) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t start = 0; start < n; start += kBlock) body(start, chunk_end(start, kBlock, n));
+}
+
+template <typename T>
+void glu_silu_fwd(const T* g, const T* u, T* h, int64_t n, int threads) {
+  over_blocks(n, threads, [=](int64_t start, int64_t end) {
+#pragma omp simd
+    for (int64_t i = start; i < end; ++i) h[i] = g[i] * sigmoid(g[i]) * u[i];
+  });
+}
+
+template <typename T>
+void glu_silu_bwd(const T* g, const T* u, const T* gh, T* grad_g, T* grad_u, int64_t n,
+                  int threads) {
+  over_blocks(n, threads, [=](int64_t start, int64_t end) {
+#pragma omp simd
+    for (int64_t i = start; i < end; ++i) {
+      T s = sigmoid(g[i]);
+      T silu = g[i] * s;
+      grad_u[i] = gh[i] * silu;
+      grad_g[i] = gh[i] * u[i] * (s + silu * (T(1) - s));
+    }
+  });
+}
+
+// softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^-|x|), and x itself above 20 (torch's
+// threshold); its derivative is sigmoid(x) (1 above the threshold).
+template <typename T>
+void softplus_fwd(const T* x, T* y, int64_t n, int threads) {
+  over_blocks(n, threads, [=](int64_t start, int64_t end) {
+    T decay[kBlock];  // e^-|x|: two loops, as GCC vectorises exp and log1p only apart
+#pragma omp simd
+    for (int64_t i = start; i < end; ++i) decay[i - start] = exp_of(-std::abs(x[i]));
+#pragma omp simd
+    for (int64_t i = start; i < end; ++i) {
+      const T v = x[i];
+      const T soft = (v > T(0) ? v : T(0)) + log1p_of(decay[i - start]);
+      y[i] = v > T(20) ? v : soft;
+    }
+  });
+}
+
+template <typename T>
+void softplus_bwd(const T* x, const T* gy, T* gx, int64_t n, int threads) {
+  over_blocks(n, threads, [=](int64_t start, int64_t end) {
+#pragma omp simd
+    for (int64_t i = start; i < end; ++i) gx[i] = x[i] > T(20) ? gy[i] : gy[i] * sigmoid(x[i]);
+  });
+}
+
+// RMSNorm over rows of `width`: y = x r w with r = 1 / sqrt(mean(x^2) + eps) (kept per row for
+// the backward pass). Backward with x_hat = x r:
+//   dL/dw = sum_rows gy x_hat,  dL/dx = r (gy w - x_hat mean(gy w x_hat)).
+// grad_w_partial (threads, width): one row per thread, summed by the caller.
+
+template <typename T>
+void rms_norm_fwd(const T* x, const T* w, T* y, T* inv_rms, int64_t rows, int64_t width, T eps,
+                  int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* x_r = x + r * width;
+    T* y_r = y + r * width;
+    T sq = 0;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t i = 0; i < width; ++i) sq += x_r[i] * x_r[i];
+    const T scale = T(1) / std::sqrt(sq / T(width) + eps);
+    inv_rms[r] = scale;
+#pragma omp simd
+    for (int64_t i = 0; i < width; ++i) y_r[i] = x_r[i] * scale * w[i];
+  }
+}
+
+template <typename T>
+void rms_norm_bwd(const T* x, const T* w, const T* inv_rms, const T* gy, T* grad_x,
+                  T* grad_w_partial, int64_t rows, int64_t width, int threads) {
+  std::memset(grad_w_partial, 0, sizeof(T) * threads * width);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    T* gw = grad_w_partial + static_cast<int64_t>(thread_index()) * width;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* x_r = x + r * width;
+      const T* g_r = gy + r * width;
+      T* gx_r = grad_x + r * width;
+      const T scale = inv_rms[r];
+      T dot = 0;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t i = 0; i < width; ++i) {
+        T x_hat = x_r[i] * scale;
+        gw[i] += g_r[i] * x_hat;
+        dot += g_r[i] * w[i] * x_hat;
+      }
+      dot /= T(width);
+#pragma omp simd
+      for (int64_t i = 0; i < width; ++i)
+        gx_r[i] = scale * (g_r[i] * w[i] - x_r[i] * scale * dot);
+    }
+  }
+}
+
+// Rotary embeddings on x (B, L, H, hd), positions along L: channel i < rd/2 of each head pairs
+// with i + rd/2 and turns by the angle of (t, i), whose cos and sin are rows of (L, rd/2)
+// tables; channels rd.. pass unchanged. sign -1 turns by the opposite angle (the backward).
+template <typename T>
+void rope(const T* x, const T* cos_t, const T* sin_t, T* out, int64_t batch, int64_t length,
+          int64_t heads, int64_t head_dim, int64_t rotary_dim, T sign, int threads) {
+  const int64_t half = rotary_dim / 2;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t row = 0; row < batch * length; ++row) {
+    const T* c = cos_t + (row % length) * half;
+    const T* s = sin_t + (row % length) * half;
+    for (int64_t h = 0; h < heads; ++h) {
+      const T* x_h = x + (row * heads + h) * head_dim;
+      T* o_h = out + (row * heads + h) * head_dim;
+#pragma omp simd
+      for (int64_t i = 0; i < half; ++i) {
+        const T x1 = x_h[i], x2 = x_h[i + half], sn = sign * s[i];
+        o_h[i] = x1 * c[i] - x2 * sn;
+        o_h[i + half] = x1 * sn + x2 * c[i];
+      }
+      for (int64_t i = rotary_dim; i < head_dim; ++i) o_h[i] = x_h[i];
+    }
+  }
+}
+
 }  // namespace
 
 // C entry points: one per op, pass and dtype (f32, f64). Null pointers mean "absent".
@@ -632,6 +822,40 @@ void causal_conv_bwd(const T* x, const T* history, const T* wt, const T* bias, c
                G, N, chunk, threads);                                                          \
   }
 
+#define HNAS_AROUND_GEMMS(SUFFIX, T)                                                           \
+  HNAS_EXPORT void hnas_glu_silu_fwd_##SUFFIX(const T* g, const T* u, T* h, int64_t n,         \
+                                              int threads) {                                   \
+    glu_silu_fwd<T>(g, u, h, n, threads);                                                      \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_glu_silu_bwd_##SUFFIX(const T* g, const T* u, const T* gh, T* grad_g,  \
+                                              T* grad_u, int64_t n, int threads) {             \
+    glu_silu_bwd<T>(g, u, gh, grad_g, grad_u, n, threads);                                     \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_rms_norm_fwd_##SUFFIX(const T* x, const T* w, T* y, T* inv_rms,        \
+                                              int64_t rows, int64_t width, double eps,         \
+                                              int threads) {                                   \
+    rms_norm_fwd<T>(x, w, y, inv_rms, rows, width, static_cast<T>(eps), threads);              \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_rms_norm_bwd_##SUFFIX(const T* x, const T* w, const T* inv_rms,        \
+                                              const T* gy, T* grad_x, T* grad_w_partial,       \
+                                              int64_t rows, int64_t width, int threads) {      \
+    rms_norm_bwd<T>(x, w, inv_rms, gy, grad_x, grad_w_partial, rows, width, threads);          \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_softplus_fwd_##SUFFIX(const T* x, T* y, int64_t n, int threads) {     \
+    softplus_fwd<T>(x, y, n, threads);                                                         \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_softplus_bwd_##SUFFIX(const T* x, const T* gy, T* gx, int64_t n,       \
+                                              int threads) {                                   \
+    softplus_bwd<T>(x, gy, gx, n, threads);                                                    \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_rope_##SUFFIX(const T* x, const T* cos_t, const T* sin_t, T* out,     \
+                                      int64_t batch, int64_t length, int64_t heads,            \
+                                      int64_t head_dim, int64_t rotary_dim, int sign,          \
+                                      int threads) {                                           \
+    rope<T>(x, cos_t, sin_t, out, batch, length, heads, head_dim, rotary_dim,                  \
+            static_cast<T>(sign), threads);                                                    \
+  }
+
 HNAS_SELECTIVE_SCAN(f32, float)
 HNAS_SELECTIVE_SCAN(f64, double)
 HNAS_LINEAR_SCAN(f32, float)
@@ -640,6 +864,8 @@ HNAS_CAUSAL_CONV(f32, float)
 HNAS_CAUSAL_CONV(f64, double)
 HNAS_SSD(f32, float)
 HNAS_SSD(f64, double)
+HNAS_AROUND_GEMMS(f32, float)
+HNAS_AROUND_GEMMS(f64, double)
 
 // A version number that the loader checks, so that a stale cached library is never used.
-HNAS_EXPORT int hnas_kernels_abi() { return 3; }
+HNAS_EXPORT int hnas_kernels_abi() { return 6; }
