@@ -40,9 +40,10 @@ from search_spaces import ArchConfig, arch_names, load_arch, load_space  # noqa:
 
 RESULTS = Path(__file__).parent / "results"
 SPACES = ("jamba_like", "free")
-KEY = ("fingerprint", "suite", "steps", "schedule", "batch_size", "lr", "d_model", "seed")
-# Rows written before the schedule was part of the key were all cosine runs.
-KEY_DEFAULTS = {"schedule": "cosine"}
+KEY = ("fingerprint", "suite", "steps", "schedule", "warmup_steps", "batch_size", "lr",
+       "d_model", "seed")
+# Rows written before the schedule and warm-up were part of the key: cosine, warm-up 10%.
+KEY_DEFAULTS = {"schedule": "cosine", "warmup_steps": None}
 # The `*_full` presets are published models at their published sizes, for `hnas cost`: some do
 # not even build at a small width (nemotron_h's 8 groups need 8 Mamba-2 heads).
 SMALL_PRESETS = [name for name in arch_names() if not name.endswith("_full")]
@@ -104,13 +105,14 @@ def planned_runs(args: argparse.Namespace, archs: list[tuple[str, ArchConfig]]) 
     budgets (multiples of 1x), by budget and seed. They come last so that adding them leaves
     every earlier run's place, and so its shard, unchanged."""
     runs = []
-    budgets = [(args.steps, "cosine", seed) for seed in args.seeds] + [
-        (args.steps * args.multiple, "cosine", seed) for seed in args.seeds] + [
-        (args.steps * factor, schedule, seed) for factor, schedule in args.between
+    budgets = [(args.steps, "cosine", None, seed) for seed in args.seeds] + [
+        (args.steps * args.multiple, "cosine", None, seed) for seed in args.seeds] + [
+        (args.steps * factor, schedule, warmup, seed) for factor, schedule, warmup in args.between
         for seed in args.seeds]
-    for (steps, schedule, seed), (name, arch) in itertools.product(budgets, archs):
+    for (steps, schedule, warmup, seed), (name, arch) in itertools.product(budgets, archs):
         runs.append({"arch": name, "fingerprint": arch.fingerprint(), "pattern": arch.pattern,
                      "suite": args.suite, "steps": steps, "schedule": schedule,
+                     "warmup_steps": warmup,
                      "batch_size": args.batch_size,
                      "lr": args.lr, "d_model": args.d_model, "seed": seed,
                      "config": arch.to_dict()})
@@ -125,7 +127,8 @@ def train_one(run: dict, suite, curve_every: int | None = None) -> dict:
 
     every = min(curve_every or run["steps"], run["steps"])
     budget = Budget(steps=run["steps"], batch_size=run["batch_size"], lr=run["lr"],
-                    schedule=run["schedule"], decode_context=0, eval_every=every)
+                    schedule=run["schedule"], warmup_steps=run["warmup_steps"],
+                    decode_context=0, eval_every=every)
     started = time.perf_counter()
     result = run_trial(ArchConfig.from_dict(run["config"]), suite, budget, seed=run["seed"])
     return {**run, "suite_fingerprint": suite.fingerprint(), "status": result.status,
@@ -138,19 +141,23 @@ def train_one(run: dict, suite, curve_every: int | None = None) -> dict:
             "seconds": round(time.perf_counter() - started, 2)}
 
 
-def parse_between(text: str, multiple: int) -> tuple[int, str]:
-    """`--between` item "N" or "N:SCHEDULE" -> (N, schedule)."""
+def parse_between(text: str, multiple: int) -> tuple[int, str, int | None]:
+    """`--between` item "N[:SCHEDULE[:WARMUP]]" -> (N, schedule, warm-up steps or None)."""
     from trials.train.budget import SCHEDULES
 
-    factor, _, schedule = text.partition(":")
+    parts = text.split(":")
+    (factor, schedule, warmup), extra = (parts + ["", ""])[:3], parts[3:]
     schedule = schedule or "cosine"
-    if not factor.isdigit() or not 1 < int(factor) < multiple:
-        raise BenchError(f"--between: {text!r} is not a whole multiple between 1 and "
-                         f"--multiple {multiple}")
+    if extra or not factor.isdigit() or not 1 < int(factor) < multiple:
+        raise BenchError(f"--between: {text!r} is not N[:SCHEDULE[:WARMUP]] with N a whole "
+                         f"multiple between 1 and --multiple {multiple}")
     if schedule not in SCHEDULES:
         raise BenchError(f"--between: {text!r}: schedule {schedule!r} is not one of "
                          f"{', '.join(SCHEDULES)}")
-    return int(factor), schedule
+    if warmup and not (warmup.isdigit() and int(warmup) > 0):
+        raise BenchError(f"--between: {text!r}: the warm-up {warmup!r} is not a positive "
+                         "number of steps")
+    return int(factor), schedule, int(warmup) if warmup else None
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -172,7 +179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="more budgets, as multiples of 1x between 1 and --multiple, each "
                              "trained over every seed and compared with the reference; "
                              "`3:wsd` trains 3x with the warmup-stable-decay schedule instead "
-                             "of cosine (1x and the reference are cosine)")
+                             "of cosine, `3:cosine:160` with a 160-step warm-up instead of 10%% "
+                             "of the steps (1x and the reference are cosine, warm-up 10%%)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: "
                                                                "the training budget's)")

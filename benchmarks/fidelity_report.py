@@ -26,17 +26,20 @@ def mean(values) -> float:
     return sum(values) / len(values)
 
 
-def runs_of(rows: list[dict], steps: int, schedule: str = "cosine") -> list[dict]:
-    """The rows of one budget: `steps` under learning-rate `schedule` (rows from before the
-    schedule was recorded are cosine)."""
+def runs_of(rows: list[dict], steps: int, schedule: str = "cosine",
+            warmup_steps: int | None = None) -> list[dict]:
+    """The rows of one budget: `steps` under learning-rate `schedule` with `warmup_steps` (None:
+    10% of the steps; rows from before these were recorded are cosine with that warm-up)."""
     return [row for row in rows
-            if row["steps"] == steps and row.get("schedule", "cosine") == schedule]
+            if row["steps"] == steps and row.get("schedule", "cosine") == schedule
+            and row.get("warmup_steps") == warmup_steps]
 
 
-def scores(rows: list[dict], steps: int, schedule: str = "cosine") -> Scores:
+def scores(rows: list[dict], steps: int, schedule: str = "cosine",
+           warmup_steps: int | None = None) -> Scores:
     """arch -> seed -> quality at `steps` (a failed run scores 0: a search would rank it last)."""
     table: Scores = {}
-    for row in runs_of(rows, steps, schedule):
+    for row in runs_of(rows, steps, schedule, warmup_steps):
         table.setdefault(row["arch"], {})[row["seed"]] = row["quality"] or 0.0
     return table
 
@@ -161,9 +164,9 @@ def _pairs(agreement: dict[str, float]) -> str:
 
 
 def summarise(rows: list[dict], steps: int, multiple: int,
-              between: Sequence[tuple[int, str]] = ()) -> Summary:
+              between: Sequence[tuple[int, str, int | None]] = ()) -> Summary:
     """The figures over the architectures that have every seed at both budgets (1x and the
-    reference are cosine runs; `between` holds (multiple of 1x, schedule) pairs)."""
+    reference are cosine runs; `between` holds (multiple of 1x, schedule, warm-up steps))."""
     cheap, reference = scores(rows, steps), scores(rows, steps * multiple)
     seeds = sorted({seed for per in reference.values() for seed in per})
     complete = [a for a in reference if set(reference[a]) == set(seeds) and a in cheap
@@ -225,9 +228,10 @@ def _between_comparisons(rows, steps, between, complete, seeds, compare) -> list
     (beside the 1x figure of the same seed, a like-for-like pair while the other seeds still
     run), then the seed mean once every seed is there."""
     comparisons = []
-    for factor, schedule in between:
-        table = scores(rows, steps * factor, schedule)
-        name = f"{factor}x" if schedule == "cosine" else f"{factor}x {schedule}"
+    for factor, schedule, warmup in between:
+        table = scores(rows, steps * factor, schedule, warmup)
+        name = " ".join([f"{factor}x", *([schedule] if schedule != "cosine" else []),
+                         *([f"warm-up {warmup}"] if warmup else [])])
         budget = f"{name} ({steps * factor} steps)"
         done = [s for s in seeds if has_seeds(table, complete, [s])]
         values = [(f"{name} seed {s}", f"{budget} seed {s}", [table[a][s] for a in complete])
@@ -236,7 +240,7 @@ def _between_comparisons(rows, steps, between, complete, seeds, compare) -> list
             values.append((f"{name} seed mean", f"{budget} seed mean",
                            [mean(table[a][s] for s in seeds) for a in complete]))
         if values:
-            seconds = mean(r["seconds"] for r in runs_of(rows, steps * factor, schedule))
+            seconds = mean(r["seconds"] for r in runs_of(rows, steps * factor, schedule, warmup))
             comparisons += [compare(label, f"{text} vs reference", v, seconds=seconds)
                             for label, text, v in values]
     return comparisons

@@ -319,17 +319,21 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
     assert set(figures["2x seed mean"]) == {"spearman", "kendall", "seconds"}
     assert set(figures["2x seed 1"]) == {"spearman", "kendall", "seconds"}
     assert "2x (4 steps) seed mean vs reference" in capsys.readouterr().out
-    # the same budget with the warmup-stable-decay schedule: runs of their own, after those
-    wsd = [*argv, "--between", "2", "2:wsd"]
+    # the same budget with the warmup-stable-decay schedule, and with a longer warm-up: runs
+    # of their own, after those
+    wsd = [*argv, "--between", "2", "2:wsd", "2:cosine:3"]
     planned = fidelity.planned_runs(fidelity.parse_args(wsd), fidelity.parse_args(wsd).archs)
     assert planned[:len(after)] == after
-    assert {(r["steps"], r["schedule"]) for r in planned[len(after):]} == {(4, "wsd")}
+    assert [(r["steps"], r["schedule"], r["warmup_steps"]) for r in planned[len(after):]] == \
+        [(4, "wsd", None)] * 6 + [(4, "cosine", 3)] * 6
     figures = fidelity.main(wsd)
     assert set(figures["2x wsd seed mean"]) == {"spearman", "kendall", "seconds"}
+    assert set(figures["2x warm-up 3 seed mean"]) == {"spearman", "kendall", "seconds"}
     assert figures["2x seed mean"] == fidelity.main([*wider, "--summary"])["2x seed mean"]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sum(r.get("schedule") == "wsd" for r in rows) == 3 * 2
-    for bad in (["3"], ["2:linear"], ["2", "2:cosine"], ["x"]):
+    assert sum(r.get("warmup_steps") == 3 for r in rows) == 3 * 2
+    for bad in (["3"], ["2:linear"], ["2", "2:cosine"], ["x"], ["2:cosine:0"], ["2:wsd:1:1"]):
         with pytest.raises(SystemExit):  # not below --multiple 3; no such schedule; twice
             fidelity.parse_args([*argv, "--between", *bad])
 
