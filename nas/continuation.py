@@ -133,6 +133,18 @@ class Pruned:
     kept: int = 0
 
 
+def _remove(store: Any, artifact: str) -> str | None:
+    """Remove one checkpoint; None when it is gone (a file already missing counts: another
+    worker removed it a moment ago, or its upload never wrote it), else why it stays."""
+    try:
+        store.remove(artifact)
+    except ArtifactNotFound:
+        return None
+    except (OSError, ValueError) as error:  # a read-only folder; a damaged id
+        return getattr(error, "strerror", None) or first_line(error)
+    return None
+
+
 def removed_checkpoints(system_attrs: Mapping[str, Any]) -> dict[str, Any]:
     """Artifact id -> the record of its removal, from a study's system attributes."""
     return {key.removeprefix(REMOVED): value for key, value in system_attrs.items()
@@ -155,12 +167,9 @@ def prune_checkpoints(study: Any, rungs: Rungs, store: Any, capacity: int,
         if item.artifact in gone:
             continue
         if not dry_run:
-            try:
-                store.remove(item.artifact)
-            except ArtifactNotFound:
-                pass  # another worker removed it a moment ago, or its upload never wrote it
-            except (OSError, ValueError) as error:  # a read-only folder; a damaged id
-                failed.append((item, getattr(error, "strerror", None) or first_line(error)))
+            problem = _remove(store, item.artifact)
+            if problem is not None:
+                failed.append((item, problem))
                 continue
             claims.insert(f"{REMOVED}{item.artifact}", {"trial": item.trial,
                                                         "reason": item.reason})
