@@ -148,15 +148,17 @@ def parse_between(text: str, multiple: int) -> tuple[int, str, int | None]:
     parts = text.split(":")
     (factor, schedule, warmup), extra = (parts + ["", ""])[:3], parts[3:]
     schedule = schedule or "cosine"
-    if extra or not factor.isdigit() or not 1 < int(factor) < multiple:
+    if extra or not factor.isdigit() or not 1 <= int(factor) < multiple:
         raise BenchError(f"--between: {text!r} is not N[:SCHEDULE[:WARMUP]] with N a whole "
-                         f"multiple between 1 and --multiple {multiple}")
+                         f"multiple from 1 to under --multiple {multiple}")
     if schedule not in SCHEDULES:
         raise BenchError(f"--between: {text!r}: schedule {schedule!r} is not one of "
                          f"{', '.join(SCHEDULES)}")
     if warmup and not (warmup.isdigit() and int(warmup) > 0):
         raise BenchError(f"--between: {text!r}: the warm-up {warmup!r} is not a positive "
                          "number of steps")
+    if int(factor) == 1 and schedule == "cosine" and not warmup:
+        raise BenchError(f"--between: {text!r} is the 1x budget itself")
     return int(factor), schedule, int(warmup) if warmup else None
 
 
@@ -176,10 +178,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=200, help="the 1x budget")
     parser.add_argument("--multiple", type=int, default=8, help="the reference is this times 1x")
     parser.add_argument("--between", nargs="*", default=[], metavar="N[:SCHEDULE]",
-                        help="more budgets, as multiples of 1x between 1 and --multiple, each "
+                        help="more budgets, as multiples of 1x under --multiple, each "
                              "trained over every seed and compared with the reference; "
                              "`3:wsd` trains 3x with the warmup-stable-decay schedule instead "
-                             "of cosine, `3:cosine:160` with a 160-step warm-up instead of 10%% "
+                             "of cosine, `1:constant` 1x at the peak rate to the end, "
+                             "`3:cosine:160` with a 160-step warm-up instead of 10%% "
                              "of the steps (1x and the reference are cosine, warm-up 10%%)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: "

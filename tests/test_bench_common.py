@@ -333,7 +333,14 @@ def test_fidelity_end_to_end_summary(tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sum(r.get("schedule") == "wsd" for r in rows) == 3 * 2
     assert sum(r.get("warmup_steps") == 3 for r in rows) == 3 * 2
-    for bad in (["3"], ["2:linear"], ["2", "2:cosine"], ["x"], ["2:cosine:0"], ["2:wsd:1:1"]):
+    # the 1x budget under another schedule is a budget of its own; 1x cosine is not
+    constant = [*argv, "--between", "1:constant"]
+    planned = fidelity.parse_args(constant)
+    assert planned.between == [(1, "constant", None)]
+    assert {(r["steps"], r["schedule"]) for r in fidelity.planned_runs(
+        planned, planned.archs)[len(before):]} == {(2, "constant")}
+    for bad in (["3"], ["2:linear"], ["2", "2:cosine"], ["x"], ["2:cosine:0"], ["2:wsd:1:1"],
+                ["1"], ["0:wsd"]):
         with pytest.raises(SystemExit):  # not below --multiple 3; no such schedule; twice
             fidelity.parse_args([*argv, "--between", *bad])
 

@@ -114,6 +114,14 @@ def test_learning_rate_warms_up_then_decays():
     assert factors[-1] == pytest.approx(0.1, abs=0.01)
 
 
+def test_constant_schedule_holds_the_peak_after_warm_up():
+    budget = Budget(steps=50, warmup_steps=5, schedule="constant")
+    factors = [budget.lr_factor(step) for step in range(50)]
+    assert factors[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert factors[5:] == [1.0] * 45 and budget.decay_start is None
+    assert Budget.from_dict(budget.to_dict()) == budget
+
+
 def test_time_budget_stops_training():
     result = run_trial(small_arch(), tiny_suite(), Budget(steps=None, seconds=1.5, batch_size=8,
                                                           decode_context=0))

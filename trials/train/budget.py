@@ -13,8 +13,10 @@ from search_spaces.errors import UserError
 # its every step depends on the final budget; "wsd" (warm-up, stable, decay) holds the peak
 # rate until a short decay at the end of its own steps, so that a run to N steps and a longer
 # run agree on every step before N's decay: successive halving continues a promoted candidate
-# from the checkpoint taken where its decay began (nas.continuation).
-SCHEDULES = ("cosine", "wsd")
+# from the checkpoint taken where its decay began (nas.continuation); "constant" holds the peak
+# rate to the end, so that the score is read before any annealing (the fidelity runs compare
+# it with the decayed schedules: benchmarks/README.md).
+SCHEDULES = ("cosine", "wsd", "constant")
 # Settings added after budgets were first stored: written only when not at their default, so
 # the stored budgets (and results) of earlier studies read and compare unchanged.
 OPTIONAL_DEFAULTS = {"schedule": "cosine", "decay": 0.2, "warmup_steps": None}
@@ -38,7 +40,7 @@ class Budget:
     first (at least one must be set). The learning rate warms up linearly for `warmup` of the
     planned steps (or `warmup_steps`), then follows `schedule`: "cosine" decays to
     `min_lr_ratio * lr` over the rest; "wsd" holds the peak rate and decays over the last
-    `decay` of the planned steps only (`decay_start`).
+    `decay` of the planned steps only (`decay_start`); "constant" holds the peak rate.
 
     `lr` is one peak rate, or several: a sweep, where every task is trained once at each rate
     and scored at its best (MAD's protocol), at that many times the cost. Architectures differ
@@ -150,6 +152,8 @@ class Budget:
         warm = self.warmup_length
         if step < warm:
             return (step + 1) / warm
+        if self.schedule == "constant":
+            return 1.0
         if self.schedule == "wsd":
             start = self.decay_start
             if step < start:
