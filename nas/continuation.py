@@ -40,11 +40,10 @@ from nas.claims import Claims
 from nas.halving import Spent, spent_checkpoints, stored_artifacts
 from nas.record import TrialRecord
 from nas.rungs import Rungs
-from nas.storage import first_line, sqlite_file
+from nas.storage import REMOVED, first_line, sqlite_file
 
 FORMAT = 1  # of the uploaded file: {"format": 1, "runs": {task: {rate: TrainingState dict}}}
 ARTIFACTS_SUFFIX = ".artifacts"
-REMOVED = "hnas:removed:"  # study system attribute: hnas:removed:<artifact id> -> {trial, reason}
 
 
 class CheckpointUnavailable(Exception):

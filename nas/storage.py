@@ -296,6 +296,10 @@ def load_study(name: str, storage, sampler=None):
 
 COPYING = "hnas:copy_incomplete"  # study system attribute of a copy not yet finished
 CLAIM_PREFIX = "hnas:"  # nas.claims' keys (the copy mark aside), valid in their database only
+# Study system attribute hnas:removed:<artifact id> -> {trial (number), reason}: a checkpoint
+# removed from the artifact store (nas.continuation). It names a file, not a database row, so
+# unlike the other claims a copy of the study keeps it.
+REMOVED = "hnas:removed:"
 MAX_STUDY_NAME = 512  # Optuna's column for study names (SQLite does not enforce it)
 
 
@@ -326,7 +330,7 @@ def copy_study(name: str, source, target) -> str:
         for key, value in study.user_attrs.items():
             copied.set_user_attr(key, value)
         for key, value in source.get_study_system_attrs(study._study_id).items():
-            if not key.startswith(CLAIM_PREFIX):
+            if not key.startswith(CLAIM_PREFIX) or key.startswith(REMOVED):
                 target.set_study_system_attr(copied._study_id, key, value)
         now = datetime.datetime.now()
         copied.add_trials([_as_copied(trial, now) for trial in trials])

@@ -44,3 +44,24 @@ def test_a_running_trial_is_copied_as_failed_and_queued_again_there(tmp_path):
     retried = [t for t in again if TrialRecord.from_frozen_trial(t).retry_of == running.number]
     assert len(retried) == 1
     assert retried[0].system_attrs["fixed_params"] == running.params
+
+
+def test_a_copy_keeps_checkpoint_removals_and_drops_claims(tmp_path):
+    """A removal record names a file in the artifact store, which the copy shares; a claim names
+    trial ids of the source database, which mean nothing in the copy."""
+    from nas.claims import ARCH, Claims
+    from nas.continuation import removed_checkpoints
+
+    source, target = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    study = optuna.create_study(study_name="s", storage=source)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    claims = Claims(study)
+    claims.insert("hnas:removed:abc", {"trial": 0, "reason": "continued"})
+    assert claims.take(f"{ARCH}x", study.trials[1]._trial_id) is None
+
+    result = CliRunner().invoke(app, ["study", "copy", "--from", source, "--to", target])
+    assert result.exit_code == 0, result.output
+    copied = optuna.load_study(study_name="s", storage=target)
+    attrs = copied._storage.get_study_system_attrs(copied._study_id)
+    assert removed_checkpoints(attrs) == {"abc": {"trial": 0, "reason": "continued"}}
+    assert not any(key.startswith(ARCH) for key in attrs)
