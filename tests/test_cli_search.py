@@ -183,3 +183,25 @@ def test_export_hf_configs_where_the_pattern_fits(workdir):
             assert config.model_type in ("jamba", "nemotron_h")
             assert config.hidden_size == json.loads(
                 (workdir / line).read_text())["hidden_size"]
+
+
+@pytest.mark.parametrize("flags, suite, steps, rates", [
+    ([], "recall64", 600, [3e-3]),  # the default suite at the budget its fidelity was measured at
+    (["--suite", "quick"], "quick", 100, [1e-3]),
+    (["--budget-steps", "50", "--lr", "1e-2"], "recall64", 50, [1e-2]),
+    (["--fidelity", "sh", "--min-steps", "20", "--eta", "3"], "recall64", 600, [3e-3]),
+    (["--fidelity", "sh", "--rungs", "100,300,900"], "recall64", 900, [3e-3]),
+])
+def test_search_defaults_follow_the_suite(tmp_path, monkeypatch, flags, suite, steps, rates):
+    from nas.cli import search as search_command
+    from trials import Budget
+
+    seen = {}
+    monkeypatch.setattr(search_command, "_run",
+                        lambda name, url, storage, definition, *rest: seen.update(d=definition))
+    result = CliRunner().invoke(app, ["search", "demo", "--storage",
+                                      f"sqlite:///{tmp_path / 's.db'}", *flags])
+    assert result.exit_code == 0, result.output
+    budget = Budget.from_dict(seen["d"].budget)
+    assert seen["d"].suite["name"] == suite
+    assert budget.steps == steps and list(budget.rates) == pytest.approx(rates)
