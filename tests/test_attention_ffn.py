@@ -3,6 +3,7 @@ references written out here; decoding against the parallel form; the cost model'
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -13,12 +14,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from search_spaces import ArchConfig
 from search_spaces.cost.attention import attention, shared_invocation, shared_weights
 from search_spaces.cost.ffn import mlp, moe
+from trials.builder import build_model
 from trials.ffn.mlp import SwiGLU
 from trials.ffn.moe import MoE
 from trials.mixers.attention import Attention
 from trials.mixers.base import state_bytes
 from trials.mixers.local_attention import LocalAttention
 from trials.mixers.shared_block import SharedAttentionBlock, SharedBlockInvocation
+from trials.ops import dispatch
 from trials.ops.rotary import rotate, rotate_heads
 
 THETA = 10000.0
@@ -169,22 +172,30 @@ def test_local_attention_is_not_global_attention_past_the_window():
     torch.testing.assert_close(mixer(x2)[:, 7:], y[:, 7:], atol=1e-6, rtol=0)
 
 
-def test_local_attention_never_builds_a_length_squared_tensor():
+@pytest.mark.parametrize("kernels", ["native", "pytorch"])
+def test_local_attention_never_builds_a_length_squared_tensor(kernels):
     """With the math SDPA backend any full-length attention materialises (N, N) scores; the
-    probe sees them for global attention and the naive reference, and must not for L."""
+    probe sees them for global attention on the PyTorch path and the naive reference, and must
+    not for L, on either path (the native kernel keeps one row of scores per query: nor for
+    global attention)."""
     torch.manual_seed(0)
     n, window = 1024, 8
     mixer = LocalAttention(16, 2, 1, THETA, window)
     x = randn(1, n, 16)
+    path = dispatch.disabled if kernels == "pytorch" else contextlib.nullcontext
 
-    def largest(fn):
-        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), LargestTensor() as probe:
+    def largest(fn, context=path):
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), context(), LargestTensor() as probe:
             fn()
         return probe.numel
 
-    assert largest(lambda: Attention.forward(mixer, x)) >= n * n  # the probe can fail
-    assert largest(lambda: naive_attention(mixer, x, window)) >= n * n
+    global_largest = largest(lambda: Attention.forward(mixer, x))
+    assert largest(lambda: naive_attention(mixer, x, window)) >= n * n  # the probe can fail
     assert largest(lambda: mixer(x)) <= 4 * n * 2 * window
+    if kernels == "pytorch":
+        assert global_largest >= n * n
+    else:
+        assert global_largest <= 4 * n * 16
 
 
 @pytest.mark.parametrize("window, length, max_len", [(4, 13, 13), (6, 21, 30), (6, 4, 4)])
@@ -432,3 +443,30 @@ def test_router_without_renormalisation_keeps_the_softmax_weights():
                                                      for t, e in enumerate(experts[:, k])])
                    for k in range(2))
     torch.testing.assert_close(layer(x)[0], expected, atol=1e-5, rtol=1e-5)
+
+
+# -- the attention op inside a model ---------------------------------------------------------------
+
+@pytest.mark.parametrize("pattern", ["A L", "(A M) S"])
+def test_a_model_with_attention_is_the_same_on_both_kernel_paths(pattern):
+    """Global (GQA) and sliding-window attention, and Zamba's shared block (head dim 2 d / H),
+    through the native kernel and through SDPA: the logits and every parameter's gradient
+    agree, and the trial-level record says which ran."""
+    arch = ArchConfig.from_pattern(pattern, window=5, d_model=32, n_heads=4, n_kv_heads=2,
+                                   d_state=4)
+    tokens = torch.randint(0, 64, (2, 19), generator=torch.Generator().manual_seed(0))
+
+    def logits_and_grads():
+        model = build_model(arch, seed=0)
+        with dispatch.recording() as ran:
+            logits = model(tokens).logits
+        loss = logits.float().square().mean()
+        return logits, torch.autograd.grad(loss, list(model.parameters())), ran.kernels()
+
+    logits, grads, ran = logits_and_grads()
+    with dispatch.disabled():
+        ref_logits, ref_grads, ref_ran = logits_and_grads()
+    assert ran["attention"] == dispatch.NATIVE and ref_ran["attention"] == dispatch.PYTORCH
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    for i, (a, b) in enumerate(zip(grads, ref_grads)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=f"gradient {i}")

@@ -195,7 +195,7 @@ def test_the_rule_picks_each_library(libraries):
     libraries = {"causal_conv1d": "causal_conv1d", "linear_scan": "fla.fused_recurrent_hgrn",
                  "selective_scan": "mamba_ssm", "ssd": "fla.chunk_simple_gla"}
     # the ops around the GEMMs have no GPU library: PyTorch on CUDA, the native kernel on CPU
-    around = ("glu", "rms_norm", "rope", "softplus")
+    around = ("attention", "glu", "rms_norm", "rope", "softplus")
     assert chosen == {**libraries, "fft_long_conv": "pytorch", **dict.fromkeys(around, "pytorch")}
     assert dispatch.planned_kernels("cpu") == {**chosen, **dict.fromkeys(around, dispatch.NATIVE)}
 

@@ -23,11 +23,13 @@ from torch import Tensor
 from trials.ffn.mlp import ACTIVATIONS
 from trials.norm import RMSNorm
 from trials.ops import (
+    causal_attention,
     causal_conv1d,
     causal_conv1d_step,
     fft_long_conv,
     glu,
     linear_scan,
+    naive_causal_attention,
     naive_causal_conv1d,
     naive_glu,
     naive_linear_scan,
@@ -41,7 +43,7 @@ from trials.ops import (
     softplus,
     ssd,
 )
-from trials.ops import native
+from trials.ops import dispatch, native
 from trials.ops.conv import fft_size
 from trials.ops.rotary import apply_rope, rope_tables, rotate_heads
 from trials.ops.scan import reverse_scan_, scan_
@@ -500,6 +502,14 @@ def _all_ops():
             lambda x: rotate_heads(x, 3, 10000.0, 6),
             lambda dt: {"x": leaf(torch.randn(2, 21, 3, 8, dtype=dt))},
         ),
+        "attention": (
+            causal_attention,
+            lambda dt: attention_inputs(length=21, group=2, dtype=dt),
+        ),
+        "windowed_attention": (
+            lambda q, k, v: causal_attention(q, k, v, window=6),
+            lambda dt: attention_inputs(length=21, group=2, dtype=dt),
+        ),
         "fft_long_conv": (
             fft_long_conv,
             lambda dt: {"u": leaf(torch.randn(2, 21, 4, dtype=dt)),
@@ -568,7 +578,12 @@ def _as_tuple(outs):
     return outs if isinstance(outs, tuple) else (outs,)
 
 
-@pytest.mark.parametrize("name", list(_all_ops()))
+# SDPA is on autocast's bf16 list: attention under autocast runs it as the model always did
+# (`test_attention_under_autocast_is_sdpa_under_autocast`)
+SDPA_UNDER_AUTOCAST = ("attention", "windowed_attention")
+
+
+@pytest.mark.parametrize("name", [name for name in _all_ops() if name not in SDPA_UNDER_AUTOCAST])
 def test_autocast_does_not_lower_the_ops_precision(name):
     fn, make = _all_ops()[name]
     inputs = make(torch.float32)
@@ -721,3 +736,128 @@ def test_over_segments_carries_the_state_across_segments(monkeypatch):
     assert seen == [(3, True), (3, False), (3, False), (1, False)]
     torch.testing.assert_close(memory.join_segments(parts), x.cumsum(dim=1))
     assert memory.join_segments(parts[:1]) is parts[0]  # one segment: not copied
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def attention_inputs(batch=2, heads=4, group=1, length=33, head_dim=16, scale=1.0,
+                     dtype=torch.float32):
+    """q (B, H, N, hd), k and v (B, H / group, N, hd), laid out as the mixers pass them:
+    transposed from the projections' (B, N, heads, hd) layout (leaves with those strides)."""
+    def projected(n_heads):
+        return leaf((torch.randn(batch, length, n_heads, head_dim) * scale).to(dtype)
+                    .transpose(1, 2))
+
+    return {"q": projected(heads), "k": projected(heads // group),
+            "v": projected(heads // group)}
+
+
+@pytest.mark.parametrize("length,head_dim,group,window", [
+    (1, 16, 1, None), (7, 8, 2, None), (33, 16, 4, None), (64, 16, 1, None),
+    (70, 32, 2, None), (130, 64, 1, None), (45, 16, 2, 1), (70, 16, 1, 7), (100, 8, 4, 33),
+    (64, 32, 2, 64), (20, 16, 1, 100), (300, 16, 2, 150), (270, 8, 1, None),
+])
+def test_causal_attention_matches_reference(length, head_dim, group, window):
+    """Lengths that are not a multiple of the kernel's blocks (8 or 16 queries, chunks of 128
+    keys, 32 x 64 tiles), one position, grouped KV heads, windows shorter than, equal to and
+    longer than N, and across chunks."""
+    inputs = attention_inputs(length=length, head_dim=head_dim, group=group)
+    check_against_reference(lambda q, k, v: causal_attention(q, k, v, window),
+                            lambda q, k, v: naive_causal_attention(q, k, v, window), inputs,
+                            1e-5)
+
+
+def test_causal_attention_is_stable_for_large_scores():
+    """Scores in the hundreds: the row maximum and the kept log-sum-exp keep every exp finite."""
+    inputs = attention_inputs(length=40, group=2, scale=8.0)
+    check_against_reference(causal_attention, naive_causal_attention, inputs, 1e-4)
+
+
+def test_causal_attention_takes_any_strides():
+    """Contiguous inputs, the mixers' transposed views, and views whose head dim is strided
+    (copied) give the same outputs and gradients."""
+    base = attention_inputs(length=19, group=2)
+    dense = {name: leaf(t.detach().contiguous()) for name, t in base.items()}
+    doubled = {name: leaf(torch.stack((t.detach(), t.detach()), dim=-1).flatten(-2))
+               for name, t in base.items()}  # channels c0 c0 c1 c1 ...
+    strided = {name: t[..., ::2] for name, t in doubled.items()}  # the head dim 2 apart
+    for inputs in (base, strided):
+        fast_outs, fast_grads = outputs_and_grads(causal_attention, inputs)
+        ref_outs, ref_grads = outputs_and_grads(causal_attention, dense)
+        assert_close(fast_outs[0], ref_outs[0], 1e-6)
+        for name in "qkv":
+            assert_close(fast_grads[name], ref_grads[name], 1e-6, f"grad of {name}")
+
+
+def test_causal_attention_gradcheck_fp64():
+    for window in (None, 3):
+        inputs = attention_inputs(batch=1, heads=4, group=2, length=9, head_dim=8,
+                                  dtype=torch.float64)
+        assert torch.autograd.gradcheck(
+            lambda q, k, v: causal_attention(q, k, v, window),
+            (inputs["q"], inputs["k"], inputs["v"]))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_causal_attention_with_several_threads(threads):
+    """One (batch, KV head) slice per thread: each slice's dK and dV sum its whole group."""
+    inputs = attention_inputs(batch=3, heads=4, group=2, length=37)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_against_reference(causal_attention, naive_causal_attention, inputs, 1e-5)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _ran(fn, *args, **kwargs) -> str:
+    with dispatch.recording() as ran:
+        fn(*args, **kwargs)
+    return ran.kernels()["attention"]
+
+
+def test_causal_attention_records_what_ran(kernels):
+    """fp32 and fp64 at head dims 8/16/32/64: the native kernel (when the library is built);
+    another head dim, head dim 64 past 256 positions, bf16 and autocast: SDPA, recorded as
+    "pytorch"."""
+    native_when_built = kernels
+    for head_dim, dtype in ((8, torch.float32), (64, torch.float64)):
+        inputs = attention_inputs(length=5, head_dim=head_dim, dtype=dtype)
+        assert _ran(causal_attention, **inputs) == native_when_built
+    inputs = attention_inputs(length=5, head_dim=12)
+    assert _ran(causal_attention, **inputs) == dispatch.PYTORCH
+    long_and_wide = attention_inputs(batch=1, heads=1, length=257, head_dim=64)
+    assert _ran(causal_attention, **long_and_wide) == dispatch.PYTORCH
+    assert _ran(causal_attention, **attention_inputs(batch=1, heads=1, length=257)) \
+        == native_when_built
+    check_against_reference(causal_attention, naive_causal_attention, inputs, 1e-5)
+    bf16 = attention_inputs(length=5, dtype=torch.bfloat16)
+    assert _ran(causal_attention, **bf16) == dispatch.PYTORCH
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _ran(causal_attention, **attention_inputs(length=5)) == dispatch.PYTORCH
+
+
+def test_hnas_kernels_pytorch_runs_sdpa(monkeypatch):
+    monkeypatch.setenv(dispatch.ENV_CHOICE, dispatch.PYTORCH)
+    inputs = attention_inputs(length=11, group=2)
+    assert _ran(causal_attention, **inputs) == dispatch.PYTORCH
+    check_against_reference(causal_attention, naive_causal_attention, inputs, 1e-5)
+
+
+def test_attention_under_autocast_is_sdpa_under_autocast():
+    """The model's behaviour under autocast is unchanged: SDPA's own bf16 computation."""
+    inputs = attention_inputs(length=13, group=2)
+    autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+    outs, grads = outputs_and_grads(causal_attention, inputs, forward_context=autocast())
+    with dispatch.disabled():
+        ref_outs, ref_grads = outputs_and_grads(causal_attention, inputs,
+                                                forward_context=autocast())
+    assert torch.equal(outs[0], ref_outs[0])
+    for name in "qkv":
+        assert torch.equal(grads[name], ref_grads[name])
+
+
+def test_causal_attention_rejects_an_empty_window():
+    with pytest.raises(ValueError, match="window=0 must be at least 1"):
+        causal_attention(**attention_inputs(length=3), window=0)

@@ -7,6 +7,10 @@ hd head dim, d_in / d_out the widths read and written.
        ├─ k_proj ─ RoPE ─┼─ softmax(q k^T / sqrt(hd), causal) v ─ o_proj ─> y
        └─ v_proj ────────┘
 
+The core, softmax(...) v, is the op `trials.ops.attention.causal_attention` (a native CPU
+kernel at small head dims, SDPA elsewhere); decoding one token against the cache runs SDPA
+(`attend`).
+
 `AttentionCore` is the whole mixer with free input width, output width and head dim, so that the
 sliding-window mixer (local_attention.py) and Zamba's shared block (shared_block.py), whose
 attention reads concat(hidden, embedding) of width 2d, reuse its projections, RoPE and KV cache.
@@ -24,31 +28,10 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from trials.mixers.base import State
+from trials.ops.attention import attend, causal_attention
 from trials.ops.rotary import rotate_heads
-
-# `enable_gqa` arrived in torch 2.5; older versions get the KV heads repeated (same numbers,
-# more memory).
-_SDPA_HAS_GQA = torch.__version__ >= "2.5"
-
-
-def attend(q: Tensor, k: Tensor, v: Tensor, causal: bool, mask: Tensor | None = None) -> Tensor:
-    """Scaled dot-product attention with grouped KV heads.
-
-    q: (..., H, Nq, hd), k and v: (..., KV, Nk, hd) -> (..., H, Nq, hd). Query head h reads KV
-    head h // (H / KV). `mask` (bool, True = may attend) broadcasts to (..., H, Nq, Nk).
-    Keys and values are cast to the queries' dtype (a bf16 cache read by an fp32 model).
-    """
-    k, v = k.to(q.dtype), v.to(q.dtype)
-    group = q.shape[-3] // k.shape[-3]
-    extra = {}
-    if group > 1 and _SDPA_HAS_GQA:
-        extra["enable_gqa"] = True
-    elif group > 1:
-        k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, **extra)
 
 
 class AttentionCore(nn.Module):
@@ -105,7 +88,7 @@ class AttentionCore(nn.Module):
 
     def forward(self, x: Tensor, adapters: Sequence[nn.Module] | None = None) -> Tensor:
         q, k, v = self.project(x, 0, adapters)
-        return self.output(attend(q, k, v, causal=True))
+        return self.output(causal_attention(q, k, v))
 
     def empty_cache(self, batch: int, length: int, device=None, dtype=None) -> State:
         """Zeroed K and V of `length` entries per sequence, at position 0."""

@@ -2,18 +2,12 @@
 
 Same projections, RoPE and GQA as global attention (it is an `Attention` whose forward and
 decoding state differ). Shape legend: B batch, N length, H query heads, KV key/value heads,
-hd head dim, w window, nb = ceil(N / w) blocks.
+hd head dim, w window.
 
-Parallel form, linear in N: cut the sequence into blocks of w positions. The keys a query of
-block i may see all lie in block i-1 or block i, so every query block attends to those 2w keys
-under one banded mask,
-
-    keys:      [ block i-1 | block i ]
-    query a:    .  .  a+1 ... a+w  .      allowed key columns c: 0 <= (w + a) - c < w
-
-and block 0's "previous block" is zero padding, masked out. Memory and compute are
-O(N * 2w) rather than O(N^2). When N <= w every key is inside the window and the form is plain
-causal attention (the one rule that picks between the two, by length alone).
+Parallel form: `trials.ops.attention.causal_attention` with the window, which reads only the
+w keys of each query (the native CPU kernel skips the rest; the PyTorch path attends blocks of
+w queries to their 2w candidate keys under one banded mask): O(N w) work and memory. When
+N <= w every key is inside the window and it is plain causal attention.
 
 Decoding keeps a ring buffer of min(max_len, w) keys and values, already rotated at their true
 position; token t overwrites slot t mod w, which held token t-w, the one leaving the window.
@@ -22,47 +16,11 @@ Softmax does not care about the order of the keys, so the ring is never re-sorte
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
-from torch.nn import functional as F
 
-from trials.mixers.attention import Attention, attend
+from trials.mixers.attention import Attention
 from trials.mixers.base import State
-
-
-def band_mask(n_blocks: int, window: int, device: torch.device) -> Tensor:
-    """(nb, 1, w, 2w) bool: query a of block i may read column c of [block i-1 | block i]."""
-    a = torch.arange(window, device=device)[:, None]
-    c = torch.arange(2 * window, device=device)[None, :]
-    distance = window + a - c  # query position minus key position
-    mask = ((distance >= 0) & (distance < window)).expand(n_blocks, window, 2 * window).clone()
-    mask[0, :, :window] = False  # block 0 has no previous block: those keys are padding
-    return mask[:, None]
-
-
-def windowed_attention(q: Tensor, k: Tensor, v: Tensor, window: int) -> Tensor:
-    """q (B, H, N, hd), k and v (B, KV, N, hd) -> (B, H, N, hd), each query reading only the
-    `window` most recent keys (itself included), in O(N * window) memory."""
-    B, H, N, hd = q.shape
-    KV = k.shape[1]
-    if N <= window:
-        return attend(q, k, v, causal=True)
-    w = window
-    nb = -(-N // w)
-    tail = nb * w - N
-    # queries: pad the end to whole blocks; (B, H, nb*w, hd) -> (B*nb, H, w, hd)
-    qb = F.pad(q, (0, 0, 0, tail)).view(B, H, nb, w, hd).transpose(1, 2).reshape(B * nb, H, w, hd)
-
-    def key_blocks(t: Tensor) -> Tensor:
-        # one block of padding in front, whole blocks behind: (B, KV, (nb+1)*w, hd)
-        blocks = F.pad(t, (0, 0, w, tail)).view(B, KV, nb + 1, w, hd)
-        pairs = torch.cat((blocks[:, :, :-1], blocks[:, :, 1:]), dim=3)  # (B, KV, nb, 2w, hd)
-        return pairs.transpose(1, 2).reshape(B * nb, KV, 2 * w, hd)
-
-    mask = band_mask(nb, w, q.device).repeat(B, 1, 1, 1)  # (B*nb, 1, w, 2w)
-    o = attend(qb, key_blocks(k), key_blocks(v), causal=False, mask=mask)  # (B*nb, H, w, hd)
-    o = o.view(B, nb, H, w, hd).transpose(1, 2).reshape(B, H, nb * w, hd)
-    return o[:, :, :N]
+from trials.ops.attention import causal_attention
 
 
 class LocalAttention(Attention):
@@ -78,7 +36,7 @@ class LocalAttention(Attention):
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self.project(x, 0)
-        return self.output(windowed_attention(q, k, v, self.window))
+        return self.output(causal_attention(q, k, v, self.window))
 
     def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> State:
         """A ring of min(max_len, window) keys and values per sequence."""

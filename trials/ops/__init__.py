@@ -11,6 +11,7 @@
 | `glu`            | SwiGLU, MoE   | act(gate) * up, autograd (the reference itself) | yes (silu) | -                           |
 | `rope`           | attention     | `apply_rope` on the rotated channels            | yes        | -                           |
 | `softplus`       | Mamba's dt    | `F.softplus` (the reference itself)             | yes        | -                           |
+| `causal_attention` | A, L, shared | SDPA `is_causal`; banded blocks for a window | hd 8/16/32/64 | - (SDPA)               |
 
 The CPU kernels (`trials/ops/native/`, C++ compiled on first use and cached) walk each
 sequence step by step with its state in cache; the CUDA libraries are used when installed
@@ -30,6 +31,7 @@ The fast paths never loop over time steps in Python (only over chunks or over lo
 the `naive_*` references do, and the tests hold every fast path to its reference.
 """
 
+from trials.ops.attention import causal_attention, naive_causal_attention
 from trials.ops.conv import (
     causal_conv1d,
     causal_conv1d_step,
@@ -44,11 +46,13 @@ from trials.ops.selective_scan import naive_selective_scan, selective_scan, sele
 from trials.ops.ssd import naive_ssd, ssd
 
 __all__ = [
+    "causal_attention",
     "causal_conv1d",
     "causal_conv1d_step",
     "fft_long_conv",
     "glu",
     "linear_scan",
+    "naive_causal_attention",
     "naive_causal_conv1d",
     "naive_glu",
     "naive_linear_scan",

@@ -1,6 +1,6 @@
-// CPU kernels for the recurrences of trials/ops: plain C entry points over raw pointers,
-// loaded with ctypes by trials/ops/native/__init__.py (no torch headers: a build takes about a
-// second, and any C++17 compiler will do).
+// CPU kernels for the recurrences and the attention core of trials/ops: plain C entry points
+// over raw pointers, loaded with ctypes by trials/ops/native/__init__.py (no torch headers: a
+// build takes seconds, and any C++17 compiler will do).
 //
 // Why a compiled loop beats the tensor code here: the state of one sequence (N x D floats for
 // a Mamba-1 layer, a few KiB) fits in L1 cache, so walking time step by step with the state
@@ -19,6 +19,8 @@
 //   around the GEMMs (one pass each way where PyTorch takes several): the silu gate and
 //                   softplus over n values; RMSNorm over (rows, width); RoPE over
 //                   x (B, L, heads, hd) with (L, rd/2) tables.
+//   attention:      q (B, H, L, hd), k, v (B, KV, L, hd) at any strides with the head dim
+//                   contiguous (the projections' transposed layout); lse (B, H, L).
 // Loops over D (or C) are innermost and carry no dependence, so the compiler vectorises them;
 // the batch (or the rows, or blocks of values) is split over `threads` OpenMP threads (1: no
 // threading at all).
@@ -98,6 +100,9 @@ inline float log1p_of(float u) {
   return d == 0.0f ? u : q;
 }
 inline double log1p_of(double u) { return std::log1p(u); }
+
+inline float log_of(float y) { return log_fast(y); }  // y positive and normal
+inline double log_of(double y) { return std::log(y); }
 
 template <typename T>
 inline T sigmoid(T x) { return T(1) / (T(1) + exp_of(-x)); }
@@ -751,6 +756,386 @@ void rope(const T* x, const T* cos_t, const T* sin_t, T* out, int64_t batch, int
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Causal attention at small head dims, forward and backward, one (batch, KV head) slice per
+// thread: the slice's keys and values (N x hd, packed, a few KiB to a few hundred) stay in
+// cache while every query head of its group (GQA: query head h reads KV head h / group) walks
+// them.
+//   s_ij = scale q_i . k_j for keys j in [lo(i), i], lo(i) = 0 (causal) or i - window + 1;
+//   o_i = sum_j softmax_j(s_i) v_j,  lse_i = log sum_j exp(s_ij) kept for the backward pass.
+// Forward: a block of W queries (one vector: 16 floats, 8 doubles) against chunks of
+// kChunkKeys keys with an online softmax (running maximum and sum per query, the partial
+// outputs rescaled when the maximum grows). A chunk's scores come kRows keys at a time, each a
+// vector over the block's queries (queries transposed: one vector load and kRows products per
+// channel); masks, maxima and sums run down the lanes, so there is no horizontal reduction
+// anywhere; o_i is then a sum of value rows weighted by the query's lane. Keys after the
+// block, and before its window, are never computed.
+// Backward, with D_i = dO_i . O_i, p_ij = exp(s_ij - lse_i), ds_ij = p_ij (dO_i . v_j - D_i):
+//   dQ_i = scale sum_j ds_ij k_j,  dK_j = scale sum_i ds_ij q_i,  dV_j = sum_i p_ij dO_i,
+// by tiles of kTileKeys keys x kTileQueries queries (the queries at or after the keys): the
+// tile's scores and dO_i . v_j over vectors of queries (q and dO transposed), p and ds, then
+// the three sums of rows, each reading the tile as weights.
+// The head dim is a template argument (kernels for 8, 16, 32 and 64) and the arithmetic is on
+// GCC/Clang vector types of 64 bytes (a whole row when it is shorter): the accumulators of a
+// block of rows stay in registers, which the compiler does not do for loops of runtime length.
+// Strides (in elements; the head dim is contiguous): per tensor (batch, head, position), in
+// `strides` in the order q, k, v, o for the forward and q, k, v, o, dO, dQ, dK, dV backward.
+
+constexpr int64_t kRows = 8;          // keys whose scores are computed together
+constexpr int64_t kTileKeys = 32;     // backward tile: keys (a multiple of kRows)
+constexpr int64_t kTileQueries = 64;  // backward tile: queries (a multiple of every width)
+constexpr int64_t kChunkKeys = 128;   // forward: keys per step of the online softmax
+
+template <typename T, int Bytes>
+struct VecOf;
+template <>
+struct VecOf<float, 32> { typedef float type __attribute__((vector_size(32))); };
+template <>
+struct VecOf<float, 64> { typedef float type __attribute__((vector_size(64))); };
+template <>
+struct VecOf<double, 64> { typedef double type __attribute__((vector_size(64))); };
+
+template <typename T, int HD>
+struct Lanes {
+  static constexpr int kBytes = HD * int(sizeof(T)) < 64 ? HD * int(sizeof(T)) : 64;
+  using Vec = typename VecOf<T, kBytes>::type;
+  static constexpr int kWidth = kBytes / int(sizeof(T));  // values per vector
+  static constexpr int kPerRow = HD / kWidth;             // vectors per row of HD values
+  // rows summed together: 8 chains of products to cover the latency, 16 accumulators at most
+  // (half the 512-bit register file); a divisor of kRows and of W
+  static constexpr int kSumRows = kPerRow >= 8 ? 2 : (kPerRow >= 4 ? 4 : 8);
+};
+
+template <typename V, typename T>
+inline V load(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <typename T, typename V>
+inline void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+struct View {  // a (batch, head, position, hd) tensor whose head dim is contiguous
+  int64_t batch, head, pos;
+  template <typename T>
+  T* rows(T* base, int64_t b, int64_t h) const { return base + b * batch + h * head; }
+};
+
+inline View view_at(const int64_t* strides, int which) {
+  return View{strides[3 * which], strides[3 * which + 1], strides[3 * which + 2]};
+}
+
+inline int64_t first_key(int64_t i, int64_t window) {
+  return window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
+}
+
+// out (HD x npad) = the transpose of n rows of HD values `pos` apart, zeros after column n.
+template <typename T, int HD>
+inline void transpose_rows(const T* rows, int64_t pos, int64_t n, int64_t npad, T* out) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int d = 0; d < HD; ++d) out[d * npad + i] = rows[i * pos + d];
+  for (int d = 0; d < HD; ++d) std::memset(out + d * npad + n, 0, sizeof(T) * (npad - n));
+}
+
+// out (npad x HD) = n rows of HD values `pos` apart, packed, then zero rows; and back.
+template <typename T, int HD>
+inline void pack_rows(const T* rows, int64_t pos, int64_t n, int64_t npad, T* out) {
+  for (int64_t i = 0; i < n; ++i) std::memcpy(out + i * HD, rows + i * pos, sizeof(T) * HD);
+  std::memset(out + n * HD, 0, sizeof(T) * (npad - n) * HD);
+}
+
+template <typename T, int HD>
+inline void unpack_rows(const T* packed, int64_t n, int64_t pos, T* rows) {
+  for (int64_t i = 0; i < n; ++i) std::memcpy(rows + i * pos, packed + i * HD, sizeof(T) * HD);
+}
+
+// acc[r] = sum_j w[r * w_row + j * w_step] rows_j for r < R, over n rows `pos` apart.
+template <typename T, int HD, int R>
+inline void weighted_sums(const T* w, int64_t w_row, int64_t w_step, const T* rows,
+                          int64_t pos, int64_t n,
+                          typename Lanes<T, HD>::Vec (&acc)[R][Lanes<T, HD>::kPerRow]) {
+  using Vec = typename Lanes<T, HD>::Vec;
+  constexpr int W = Lanes<T, HD>::kWidth, DV = Lanes<T, HD>::kPerRow;
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < DV; ++c) acc[r][c] = Vec{};
+  for (int64_t j = 0; j < n; ++j) {
+    Vec row[DV];
+    for (int c = 0; c < DV; ++c) row[c] = load<Vec>(rows + j * pos + c * W);
+    for (int r = 0; r < R; ++r) {
+      const T weight = w[r * w_row + j * w_step];
+      for (int c = 0; c < DV; ++c) acc[r][c] += row[c] * weight;
+    }
+  }
+}
+
+// out += factor * acc (one row of HD values).
+template <typename T, int HD>
+inline void add_row(T* out, const typename Lanes<T, HD>::Vec* acc, T factor) {
+  using Vec = typename Lanes<T, HD>::Vec;
+  constexpr int W = Lanes<T, HD>::kWidth;
+  for (int c = 0; c < Lanes<T, HD>::kPerRow; ++c)
+    store(out + c * W, load<Vec>(out + c * W) + acc[c] * factor);
+}
+
+template <typename T, int HD>
+void attention_fwd(const T* q, const T* k, const T* v, T* o, T* lse, const int64_t* strides,
+                   int64_t batch, int64_t heads, int64_t kv_heads, int64_t length,
+                   int64_t window, T scale, int threads) {
+  using L = Lanes<T, HD>;
+  using Vec = typename L::Vec;
+  constexpr int W = L::kWidth, DV = L::kPerRow, R = L::kSumRows;
+  const View Q = view_at(strides, 0), K = view_at(strides, 1), V = view_at(strides, 2),
+             O = view_at(strides, 3);
+  const int64_t group = heads / kv_heads;
+  const int64_t npad = round_up(length, kTileQueries) + kRows;  // rows a block may reach
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t slice = 0; slice < batch * kv_heads; ++slice) {
+    const int64_t b = slice / kv_heads, g = slice % kv_heads;
+    thread_local Scratch<T> scratch;
+    T* kp = scratch.get(3 * HD * npad + (kChunkKeys + kRows) * W + W * HD);
+    T* vp = kp + HD * npad;          // (npad, HD) keys and values packed
+    T* qt = vp + HD * npad;          // (HD, npad) one head's queries transposed
+    T* t = qt + HD * npad;           // (chunk keys, W) scores, then weights
+    T* acc_o = t + (kChunkKeys + kRows) * W;  // (W, HD) the block's outputs, unnormalised
+    pack_rows<T, HD>(K.rows(k, b, g), K.pos, length, npad, kp);
+    pack_rows<T, HD>(V.rows(v, b, g), V.pos, length, npad, vp);
+    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+      transpose_rows<T, HD>(Q.rows(q, b, h), Q.pos, length, npad, qt);
+      T* o_rows = O.rows(o, b, h);
+      T* lse_h = lse + (b * heads + h) * length;
+      for (int64_t i0 = 0; i0 < length; i0 += W) {  // W queries, one per lane
+        const int64_t rows = i0 + W <= length ? W : length - i0;
+        const int64_t lo = first_key(i0, window), hi = i0 + rows;  // the block's keys
+        T top[W], sum[W], scale_old[W];
+        for (int l = 0; l < W; ++l) top[l] = -INFINITY, sum[l] = 0;
+        std::memset(acc_o, 0, sizeof(T) * W * HD);
+        for (int64_t c0 = lo; c0 < hi; c0 += kChunkKeys) {  // online softmax over chunks
+          const int64_t c1 = chunk_end(c0, kChunkKeys, hi);
+          for (int64_t jr = c0; jr < c1; jr += kRows) {
+            Vec sc[kRows] = {};
+            for (int d = 0; d < HD; ++d) {
+              const Vec qv = load<Vec>(qt + d * npad + i0);
+              for (int r = 0; r < kRows; ++r) sc[r] += qv * kp[(jr + r) * HD + d];
+            }
+            for (int r = 0; r < kRows; ++r) store(t + (jr - c0 + r) * W, sc[r] * scale);
+          }
+          // -inf where the key is not the query's (or the lane is past the sequence): its
+          // weight is then exactly 0
+          T chunk_top[W];
+          for (int l = 0; l < W; ++l) chunk_top[l] = -INFINITY;
+          for (int64_t j = c0; j < c1; ++j) {
+            T* t_j = t + (j - c0) * W;
+#pragma omp simd
+            for (int l = 0; l < W; ++l) {
+              const int64_t i = i0 + l;
+              const bool seen = j <= i && i < length && (window <= 0 || i - j < window);
+              const T x = seen ? t_j[l] : -INFINITY;
+              t_j[l] = x;
+              chunk_top[l] = x > chunk_top[l] ? x : chunk_top[l];
+            }
+          }
+#pragma omp simd
+          for (int l = 0; l < W; ++l) {
+            const T next = chunk_top[l] > top[l] ? chunk_top[l] : top[l];
+            scale_old[l] = next == -INFINITY ? T(1) : exp_of(top[l] - next);
+            sum[l] *= scale_old[l];
+            top[l] = next;
+          }
+          for (int64_t j = c0; j < c1; ++j) {
+            T* t_j = t + (j - c0) * W;
+#pragma omp simd
+            for (int l = 0; l < W; ++l) {
+              const T p = t_j[l] == -INFINITY ? T(0) : exp_of(t_j[l] - top[l]);
+              t_j[l] = p;
+              sum[l] += p;
+            }
+          }
+          for (int64_t l0 = 0; l0 < rows; l0 += R) {  // acc_o_i += sum_j p_ij v_j
+            Vec acc[R][DV];
+            weighted_sums<T, HD, R>(t + l0, 1, W, vp + c0 * HD, HD, c1 - c0, acc);
+            for (int64_t l = l0; l < l0 + R && l < rows; ++l) {
+              T* acc_l = acc_o + l * HD;
+              if (c0 > lo) {
+                for (int c = 0; c < DV; ++c)
+                  store(acc_l + c * W, load<Vec>(acc_l + c * W) * scale_old[l]);
+              }
+              add_row<T, HD>(acc_l, acc[l - l0], T(1));
+            }
+          }
+        }
+        T inv[W];
+#pragma omp simd
+        for (int l = 0; l < W; ++l) {
+          const T total = sum[l] > T(0) ? sum[l] : T(1);  // lanes past the sequence
+          inv[l] = T(1) / total;
+          sum[l] = top[l] + log_of(total);
+        }
+        std::memcpy(lse_h + i0, sum, sizeof(T) * rows);
+        for (int64_t l = 0; l < rows; ++l) {
+          T* o_i = o_rows + (i0 + l) * O.pos;
+          const T* acc_l = acc_o + l * HD;
+          for (int c = 0; c < DV; ++c) store(o_i + c * W, load<Vec>(acc_l + c * W) * inv[l]);
+        }
+      }
+    }
+  }
+}
+
+template <typename T, int HD>
+void attention_bwd(const T* q, const T* k, const T* v, const T* o, const T* grad_o,
+                   const T* lse, T* grad_q, T* grad_k, T* grad_v, const int64_t* strides,
+                   int64_t batch, int64_t heads, int64_t kv_heads, int64_t length,
+                   int64_t window, T scale, int threads) {
+  using L = Lanes<T, HD>;
+  using Vec = typename L::Vec;
+  constexpr int W = L::kWidth, R = L::kSumRows;
+  constexpr int64_t TQ = kTileQueries;
+  const View Q = view_at(strides, 0), K = view_at(strides, 1), V = view_at(strides, 2),
+             O = view_at(strides, 3), GO = view_at(strides, 4), GQ = view_at(strides, 5),
+             GK = view_at(strides, 6), GV = view_at(strides, 7);
+  const int64_t group = heads / kv_heads;
+  const int64_t npad = round_up(length, TQ);  // a multiple of W, kRows and R
+  const int64_t tile = kTileKeys * TQ;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t slice = 0; slice < batch * kv_heads; ++slice) {
+    const int64_t b = slice / kv_heads, g = slice % kv_heads;
+    thread_local Scratch<T> scratch;
+    T* kp = scratch.get(9 * HD * npad + 2 * npad + 2 * tile);
+    T* vp = kp + HD * npad;      // (npad, HD) keys and values packed
+    T* qp = vp + HD * npad;      // (npad, HD) one head's queries and dO packed,
+    T* gop = qp + HD * npad;
+    T* qt = gop + HD * npad;     // (HD, npad) and transposed
+    T* got = qt + HD * npad;
+    T* gkp = got + HD * npad;    // (npad, HD) dK, dV, dQ accumulated packed
+    T* gvp = gkp + HD * npad;
+    T* gqp = gvp + HD * npad;
+    T* lse_h = gqp + HD * npad;  // (npad,) lse_i
+    T* delta = lse_h + npad;     // (npad,) dO_i . O_i
+    T* p_tile = delta + npad;    // (keys, TQ) scores, then p
+    T* ds_tile = p_tile + tile;  // (keys, TQ) dO.v, then ds
+    pack_rows<T, HD>(K.rows(k, b, g), K.pos, length, npad, kp);
+    pack_rows<T, HD>(V.rows(v, b, g), V.pos, length, npad, vp);
+    std::memset(gkp, 0, sizeof(T) * 2 * HD * npad);
+    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+      const T* o_rows = O.rows(o, b, h);
+      const T* go_rows = GO.rows(grad_o, b, h);
+      pack_rows<T, HD>(Q.rows(q, b, h), Q.pos, length, npad, qp);
+      pack_rows<T, HD>(go_rows, GO.pos, length, npad, gop);
+      transpose_rows<T, HD>(qp, HD, npad, npad, qt);
+      transpose_rows<T, HD>(gop, HD, npad, npad, got);
+      std::memset(gqp, 0, sizeof(T) * HD * npad);
+      std::memcpy(lse_h, lse + (b * heads + h) * length, sizeof(T) * length);
+      for (int64_t i = 0; i < length; ++i) {
+        const T* o_i = o_rows + i * O.pos;
+        const T* go_i = gop + i * HD;
+        T dot = 0;
+#pragma omp simd reduction(+ : dot)
+        for (int d = 0; d < HD; ++d) dot += go_i[d] * o_i[d];
+        delta[i] = dot;
+      }
+      for (int64_t i = length; i < npad; ++i) lse_h[i] = delta[i] = 0;
+      for (int64_t j0 = 0; j0 < length; j0 += kTileKeys) {
+        const int64_t j1 = chunk_end(j0, kTileKeys, length);
+        // the queries that see any of these keys: j0 .. (last key + window - 1)
+        const int64_t i_end = window > 0 && j1 - 1 + window < length ? j1 - 1 + window : length;
+        for (int64_t i0 = j0; i0 < i_end; i0 += TQ) {
+          const int64_t nq = chunk_end(i0, TQ, i_end) - i0;
+          const int64_t nqv = round_up(nq, W);
+          for (int64_t jr = j0; jr < j1; jr += kRows) {  // scores and dO_i . v_j, kRows keys
+            const T* k_block = kp + jr * HD;
+            const T* v_block = vp + jr * HD;
+            for (int64_t c = 0; c < nqv; c += W) {
+              Vec sc[kRows] = {}, dp[kRows] = {};
+              for (int d = 0; d < HD; ++d) {
+                const Vec qv = load<Vec>(qt + d * npad + i0 + c);
+                const Vec gv = load<Vec>(got + d * npad + i0 + c);
+                for (int r = 0; r < kRows; ++r) {
+                  sc[r] += qv * k_block[r * HD + d];
+                  dp[r] += gv * v_block[r * HD + d];
+                }
+              }
+              for (int r = 0; r < kRows; ++r) {
+                store(p_tile + (jr - j0 + r) * TQ + c, sc[r]);
+                store(ds_tile + (jr - j0 + r) * TQ + c, dp[r]);
+              }
+            }
+          }
+          // p and ds; zero where the key is not seen (no test at all where every key is)
+          const bool all_seen = i0 >= j1 - 1 && i0 + nqv <= length
+                                && (window <= 0 || i0 + nqv - 1 - j0 < window);
+          for (int64_t j = j0; j < j1; ++j) {
+            T* p_j = p_tile + (j - j0) * TQ - i0;
+            T* ds_j = ds_tile + (j - j0) * TQ - i0;
+#pragma omp simd
+            for (int64_t i = i0; i < i0 + nqv; ++i) {
+              const bool seen =
+                  all_seen || (i >= j && i < length && (window <= 0 || i - j < window));
+              const T p = seen ? exp_of(p_j[i] * scale - lse_h[i]) : T(0);
+              ds_j[i] = p * (ds_j[i] - delta[i]);
+              p_j[i] = p;
+            }
+          }
+          for (int64_t jr = j0; jr < j1; jr += R) {  // dV_j, dK_j: sums over the queries
+            Vec acc_v[R][L::kPerRow], acc_k[R][L::kPerRow];
+            const T* p_r = p_tile + (jr - j0) * TQ;
+            const T* ds_r = ds_tile + (jr - j0) * TQ;
+            weighted_sums<T, HD, R>(p_r, TQ, 1, gop + i0 * HD, HD, nq, acc_v);
+            weighted_sums<T, HD, R>(ds_r, TQ, 1, qp + i0 * HD, HD, nq, acc_k);
+            for (int64_t r = 0; r < R; ++r) {  // rows past the keys: zeros, never written out
+              add_row<T, HD>(gvp + (jr + r) * HD, acc_v[r], T(1));
+              add_row<T, HD>(gkp + (jr + r) * HD, acc_k[r], scale);
+            }
+          }
+          for (int64_t ir = 0; ir < nq; ir += R) {  // dQ_i: sums over the tile's keys
+            Vec acc[R][L::kPerRow];
+            weighted_sums<T, HD, R>(ds_tile + ir, 1, TQ, kp + j0 * HD, HD, j1 - j0, acc);
+            for (int64_t r = 0; r < R; ++r)
+              add_row<T, HD>(gqp + (i0 + ir + r) * HD, acc[r], scale);
+          }
+        }
+      }
+      unpack_rows<T, HD>(gqp, length, GQ.pos, GQ.rows(grad_q, b, h));
+    }
+    unpack_rows<T, HD>(gkp, length, GK.pos, GK.rows(grad_k, b, g));
+    unpack_rows<T, HD>(gvp, length, GV.pos, GV.rows(grad_v, b, g));
+  }
+}
+
+// The head dims with a kernel: the entry points return 0 after running it, 1 for any other.
+#define HNAS_FOR_HEAD_DIMS(CALL) \
+  switch (hd) {                  \
+    case 8: CALL(8); return 0;   \
+    case 16: CALL(16); return 0; \
+    case 32: CALL(32); return 0; \
+    case 64: CALL(64); return 0; \
+    default: return 1;           \
+  }
+
+template <typename T>
+int attention_fwd_any(const T* q, const T* k, const T* v, T* o, T* lse, const int64_t* strides,
+                      int64_t batch, int64_t heads, int64_t kv_heads, int64_t length,
+                      int64_t hd, int64_t window, T scale, int threads) {
+#define HNAS_FWD(HD) attention_fwd<T, HD>(q, k, v, o, lse, strides, batch, heads, kv_heads, \
+                                          length, window, scale, threads)
+  HNAS_FOR_HEAD_DIMS(HNAS_FWD)
+#undef HNAS_FWD
+}
+
+template <typename T>
+int attention_bwd_any(const T* q, const T* k, const T* v, const T* o, const T* grad_o,
+                      const T* lse, T* grad_q, T* grad_k, T* grad_v, const int64_t* strides,
+                      int64_t batch, int64_t heads, int64_t kv_heads, int64_t length,
+                      int64_t hd, int64_t window, T scale, int threads) {
+#define HNAS_BWD(HD) attention_bwd<T, HD>(q, k, v, o, grad_o, lse, grad_q, grad_k, grad_v, \
+                                          strides, batch, heads, kv_heads, length, window, \
+                                          scale, threads)
+  HNAS_FOR_HEAD_DIMS(HNAS_BWD)
+#undef HNAS_BWD
+}
+
 }  // namespace
 
 // C entry points: one per op, pass and dtype (f32, f64). Null pointers mean "absent".
@@ -856,6 +1241,24 @@ void rope(const T* x, const T* cos_t, const T* sin_t, T* out, int64_t batch, int
             static_cast<T>(sign), threads);                                                    \
   }
 
+#define HNAS_ATTENTION(SUFFIX, T)                                                              \
+  HNAS_EXPORT int hnas_attention_fwd_##SUFFIX(                                                 \
+      const T* q, const T* k, const T* v, T* o, T* lse, const int64_t* strides, int64_t batch, \
+      int64_t heads, int64_t kv_heads, int64_t length, int64_t hd, int64_t window,             \
+      double scale, int threads) {                                                             \
+    return attention_fwd_any<T>(q, k, v, o, lse, strides, batch, heads, kv_heads, length, hd,  \
+                                window, static_cast<T>(scale), threads);                       \
+  }                                                                                            \
+  HNAS_EXPORT int hnas_attention_bwd_##SUFFIX(                                                \
+      const T* q, const T* k, const T* v, const T* o, const T* grad_o, const T* lse,           \
+      T* grad_q, T* grad_k, T* grad_v, const int64_t* strides, int64_t batch, int64_t heads,   \
+      int64_t kv_heads, int64_t length, int64_t hd, int64_t window, double scale,              \
+      int threads) {                                                                           \
+    return attention_bwd_any<T>(q, k, v, o, grad_o, lse, grad_q, grad_k, grad_v, strides,      \
+                                batch, heads, kv_heads, length, hd, window,                    \
+                                static_cast<T>(scale), threads);                               \
+  }
+
 HNAS_SELECTIVE_SCAN(f32, float)
 HNAS_SELECTIVE_SCAN(f64, double)
 HNAS_LINEAR_SCAN(f32, float)
@@ -866,6 +1269,8 @@ HNAS_SSD(f32, float)
 HNAS_SSD(f64, double)
 HNAS_AROUND_GEMMS(f32, float)
 HNAS_AROUND_GEMMS(f64, double)
+HNAS_ATTENTION(f32, float)
+HNAS_ATTENTION(f64, double)
 
 // A version number that the loader checks, so that a stale cached library is never used.
-HNAS_EXPORT int hnas_kernels_abi() { return 6; }
+HNAS_EXPORT int hnas_kernels_abi() { return 7; }
