@@ -44,7 +44,7 @@ def test_budget_stores_its_schedule_only_when_not_the_default():
     assert Budget.from_dict(plain.to_dict()) == plain
     assert SHORT.to_dict()["schedule"] == "wsd" and Budget.from_dict(SHORT.to_dict()) == SHORT
     assert plain.decay_start is None
-    with pytest.raises(BudgetError, match="schedule: expected one of cosine, wsd, got 'linear'"):
+    with pytest.raises(BudgetError, match="schedule: expected one of cosine, wsd, constant, got 'linear'"):
         Budget(schedule="linear")
     with pytest.raises(BudgetError, match="decay"):
         Budget(schedule="wsd", decay=0)
