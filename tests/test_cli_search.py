@@ -205,3 +205,22 @@ def test_search_defaults_follow_the_suite(tmp_path, monkeypatch, flags, suite, s
     budget = Budget.from_dict(seen["d"].budget)
     assert seen["d"].suite["name"] == suite
     assert budget.steps == steps and list(budget.rates) == pytest.approx(rates)
+
+
+@pytest.mark.parametrize("flags, rates", [
+    (["--suite", "recall64"], [3e-3]), (["--suite", "quick"], [1e-3]),
+    (["--suite", "recall64", "--lr", "1e-2"], [1e-2])])
+def test_train_uses_the_rate_its_suite_was_measured_at(monkeypatch, flags, rates):
+    """One rule for both commands: `hnas train` reads the suite's default rate as search does."""
+    import trials
+
+    seen = {}
+
+    def fake_run_trial(arch, suite, budget, seed):
+        seen["budget"] = budget
+        raise SystemExit(0)
+
+    monkeypatch.setattr(trials, "run_trial", fake_run_trial)
+    result = CliRunner().invoke(app, ["train", "A*2", "--d-model", "32", *flags])
+    assert result.exit_code == 0, result.output
+    assert list(seen["budget"].rates) == pytest.approx(rates)

@@ -6,37 +6,17 @@ import dataclasses
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from typing import Optional
 
 import typer
 
-from nas.cli.common import (Artifacts, BatchSize, LearningRates, OutageWait, Quiet, Seed,
-                            Storage, StudyName, Suite, check_seed, check_timeout,
-                            describe_change, fail, learning_rates)
+from nas.cli.common import (DEFAULT_SUITE, Artifacts, BatchSize, LearningRates, OutageWait,
+                            Quiet, Seed, Storage, StudyName, Suite, check_seed, check_timeout,
+                            describe_change, fail, learning_rates, suite_budget)
 
 CURVE_BATCHES = 4
 FIDELITIES = ("full", "sh")
 INTERRUPTED = 130  # the shell's code for Ctrl-C
-
-
-@dataclass(frozen=True)
-class SuiteBudget:
-    """The training a preset suite's candidates get when --budget-steps and --lr are not given:
-    `steps` per task at peak rate `lr` (None: the Budget's default rate)."""
-
-    steps: int
-    lr: Optional[float] = None
-
-
-# The default suite and its budget follow the fidelity evidence (benchmarks/README.md, "Fidelity
-# on recall64"; measured on a CPU at d_model 64, 14 architectures, 3 seeds): on `recall64`, 600
-# steps at 3e-3 ranked the architectures as 1600 steps did with Spearman 0.74, 0.87 and 0.80
-# (mean 0.80, the goal), where 200 steps reached 0.55-0.75. No budget on `quick` has been shown
-# to rank reproducibly: its own 1600-step runs disagree across seeds (0.52-0.69).
-DEFAULT_SUITE = "recall64"
-SUITE_BUDGETS = {"recall64": SuiteBudget(steps=600, lr=3e-3)}
-OTHER_SUITES = SuiteBudget(steps=100)  # any other preset or YAML suite
 
 
 def search(
@@ -103,12 +83,10 @@ def search(
     if size is not None and n_trials > size:
         print(f"note: --n-trials {n_trials}: the space has {size} parameter assignments; the "
               f"search measures at most {size} distinct architectures", file=sys.stderr)
-    defaults = SUITE_BUDGETS.get(suite, OTHER_SUITES)
+    defaults = suite_budget(suite)
     schedule = _rungs(fidelity, rungs, min_steps, eta, budget_steps, defaults.steps)
     if schedule is not None:
         budget_steps = schedule.full_steps
-    if not lr and defaults.lr is not None:
-        lr = [defaults.lr]
     task_suite, budget = _suite_and_budget(suite, budget_steps or defaults.steps, budget_seconds,
                                            batch_size, lr)
     if schedule is not None:
@@ -311,7 +289,7 @@ def _suite_and_budget(suite: str, steps: int, seconds: Optional[float], batch_si
 
     # Learning-curve points on a few test batches: the final score uses the whole test set.
     budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
-                    eval_batches=CURVE_BATCHES, **learning_rates(lr))
+                    eval_batches=CURVE_BATCHES, **learning_rates(lr, suite))
     return load_suite(suite), budget
 
 
