@@ -273,6 +273,17 @@ def test_ssd_matches_reference(length, chunk, with_h0):
     check_against_reference(fast, functools.partial(naive_ssd, return_state=True), inputs)
 
 
+# the CPU kernel walks the head dim in whole vectors (16 fp32 or 8 fp64 lanes) plus a
+# remainder: 16 and 32 are whole vectors in both dtypes, 20 leaves a remainder in both
+@pytest.mark.parametrize("head_dim", [16, 20, 32])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ssd_head_dims_in_whole_vectors_and_remainders(head_dim, dtype):
+    inputs = ssd_inputs(length=40, heads=2, head_dim=head_dim, groups=1, d_state=6, dtype=dtype)
+    fast = functools.partial(ssd, return_state=True, chunk_size=16)
+    check_against_reference(fast, functools.partial(naive_ssd, return_state=True), inputs,
+                            tol=TOL if dtype == torch.float32 else 1e-9)
+
+
 @pytest.mark.parametrize("groups", [1, 4])
 def test_ssd_groups_of_B_and_C(groups):
     inputs = ssd_inputs(length=23, groups=groups)

@@ -17,7 +17,7 @@ from search_spaces.cost.ssm import mamba2 as mamba2_cost
 from trials.builder import mixer_kwargs
 from trials.mixers.mamba import Mamba
 from trials.mixers.mamba2 import Mamba2
-from trials.ops import naive_selective_scan, naive_ssd
+from trials.ops import dispatch, naive_selective_scan, naive_ssd
 
 KINDS = {"M": Mamba, "M2": Mamba2}
 SMALL = {"d_model": 32, "d_state": 8, "m2_d_state": 8, "m2_head_dim": 16}
@@ -101,6 +101,32 @@ def test_segmented_forward_equals_one_segment_with_gradients(kind, monkeypatch):
     torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-4)
     for g1, g0 in zip(grads[1], grads[0]):
         torch.testing.assert_close(g1, g0, atol=1e-4, rtol=1e-4)
+
+
+# every op of the block on its compiled CPU kernel (Mamba-2: the conv, softplus, the SSD, the
+# silu gate, the norm) against the PyTorch fallback, forward and every gradient
+@pytest.mark.parametrize("kind, ops", [
+    ("M", ("causal_conv1d", "selective_scan", "softplus")),
+    ("M2", ("causal_conv1d", "glu", "rms_norm", "softplus", "ssd")),
+])
+def test_block_on_native_kernels_equals_the_fallback(kind, ops):
+    _, m = build(kind)
+    x = randn(2, 70, 32).requires_grad_()
+    weights = randn(2, 70, 32, seed=2)
+
+    def output_and_grads():
+        with dispatch.recording() as ran:
+            y = m(x)
+        return y, torch.autograd.grad((y * weights).sum(), [x, *m.parameters()]), ran.kernels()
+
+    y, grads, ran = output_and_grads()
+    with dispatch.disabled():
+        ref_y, ref_grads, ref_ran = output_and_grads()
+    for op in ops:
+        assert ran[op] == dispatch.NATIVE and ref_ran[op] == dispatch.PYTORCH, op
+    torch.testing.assert_close(y, ref_y, atol=1e-5, rtol=1e-4)
+    for i, (a, b) in enumerate(zip(grads, ref_grads)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"gradient {i}")
 
 
 @pytest.mark.parametrize("kind, cost", [("M", mamba_cost), ("M2", mamba2_cost)])

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from trials.mixers.base import State
 from trials.mixers.mamba import init_conv_, init_dt_bias_
 from trials.norm import RMSNorm
-from trials.ops import causal_conv1d, causal_conv1d_step, naive_rms_norm, ssd
+from trials.ops import causal_conv1d, causal_conv1d_step, glu, naive_rms_norm, softplus, ssd
 from trials.ops._memory import join_segments, over_segments
 
 SSD_CHUNK = 64  # Q, the chunk length of the SSD's matrix form
@@ -80,15 +80,16 @@ class Mamba2(nn.Module):
         B = B.reshape(batch, length, self.n_groups, self.d_state)  # (B, L, G, N)
         C = C.reshape(batch, length, self.n_groups, self.d_state)  # (B, L, G, N)
         # fp32 so that small step sizes survive in bf16
-        dt = F.softplus(dt.float() + self.dt_bias.float())  # (B, L, nh)
+        dt = softplus(dt.float() + self.dt_bias.float())  # (B, L, nh)
         A = -torch.exp(self.A_log.float())  # (nh,), negative
         return x, dt, A, B, C
 
     def _output(self, y: Tensor, z: Tensor) -> Tensor:
         """Gate, normalise and project: y (B, L, nh, P), z (B, L, di) -> (B, L, d)."""
         y = y.reshape(*z.shape)  # (B, L, di)
-        # gate in fp32; the norm then takes statistics in fp32 too
-        gated = (y.float() * F.silu(z.float())).to(z.dtype)
+        # gate in fp32 (silu(z) * y, one pass each way on the CPU); the norm then takes
+        # statistics in fp32 too
+        gated = glu(z.float(), y.float()).to(z.dtype)
         if self.n_groups == 1:
             return self.out_proj(self.norm(gated))
         weight = self.norm.weight.view(self.n_groups, -1)  # per group: (G, di/G)

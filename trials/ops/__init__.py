@@ -8,9 +8,9 @@
 | `causal_conv1d`  | short convs   | channels-last depthwise conv, custom backward   | yes        | causal_conv1d_fn            |
 | `fft_long_conv`  | Hyena         | FFT product of spectra, O(L log L)              | -          | -                           |
 | `rms_norm`       | every RMSNorm | one op, custom backward (reference: `RMSNorm`)  | yes        | -                           |
-| `glu`            | SwiGLU, MoE   | act(gate) * up, autograd (the reference itself) | yes (silu) | -                           |
-| `rope`           | attention     | `apply_rope` on the rotated channels            | yes        | -                           |
-| `softplus`       | Mamba's dt    | `F.softplus` (the reference itself)             | yes        | -                           |
+| `glu`            | SwiGLU, MoE, Mamba-2's gate | act(gate) * up, autograd (the reference itself) | yes (silu) | -                           |
+| `rope` (`rotate_heads`) | attention | `apply_rope` on the rotated channels            | yes        | -                           |
+| `softplus`       | Mamba's and Mamba-2's dt | `F.softplus` (the reference itself)             | yes        | -                           |
 | `causal_attention` | A, L, shared | SDPA `is_causal`; banded blocks for a window | hd 8/16/32/64 | - (SDPA)               |
 
 The CPU kernels (`trials/ops/native/`, C++ compiled on first use and cached) walk each

@@ -318,39 +318,84 @@ void selective_scan_bwd(const T* x, const T* dt, const T* At, const T* Bm, const
 //   s_t = exp(dt_t A) s_{t-1} + (dt_t x_t) B_t^T  (P x N per head),  y_t = s_t C_t + D x_t.
 
 template <typename T>
+constexpr int64_t kLanes = 64 / sizeof(T);  // one 512-bit vector register
+
+// one sequence's SSD state between the layout the ops exchange, (H, P, N), and the one the
+// forward walks, (H, N, P)
+template <typename T>
+void heads_pn_to_np(const T* pn, T* np, int64_t H, int64_t P, int64_t N) {
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t n = 0; n < N; ++n) np[(h * N + n) * P + p] = pn[(h * P + p) * N + n];
+}
+
+template <typename T>
+void heads_np_to_pn(const T* np, T* pn, int64_t H, int64_t P, int64_t N) {
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t p = 0; p < P; ++p) pn[(h * P + p) * N + n] = np[(h * N + n) * P + p];
+}
+
+// One head's step over head-dim lanes [p0, p0 + w): s <- a s + u B^T, y = s C + D x, with the
+// state s_h laid out (N, P). The outputs accumulate over n in registers, so no horizontal sum
+// is taken (the (P, N) layout needs one per p). Width > 0 fixes w at compile time (a full
+// vector); 0 takes w_tail, the remainder of a head dim that is not a multiple of the vector.
+template <typename T, int64_t Width>
+inline void ssd_step_lanes(T* s_h, const T* x_h, T* y_h, const T* B_g, const T* C_g, T a,
+                           T dt_h, T d_skip, int64_t P, int64_t N, int64_t p0, int64_t w_tail) {
+  const int64_t w = Width > 0 ? Width : w_tail;
+  T u[kLanes<T>], acc[kLanes<T>];
+  for (int64_t l = 0; l < w; ++l) {
+    u[l] = dt_h * x_h[p0 + l];
+    acc[l] = d_skip * x_h[p0 + l];
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    const T bn = B_g[n], cn = C_g[n];
+    T* s_n = s_h + n * P + p0;
+#pragma omp simd
+    for (int64_t l = 0; l < w; ++l) {
+      const T v = a * s_n[l] + u[l] * bn;
+      s_n[l] = v;
+      acc[l] += v * cn;
+    }
+  }
+  for (int64_t l = 0; l < w; ++l) y_h[p0 + l] = acc[l];
+}
+
+template <typename T>
 void ssd_fwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, const T* Dskip,
              const T* h0, T* y, T* final_state, T* entry, int64_t batch, int64_t length,
              int64_t H, int64_t P, int64_t G, int64_t N, int64_t chunk, int threads) {
   const int64_t K = (length + chunk - 1) / chunk;
   const int64_t S = H * P * N;  // one sequence's state
   const int64_t R = H / G;
+  constexpr int64_t W = kLanes<T>;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t b = 0; b < batch; ++b) {
-    T* s = final_state + b * S;  // the running state lives in the output buffer
-    copy_or_zero(s, h0 ? h0 + b * S : nullptr, S);
+    thread_local Scratch<T> scratch;
+    T* s = scratch.get(S);  // the running state, (H, N, P)
+    if (h0) heads_pn_to_np(h0 + b * S, s, H, P, N);
+    else std::memset(s, 0, sizeof(T) * S);
     for (int64_t t = 0; t < length; ++t) {
-      if (t % chunk == 0) std::memcpy(entry + (b * K + t / chunk) * S, s, sizeof(T) * S);
+      if (t % chunk == 0) heads_np_to_pn(s, entry + (b * K + t / chunk) * S, H, P, N);
       const int64_t row = b * length + t;
       for (int64_t h = 0; h < H; ++h) {
         const T dt_h = dt[row * H + h];
         const T a = exp_of(dt_h * A[h]);
         const T* B_g = Bm + (row * G + h / R) * N;
         const T* C_g = Cm + (row * G + h / R) * N;
-        for (int64_t p = 0; p < P; ++p) {
-          const T xv = x[(row * H + h) * P + p];
-          const T u = dt_h * xv;
-          T* s_p = s + (h * P + p) * N;
-          T acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t n = 0; n < N; ++n) {
-            T v = a * s_p[n] + u * B_g[n];
-            s_p[n] = v;
-            acc += v * C_g[n];
-          }
-          y[(row * H + h) * P + p] = acc + (Dskip ? Dskip[h] * xv : T(0));
-        }
+        const T* x_h = x + (row * H + h) * P;
+        T* y_h = y + (row * H + h) * P;
+        T* s_h = s + h * N * P;
+        const T d_skip = Dskip ? Dskip[h] : T(0);
+        int64_t p0 = 0;
+        for (; p0 + W <= P; p0 += W)
+          ssd_step_lanes<T, W>(s_h, x_h, y_h, B_g, C_g, a, dt_h, d_skip, P, N, p0, W);
+        if (p0 < P)
+          ssd_step_lanes<T, 0>(s_h, x_h, y_h, B_g, C_g, a, dt_h, d_skip, P, N, p0, P - p0);
       }
     }
+    heads_np_to_pn(s, final_state + b * S, H, P, N);
   }
 }
 
