@@ -13,7 +13,9 @@ machine, most of it the attention kernels' 16 instantiations (3 s without). It i
 the flags, the compiler's version and the CPU's model and features, so every trial and process
 on the machine reuses one build, and a cache shared with a different CPU never loads code
 built for another instruction set. Builds go to a temporary file that is renamed into place,
-so concurrent processes never see half a library.
+so concurrent processes never see half a library; and processes that start together on a
+fresh machine (a search's workers, the test suite's) build once: the first takes a lock file
+beside the library, the others wait on it and load what it built.
 
 No compiler, a failed build or `HNAS_KERNELS=pytorch` in the environment: one warning (none
 for the explicit choice), and every op falls back to PyTorch. A trial never fails for it.
@@ -105,6 +107,24 @@ def _build(compiler: str, target: Path) -> None:
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def _build_lock(target: Path):
+    """Hold an exclusive lock on `target`'s lock file (released if the holder dies). Where
+    POSIX locks are missing, no lock: concurrent builds are then only duplicated work."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _declare(lib: ctypes.CDLL) -> None:
     """Argument types of every entry point: (pointers, 64-bit sizes, ints) in that order."""
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
@@ -148,7 +168,9 @@ def _load() -> ctypes.CDLL | None:
     try:
         path = _library_path(compiler)
         if not path.exists():
-            _build(compiler, path)
+            with _build_lock(path):
+                if not path.exists():  # another process may have built it while we waited
+                    _build(compiler, path)
         lib = ctypes.CDLL(str(path))
         _declare(lib)
         if lib.hnas_kernels_abi() != ABI:
