@@ -207,6 +207,24 @@ def test_search_defaults_follow_the_suite(tmp_path, monkeypatch, flags, suite, s
     assert budget.steps == steps and list(budget.rates) == pytest.approx(rates)
 
 
+def test_a_yaml_suite_brings_its_own_calibrated_training(tmp_path, monkeypatch):
+    from nas.cli import search as search_command
+    from trials import Budget
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: mine\ntasks:\n  - task: mqar\n    n_train: 64\n    n_test: 16\n"
+                     "    settings: {seq_len: 32, num_kv_pairs: 2, vocab_size: 32}\n"
+                     "training: {steps: 250, lr: 0.002}\n")
+    seen = {}
+    monkeypatch.setattr(search_command, "_run",
+                        lambda name, url, storage, definition, *rest: seen.update(d=definition))
+    result = CliRunner().invoke(app, ["search", "demo", "--storage",
+                                      f"sqlite:///{tmp_path / 's.db'}", "--suite", str(suite)])
+    assert result.exit_code == 0, result.output
+    budget = Budget.from_dict(seen["d"].budget)
+    assert budget.steps == 250 and list(budget.rates) == pytest.approx([2e-3])
+
+
 @pytest.mark.parametrize("flags, rates", [
     (["--suite", "recall64"], [3e-3]), (["--suite", "quick"], [1e-3]),
     (["--suite", "recall64", "--lr", "1e-2"], [1e-2])])

@@ -27,6 +27,7 @@ from trials.tasks import (
     SelectiveCopying,
     Suite,
     SuiteError,
+    SuiteTraining,
     TaskData,
     TaskError,
     cache_key,
@@ -586,6 +587,35 @@ def test_suite_errors_are_one_line_and_name_the_key(tmp_path, edit, where):
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"{path}: ")
     assert where in message, message
+
+
+@pytest.mark.parametrize("block, error", [
+    ("training: {steps: 0}", "training.steps:"),
+    ("training: {steps: 300, lr: -0.1}", "training.lr:"),
+    ("training: {stpes: 300}", "training.stpes: unknown key (valid: steps, lr)"),
+])
+def test_suite_training_block_errors_name_the_key(tmp_path, block, error):
+    path = tmp_path / "bad.yaml"
+    path.write_text(SUITE_YAML + block + "\n")
+    with pytest.raises(SuiteError) as raised:
+        load_suite(path)
+    assert "\n" not in str(raised.value) and error in str(raised.value), str(raised.value)
+
+
+def test_a_suite_carries_the_training_it_was_calibrated_at(tmp_path):
+    """recall64 brings the budget its fidelity was measured at; a YAML suite may declare its
+    own; neither changes the fingerprint, which is about the tasks and their data."""
+    assert load_suite("recall64").training == SuiteTraining(steps=600, lr=3e-3)
+    assert load_suite("quick").training == SuiteTraining(steps=100, lr=None)
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE_YAML)
+    plain = load_suite(path)
+    path.write_text(SUITE_YAML + "training: {steps: 250, lr: 0.002}\n")
+    calibrated = load_suite(path)
+    assert calibrated.training == SuiteTraining(steps=250, lr=0.002)
+    assert calibrated.fingerprint() == plain.fingerprint()
+    assert Suite.from_dict(calibrated.to_dict()) == calibrated
+    assert "training" not in plain.to_dict()  # studies stored before the field read the same
 
 
 def test_suite_quality_is_the_weighted_mean_accuracy(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import shutil
 import sys
-from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
@@ -173,36 +172,15 @@ def check_timeout(timeout: float | None) -> None:
         fail(f"--timeout {timeout:g}: expected more than 0 seconds")
 
 
-@dataclass(frozen=True)
-class SuiteBudget:
-    """The training a preset suite's candidates get when --budget-steps and --lr are not given:
-    `steps` per task at peak rate `lr` (None: the Budget's default rate)."""
-
-    steps: int
-    lr: Optional[float] = None
+DEFAULT_SUITE = "recall64"  # calibrated: see trials.tasks.suite.RECALL64_TRAINING
 
 
-# The default suite and its budget follow the fidelity evidence (benchmarks/README.md, "Fidelity
-# on recall64"; measured on a CPU at d_model 64, 14 architectures, 3 seeds): on `recall64`, 600
-# steps at 3e-3 ranked the architectures as 1600 steps did with Spearman 0.74, 0.87 and 0.80
-# (mean 0.80, the goal), where 200 steps reached 0.55-0.75. No budget on `quick` has been shown
-# to rank reproducibly: its own 1600-step runs disagree across seeds (0.52-0.69).
-DEFAULT_SUITE = "recall64"
-SUITE_BUDGETS = {"recall64": SuiteBudget(steps=600, lr=3e-3)}
-OTHER_SUITES = SuiteBudget(steps=100)  # any other preset or YAML suite
-
-
-def suite_budget(suite: str) -> SuiteBudget:
-    """The default training of `suite` (a preset name or a YAML path) for --budget-steps/--lr."""
-    return SUITE_BUDGETS.get(suite, OTHER_SUITES)
-
-
-def learning_rates(values: list[float], suite: str) -> dict[str, Any]:
-    """Budget keyword arguments for the --lr options given; none: the rate `suite` was measured
-    at, else the budget's default."""
+def learning_rates(values: list[float], suite) -> dict[str, Any]:
+    """Budget keyword arguments for the --lr options given; none: the rate the suite (a
+    trials Suite) was calibrated at, else the budget's default."""
     if values:
         return {"lr": tuple(values)}
-    rate = suite_budget(suite).lr
+    rate = suite.training.lr
     return {} if rate is None else {"lr": rate}
 
 

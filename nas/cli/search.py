@@ -12,7 +12,7 @@ import typer
 
 from nas.cli.common import (DEFAULT_SUITE, Artifacts, BatchSize, LearningRates, OutageWait,
                             Quiet, Seed, Storage, StudyName, Suite, check_seed, check_timeout,
-                            describe_change, fail, learning_rates, suite_budget)
+                            describe_change, fail, learning_rates)
 
 CURVE_BATCHES = 4
 FIDELITIES = ("full", "sh")
@@ -83,12 +83,12 @@ def search(
     if size is not None and n_trials > size:
         print(f"note: --n-trials {n_trials}: the space has {size} parameter assignments; the "
               f"search measures at most {size} distinct architectures", file=sys.stderr)
-    defaults = suite_budget(suite)
-    schedule = _rungs(fidelity, rungs, min_steps, eta, budget_steps, defaults.steps)
+    task_suite = _load_suite(suite)
+    default_steps = task_suite.training.steps  # the budget the suite was calibrated at
+    schedule = _rungs(fidelity, rungs, min_steps, eta, budget_steps, default_steps)
     if schedule is not None:
         budget_steps = schedule.full_steps
-    task_suite, budget = _suite_and_budget(suite, budget_steps or defaults.steps, budget_seconds,
-                                           batch_size, lr)
+    budget = _budget(task_suite, budget_steps or default_steps, budget_seconds, batch_size, lr)
     if schedule is not None:
         from nas.halving import with_shared_warmup  # Optuna: not at --help (see nas.cli)
 
@@ -283,14 +283,18 @@ def _grid_size(space) -> int:
     return size
 
 
-def _suite_and_budget(suite: str, steps: int, seconds: Optional[float], batch_size: int,
-                      lr: list[float]):
-    from trials import Budget, load_suite  # torch: not at --help (see nas.cli)
+def _load_suite(suite: str):
+    from trials import load_suite  # torch: not at --help (see nas.cli)
+
+    return load_suite(suite)
+
+
+def _budget(suite, steps: int, seconds: Optional[float], batch_size: int, lr: list[float]):
+    from trials import Budget  # torch: not at --help (see nas.cli)
 
     # Learning-curve points on a few test batches: the final score uses the whole test set.
-    budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
-                    eval_batches=CURVE_BATCHES, **learning_rates(lr, suite))
-    return load_suite(suite), budget
+    return Budget(steps=steps, seconds=seconds, batch_size=batch_size,
+                  eval_batches=CURVE_BATCHES, **learning_rates(lr, suite))
 
 
 def _interrupted(name: str, storage: Optional[str]) -> None:

@@ -32,9 +32,9 @@ def train(
 
     check_seed("--seed", seed)
     arch = build_arch(reference, parse_dim_options(dim, d_model))
-    budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
-                    **learning_rates(lr, suite))
     task_suite = load_suite(suite)
+    budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
+                    **learning_rates(lr, task_suite))
     use_training_threads()
     result = run_trial(arch, task_suite, budget, seed=seed)
     if as_json:

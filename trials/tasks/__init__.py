@@ -32,12 +32,13 @@ from trials.tasks.memorization import Memorization
 from trials.tasks.mqar import MQAR, MQAR_DIFFICULTIES
 from trials.tasks.noisy_recall import NoisyRecall
 from trials.tasks.selective_copying import SelectiveCopying
-from trials.tasks.suite import PRESETS, TASKS, Suite, SuiteEntry, SuiteError, load_suite
+from trials.tasks.suite import (PRESETS, TASKS, Suite, SuiteEntry, SuiteError, SuiteTraining,
+                                 load_suite)
 
 __all__ = [
     "MQAR", "MQAR_DIFFICULTIES", "PRESETS", "SPLITS", "TASKS", "ByteLM", "Compression", "Corpus",
     "FuzzyRecall", "InContextRecall", "Memorization", "NoisyRecall", "SelectiveCopying", "Suite",
-    "SuiteEntry", "SuiteError", "Task", "TaskData", "TaskError", "cache_dir", "cache_key",
+    "SuiteEntry", "SuiteError", "SuiteTraining", "Task", "TaskData", "TaskError", "cache_dir", "cache_key",
     "cached_generate", "drop_overlap", "load_corpus", "load_splits", "load_suite",
     "masked_cross_entropy", "merge_scores", "score", "split_rng",
 ]
