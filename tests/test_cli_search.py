@@ -185,14 +185,17 @@ def test_export_hf_configs_where_the_pattern_fits(workdir):
                 (workdir / line).read_text())["hidden_size"]
 
 
-@pytest.mark.parametrize("flags, suite, steps, rates", [
-    ([], "recall64", 600, [3e-3]),  # the default suite at the budget its fidelity was measured at
-    (["--suite", "quick"], "quick", 100, [1e-3]),
-    (["--budget-steps", "50", "--lr", "1e-2"], "recall64", 50, [1e-2]),
-    (["--fidelity", "sh", "--min-steps", "20", "--eta", "3"], "recall64", 600, [3e-3]),
-    (["--fidelity", "sh", "--rungs", "100,300,900"], "recall64", 900, [3e-3]),
+@pytest.mark.parametrize("flags, suite, steps, rates, schedule", [
+    # the default suite at the budget its fidelity was measured at: constant after a warm-up
+    ([], "recall64", 600, [3e-3], "constant"),
+    (["--suite", "quick"], "quick", 100, [1e-3], "cosine"),
+    (["--budget-steps", "50", "--lr", "1e-2"], "recall64", 50, [1e-2], "constant"),
+    # successive halving continues from checkpoints: its own schedule, warm-up, decay per rung
+    (["--fidelity", "sh", "--min-steps", "20", "--eta", "3"], "recall64", 600, [3e-3], "wsd"),
+    (["--fidelity", "sh", "--rungs", "100,300,900"], "recall64", 900, [3e-3], "wsd"),
 ])
-def test_search_defaults_follow_the_suite(tmp_path, monkeypatch, flags, suite, steps, rates):
+def test_search_defaults_follow_the_suite(tmp_path, monkeypatch, flags, suite, steps, rates,
+                                          schedule):
     from nas.cli import search as search_command
     from trials import Budget
 
@@ -205,6 +208,9 @@ def test_search_defaults_follow_the_suite(tmp_path, monkeypatch, flags, suite, s
     budget = Budget.from_dict(seen["d"].budget)
     assert seen["d"].suite["name"] == suite
     assert budget.steps == steps and list(budget.rates) == pytest.approx(rates)
+    assert budget.schedule == schedule
+    if not flags:
+        assert budget.warmup_length == 160  # the warm-up the fidelity runs used
 
 
 def test_a_yaml_suite_brings_its_own_calibrated_training(tmp_path, monkeypatch):

@@ -592,7 +592,9 @@ def test_suite_errors_are_one_line_and_name_the_key(tmp_path, edit, where):
 @pytest.mark.parametrize("block, error", [
     ("training: {steps: 0}", "training.steps:"),
     ("training: {steps: 300, lr: -0.1}", "training.lr:"),
-    ("training: {stpes: 300}", "training.stpes: unknown key (valid: steps, lr)"),
+    ("training: {stpes: 300}", "training.stpes: unknown key (valid: steps, lr, schedule, warmup)"),
+    ("training: {schedule: linear}", "training.schedule: expected one of cosine, wsd, constant"),
+    ("training: {warmup: 1.5}", "training.warmup:"),
 ])
 def test_suite_training_block_errors_name_the_key(tmp_path, block, error):
     path = tmp_path / "bad.yaml"
@@ -605,14 +607,18 @@ def test_suite_training_block_errors_name_the_key(tmp_path, block, error):
 def test_a_suite_carries_the_training_it_was_calibrated_at(tmp_path):
     """recall64 brings the budget its fidelity was measured at; a YAML suite may declare its
     own; neither changes the fingerprint, which is about the tasks and their data."""
-    assert load_suite("recall64").training == SuiteTraining(steps=600, lr=3e-3)
-    assert load_suite("quick").training == SuiteTraining(steps=100, lr=None)
+    assert load_suite("recall64").training == SuiteTraining(steps=600, lr=3e-3,
+                                                            schedule="constant", warmup=160 / 600)
+    assert load_suite("quick").training == SuiteTraining(steps=100)
+    assert load_suite("quick").training.budget_settings() == {}
     path = tmp_path / "suite.yaml"
     path.write_text(SUITE_YAML)
     plain = load_suite(path)
-    path.write_text(SUITE_YAML + "training: {steps: 250, lr: 0.002}\n")
+    path.write_text(SUITE_YAML + "training: {steps: 250, lr: 0.002, schedule: wsd, warmup: 0.2}\n")
     calibrated = load_suite(path)
-    assert calibrated.training == SuiteTraining(steps=250, lr=0.002)
+    assert calibrated.training == SuiteTraining(steps=250, lr=0.002, schedule="wsd", warmup=0.2)
+    assert calibrated.training.budget_settings() == {"lr": 0.002, "schedule": "wsd",
+                                                     "warmup": 0.2}
     assert calibrated.fingerprint() == plain.fingerprint()
     assert Suite.from_dict(calibrated.to_dict()) == calibrated
     assert "training" not in plain.to_dict()  # studies stored before the field read the same

@@ -175,13 +175,13 @@ def check_timeout(timeout: float | None) -> None:
 DEFAULT_SUITE = "recall64"  # calibrated: see trials.tasks.suite.RECALL64_TRAINING
 
 
-def learning_rates(values: list[float], suite) -> dict[str, Any]:
-    """Budget keyword arguments for the --lr options given; none: the rate the suite (a
-    trials Suite) was calibrated at, else the budget's default."""
+def suite_training(values: list[float], suite) -> dict[str, Any]:
+    """Budget keyword arguments from the suite's calibration (a trials Suite's `training`: its
+    rate, schedule and warm-up), with the --lr options given, if any, in place of its rate."""
+    settings = suite.training.budget_settings()
     if values:
-        return {"lr": tuple(values)}
-    rate = suite.training.lr
-    return {} if rate is None else {"lr": rate}
+        settings["lr"] = tuple(values)
+    return settings
 
 
 def fail(message: str) -> None:

@@ -12,7 +12,7 @@ import typer
 
 from nas.cli.common import (DEFAULT_SUITE, Artifacts, BatchSize, LearningRates, OutageWait,
                             Quiet, Seed, Storage, StudyName, Suite, check_seed, check_timeout,
-                            describe_change, fail, learning_rates)
+                            describe_change, fail, suite_training)
 
 CURVE_BATCHES = 4
 FIDELITIES = ("full", "sh")
@@ -294,7 +294,7 @@ def _budget(suite, steps: int, seconds: Optional[float], batch_size: int, lr: li
 
     # Learning-curve points on a few test batches: the final score uses the whole test set.
     return Budget(steps=steps, seconds=seconds, batch_size=batch_size,
-                  eval_batches=CURVE_BATCHES, **learning_rates(lr, suite))
+                  eval_batches=CURVE_BATCHES, **suite_training(lr, suite))
 
 
 def _interrupted(name: str, storage: Optional[str]) -> None:

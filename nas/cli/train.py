@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from nas.cli.common import (AsJson, BatchSize, DModel, Dims, LearningRates, Seed, Suite,
-                            build_arch, check_seed, console, human, learning_rates,
+                            build_arch, check_seed, console, human, suite_training,
                             parse_dim_options)
 
 
@@ -34,7 +34,7 @@ def train(
     arch = build_arch(reference, parse_dim_options(dim, d_model))
     task_suite = load_suite(suite)
     budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
-                    **learning_rates(lr, task_suite))
+                    **suite_training(lr, task_suite))
     use_training_threads()
     result = run_trial(arch, task_suite, budget, seed=seed)
     if as_json:

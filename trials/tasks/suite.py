@@ -10,8 +10,11 @@
         n_train: 1024        # examples, defaults 1024 and 256
         n_test: 256
         settings: {seq_len: 64, num_kv_pairs: 4, vocab_size: 64}   # the task's fields
-    training: {steps: 600, lr: 0.003}   # optional: the budget the suite was calibrated at,
-                                        # hnas search's default (hnas train's rate)
+    training:                # optional: the budget the suite was calibrated at, the default
+      steps: 600             # of hnas search (of hnas train but for its --steps); lr,
+      lr: 0.003              # schedule (cosine, wsd, constant) and warmup (a fraction of the
+      schedule: constant     # steps) left out: the Budget's defaults
+      warmup: 0.27
 
 Quality is the weight-averaged test accuracy over the tasks (`Suite.quality`); `Suite.summary`
 adds every task's accuracy and loss, and bits per byte for byte-level LM.
@@ -82,19 +85,32 @@ class SuiteEntry:
 
 @dataclass(frozen=True)
 class SuiteTraining:
-    """The training a suite was calibrated at: what `hnas search` and `hnas train` give each
-    candidate when --budget-steps (or --steps) and --lr are not given. `steps` per task at peak
-    rate `lr` (None: the Budget's default rate). Advice about the suite, not part of its tasks:
-    the fingerprint leaves it out, and a study records the budget it actually used."""
+    """The training a suite was calibrated at: what `hnas search` gives each candidate when
+    --budget-steps and --lr are not given (and `hnas train`, but for its --steps). `steps` per
+    task at peak rate `lr` under `schedule` (a Budget schedule), warming up over the fraction
+    `warmup` of the steps; None: the Budget's default. Advice about the suite, not part of its
+    tasks: the fingerprint leaves it out, and a study records the budget it actually used."""
 
     steps: int = 100
     lr: float | None = None
+    schedule: str | None = None
+    warmup: float | None = None
 
     def __post_init__(self) -> None:
+        # `schedule` is checked where a Budget is built (and on reading YAML, `Suite.from_dict`):
+        # trials.train imports this module, so it cannot be imported here at import time
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise SuiteError(f"training.steps: expected a whole number >= 1, got {self.steps!r}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise SuiteError(f"training.lr: expected a positive number, got {self.lr!r}")
+        if self.warmup is not None and not 0 <= self.warmup < 1:
+            raise SuiteError(f"training.warmup: expected a fraction of the steps in [0, 1), got "
+                             f"{self.warmup!r}")
+
+    def budget_settings(self) -> dict[str, Any]:
+        """The Budget keyword arguments this calibration sets (steps aside)."""
+        return {name: value for name, value in (("lr", self.lr), ("schedule", self.schedule),
+                                                ("warmup", self.warmup)) if value is not None}
 
 
 UNCALIBRATED = SuiteTraining()  # a suite whose budget nobody measured: 100 steps, default rate
@@ -174,7 +190,7 @@ class Suite:
                 "difficulty": self.difficulty, "seed": self.seed,
                 "tasks": [entry.to_dict() for entry in self.entries]}
         if self.training != UNCALIBRATED:
-            data["training"] = {"steps": self.training.steps, "lr": self.training.lr}
+            data["training"] = dataclasses.asdict(self.training)
         return data
 
     def fingerprint(self) -> str:
@@ -199,7 +215,12 @@ class Suite:
             except SuiteError as error:
                 raise SuiteError(f"{source}: {error}") from None
         training = UNCALIBRATED if model.training is None else SuiteTraining(
-            model.training.steps, model.training.lr)
+            **model.training.model_dump())
+        from trials.train.budget import SCHEDULES  # not at import time: see SuiteTraining
+
+        if training.schedule is not None and training.schedule not in SCHEDULES:
+            raise SuiteError(f"{source}: training.schedule: expected one of "
+                             f"{', '.join(SCHEDULES)}, got {training.schedule!r}")
         try:
             return cls(model.name, tuple(entries), model.difficulty, model.seed, model.description,
                        training)
@@ -231,6 +252,8 @@ class _TrainingModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     steps: int = Field(UNCALIBRATED.steps, ge=1)
     lr: float | None = Field(None, gt=0, allow_inf_nan=False)
+    schedule: str | None = None  # checked by SuiteTraining against the Budget's schedules
+    warmup: float | None = Field(None, ge=0, lt=1)
 
 
 class _SuiteModel(BaseModel):
@@ -366,11 +389,13 @@ def recall64_suite() -> Suite:
 
 
 # The budget recall64's fidelity was measured at (benchmarks/README.md, "Fidelity on recall64";
-# on a CPU at d_model 64, 14 architectures, 3 seeds): 600 steps at 3e-3 ranked the architectures
-# as 1600 steps did with Spearman 0.74, 0.87 and 0.80 (mean 0.80, the goal), where 200 steps
-# reached 0.55-0.75. No budget on `quick` has been shown to rank reproducibly: its own
-# 1600-step runs disagree across seeds (0.52-0.69), so it stays uncalibrated.
-RECALL64_TRAINING = SuiteTraining(steps=600, lr=3e-3)
+# on a CPU at d_model 64, 14 architectures, 3 seeds, against the mean of three 1600-step runs):
+# 600 steps at peak rate 3e-3, held constant after a 160-step warm-up, ranked the architectures
+# at Spearman 0.851, 0.846 and 0.855; the same 600 steps with a cosine decay at 0.741-0.868 and
+# 200 steps at 0.55-0.75. A decay before the late phase transitions halts them (free-2 reached
+# 0.69 at the constant rate, 0.19-0.21 decayed). No budget on `quick` has been shown to rank
+# reproducibly (its own 1600-step runs disagree across seeds, 0.52-0.69): it stays uncalibrated.
+RECALL64_TRAINING = SuiteTraining(steps=600, lr=3e-3, schedule="constant", warmup=160 / 600)
 
 
 PRESETS: dict[str, Callable[[], Suite]] = {
