@@ -33,8 +33,9 @@ def search(
                                            "(default 20; grid: the space's size)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop after S seconds."),
     budget_steps: Optional[int] = typer.Option(
-        None, "--budget-steps", help="Training steps per task (default 600 on recall64, the "
-        "default suite, at --lr 3e-3; 100 on other suites; with --fidelity sh, the last rung)."),
+        None, "--budget-steps", help="Training steps per task (default: the suite's calibrated "
+        "budget, 600 on recall64, the default suite; 100 on others; with --fidelity sh, the "
+        "last rung)."),
     budget_seconds: Optional[float] = typer.Option(None, "--budget-seconds",
                                                    help="Wall-time cap per task."),
     batch_size: BatchSize = 32,
