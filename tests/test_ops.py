@@ -651,32 +651,52 @@ def test_rms_norm_weight_gradient_sums_every_threads_rows(threads):
 # ----------------------------------------------------------------------------- gated unit
 
 
+# the two activations with a compiled GLU: SwiGLU's silu and GeGLU's tanh GELU
+COMPILED_GLU = ["silu", "gelu_tanh"]
+
+
+@pytest.mark.parametrize("act", COMPILED_GLU)
 @pytest.mark.parametrize("shape", [(2, 7, 24), (5, 3), (4097,)])
-def test_glu_matches_reference(shape):
+def test_glu_matches_reference(shape, act, kernels):
+    fn = ACTIVATIONS[act]
     inputs = {"gate": leaf(torch.randn(*shape) * 4), "up": leaf(torch.randn(*shape))}
-    check_against_reference(glu, naive_glu, inputs, 1e-5)
+    with dispatch.recording() as ran:
+        check_against_reference(lambda gate, up: glu(gate, up, fn),
+                                lambda gate, up: naive_glu(gate, up, fn), inputs, 1e-5)
+    assert ran.kernels()["glu"] == kernels
 
 
-def test_glu_of_extreme_gates_is_finite_and_exact_in_the_limits():
-    gate = torch.tensor([-1e4, -100.0, -88.5, 0.0, 88.5, 100.0, 1e4], requires_grad=True)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("act", COMPILED_GLU)
+def test_glu_of_extreme_gates_is_finite_and_exact_in_the_limits(act, dtype):
+    fn = ACTIVATIONS[act]
+    gate = torch.tensor([-1e4, -100.0, -88.5, -30.0, -5.0, -1e-3, 0.0, 1e-3, 5.0, 88.5, 100.0,
+                         1e4], dtype=dtype, requires_grad=True)
     up = torch.ones_like(gate)
-    h = glu(gate, up)
-    assert_close(h, F.silu(gate.detach()), 1e-6)
+    h = glu(gate, up, fn)
+    # against the activation in fp64: in fp32 PyTorch's tanh GELU loses digits to cancellation
+    # (1 + tanh(v) near v = -8, its slope at 1e4 reads 1.000002)
+    exact = gate.detach().double().requires_grad_()
+    assert_close(h, fn(exact).detach(), 1e-6)
     (grad,) = torch.autograd.grad(h.sum(), gate)
-    assert_close(grad, torch.autograd.grad(F.silu(gate).sum(), gate)[0], 1e-6)
+    assert_close(grad, torch.autograd.grad(fn(exact).sum(), exact)[0], 1e-6)
 
 
 @pytest.mark.parametrize("act", ["gelu", "relu2"])
 def test_glu_with_other_activations_is_the_composite(act):
     fn = ACTIVATIONS[act]
     inputs = {"gate": leaf(torch.randn(3, 5, 8)), "up": leaf(torch.randn(3, 5, 8))}
-    check_against_reference(lambda gate, up: glu(gate, up, fn),
-                            lambda gate, up: fn(gate) * up, inputs, 1e-6)
+    with dispatch.recording() as ran:
+        check_against_reference(lambda gate, up: glu(gate, up, fn),
+                                lambda gate, up: fn(gate) * up, inputs, 1e-6)
+    assert ran.kernels()["glu"] == native.PYTORCH
 
 
-def test_glu_gradcheck_fp64():
+@pytest.mark.parametrize("act", COMPILED_GLU)
+def test_glu_gradcheck_fp64(act):
+    fn = ACTIVATIONS[act]
     gate, up = (leaf(torch.randn(3, 7, dtype=torch.float64)) for _ in range(2))
-    assert torch.autograd.gradcheck(glu, (gate, up))
+    assert torch.autograd.gradcheck(lambda gate, up: glu(gate, up, fn), (gate, up))
 
 
 # ------------------------------------------------------------------------------ softplus

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("scan_kernels.cpp")
-ABI = 7  # must equal hnas_kernels_abi() in the source
+ABI = 8  # must equal hnas_kernels_abi() in the source
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fopenmp", "-fPIC", "-shared")
 ENV_CHOICE = "HNAS_KERNELS"  # "pytorch" forces the fallback; anything else (or unset): native
 ENV_CACHE = "HNAS_KERNEL_CACHE"
@@ -139,6 +139,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ssd_bwd": [p] * 16 + [i64] * 7 + [i32],
         "glu_silu_fwd": [p] * 3 + [i64] + [i32],
         "glu_silu_bwd": [p] * 5 + [i64] + [i32],
+        "glu_gelu_tanh_fwd": [p] * 3 + [i64] + [i32],
+        "glu_gelu_tanh_bwd": [p] * 5 + [i64] + [i32],
         "rms_norm_fwd": [p] * 4 + [i64] * 2 + [ctypes.c_double, i32],
         "rms_norm_bwd": [p] * 6 + [i64] * 2 + [i32],
         "rope": [p] * 4 + [i64] * 5 + [i32] * 2,

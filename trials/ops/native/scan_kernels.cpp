@@ -701,6 +701,45 @@ void glu_silu_bwd(const T* g, const T* u, const T* gh, T* grad_g, T* grad_u, int
   });
 }
 
+// GeGLU with the tanh GELU: gelu(x) = x (1 + tanh(v)) / 2 = x s, s = sigmoid(2 v),
+// v = c0 (x + c1 x^3). 1 + tanh(v) = 2 sigmoid(2 v) exactly, and the sigmoid form keeps full
+// precision where 1 + tanh(v) cancels (v near -8). gelu'(x) = s + x s (1 - s) 2 c0 (1 + 3 c1 x^2),
+// with 1 - s = e s, e = exp(-2 v), where s >= 1/2: no cancellation where s rounds to 1 either.
+template <typename T>
+inline T gelu_tanh_exp(T x) {  // e = exp(-2 v)
+  const T c0 = T(0.7978845608028654), c1 = T(0.044715);
+  return exp_of(T(-2) * c0 * (x + c1 * x * x * x));
+}
+
+template <typename T>
+void glu_gelu_tanh_fwd(const T* g, const T* u, T* h, int64_t n, int threads) {
+  over_blocks(n, threads, [=](int64_t start, int64_t end) {
+#pragma omp simd
+    for (int64_t i = start; i < end; ++i) h[i] = g[i] / (T(1) + gelu_tanh_exp(g[i])) * u[i];
+  });
+}
+
+template <typename T>
+void glu_gelu_tanh_bwd(const T* g, const T* u, const T* gh, T* grad_g, T* grad_u, int64_t n,
+                       int threads) {
+  const T c0 = T(0.7978845608028654), c1 = T(0.044715);
+  over_blocks(n, threads, [=](int64_t start, int64_t end) {
+#pragma omp simd
+    for (int64_t i = start; i < end; ++i) {
+      const T x = g[i];
+      const T e = gelu_tanh_exp(x);
+      const T s = T(1) / (T(1) + e);
+      grad_u[i] = gh[i] * x * s;
+      // 1 - s without cancellation: e s where s >= 1/2 (there e <= 1); 1 - s below, where e can
+      // overflow (fp64) and 1 - s is exact enough
+      const T below = T(1) - s, above = e * s;  // both computed: the select then vectorises
+      const T one_minus_s = s < T(0.5) ? below : above;
+      const T slope = s + x * (one_minus_s * s) * T(2) * c0 * (T(1) + T(3) * c1 * x * x);
+      grad_g[i] = gh[i] * u[i] * slope;
+    }
+  });
+}
+
 // softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^-|x|), and x itself above 20 (torch's
 // threshold); its derivative is sigmoid(x) (1 above the threshold).
 template <typename T>
@@ -1261,6 +1300,15 @@ int attention_bwd_any(const T* q, const T* k, const T* v, const T* o, const T* g
                                               T* grad_u, int64_t n, int threads) {             \
     glu_silu_bwd<T>(g, u, gh, grad_g, grad_u, n, threads);                                     \
   }                                                                                            \
+  HNAS_EXPORT void hnas_glu_gelu_tanh_fwd_##SUFFIX(const T* g, const T* u, T* h, int64_t n,    \
+                                                   int threads) {                              \
+    glu_gelu_tanh_fwd<T>(g, u, h, n, threads);                                                 \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_glu_gelu_tanh_bwd_##SUFFIX(const T* g, const T* u, const T* gh,        \
+                                                   T* grad_g, T* grad_u, int64_t n,            \
+                                                   int threads) {                              \
+    glu_gelu_tanh_bwd<T>(g, u, gh, grad_g, grad_u, n, threads);                                \
+  }                                                                                            \
   HNAS_EXPORT void hnas_rms_norm_fwd_##SUFFIX(const T* x, const T* w, T* y, T* inv_rms,        \
                                               int64_t rows, int64_t width, double eps,         \
                                               int threads) {                                   \
@@ -1318,4 +1366,4 @@ HNAS_ATTENTION(f32, float)
 HNAS_ATTENTION(f64, double)
 
 // A version number that the loader checks, so that a stale cached library is never used.
-HNAS_EXPORT int hnas_kernels_abi() { return 7; }
+HNAS_EXPORT int hnas_kernels_abi() { return 8; }
