@@ -34,9 +34,11 @@ from trials.ops import (
     naive_glu,
     naive_linear_scan,
     naive_long_conv,
+    naive_rglru_gates,
     naive_selective_scan,
     naive_ssd,
     naive_rms_norm,
+    rglru_gates,
     rms_norm,
     selective_scan,
     selective_scan_step,
@@ -521,6 +523,10 @@ def _all_ops():
             lambda q, k, v: causal_attention(q, k, v, window=6),
             lambda dt: attention_inputs(length=21, group=2, dtype=dt),
         ),
+        "rglru_gates": (
+            rglru_gates,
+            lambda dt: rglru_inputs(dtype=dt),
+        ),
         "fft_long_conv": (
             fft_long_conv,
             lambda dt: {"u": leaf(torch.randn(2, 21, 4, dtype=dt)),
@@ -697,6 +703,46 @@ def test_glu_gradcheck_fp64(act):
     fn = ACTIVATIONS[act]
     gate, up = (leaf(torch.randn(3, 7, dtype=torch.float64)) for _ in range(2))
     assert torch.autograd.gradcheck(lambda gate, up: glu(gate, up, fn), (gate, up))
+
+
+# ---------------------------------------------------------------------------- RG-LRU gates
+
+
+def rglru_inputs(shape=(2, 21, 6), dtype=torch.float32):
+    width = shape[-1]
+    return {"gate_a": leaf((torch.randn(*shape) * 3).to(dtype)),
+            "gate_x": leaf((torch.randn(*shape) * 3).to(dtype)),
+            "x": leaf(torch.randn(*shape).to(dtype)),
+            "coef": leaf((-8 * F.softplus(-torch.randn(width) * 3)).to(dtype))}
+
+
+@pytest.mark.parametrize("shape", [(2, 21, 6), (3, 40), (1, 5, 70)])
+def test_rglru_gates_match_reference(shape, kernels):
+    with dispatch.recording() as ran:
+        check_against_reference(rglru_gates, naive_rglru_gates, rglru_inputs(shape), 1e-5)
+    assert ran.kernels()["rglru_gates"] == kernels
+
+
+def test_rglru_gates_near_a_equal_1_and_under_the_floor():
+    # r -> 0 (gate_a -> -inf) or coef -> 0 puts a at 1, where 1 - a^2 falls under the floor and
+    # sqrt's slope would be infinite: values and gradients stay finite and match the composite
+    # computed in fp64; a small |coef r| (1e-4..1e-2) is where 1 - a^2 cancels without expm1
+    gate_a = torch.tensor([-200.0, -30.0, -12.0, -9.0, -5.0, 0.0, 5.0, 30.0]).repeat(4, 1)
+    coef = torch.tensor([-1e-9, -1e-4, -1e-2, -1.0, -8.0, -50.0, -1e-6, -3.0])
+    inputs = {"gate_a": leaf(gate_a), "gate_x": leaf(torch.randn(4, 8)),
+              "x": leaf(torch.randn(4, 8)), "coef": leaf(coef)}
+    exact = {k: leaf(v.detach().double()) for k, v in inputs.items()}
+    outs, grads = outputs_and_grads(rglru_gates, inputs)
+    ref_outs, ref_grads = outputs_and_grads(naive_rglru_gates, exact)
+    for out, ref in zip(outs, ref_outs):
+        assert_close(out, ref.float(), 1e-6, "output")
+    for name, grad in ref_grads.items():
+        assert_close(grads[name], grad.float(), 1e-4, f"grad of {name}")
+
+
+def test_rglru_gates_gradcheck_fp64():
+    inputs = rglru_inputs((2, 5, 4), dtype=torch.float64)
+    assert torch.autograd.gradcheck(rglru_gates, tuple(inputs.values()))
 
 
 # ------------------------------------------------------------------------------ softplus

@@ -26,13 +26,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from trials.mixers.base import State
-from trials.ops import causal_conv1d, causal_conv1d_step, linear_scan
+from trials.ops import causal_conv1d, causal_conv1d_step, linear_scan, rglru_gates
 
 C = 8.0  # Griffin's fixed exponent: a_t = sigmoid(Lambda) ** (C * r_t)
 A_MIN, A_MAX = 0.9, 0.999  # range of sigmoid(Lambda) at init (Griffin, as in the LRU)
-# sqrt(1 - a^2) has an infinite slope at a = 1 (r_t -> 0): flooring 1 - a^2 here bounds the
-# gradient to 0.5/sqrt(floor) = 5e5 and changes the forward value by at most 1e-6.
-SQRT_FLOOR = 1e-12
 
 
 class BlockDiagonalLinear(nn.Module):
@@ -95,12 +92,8 @@ class RecurrentBlock(nn.Module):
         """The RG-LRU's a_t and sqrt(1 - a_t^2) * i_t * x_t in fp32, from the conv output x
         (..., w) in any dtype: h_t = a_t * h_{t-1} + b_t."""
         x = x.float()
-        r = torch.sigmoid(self.gate_a(x))
-        i = torch.sigmoid(self.gate_x(x))
-        log_a = -C * F.softplus(-self.a_param.float()) * r  # <= 0
-        a = torch.exp(log_a)
-        multiplier = torch.sqrt((-torch.expm1(2.0 * log_a)).clamp_min(SQRT_FLOOR))
-        return a, multiplier * (i * x)
+        coef = -C * F.softplus(-self.a_param.float())  # (w,), <= 0: log a_t = coef * r_t
+        return rglru_gates(self.gate_a(x), self.gate_x(x), x, coef)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, N, d) -> (B, N, d)."""

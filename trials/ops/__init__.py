@@ -8,8 +8,9 @@
 | `causal_conv1d`  | short convs   | channels-last depthwise conv, custom backward   | yes        | causal_conv1d_fn            |
 | `fft_long_conv`  | Hyena         | FFT product of spectra, O(L log L)              | -          | -                           |
 | `rms_norm`       | every RMSNorm | one op, custom backward (reference: `RMSNorm`)  | yes        | -                           |
-| `glu`            | SwiGLU, MoE, Mamba-2's gate | act(gate) * up, autograd (the reference itself) | yes (silu) | -                           |
+| `glu`            | SwiGLU, GeGLU, MoE, Mamba-2's gate | act(gate) * up, autograd (the reference itself) | yes (silu, tanh GELU) | -                           |
 | `rope` (`rotate_heads`) | attention | `apply_rope` on the rotated channels            | yes        | -                           |
+| `rglru_gates`    | RG-LRU        | the gates' composite (the reference itself)     | yes        | -                           |
 | `softplus`       | Mamba's and Mamba-2's dt | `F.softplus` (the reference itself)             | yes        | -                           |
 | `causal_attention` | A, L, shared | SDPA `is_causal`; banded blocks for a window | hd 8/16/32/64 | - (SDPA)               |
 
@@ -39,7 +40,7 @@ from trials.ops.conv import (
     naive_causal_conv1d,
     naive_long_conv,
 )
-from trials.ops.elementwise import glu, naive_glu, softplus
+from trials.ops.elementwise import glu, naive_glu, naive_rglru_gates, rglru_gates, softplus
 from trials.ops.norm import naive_rms_norm, rms_norm
 from trials.ops.scan import linear_scan, naive_linear_scan
 from trials.ops.selective_scan import naive_selective_scan, selective_scan, selective_scan_step
@@ -55,6 +56,7 @@ __all__ = [
     "naive_causal_attention",
     "naive_causal_conv1d",
     "naive_glu",
+    "naive_rglru_gates",
     "naive_linear_scan",
     "naive_long_conv",
     "naive_selective_scan",
@@ -63,6 +65,7 @@ __all__ = [
     "rms_norm",
     "selective_scan",
     "selective_scan_step",
+    "rglru_gates",
     "softplus",
     "ssd",
 ]

@@ -16,6 +16,11 @@ products and silu's backward), each a separate op over an F-wide activation. Any
 activation, dtype or device runs `naive_glu`, the composite itself (the reference, and exactly
 what the MLP computed before: under autocast its bf16 rounding is unchanged).
 
+`rglru_gates(gate_a, gate_x, x, coef)`: the RG-LRU's decay a and input b from the
+pre-activations of its two gates, the conv output and one coefficient per channel (Griffin,
+`trials.mixers.rglru`): ten PyTorch ops each way (two sigmoids, exp, expm1, clamp, sqrt and
+the products), one pass each way on the CPU.
+
 `softplus(x)` = log(1 + e^x), x itself above 20 (`F.softplus`'s threshold, which is the
 reference): PyTorch's CPU kernel takes its log1p a value at a time (about 2 ns a value, four
 times an exp); the kernel's log is a vectorised polynomial. Its gradient is sigmoid(x).
@@ -23,18 +28,23 @@ times an exp); the kernel's log is a vectorised polynomial. Its gradient is sigm
 
 from __future__ import annotations
 
-from typing import Callable
-
 import functools
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from trials.ops import dispatch, native
+from trials.ops._precision import compute_dtype, full_precision
 
 dispatch.register("glu", native=True)
+dispatch.register("rglru_gates", native=True)
 dispatch.register("softplus", native=True)
+
+# sqrt(1 - a^2) has an infinite slope at a = 1 (r_t -> 0): flooring 1 - a^2 bounds the
+# gradient to 0.5/sqrt(floor) = 5e5 and changes the forward value by at most 1e-6.
+RGLRU_SQRT_FLOOR = 1e-12
 
 
 class _NativeGLU(torch.autograd.Function):
@@ -82,6 +92,61 @@ def glu(gate: Tensor, up: Tensor, act: Callable[[Tensor], Tensor] = F.silu) -> T
 def naive_glu(gate: Tensor, up: Tensor, act: Callable[[Tensor], Tensor] = F.silu) -> Tensor:
     """The composite, autograd through each op: the reference and the fallback."""
     return act(gate) * up
+
+
+class _NativeRGLRUGates(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gate_a: Tensor, gate_x: Tensor, x: Tensor, coef: Tensor):
+        a, b = torch.empty_like(x), torch.empty_like(x)
+        width = x.shape[-1]
+        native.entry("rglru_gates_fwd", x)(
+            *map(native.pointer, (gate_a, gate_x, x, coef, a, b)), x.numel() // width, width,
+            RGLRU_SQRT_FLOOR, torch.get_num_threads())
+        ctx.save_for_backward(gate_a, gate_x, x, coef)
+        return a, b
+
+    @staticmethod
+    def backward(ctx, grad_a: Tensor | None, grad_b: Tensor | None):
+        gate_a, gate_x, x, coef = ctx.saved_tensors
+        width, threads = x.shape[-1], torch.get_num_threads()
+        # held here: the kernel reads them after map() lets go
+        grad_a = torch.zeros_like(x) if grad_a is None else grad_a.contiguous()
+        grad_b = torch.zeros_like(x) if grad_b is None else grad_b.contiguous()
+        grads = [torch.empty_like(x) for _ in range(3)]  # gate_a, gate_x, x
+        coef_parts = x.new_empty(threads, width)
+        native.entry("rglru_gates_bwd", x)(
+            *map(native.pointer, (gate_a, gate_x, x, coef, grad_a, grad_b, *grads, coef_parts)),
+            x.numel() // width, width, RGLRU_SQRT_FLOOR, threads)
+        return (*grads, coef_parts.sum(0))
+
+
+@full_precision
+def rglru_gates(gate_a: Tensor, gate_x: Tensor, x: Tensor, coef: Tensor
+                ) -> tuple[Tensor, Tensor]:
+    """The RG-LRU's recurrence h_t = a_t h_{t-1} + b_t, its a and b (..., w) from the gates'
+    pre-activations and the conv output (..., w) and coef (w,) = -c softplus(-Lambda) <= 0:
+
+        r = sigmoid(gate_a), i = sigmoid(gate_x), a = exp(coef r),
+        b = sqrt(max(1 - a^2, RGLRU_SQRT_FLOOR)) i x   (1 - a^2 as -expm1(2 coef r))
+
+    Computed in at least fp32 (the mixer passes fp32), returned in x's dtype; see the module
+    docstring."""
+    dtype = compute_dtype(gate_a, gate_x, x, coef)
+    inputs = tuple(t.to(dtype) for t in (gate_a, gate_x, x, coef))
+    fits = gate_a.shape == gate_x.shape == x.shape and coef.shape == x.shape[-1:]
+    if dispatch.kernel_for("rglru_gates", inputs[2], native_fits=fits) == dispatch.NATIVE:
+        a, b = _NativeRGLRUGates.apply(*(t.contiguous() for t in inputs))
+    else:
+        a, b = naive_rglru_gates(*inputs)
+    return a.to(x.dtype), b.to(x.dtype)
+
+
+def naive_rglru_gates(gate_a: Tensor, gate_x: Tensor, x: Tensor, coef: Tensor
+                      ) -> tuple[Tensor, Tensor]:
+    """The composite, autograd through each op: the reference and the fallback."""
+    log_a = coef * torch.sigmoid(gate_a)  # <= 0
+    multiplier = torch.sqrt((-torch.expm1(2.0 * log_a)).clamp_min(RGLRU_SQRT_FLOOR))
+    return torch.exp(log_a), multiplier * (torch.sigmoid(gate_x) * x)
 
 
 class _NativeSoftplus(torch.autograd.Function):

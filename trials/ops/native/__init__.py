@@ -38,8 +38,9 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("scan_kernels.cpp")
-ABI = 8  # must equal hnas_kernels_abi() in the source
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-fopenmp", "-fPIC", "-shared")
+ABI = 9  # must equal hnas_kernels_abi() in the source
+# -fno-math-errno: sqrt inside a vector loop, not a call that may set errno (never read here)
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-fopenmp", "-fPIC", "-shared")
 ENV_CHOICE = "HNAS_KERNELS"  # "pytorch" forces the fallback; anything else (or unset): native
 ENV_CACHE = "HNAS_KERNEL_CACHE"
 BUILD_TIMEOUT_S = 180
@@ -144,6 +145,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "rms_norm_fwd": [p] * 4 + [i64] * 2 + [ctypes.c_double, i32],
         "rms_norm_bwd": [p] * 6 + [i64] * 2 + [i32],
         "rope": [p] * 4 + [i64] * 5 + [i32] * 2,
+        "rglru_gates_fwd": [p] * 6 + [i64] * 2 + [ctypes.c_double, i32],
+        "rglru_gates_bwd": [p] * 10 + [i64] * 2 + [ctypes.c_double, i32],
         "softplus_fwd": [p] * 2 + [i64] + [i32],
         "softplus_bwd": [p] * 3 + [i64] + [i32],
     }

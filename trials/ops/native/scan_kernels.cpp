@@ -815,6 +815,83 @@ void rms_norm_bwd(const T* x, const T* w, const T* inv_rms, const T* gy, T* grad
   }
 }
 
+// e^y - 1 to full relative precision near 0: its Taylor series to y^8 where |y| < 1/2 (the
+// first term left out is below 1e-8 of the sum there), e^y - 1 beyond, where nothing cancels.
+// No log: GCC vectorises exp_fast and log_fast only in separate loops.
+inline float expm1_of(float y) {
+  const float series =
+      y * (1.0f + y * (1.0f / 2 + y * (1.0f / 6 + y * (1.0f / 24 + y * (1.0f / 120 + y * (
+          1.0f / 720 + y * (1.0f / 5040 + y * (1.0f / 40320))))))));
+  const float direct = exp_fast(y) - 1.0f;
+  return std::abs(y) < 0.5f ? series : direct;
+}
+inline double expm1_of(double y) { return std::expm1(y); }
+
+// The RG-LRU's gates (Griffin), elementwise over rows of width w, from the pre-activations of
+// the two gates ga, gx, the conv output x and one coefficient per channel, coef = -c
+// softplus(-Lambda) <= 0:
+//   r = sigmoid(ga), i = sigmoid(gx), log a = coef r, a = e^(log a),
+//   m = sqrt(max(1 - a^2, floor)) with 1 - a^2 = -expm1(2 log a), b = m i x.
+// Backward: dL/dlog a = ga_bar a - gb i x a^2 / m (the second term 0 where the floor holds),
+// dL/dga = dL/dlog a coef r (1 - r), dL/dcoef = sum of dL/dlog a r, dL/dgx = gb m x i (1 - i),
+// dL/dx = gb m i. grad_coef_partial is (threads, w), summed by the caller.
+template <typename T>
+inline void rglru_gate_values(T ga, T gx, T xv, T coef, T floor, T& r, T& i, T& a, T& m,
+                              T& one_minus_a2) {
+  r = sigmoid(ga);
+  i = sigmoid(gx);
+  const T log_a = coef * r;
+  a = exp_of(log_a);
+  one_minus_a2 = -expm1_of(T(2) * log_a);
+  m = std::sqrt(one_minus_a2 > floor ? one_minus_a2 : floor);
+  (void)xv;
+}
+
+template <typename T>
+void rglru_gates_fwd(const T* ga, const T* gx, const T* x, const T* coef, T* a_out, T* b_out,
+                     int64_t rows, int64_t width, T floor, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t off = row * width;
+#pragma omp simd
+    for (int64_t c = 0; c < width; ++c) {
+      T r, i, a, m, q;
+      rglru_gate_values(ga[off + c], gx[off + c], x[off + c], coef[c], floor, r, i, a, m, q);
+      a_out[off + c] = a;
+      b_out[off + c] = m * i * x[off + c];
+    }
+  }
+}
+
+template <typename T>
+void rglru_gates_bwd(const T* ga, const T* gx, const T* x, const T* coef, const T* grad_a,
+                     const T* grad_b, T* grad_ga, T* grad_gx, T* grad_x, T* grad_coef_partial,
+                     int64_t rows, int64_t width, T floor, int threads) {
+  std::memset(grad_coef_partial, 0, sizeof(T) * threads * width);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    T* gc = grad_coef_partial + static_cast<int64_t>(thread_index()) * width;
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      const int64_t off = row * width;
+#pragma omp simd
+      for (int64_t c = 0; c < width; ++c) {
+        T r, i, a, m, q;
+        const T xv = x[off + c];
+        rglru_gate_values(ga[off + c], gx[off + c], xv, coef[c], floor, r, i, a, m, q);
+        const T gb = grad_b[off + c];
+        const T slope_m = gb * i * xv * a * a / m;  // m >= sqrt(floor) > 0
+        const T through_m = q > floor ? slope_m : T(0);  // computed first: the select vectorises
+        const T g_log_a = grad_a[off + c] * a - through_m;
+        gc[c] += g_log_a * r;
+        grad_ga[off + c] = g_log_a * coef[c] * r * (T(1) - r);
+        grad_gx[off + c] = gb * m * xv * i * (T(1) - i);
+        grad_x[off + c] = gb * m * i;
+      }
+    }
+  }
+}
+
 // Rotary embeddings on x (B, L, H, hd), positions along L: channel i < rd/2 of each head pairs
 // with i + rd/2 and turns by the angle of (t, i), whose cos and sin are rows of (L, rd/2)
 // tables; channels rd.. pass unchanged. sign -1 turns by the opposite angle (the backward).
@@ -1319,6 +1396,18 @@ int attention_bwd_any(const T* q, const T* k, const T* v, const T* o, const T* g
                                               int64_t rows, int64_t width, int threads) {      \
     rms_norm_bwd<T>(x, w, inv_rms, gy, grad_x, grad_w_partial, rows, width, threads);          \
   }                                                                                            \
+  HNAS_EXPORT void hnas_rglru_gates_fwd_##SUFFIX(                                              \
+      const T* ga, const T* gx, const T* x, const T* coef, T* a, T* b, int64_t rows,           \
+      int64_t width, double floor, int threads) {                                              \
+    rglru_gates_fwd<T>(ga, gx, x, coef, a, b, rows, width, T(floor), threads);                 \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_rglru_gates_bwd_##SUFFIX(                                              \
+      const T* ga, const T* gx, const T* x, const T* coef, const T* grad_a, const T* grad_b,   \
+      T* grad_ga, T* grad_gx, T* grad_x, T* grad_coef_partial, int64_t rows, int64_t width,    \
+      double floor, int threads) {                                                             \
+    rglru_gates_bwd<T>(ga, gx, x, coef, grad_a, grad_b, grad_ga, grad_gx, grad_x,              \
+                       grad_coef_partial, rows, width, T(floor), threads);                     \
+  }                                                                                            \
   HNAS_EXPORT void hnas_softplus_fwd_##SUFFIX(const T* x, T* y, int64_t n, int threads) {     \
     softplus_fwd<T>(x, y, n, threads);                                                         \
   }                                                                                            \
@@ -1366,4 +1455,4 @@ HNAS_ATTENTION(f32, float)
 HNAS_ATTENTION(f64, double)
 
 // A version number that the loader checks, so that a stale cached library is never used.
-HNAS_EXPORT int hnas_kernels_abi() { return 8; }
+HNAS_EXPORT int hnas_kernels_abi() { return 9; }
