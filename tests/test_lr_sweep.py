@@ -57,9 +57,12 @@ def test_cli_help_names_the_budgets_default_rate():
     import re
 
     from nas.cli.common import LR_HELP
+    from trials.tasks.suite import RECALL64_TRAINING
 
-    (stated,) = re.findall(r"default ([0-9.e-]+)\)", LR_HELP)
-    assert float(stated) == DEFAULT_LR
+    (calibrated,) = re.findall(r"([0-9.e-]+) held constant on recall64", LR_HELP)
+    (otherwise,) = re.findall(r"otherwise ([0-9.e-]+) with", LR_HELP)
+    assert float(calibrated) == RECALL64_TRAINING.lr and RECALL64_TRAINING.schedule == "constant"
+    assert float(otherwise) == DEFAULT_LR
 
 
 @pytest.mark.parametrize("lr, message", [

@@ -22,9 +22,10 @@ MAX_SEED = 2**31 - 1  # leaves room under NumPy's 2**32 for each worker's offset
 STORAGE_HELP = "SQLAlchemy URL of the study database (default: sqlite:///hnas.db here)."
 OUTAGE_HELP = ("Seconds to wait for an unreachable study database before giving up "
                "(default 600, or $HNAS_OUTAGE_WAIT).")
-LR_HELP = ("Peak learning rate (AdamW, warm-up then the suite's schedule: on recall64 3e-3 "
-           "held constant, elsewhere 1e-3 with a cosine decay). Repeat it to sweep: each task "
-           "trains at every rate and scores its best, at that many times the cost.")
+LR_HELP = ("Peak learning rate (AdamW, warm-up, then the suite's schedule; default: the suite's "
+           "calibrated rate, 3e-3 held constant on recall64, otherwise 1e-3 with a cosine "
+           "decay). Repeat it to sweep: each task trains at every rate and scores its best, at "
+           "that many times the cost.")
 SUITE_HELP = "quick, mad, mqar, lm, capacity, recall64 or a suite YAML."
 DIM_HELP = "Any other dim as KEY=VALUE (repeatable)."
 
