@@ -118,6 +118,22 @@ def fallback_over_native(arch, batch: int, seq: int, repeats: int) -> float | No
     return statistics.median(fallback) / statistics.median(fast)
 
 
+def alternating_ratios(models: list[str], seq: int, batch: int, d_model: int,
+                       rounds: int) -> dict[str, float]:
+    """Median step time of each model over the first's, the models stepping in turn in this
+    process (the order reversed every other round), so that a change in the machine's speed
+    during the run falls on all of them alike; sequential timings on this VM drifted 2x."""
+    steps = {name: training_step(build_arch(name, d_model), batch, seq) for name in models}
+    for step in steps.values():  # warm-up: allocations, the kernels' first load
+        step()
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for index in range(rounds):
+        for name in (models if index % 2 == 0 else models[::-1]):
+            times[name].append(timed(steps[name]))
+    first = statistics.median(times[models[0]])
+    return {name: statistics.median(times[name]) / first for name in models}
+
+
 def gemm_rate(arch, batch: int, seq: int) -> float:
     """FLOP/s of torch.mm over the forward and backward products of the model's own linears."""
     import torch
@@ -276,6 +292,9 @@ def main() -> None:
     parser.add_argument("--e2e", nargs="*", default=["jamba", "mamba", "transformer"])
     parser.add_argument("--e2e-steps", type=int, default=300)
     parser.add_argument("--no-e2e", action="store_true")
+    parser.add_argument("--alternate", nargs="+", metavar="MODEL",
+                        help="also time these models in turn in one process (11 rounds or "
+                             "--repeats) and print each step over the first's, per --seqs")
     parser.add_argument("--json-out")
     parser.add_argument("--overhead", nargs="*", default=list(PRESETS))
     parser.add_argument("--serve-steps", nargs=2, metavar=("MODEL", "SEQ"),
@@ -320,6 +339,16 @@ def main() -> None:
                 print(line, flush=True)
                 rows.append(row)
         summarize_vs_attention(rows)
+        alternating = []
+        if args.alternate:
+            print(f"\nstep time / {args.alternate[0]}'s, the models stepping in turn in one "
+                  "process")
+            for seq in args.seqs:
+                ratios = alternating_ratios(args.alternate, seq, args.batch_size, args.d_model,
+                                            max(args.repeats, 11))
+                for name, ratio in ratios.items():
+                    print(f"{name:10} {seq:>5} {ratio:6.2f}", flush=True)
+                alternating.append({"seq": seq, "over_first": ratios})
         overhead = {}
         if args.overhead:
             print("\nfixed cost of a trial: run_trial wall seconds, 2 steps per task on quick")
@@ -349,7 +378,8 @@ def main() -> None:
         with open(args.json_out, "a") as out:
             out.write(json.dumps({"baseline": args.baseline, "batch": args.batch_size,
                                   "d_model": args.d_model, "steps": rows,
-                                  "overhead": overhead, "e2e": e2e}) + "\n")
+                                  "alternating": alternating, "overhead": overhead,
+                                  "e2e": e2e}) + "\n")
 
 
 def summarize_vs_attention(rows: list[dict]) -> None:
