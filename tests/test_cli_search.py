@@ -231,11 +231,13 @@ def test_a_yaml_suite_brings_its_own_calibrated_training(tmp_path, monkeypatch):
     assert budget.steps == 250 and list(budget.rates) == pytest.approx([2e-3])
 
 
-@pytest.mark.parametrize("flags, rates", [
-    (["--suite", "recall64"], [3e-3]), (["--suite", "quick"], [1e-3]),
-    (["--suite", "recall64", "--lr", "1e-2"], [1e-2])])
-def test_train_uses_the_rate_its_suite_was_measured_at(monkeypatch, flags, rates):
-    """One rule for both commands: `hnas train` reads the suite's default rate as search does."""
+@pytest.mark.parametrize("flags, rates, schedule", [
+    (["--suite", "recall64"], [3e-3], "constant"), (["--suite", "quick"], [1e-3], "cosine"),
+    (["--suite", "recall64", "--lr", "1e-2"], [1e-2], "constant")])
+def test_train_uses_the_rate_and_schedule_its_suite_was_measured_at(monkeypatch, flags, rates,
+                                                                   schedule):
+    """One rule for both commands: `hnas train` reads the suite's calibrated rate, schedule and
+    warm-up as search does (but keeps its own --steps)."""
     import trials
 
     seen = {}
@@ -248,3 +250,4 @@ def test_train_uses_the_rate_its_suite_was_measured_at(monkeypatch, flags, rates
     result = CliRunner().invoke(app, ["train", "A*2", "--d-model", "32", *flags])
     assert result.exit_code == 0, result.output
     assert list(seen["budget"].rates) == pytest.approx(rates)
+    assert seen["budget"].schedule == schedule and seen["budget"].steps == 200

@@ -97,8 +97,8 @@ class SuiteTraining:
     warmup: float | None = None
 
     def __post_init__(self) -> None:
-        # `schedule` is checked where a Budget is built (and on reading YAML, `Suite.from_dict`):
-        # trials.train imports this module, so it cannot be imported here at import time
+        # `schedule` is checked by `with_known_schedule` (on reading YAML) and where a Budget is
+        # built: trials.train imports this module, so it cannot be imported here at import time
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise SuiteError(f"training.steps: expected a whole number >= 1, got {self.steps!r}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -106,6 +106,15 @@ class SuiteTraining:
         if self.warmup is not None and not 0 <= self.warmup < 1:
             raise SuiteError(f"training.warmup: expected a fraction of the steps in [0, 1), got "
                              f"{self.warmup!r}")
+
+    def with_known_schedule(self) -> SuiteTraining:
+        """self, once `schedule` is checked against the Budget's schedules."""
+        from trials.train.budget import SCHEDULES  # not at import time: see __post_init__
+
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise SuiteError(f"training.schedule: expected one of {', '.join(SCHEDULES)}, got "
+                             f"{self.schedule!r}")
+        return self
 
     def budget_settings(self) -> dict[str, Any]:
         """The Budget keyword arguments this calibration sets (steps aside)."""
@@ -214,14 +223,9 @@ class Suite:
                 entries.append(SuiteEntry(task, raw.weight, raw.n_train, raw.n_test, raw.name))
             except SuiteError as error:
                 raise SuiteError(f"{source}: {error}") from None
-        training = UNCALIBRATED if model.training is None else SuiteTraining(
-            **model.training.model_dump())
-        from trials.train.budget import SCHEDULES  # not at import time: see SuiteTraining
-
-        if training.schedule is not None and training.schedule not in SCHEDULES:
-            raise SuiteError(f"{source}: training.schedule: expected one of "
-                             f"{', '.join(SCHEDULES)}, got {training.schedule!r}")
         try:
+            training = UNCALIBRATED if model.training is None else SuiteTraining(
+                **model.training.model_dump()).with_known_schedule()
             return cls(model.name, tuple(entries), model.difficulty, model.seed, model.description,
                        training)
         except SuiteError as error:
@@ -248,12 +252,12 @@ class _EntryModel(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-class _TrainingModel(BaseModel):
+class _TrainingModel(BaseModel):  # keys and types; SuiteTraining checks the values
     model_config = ConfigDict(extra="forbid", strict=True)
-    steps: int = Field(UNCALIBRATED.steps, ge=1)
-    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
-    schedule: str | None = None  # checked by SuiteTraining against the Budget's schedules
-    warmup: float | None = Field(None, ge=0, lt=1)
+    steps: int = UNCALIBRATED.steps
+    lr: float | None = None
+    schedule: str | None = None
+    warmup: float | None = None
 
 
 class _SuiteModel(BaseModel):

@@ -36,6 +36,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 SOURCE = Path(__file__).with_name("scan_kernels.cpp")
 ABI = 9  # must equal hnas_kernels_abi() in the source
@@ -108,24 +109,6 @@ def _build(compiler: str, target: Path) -> None:
             os.unlink(tmp)
 
 
-@contextlib.contextmanager
-def _build_lock(target: Path):
-    """Hold an exclusive lock on `target`'s lock file (released if the holder dies). Where
-    POSIX locks are missing, no lock: concurrent builds are then only duplicated work."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_name(target.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _declare(lib: ctypes.CDLL) -> None:
     """Argument types of every entry point: (pointers, 64-bit sizes, ints) in that order."""
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
@@ -173,7 +156,9 @@ def _load() -> ctypes.CDLL | None:
     try:
         path = _library_path(compiler)
         if not path.exists():
-            with _build_lock(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # filelock (a torch dependency): released if its holder dies, and portable
+            with FileLock(str(path) + ".lock"):
                 if not path.exists():  # another process may have built it while we waited
                     _build(compiler, path)
         lib = ctypes.CDLL(str(path))

@@ -836,7 +836,7 @@ inline double expm1_of(double y) { return std::expm1(y); }
 // dL/dga = dL/dlog a coef r (1 - r), dL/dcoef = sum of dL/dlog a r, dL/dgx = gb m x i (1 - i),
 // dL/dx = gb m i. grad_coef_partial is (threads, w), summed by the caller.
 template <typename T>
-inline void rglru_gate_values(T ga, T gx, T xv, T coef, T floor, T& r, T& i, T& a, T& m,
+inline void rglru_gate_values(T ga, T gx, T coef, T floor, T& r, T& i, T& a, T& m,
                               T& one_minus_a2) {
   r = sigmoid(ga);
   i = sigmoid(gx);
@@ -844,7 +844,6 @@ inline void rglru_gate_values(T ga, T gx, T xv, T coef, T floor, T& r, T& i, T& 
   a = exp_of(log_a);
   one_minus_a2 = -expm1_of(T(2) * log_a);
   m = std::sqrt(one_minus_a2 > floor ? one_minus_a2 : floor);
-  (void)xv;
 }
 
 template <typename T>
@@ -856,7 +855,7 @@ void rglru_gates_fwd(const T* ga, const T* gx, const T* x, const T* coef, T* a_o
 #pragma omp simd
     for (int64_t c = 0; c < width; ++c) {
       T r, i, a, m, q;
-      rglru_gate_values(ga[off + c], gx[off + c], x[off + c], coef[c], floor, r, i, a, m, q);
+      rglru_gate_values(ga[off + c], gx[off + c], coef[c], floor, r, i, a, m, q);
       a_out[off + c] = a;
       b_out[off + c] = m * i * x[off + c];
     }
@@ -878,7 +877,7 @@ void rglru_gates_bwd(const T* ga, const T* gx, const T* x, const T* coef, const 
       for (int64_t c = 0; c < width; ++c) {
         T r, i, a, m, q;
         const T xv = x[off + c];
-        rglru_gate_values(ga[off + c], gx[off + c], xv, coef[c], floor, r, i, a, m, q);
+        rglru_gate_values(ga[off + c], gx[off + c], coef[c], floor, r, i, a, m, q);
         const T gb = grad_b[off + c];
         const T slope_m = gb * i * xv * a * a / m;  // m >= sqrt(floor) > 0
         const T through_m = q > floor ? slope_m : T(0);  // computed first: the select vectorises
