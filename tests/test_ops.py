@@ -187,6 +187,17 @@ def test_selective_scan_matches_reference(length, chunk, with_h0):
     check_against_reference(fast, naive, inputs)
 
 
+# the CPU kernel's forward walks the channels in whole vectors (16 fp32 or 8 fp64 lanes) plus a
+# remainder: 16 and 32 are whole vectors in both dtypes, 20 and 37 leave a remainder in both
+@pytest.mark.parametrize("channels", [16, 20, 32, 37])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_selective_scan_channels_in_whole_vectors_and_remainders(channels, dtype):
+    inputs = selective_scan_inputs(length=40, channels=channels, d_state=5, dtype=dtype)
+    fast = functools.partial(selective_scan, return_state=True, chunk_size=16)
+    check_against_reference(fast, functools.partial(naive_selective_scan, return_state=True),
+                            inputs, tol=TOL if dtype == torch.float32 else 1e-9)
+
+
 def test_selective_scan_without_skip_gate_or_state_output():
     inputs = selective_scan_inputs(length=20, gate=False, h0=False)
     check_against_reference(functools.partial(selective_scan, chunk_size=8), naive_selective_scan,

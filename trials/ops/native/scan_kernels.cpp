@@ -39,10 +39,9 @@ namespace {
 // exp for float, vectorisable: x = n ln2 + r, |r| <= ln2 / 2, e^r by Cephes' degree-6
 // polynomial (max relative error about 2 ulp), 2^n added to the polynomial's exponent bits. The
 // rounding constant leaves n in the low bits of x log2(e) + 1.5 2^23, so no float-to-int
-// conversion and no product with a built power of 2 is needed: in the Mamba scans' backward
-// pass that made the whole kernel 1.3x faster. Inputs below -86.5 (where n + the polynomial's
-// exponent could leave the normal range) give exactly 0, the limit the scans rely on; e^-86.5
-// is 2.6e-38.
+// conversion and no product with a built power of 2 is needed (the selective scan: 1.09x
+// forward, 1.06x backward). Inputs below -86.5 (where n + the polynomial's exponent could
+// leave the normal range) give exactly 0, the limit the scans rely on; e^-86.5 is 2.6e-38.
 inline float exp_fast(float x) {
   const float lo = -86.5f;
   const float hi = 88.0f;
@@ -131,17 +130,51 @@ inline int64_t chunk_end(int64_t start, int64_t chunk, int64_t length) {
   return start + chunk < length ? start + chunk : length;
 }
 
+// Per-thread work memory, reused across the sequences a thread walks. Aligned to the cache
+// line, as torch aligns tensors: malloc's 16-byte alignment splits every 64-byte vector access
+// across two lines, which made the selective scan's backward pass 1.28x slower.
 template <typename T>
-struct Scratch {  // per-thread work memory, reused across the sequences a thread walks
+struct Scratch {
   std::vector<T> buf;
   T* get(size_t n) {
-    if (buf.size() < n) buf.resize(n);
-    return buf.data();
+    constexpr size_t line = 64;
+    constexpr size_t pad = line / sizeof(T);
+    if (buf.size() < n + pad) buf.resize(n + pad);
+    const auto misalignment = reinterpret_cast<uintptr_t>(buf.data()) % line;
+    return buf.data() + (misalignment ? (line - misalignment) / sizeof(T) : 0);
   }
 };
 
+template <typename T>
+constexpr int64_t kLanes = 64 / sizeof(T);  // one 512-bit vector register
+
 // ---------------------------------------------------------------------------------------------
 // Mamba-1 selective scan.  h_t = exp(dt_t A) * h_{t-1} + (dt_t x_t) B_t^T,  y_t = h_t^T C_t.
+
+// One step over channel lanes [d0, d0 + w): h <- exp(dt A) h + (dt x) B^T, y = h^T C. The
+// output accumulates over n in registers, stored once (accumulating it in y_t itself is a load
+// and a store per state element: 1.12-1.14x slower). Width > 0 fixes w at compile time (a full
+// vector); 0 takes w_tail, the remainder of D.
+template <typename T, int64_t Width>
+inline void scan_step_lanes(T* h, const T* At, const T* dt_t, const T* dtx, const T* B_t,
+                            const T* C_t, T* y_t, int64_t D, int64_t N, int64_t d0,
+                            int64_t w_tail) {
+  const int64_t w = Width > 0 ? Width : w_tail;
+  T acc[kLanes<T>];
+  for (int64_t l = 0; l < w; ++l) acc[l] = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const T Bn = B_t[n], Cn = C_t[n];
+    const T* A_n = At + n * D + d0;
+    T* h_n = h + n * D + d0;
+#pragma omp simd
+    for (int64_t l = 0; l < w; ++l) {
+      const T v = exp_of(dt_t[d0 + l] * A_n[l]) * h_n[l] + dtx[d0 + l] * Bn;
+      h_n[l] = v;
+      acc[l] += v * Cn;
+    }
+  }
+  for (int64_t l = 0; l < w; ++l) y_t[d0 + l] = acc[l];
+}
 
 template <typename T>
 void selective_scan_fwd(const T* x, const T* dt, const T* At, const T* Bm, const T* Cm,
@@ -163,21 +196,12 @@ void selective_scan_fwd(const T* x, const T* dt, const T* At, const T* Bm, const
       const T* C_t = Cm + (b * length + t) * N;
       T* y_t = y + (b * length + t) * D;
 #pragma omp simd
-      for (int64_t d = 0; d < D; ++d) {
-        dtx[d] = dt_t[d] * x_t[d];
-        y_t[d] = 0;
-      }
-      for (int64_t n = 0; n < N; ++n) {
-        const T Bn = B_t[n], Cn = C_t[n];
-        const T* A_n = At + n * D;
-        T* h_n = h + n * D;
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) {
-          T v = exp_of(dt_t[d] * A_n[d]) * h_n[d] + dtx[d] * Bn;
-          h_n[d] = v;
-          y_t[d] += v * Cn;
-        }
-      }
+      for (int64_t d = 0; d < D; ++d) dtx[d] = dt_t[d] * x_t[d];
+      constexpr int64_t W = kLanes<T>;
+      int64_t d0 = 0;
+      for (; d0 + W <= D; d0 += W)
+        scan_step_lanes<T, W>(h, At, dt_t, dtx, B_t, C_t, y_t, D, N, d0, W);
+      if (d0 < D) scan_step_lanes<T, 0>(h, At, dt_t, dtx, B_t, C_t, y_t, D, N, d0, D - d0);
       if (Dskip) {
 #pragma omp simd
         for (int64_t d = 0; d < D; ++d) y_t[d] += Dskip[d] * x_t[d];
@@ -323,8 +347,6 @@ void selective_scan_bwd(const T* x, const T* dt, const T* At, const T* Bm, const
 // Mamba-2 with a scalar decay per head: the recurrence of the SSD, walked step by step.
 //   s_t = exp(dt_t A) s_{t-1} + (dt_t x_t) B_t^T  (P x N per head),  y_t = s_t C_t + D x_t.
 
-template <typename T>
-constexpr int64_t kLanes = 64 / sizeof(T);  // one 512-bit vector register
 
 // one sequence's SSD state between the layout the ops exchange, (H, P, N), and the one the
 // forward walks, (H, N, P)
