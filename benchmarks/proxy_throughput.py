@@ -67,6 +67,12 @@ def training_step(arch, batch: int, seq: int):
 
     from trials.builder import build_model
 
+    try:  # the allocator settings run_trial takes on the CPU
+        from trials.train.allocator import keep_freed_memory
+    except ImportError:  # a baseline before them
+        pass
+    else:
+        keep_freed_memory()
     model = build_model(arch, seed=0)
     try:  # the optimiser run_trial builds
         from trials.train.module import adamw

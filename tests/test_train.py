@@ -50,6 +50,13 @@ def test_run_trial_reports_metrics_curve_and_costs():
     assert result.kernels and result.budget["steps"] == 6
 
 
+def test_a_cpu_trial_keeps_the_memory_it_frees(monkeypatch):
+    kept = []
+    monkeypatch.setattr(train_run, "keep_freed_memory", lambda: kept.append(True) or True)
+    assert run_trial(small_arch(), tiny_suite(), TINY, seed=0).ok
+    assert kept == [True]
+
+
 def test_same_seed_same_result():
     first = run_trial(small_arch(), tiny_suite(), TINY, seed=1)
     second = run_trial(small_arch(), tiny_suite(), TINY, seed=1)

@@ -19,6 +19,7 @@ from search_spaces.cost import estimate
 from trials.builder import build_model
 from trials.ops.dispatch import recording
 from trials.tasks import Suite, TaskData, load_suite, merge_scores, score
+from trials.train.allocator import keep_freed_memory
 from trials.train.budget import Budget
 from trials.train.measure import (
     decode_ms_per_token,
@@ -194,6 +195,7 @@ def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | N
     result.device, result.precision = describe_device(accelerator), precision
     if accelerator == "cpu":
         warn_if_many_threads()
+        keep_freed_memory()
     with recording() as ran:  # the kernels that training and evaluation actually ran
         try:
             suite = load_suite(suite) if isinstance(suite, str) else suite
