@@ -1,16 +1,22 @@
-"""Mamba-1's step size, softplus(x W^T + b): the native kernel against the PyTorch fallback.
+"""Mamba-1's step size, softplus(x W^T + b): the native kernel against the op's fallback.
 
     python benchmarks/step_size.py [--rows 2048] [--width 128] [--ranks 1 2 4 ...]
                                    [--repeats 200] [--threads 1] [--json-out FILE]
+    python benchmarks/step_size.py --steps 'M*6' [--seqs 64 256] [--repeats 41]
 
 For each rank R: the time of one forward and of one forward + backward (x, weight and bias all
 requiring gradients) of `softplus_linear` on x (rows, R), read in place as the dt slice of a
 (rows, R + 32) tensor the way Mamba's x_proj output is, weight (width, R), bias (width,), once
 on the native kernel and once on the op's fallback (`F.linear`, then the softplus op on its own
-native kernel: what runs above the rank limit), the two alternating call by call; the minimum
-over the repeats of each. The defaults are `M*6`'s
+native kernel: what runs above the rank limit, and what the mixer ran before the op), the two
+alternating call by call; the minimum over the repeats of each. The defaults are `M*6`'s
 shapes at seq 64: batch 32 x 64 tokens, d_inner 128. "native / fallback" is what
-`trials.ops.step_size.MAX_NATIVE_RANK` is chosen from. Nothing here asserts.
+`trials.ops.step_size.MAX_NATIVE_RANK` is chosen from.
+
+`--steps MODEL`: whole training steps of MODEL (`proxy_throughput.training_step`: batch 32,
+d_model 64, forward, cross-entropy, backward, AdamW) with the op on its kernel and on its
+fallback, alternating step by step in one process (so that the machine's load falls on both
+alike); the medians and their ratio per sequence length. Nothing here asserts.
 """
 
 from __future__ import annotations
@@ -18,11 +24,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from trials.ops import softplus_linear, step_size
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.proxy_throughput import build_arch, timed, training_step  # noqa: E402
+from trials.ops import softplus_linear, step_size  # noqa: E402
 
 RANKS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
 D_STATE_TWICE = 32  # the B and C columns beside dt in x_proj's output (2 x d_state 16)
@@ -72,6 +84,29 @@ def fallback():
         step_size.MAX_NATIVE_RANK = limit
 
 
+def step_ratios(model: str, seqs: list[int], repeats: int, d_model: int = 64,
+                batch: int = 32) -> list[dict]:
+    """Median training-step seconds of `model` with the op's kernel and with its fallback,
+    alternating step by step (the order swapped every round), per sequence length."""
+    rows = []
+    for seq in seqs:
+        step = training_step(build_arch(model, d_model), batch, seq)
+        step()  # warm-up: allocations, the kernels' first load
+        with fallback():
+            step()
+        times: dict[str, list[float]] = {"native": [], "fallback": []}
+        for round_ in range(repeats):
+            for kernel in ("native", "fallback") if round_ % 2 == 0 else ("fallback", "native"):
+                with fallback() if kernel == "fallback" else contextlib.nullcontext():
+                    times[kernel].append(timed(step))
+        native_s, fallback_s = (statistics.median(times[k]) for k in ("native", "fallback"))
+        print(f"| {model} | {seq} | {native_s * 1e3:.1f} | {fallback_s * 1e3:.1f} | "
+              f"{fallback_s / native_s:.3f} |", flush=True)
+        rows.append({"model": model, "seq": seq, "native_s": native_s,
+                     "fallback_s": fallback_s})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2048)
@@ -80,8 +115,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json-out", metavar="FILE")
+    parser.add_argument("--steps", metavar="MODEL",
+                        help="time whole training steps of MODEL instead (e.g. 'M*6')")
+    parser.add_argument("--seqs", type=int, nargs="+", default=[64, 256])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.steps:
+        print(f"{args.steps}, batch 32, d_model 64, {args.threads} thread(s); median ms of "
+              f"{args.repeats} steps each, alternating")
+        print("| model | seq | op on its kernel | op's fallback | fallback / kernel |")
+        print("| --- | --- | --- | --- | --- |")
+        rows = step_ratios(args.steps, args.seqs, args.repeats)
+        if args.json_out:
+            with open(args.json_out, "w") as f:
+                json.dump(rows, f, indent=1)
+        return
     print(f"rows {args.rows}, width {args.width}, {args.threads} thread(s); us, min of "
           f"{args.repeats}")
     print("| R | fwd native | fwd fallback | f+b native | f+b fallback | f+b native / fallback |")

@@ -112,6 +112,17 @@ def leaf(t: Tensor) -> Tensor:
     return t.detach().requires_grad_()
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """The block on `threads` torch threads (the native kernels' OpenMP team)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def selective_scan_inputs(batch=2, length=33, channels=5, d_state=3, h0=True, gate=True,
                           dt_max=1.0, a_max=2.0, dtype=torch.float32):
     inputs = {
@@ -658,13 +669,9 @@ def test_rms_norm_gradcheck_fp64():
 def test_rms_norm_weight_gradient_sums_every_threads_rows(threads):
     """The native backward keeps one weight-gradient row per thread and the caller sums them."""
     inputs = {"x": leaf(torch.randn(7, 5, 16)), "weight": leaf(torch.rand(16) + 0.5)}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         check_against_reference(lambda x, weight: rms_norm(x, weight, 1e-5),
                                 lambda x, weight: naive_rms_norm(x, weight, 1e-5), inputs, 1e-5)
-    finally:
-        torch.set_num_threads(previous)
 
 
 # ----------------------------------------------------------------------------- gated unit
@@ -849,12 +856,8 @@ def test_softplus_linear_weight_gradient_sums_every_threads_rows(threads):
     """The native backward keeps one weight- and bias-gradient part per thread; the caller
     sums them."""
     inputs = step_size_inputs(rows=(7, 13), rank=6, width=20)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         check_against_reference(softplus_linear, naive_softplus_linear, inputs, 1e-5)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def test_softplus_linear_forced_fallback_matches_the_native_kernel():
@@ -1018,12 +1021,8 @@ def test_causal_attention_gradcheck_fp64():
 def test_causal_attention_with_several_threads(threads):
     """One (batch, KV head) slice per thread: each slice's dK and dV sum its whole group."""
     inputs = attention_inputs(batch=3, heads=4, group=2, length=37)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         check_against_reference(causal_attention, naive_causal_attention, inputs, 1e-5)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _ran(fn, *args, **kwargs) -> str:
