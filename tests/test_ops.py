@@ -845,9 +845,15 @@ def test_softplus_linear_gradcheck_fp64():
     assert torch.autograd.gradcheck(softplus_linear, tuple(inputs.values()))
 
 
-def test_softplus_linear_without_bias_and_with_leading_dims():
-    inputs = step_size_inputs(rows=(2, 3, 4), rank=4, width=9)
-    inputs["bias"] = None
+@pytest.mark.parametrize("layout", ["three leading dims", "transposed", "stride-0 rows",
+                                    "no rows", "one vector"])
+def test_softplus_linear_without_bias_and_at_any_strides(layout):
+    x = {"three leading dims": (torch.randn(2, 3, 4, 6) * 3)[..., 1:5],
+         "transposed": torch.randn(4, 10).t() * 3,  # copied: the kernel reads whole rows
+         "stride-0 rows": torch.randn(1, 4).expand(6, 4),
+         "no rows": torch.randn(0, 4),
+         "one vector": torch.randn(4)}[layout]
+    inputs = {"x": leaf(x), "weight": leaf(torch.randn(9, 4)), "bias": None}
     check_against_reference(softplus_linear, naive_softplus_linear, inputs, 1e-5)
 
 
