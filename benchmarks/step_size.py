@@ -45,7 +45,7 @@ def inputs(rows: int, width: int, rank: int):
     wide = torch.randn(rows, rank + D_STATE_TWICE, generator=g)
     x = wide[:, :rank].requires_grad_()  # a strided view, as the mixer passes it
     weight = (torch.randn(width, rank, generator=g) * rank ** -0.5).requires_grad_()
-    bias = (torch.rand(width, generator=g) * 4 - 6).requires_grad_()  # softplus^-1 of 1e-3..0.1
+    bias = (torch.rand(width, generator=g) * 4 - 6).requires_grad_()  # step sizes 2e-3..0.13
     return x, weight, bias
 
 
