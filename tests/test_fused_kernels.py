@@ -195,7 +195,8 @@ def test_the_rule_picks_each_library(libraries):
     libraries = {"causal_conv1d": "causal_conv1d", "linear_scan": "fla.fused_recurrent_hgrn",
                  "selective_scan": "mamba_ssm", "ssd": "fla.chunk_simple_gla"}
     # the ops around the GEMMs have no GPU library: PyTorch on CUDA, the native kernel on CPU
-    around = ("attention", "glu", "rglru_gates", "rms_norm", "rope", "softplus")
+    around = ("attention", "glu", "rglru_gates", "rms_norm", "rope", "softplus",
+              "softplus_linear")
     assert chosen == {**libraries, "fft_long_conv": "pytorch", **dict.fromkeys(around, "pytorch")}
     assert dispatch.planned_kernels("cpu") == {**chosen, **dict.fromkeys(around, dispatch.NATIVE)}
 
@@ -374,7 +375,8 @@ def test_a_trial_records_the_kernels_that_ran(libraries):
         "causal_conv1d": f"{CAUSAL_CONV1D.name}{dispatch.SEVERAL}{dispatch.PYTORCH}",
         "fft_long_conv": dispatch.PYTORCH, "selective_scan": MAMBA_SSM.name,
         # no GPU library: on the CPU these run the native kernels
-        "glu": dispatch.NATIVE, "rms_norm": dispatch.NATIVE, "softplus": dispatch.NATIVE}
+        "glu": dispatch.NATIVE, "rms_norm": dispatch.NATIVE,
+        "softplus_linear": dispatch.NATIVE}
     assert libraries[CAUSAL_CONV1D] and libraries[MAMBA_SSM]
 
 
@@ -388,7 +390,7 @@ def test_an_fp64_trial_records_pytorch_where_the_libraries_take_fp32_only(librar
     assert result.kernels == {"causal_conv1d": dispatch.PYTORCH, "linear_scan": FLA_HGRN.name,
                               "selective_scan": dispatch.PYTORCH, "glu": dispatch.NATIVE,
                               "rglru_gates": dispatch.NATIVE, "rms_norm": dispatch.NATIVE,
-                              "softplus": dispatch.NATIVE}
+                              "softplus_linear": dispatch.NATIVE}
     assert libraries[CAUSAL_CONV1D] == libraries[MAMBA_SSM] == 0 < libraries[FLA_HGRN]
 
 

@@ -36,6 +36,7 @@ from trials.ops import (
     naive_long_conv,
     naive_rglru_gates,
     naive_selective_scan,
+    naive_softplus_linear,
     naive_ssd,
     naive_rms_norm,
     rglru_gates,
@@ -43,9 +44,10 @@ from trials.ops import (
     selective_scan,
     selective_scan_step,
     softplus,
+    softplus_linear,
     ssd,
 )
-from trials.ops import dispatch, native
+from trials.ops import dispatch, native, step_size
 from trials.ops.conv import fft_size
 from trials.ops.rotary import apply_rope, rope_tables, rotate_heads
 from trials.ops.scan import reverse_scan_, scan_
@@ -108,6 +110,17 @@ def check_against_reference(fast, naive, inputs, tol: float = TOL):
 
 def leaf(t: Tensor) -> Tensor:
     return t.detach().requires_grad_()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """The block on `threads` torch threads (the native kernels' OpenMP team)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def selective_scan_inputs(batch=2, length=33, channels=5, d_state=3, h0=True, gate=True,
@@ -522,6 +535,10 @@ def _all_ops():
             softplus,
             lambda dt: {"x": leaf(torch.randn(2, 21, 6, dtype=dt) * 8)},
         ),
+        "softplus_linear": (
+            softplus_linear,
+            lambda dt: step_size_inputs(dtype=dt),
+        ),
         "rope": (
             lambda x: rotate_heads(x, 3, 10000.0, 6),
             lambda dt: {"x": leaf(torch.randn(2, 21, 3, 8, dtype=dt))},
@@ -547,6 +564,10 @@ def _all_ops():
     }
 
 
+# ops whose output stays fp32 for bf16 inputs: Mamba's step size (in bf16 small steps round to 0)
+FP32_OUTPUT = ("softplus_linear",)
+
+
 @pytest.mark.parametrize("name", list(_all_ops()))
 def test_bf16_in_bf16_out_close_to_fp32(name):
     fn, make = _all_ops()[name]
@@ -555,7 +576,7 @@ def test_bf16_in_bf16_out_close_to_fp32(name):
     ref_inputs = {k: None if v is None else leaf(v.float()) for k, v in inputs.items()}
     ref_outs, _ = outputs_and_grads(fn, ref_inputs)
     for out, ref in zip(outs, ref_outs):
-        assert out.dtype == torch.bfloat16
+        assert out.dtype == (torch.float32 if name in FP32_OUTPUT else torch.bfloat16)
         assert_close(out.float(), ref, 2e-2, "bf16 output")
     for k, grad in grads.items():
         assert grad.dtype == torch.bfloat16, k
@@ -606,12 +627,15 @@ def _as_tuple(outs):
     return outs if isinstance(outs, tuple) else (outs,)
 
 
-# SDPA is on autocast's bf16 list: attention under autocast runs it as the model always did
-# (`test_attention_under_autocast_is_sdpa_under_autocast`)
-SDPA_UNDER_AUTOCAST = ("attention", "windowed_attention")
+# Ops that under autocast run as the model always did, autocast's bf16 included: attention (SDPA
+# is on autocast's bf16 list: `test_attention_under_autocast_is_sdpa_under_autocast`) and
+# Mamba's dt projection (a bf16 product, then an fp32 softplus:
+# `test_softplus_linear_under_autocast_is_the_bf16_product_then_fp32`)
+AS_BEFORE_UNDER_AUTOCAST = ("attention", "windowed_attention", "softplus_linear")
 
 
-@pytest.mark.parametrize("name", [name for name in _all_ops() if name not in SDPA_UNDER_AUTOCAST])
+@pytest.mark.parametrize("name",
+                         [name for name in _all_ops() if name not in AS_BEFORE_UNDER_AUTOCAST])
 def test_autocast_does_not_lower_the_ops_precision(name):
     fn, make = _all_ops()[name]
     inputs = make(torch.float32)
@@ -656,13 +680,9 @@ def test_rms_norm_gradcheck_fp64():
 def test_rms_norm_weight_gradient_sums_every_threads_rows(threads):
     """The native backward keeps one weight-gradient row per thread and the caller sums them."""
     inputs = {"x": leaf(torch.randn(7, 5, 16)), "weight": leaf(torch.rand(16) + 0.5)}
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         check_against_reference(lambda x, weight: rms_norm(x, weight, 1e-5),
                                 lambda x, weight: naive_rms_norm(x, weight, 1e-5), inputs, 1e-5)
-    finally:
-        torch.set_num_threads(previous)
 
 
 # ----------------------------------------------------------------------------- gated unit
@@ -780,6 +800,133 @@ def test_softplus_matches_reference_and_gradcheck_fp64():
     assert torch.autograd.gradcheck(softplus, (x,))
 
 
+# ---------------------------------------------------------------------- Mamba's step size
+
+
+def step_size_inputs(rows=(2, 9), rank=5, width=16, dtype=torch.float32, spread=30.0):
+    """x (*rows, rank) as the dt slice of a wider (*rows, rank + 7) tensor (x_proj's output),
+    weight (width, rank), bias (width,): pre-activations over the softplus's range, from about
+    -spread - 20 to spread + 20, and the first row of x zero, where they are the bias exactly:
+    its columns run from -90 to 90 through the threshold (20) itself."""
+    wide = torch.randn(*rows, rank + 7, dtype=torch.float64) * spread / rank ** 0.5
+    wide.view(-1, rank + 7)[0] = 0.0
+    bias = torch.linspace(-90.0, 90.0, width, dtype=torch.float64)
+    bias[width // 2] = 20.0
+    return {"x": leaf(wide.to(dtype)[..., :rank]),
+            "weight": leaf(torch.randn(width, rank, dtype=torch.float64).to(dtype)),
+            "bias": leaf(bias.to(dtype))}
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("width", [3, 16, 37])
+@pytest.mark.parametrize("rank", [1, 4, 5, 17])
+def test_softplus_linear_matches_reference(rank, width, dtype, tol, kernels, monkeypatch):
+    # the kernel at every rank, above the rank limit too (which only says where it pays)
+    monkeypatch.setattr(step_size, "MAX_NATIVE_RANK", 64)
+    inputs = step_size_inputs(rank=rank, width=width, dtype=dtype)
+    assert not inputs["x"].is_contiguous()  # read in place at its row stride
+    with dispatch.recording() as ran:
+        check_against_reference(softplus_linear, naive_softplus_linear, inputs, tol)
+    assert ran.kernels()["softplus_linear"] == kernels
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softplus_linear_over_the_whole_softplus_range(dtype):
+    """Where x is zero the pre-activation is the bias exactly: the step size there is softplus
+    of -90..90 to full relative precision (the threshold 20 and its neighbours included), its
+    bias gradient the slope sigmoid(bias) (1 above the threshold)."""
+    bias = torch.cat([torch.linspace(-90, 90, 4001, dtype=dtype),
+                      torch.tensor([-20.0, 19.999, 20.0, 20.001, 0.0], dtype=dtype)])
+    x = torch.zeros(3, 2, dtype=dtype)
+    weight = torch.randn(bias.numel(), 2, dtype=dtype)
+    x, weight, bias = leaf(x), leaf(weight), leaf(bias)
+    dt = softplus_linear(x, weight, bias)
+    expected = F.softplus(bias.detach().double())
+    rel = (dt.detach().double() - expected).abs() / expected.clamp(min=1e-300)
+    assert (rel[:, expected > 1e-37].max() < 1e-6).item()
+    (grad_bias,) = torch.autograd.grad(dt[1].sum(), bias)
+    slope = torch.sigmoid(bias.detach().double()).where(bias.detach() <= 20, 1.0)
+    assert_close(grad_bias, slope.to(dtype), 1e-6, "grad of bias")
+
+
+def test_softplus_linear_gradcheck_fp64():
+    inputs = step_size_inputs(rows=(2, 3), rank=5, width=7, dtype=torch.float64, spread=3.0)
+    # off the threshold, where softplus jumps by e^-20 (finite differences would see a slope)
+    inputs["bias"] = leaf(torch.randn(7, dtype=torch.float64) * 5)
+    assert torch.autograd.gradcheck(softplus_linear, tuple(inputs.values()))
+
+
+@pytest.mark.parametrize("layout", ["three leading dims", "transposed", "stride-0 rows",
+                                    "no rows", "one vector"])
+def test_softplus_linear_without_bias_and_at_any_strides(layout):
+    x = {"three leading dims": (torch.randn(2, 3, 4, 6) * 3)[..., 1:5],
+         "transposed": torch.randn(4, 10).t() * 3,  # copied: the kernel reads whole rows
+         "stride-0 rows": torch.randn(1, 4).expand(6, 4),
+         "no rows": torch.randn(0, 4),
+         "one vector": torch.randn(4)}[layout]
+    inputs = {"x": leaf(x), "weight": leaf(torch.randn(9, 4)), "bias": None}
+    check_against_reference(softplus_linear, naive_softplus_linear, inputs, 1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_softplus_linear_weight_gradient_sums_every_threads_rows(threads):
+    """The native backward keeps one weight- and bias-gradient part per thread; the caller
+    sums them."""
+    inputs = step_size_inputs(rows=(7, 13), rank=6, width=20)
+    with torch_threads(threads):
+        check_against_reference(softplus_linear, naive_softplus_linear, inputs, 1e-5)
+
+
+def test_softplus_linear_forced_fallback_matches_the_native_kernel():
+    inputs = step_size_inputs(rank=4, width=37)
+    with dispatch.recording() as ran:
+        outs, grads = outputs_and_grads(softplus_linear, inputs)
+    with dispatch.disabled(), dispatch.recording() as ran_off:
+        ref_outs, ref_grads = outputs_and_grads(softplus_linear, inputs)
+    assert ran_off.kernels() == {"softplus": dispatch.PYTORCH, "softplus_linear": dispatch.PYTORCH}
+    assert ran.kernels()["softplus_linear"] in (dispatch.NATIVE, dispatch.PYTORCH)
+    assert_close(outs[0], ref_outs[0], 1e-5)
+    for name, grad in ref_grads.items():
+        assert_close(grads[name], grad, 1e-5, f"grad of {name}")
+
+
+def test_softplus_linear_above_the_rank_limit_runs_the_fallback(kernels):
+    at_limit = step_size_inputs(rank=step_size.MAX_NATIVE_RANK, width=8)
+    above = step_size_inputs(rank=step_size.MAX_NATIVE_RANK + 1, width=8)
+    with dispatch.recording() as ran:
+        softplus_linear(**at_limit)
+    assert ran.kernels()["softplus_linear"] == kernels
+    with dispatch.recording() as ran:
+        check_against_reference(softplus_linear, naive_softplus_linear, above, 1e-5)
+    assert ran.kernels()["softplus_linear"] == dispatch.PYTORCH
+
+
+def test_softplus_linear_under_autocast_is_the_bf16_product_then_fp32():
+    """Under autocast Mamba's step size is what the mixer always computed: dt_proj as
+    autocast's bf16 product, then softplus in fp32 (the fallback, recorded as "pytorch")."""
+    inputs = step_size_inputs(rank=4, width=16, spread=3.0)
+    autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+
+    def as_before(x, weight, bias):
+        return F.softplus(F.linear(x, weight, bias).float())
+
+    with dispatch.recording() as ran:
+        outs, grads = outputs_and_grads(softplus_linear, inputs, forward_context=autocast())
+    ref_outs, ref_grads = outputs_and_grads(as_before, inputs, forward_context=autocast())
+    assert ran.kernels()["softplus_linear"] == dispatch.PYTORCH
+    assert outs[0].dtype == torch.float32 and torch.equal(outs[0], ref_outs[0])
+    for name, grad in ref_grads.items():
+        assert torch.equal(grads[name], grad), name
+
+
+def test_softplus_linear_of_bf16_inputs_runs_the_fallback_in_fp32():
+    inputs = {k: leaf(v.bfloat16()) for k, v in step_size_inputs(rank=4, spread=3.0).items()}
+    with dispatch.recording() as ran:
+        dt = softplus_linear(**inputs)
+    assert ran.kernels()["softplus_linear"] == dispatch.PYTORCH and dt.dtype == torch.float32
+    assert_close(dt, F.softplus(F.linear(*(t.detach() for t in inputs.values())).float()), 1e-6)
+
+
 # ---------------------------------------------------------------------------------- RoPE
 
 
@@ -891,12 +1038,8 @@ def test_causal_attention_gradcheck_fp64():
 def test_causal_attention_with_several_threads(threads):
     """One (batch, KV head) slice per thread: each slice's dK and dV sum its whole group."""
     inputs = attention_inputs(batch=3, heads=4, group=2, length=37)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         check_against_reference(causal_attention, naive_causal_attention, inputs, 1e-5)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _ran(fn, *args, **kwargs) -> str:

@@ -103,10 +103,11 @@ def test_segmented_forward_equals_one_segment_with_gradients(kind, monkeypatch):
         torch.testing.assert_close(g1, g0, atol=1e-4, rtol=1e-4)
 
 
-# every op of the block on its compiled CPU kernel (Mamba-2: the conv, softplus, the SSD, the
-# silu gate, the norm) against the PyTorch fallback, forward and every gradient
+# every op of the block on its compiled CPU kernel (Mamba: the conv, dt_proj with its softplus,
+# the scan; Mamba-2: the conv, softplus, the SSD, the silu gate, the norm) against the PyTorch
+# fallback, forward and every gradient
 @pytest.mark.parametrize("kind, ops", [
-    ("M", ("causal_conv1d", "selective_scan", "softplus")),
+    ("M", ("causal_conv1d", "selective_scan", "softplus_linear")),
     ("M2", ("causal_conv1d", "glu", "rms_norm", "softplus", "ssd")),
 ])
 def test_block_on_native_kernels_equals_the_fallback(kind, ops):
@@ -122,6 +123,7 @@ def test_block_on_native_kernels_equals_the_fallback(kind, ops):
     y, grads, ran = output_and_grads()
     with dispatch.disabled():
         ref_y, ref_grads, ref_ran = output_and_grads()
+    assert set(ran) == set(ops)
     for op in ops:
         assert ran[op] == dispatch.NATIVE and ref_ran[op] == dispatch.PYTORCH, op
     torch.testing.assert_close(y, ref_y, atol=1e-5, rtol=1e-4)

@@ -34,7 +34,7 @@ from trials.ops import (
     causal_conv1d_step,
     selective_scan,
     selective_scan_step,
-    softplus,
+    softplus_linear,
 )
 from trials.ops._memory import join_segments, over_segments
 from trials.ops.selective_scan import DEFAULT_CHUNK
@@ -105,12 +105,14 @@ class Mamba(nn.Module):
             self.D.fill_(1.0)
 
     def _selection(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The token-dependent dt (fp32, > 0), B and C from the conv output x (..., di)."""
+        """The token-dependent dt (fp32, fp64 in an fp64 model; > 0), B and C from the conv
+        output x (..., di)."""
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         if self.inner_norms is not None:
             dt, B, C = (norm(part) for norm, part in zip(self.inner_norms, (dt, B, C)))
-        # softplus in fp32: in bf16 small step sizes would round to zero and freeze the state
-        dt = softplus(self.dt_proj(dt).float())
+        # dt_proj and its softplus as one op, the step size in fp32 (fp64 in an fp64 model): in
+        # bf16 small step sizes would round to zero and freeze the state
+        dt = softplus_linear(dt, self.dt_proj.weight, self.dt_proj.bias)
         return dt, B, C
 
     def _A(self) -> Tensor:

@@ -12,6 +12,7 @@
 | `rope` (`rotate_heads`) | attention | `apply_rope` on the rotated channels            | yes        | -                           |
 | `rglru_gates`    | RG-LRU        | the gates' composite (the reference itself)     | yes        | -                           |
 | `softplus`       | Mamba's and Mamba-2's dt | `F.softplus` (the reference itself)             | yes        | -                           |
+| `softplus_linear` | Mamba's dt   | softplus(`F.linear`) in fp32 (reference: `naive_softplus_linear`) | R <= 6     | -                 |
 | `causal_attention` | A, L, shared | SDPA `is_causal`; banded blocks for a window | hd 8/16/32/64 | - (SDPA)               |
 
 The CPU kernels (`trials/ops/native/`, C++ compiled on first use and cached) walk each
@@ -45,6 +46,7 @@ from trials.ops.norm import naive_rms_norm, rms_norm
 from trials.ops.scan import linear_scan, naive_linear_scan
 from trials.ops.selective_scan import naive_selective_scan, selective_scan, selective_scan_step
 from trials.ops.ssd import naive_ssd, ssd
+from trials.ops.step_size import naive_softplus_linear, softplus_linear
 
 __all__ = [
     "causal_attention",
@@ -62,10 +64,12 @@ __all__ = [
     "naive_selective_scan",
     "naive_ssd",
     "naive_rms_norm",
+    "naive_softplus_linear",
     "rms_norm",
     "selective_scan",
     "selective_scan_step",
     "rglru_gates",
     "softplus",
+    "softplus_linear",
     "ssd",
 ]

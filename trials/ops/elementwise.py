@@ -1,5 +1,6 @@
 """Elementwise ops around the GEMMs, each one pass over memory on the CPU where PyTorch takes
-several: the gated unit of a GLU feed-forward, and Mamba's softplus step size.
+several: the gated unit of a GLU feed-forward, and Mamba-2's softplus step size (Mamba-1's
+fuses its dt projection as well: `trials.ops.step_size`).
 
 `glu(gate, up, act)`: h = act(gate) * up (SwiGLU, GeGLU), any shape, gate and up alike (F =
 d_ff wide rows from the MLP's projections). With act = silu (SwiGLU: most presets' FFN and each

@@ -18,7 +18,8 @@
 //                   transpose of the (C, K) weight; bias (C,).
 //   around the GEMMs (one pass each way where PyTorch takes several): the silu gate and
 //                   softplus over n values; RMSNorm over (rows, width); RoPE over
-//                   x (B, L, heads, hd) with (L, rd/2) tables.
+//                   x (B, L, heads, hd) with (L, rd/2) tables; Mamba-1's step size
+//                   softplus(x W^T + b) over x (rows, R) at a row stride, W^T (R, D).
 //   attention:      q (B, H, L, hd), k, v (B, KV, L, hd) at any strides with the head dim
 //                   contiguous (the projections' transposed layout); lse (B, H, L).
 // Loops over D (or C) are innermost and carry no dependence, so the compiler vectorises them;
@@ -770,27 +771,155 @@ void glu_gelu_tanh_bwd(const T* g, const T* u, const T* gh, T* grad_g, T* grad_u
 
 // softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^-|x|), and x itself above 20 (torch's
 // threshold); its derivative is sigmoid(x) (1 above the threshold).
+// y = softplus(x) over n values (y may be x), decay: n values of work memory for e^-|x| (two
+// loops, as GCC vectorises exp and log1p only apart).
+template <typename T>
+inline void softplus_span(const T* x, T* y, T* decay, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) decay[i] = exp_of(-std::abs(x[i]));
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = x[i];
+    const T soft = (v > T(0) ? v : T(0)) + log1p_of(decay[i]);
+    y[i] = v > T(20) ? v : soft;
+  }
+}
+
+// gx = gy * softplus'(x) over n values (gx may be x or gy).
+template <typename T>
+inline void softplus_slope_span(const T* x, const T* gy, T* gx, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) gx[i] = x[i] > T(20) ? gy[i] : gy[i] * sigmoid(x[i]);
+}
+
 template <typename T>
 void softplus_fwd(const T* x, T* y, int64_t n, int threads) {
   over_blocks(n, threads, [=](int64_t start, int64_t end) {
-    T decay[kBlock];  // e^-|x|: two loops, as GCC vectorises exp and log1p only apart
-#pragma omp simd
-    for (int64_t i = start; i < end; ++i) decay[i - start] = exp_of(-std::abs(x[i]));
-#pragma omp simd
-    for (int64_t i = start; i < end; ++i) {
-      const T v = x[i];
-      const T soft = (v > T(0) ? v : T(0)) + log1p_of(decay[i - start]);
-      y[i] = v > T(20) ? v : soft;
-    }
+    T decay[kBlock];
+    softplus_span(x + start, y + start, decay, end - start);
   });
 }
 
 template <typename T>
 void softplus_bwd(const T* x, const T* gy, T* gx, int64_t n, int threads) {
   over_blocks(n, threads, [=](int64_t start, int64_t end) {
-#pragma omp simd
-    for (int64_t i = start; i < end; ++i) gx[i] = x[i] > T(20) ? gy[i] : gy[i] * sigmoid(x[i]);
+    softplus_slope_span(x + start, gy + start, gx + start, end - start);
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mamba-1's step size, dt = softplus(x W^T + b), in one pass each way: at the models' width the
+// rank R of the (rows, R) x is 1-8, where a GEMM library runs the (rows, R) x (R, D) products
+// far below its peak, and the softplus, its gradient and the bias gradient would each be one
+// more pass over a (rows, D) activation.
+//   x (rows, R) at row stride x_stride (x_proj's output read in place); Wt (R, D), the transpose
+//   of the (D, R) weight; bias (D,) or null; y, gy (rows, D); grad_x (rows, R), contiguous.
+// Backward with pre = x W^T + b recomputed per row and gz = gy softplus'(pre):
+//   dL/dx = gz W,  dL/dWt = sum_rows x^T gz,  dL/db = sum_rows gz.
+// grad_Wt_partial (threads, R, D) and grad_bias_partial (threads, D): one per thread, summed by
+// the caller; grad_bias_partial may be null (no bias).
+
+// The ranks four at a time (then one at a time): one pass over a row of D for four ranks, the
+// sums in registers, where a pass per rank would load and store the row R times.
+
+template <typename T>  // pre = base + sum_{k<4} x[k] Wt[k, :]  (base may be pre)
+inline void add_4_ranks(const T* x, const T* Wt, const T* base, T* pre, int64_t D) {
+  const T x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+  const T *w0 = Wt, *w1 = Wt + D, *w2 = Wt + 2 * D, *w3 = Wt + 3 * D;
+#pragma omp simd
+  for (int64_t d = 0; d < D; ++d)
+    pre[d] = base[d] + x0 * w0[d] + x1 * w1[d] + x2 * w2[d] + x3 * w3[d];
+}
+
+template <typename T>  // pre = base + x w
+inline void add_rank(T x, const T* w, const T* base, T* pre, int64_t D) {
+#pragma omp simd
+  for (int64_t d = 0; d < D; ++d) pre[d] = base[d] + x * w[d];
+}
+
+template <typename T>  // pre = bias + x_row Wt (bias null: zeros)
+inline void linear_row(const T* x_row, const T* Wt, const T* bias, T* pre, int64_t R,
+                       int64_t D) {
+  const T* base = bias;
+  if (!base) {
+    std::memset(pre, 0, sizeof(T) * D);
+    base = pre;
+  }
+  int64_t r = 0;
+  for (; r + 4 <= R; r += 4, base = pre) add_4_ranks(x_row + r, Wt + r * D, base, pre, D);
+  for (; r < R; ++r, base = pre) add_rank(x_row[r], Wt + r * D, base, pre, D);
+  if (base != pre) std::memcpy(pre, base, sizeof(T) * D);  // R = 0
+}
+
+template <typename T>  // grad_x[k] = g . Wt[k, :],  gW[k, :] += x[k] g  for k < 4
+inline void grads_4_ranks(const T* x, const T* Wt, const T* g, T* gW, T* grad_x, int64_t D) {
+  const T x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+  const T *w0 = Wt, *w1 = Wt + D, *w2 = Wt + 2 * D, *w3 = Wt + 3 * D;
+  T *gw0 = gW, *gw1 = gW + D, *gw2 = gW + 2 * D, *gw3 = gW + 3 * D;
+  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+  for (int64_t d = 0; d < D; ++d) {
+    const T gd = g[d];
+    s0 += gd * w0[d], s1 += gd * w1[d], s2 += gd * w2[d], s3 += gd * w3[d];
+    gw0[d] += x0 * gd, gw1[d] += x1 * gd, gw2[d] += x2 * gd, gw3[d] += x3 * gd;
+  }
+  grad_x[0] = s0, grad_x[1] = s1, grad_x[2] = s2, grad_x[3] = s3;
+}
+
+template <typename T>  // returns g . w;  gw += x g
+inline T grads_rank(T x, const T* w, const T* g, T* gw, int64_t D) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t d = 0; d < D; ++d) {
+    s += g[d] * w[d];
+    gw[d] += x * g[d];
+  }
+  return s;
+}
+
+template <typename T>
+void softplus_linear_fwd(const T* x, int64_t x_stride, const T* Wt, const T* bias, T* y,
+                         int64_t rows, int64_t R, int64_t D, int threads) {
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    std::vector<T> decay(D);
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      T* y_row = y + row * D;  // holds the pre-activation, then its softplus
+      linear_row(x + row * x_stride, Wt, bias, y_row, R, D);
+      softplus_span(y_row, y_row, decay.data(), D);
+    }
+  }
+}
+
+template <typename T>
+void softplus_linear_bwd(const T* x, int64_t x_stride, const T* Wt, const T* bias, const T* gy,
+                         T* grad_x, T* grad_Wt_partial, T* grad_bias_partial, int64_t rows,
+                         int64_t R, int64_t D, int threads) {
+  std::memset(grad_Wt_partial, 0, sizeof(T) * threads * R * D);
+  if (grad_bias_partial) std::memset(grad_bias_partial, 0, sizeof(T) * threads * D);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int64_t me = thread_index();
+    T* gW = grad_Wt_partial + me * R * D;
+    T* gb = grad_bias_partial ? grad_bias_partial + me * D : nullptr;
+    std::vector<T> gz(D);
+#pragma omp for schedule(static)
+    for (int64_t row = 0; row < rows; ++row) {
+      const T* x_row = x + row * x_stride;
+      linear_row(x_row, Wt, bias, gz.data(), R, D);
+      softplus_slope_span(gz.data(), gy + row * D, gz.data(), D);
+      const T* g = gz.data();
+      if (gb) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) gb[d] += g[d];
+      }
+      T* gx_row = grad_x + row * R;
+      int64_t r = 0;
+      for (; r + 4 <= R; r += 4) grads_4_ranks(x_row + r, Wt + r * D, g, gW + r * D, gx_row + r, D);
+      for (; r < R; ++r) gx_row[r] = grads_rank(x_row[r], Wt + r * D, g, gW + r * D, D);
+    }
+  }
 }
 
 // RMSNorm over rows of `width`: y = x r w with r = 1 / sqrt(mean(x^2) + eps) (kept per row for
@@ -1450,6 +1579,20 @@ int attention_bwd_any(const T* q, const T* k, const T* v, const T* o, const T* g
             static_cast<T>(sign), threads);                                                    \
   }
 
+#define HNAS_SOFTPLUS_LINEAR(SUFFIX, T)                                                        \
+  HNAS_EXPORT void hnas_softplus_linear_fwd_##SUFFIX(                                          \
+      const T* x, const T* Wt, const T* bias, T* y, int64_t x_stride, int64_t rows, int64_t R, \
+      int64_t D, int threads) {                                                                \
+    softplus_linear_fwd<T>(x, x_stride, Wt, bias, y, rows, R, D, threads);                     \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_softplus_linear_bwd_##SUFFIX(                                          \
+      const T* x, const T* Wt, const T* bias, const T* gy, T* grad_x, T* grad_Wt_partial,      \
+      T* grad_bias_partial, int64_t x_stride, int64_t rows, int64_t R, int64_t D,              \
+      int threads) {                                                                           \
+    softplus_linear_bwd<T>(x, x_stride, Wt, bias, gy, grad_x, grad_Wt_partial,                 \
+                           grad_bias_partial, rows, R, D, threads);                            \
+  }
+
 #define HNAS_ATTENTION(SUFFIX, T)                                                              \
   HNAS_EXPORT int hnas_attention_fwd_##SUFFIX(                                                 \
       const T* q, const T* k, const T* v, T* o, T* lse, const int64_t* strides, int64_t batch, \
@@ -1478,8 +1621,10 @@ HNAS_SSD(f32, float)
 HNAS_SSD(f64, double)
 HNAS_AROUND_GEMMS(f32, float)
 HNAS_AROUND_GEMMS(f64, double)
+HNAS_SOFTPLUS_LINEAR(f32, float)
+HNAS_SOFTPLUS_LINEAR(f64, double)
 HNAS_ATTENTION(f32, float)
 HNAS_ATTENTION(f64, double)
 
 // A version number that the loader checks, so that a stale cached library is never used.
-HNAS_EXPORT int hnas_kernels_abi() { return 9; }
+HNAS_EXPORT int hnas_kernels_abi() { return 10; }
