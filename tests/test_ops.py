@@ -310,6 +310,16 @@ def test_ssd_head_dims_in_whole_vectors_and_remainders(head_dim, dtype):
                             tol=TOL if dtype == torch.float32 else 1e-9)
 
 
+# the backward pass walks the state size in whole vectors plus a remainder as well
+@pytest.mark.parametrize("d_state", [16, 20, 37])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ssd_state_sizes_in_whole_vectors_and_remainders(d_state, dtype):
+    inputs = ssd_inputs(length=24, heads=2, head_dim=5, groups=1, d_state=d_state, dtype=dtype)
+    fast = functools.partial(ssd, return_state=True, chunk_size=16)
+    check_against_reference(fast, functools.partial(naive_ssd, return_state=True), inputs,
+                            tol=TOL if dtype == torch.float32 else 1e-9)
+
+
 @pytest.mark.parametrize("groups", [1, 4])
 def test_ssd_groups_of_B_and_C(groups):
     inputs = ssd_inputs(length=23, groups=groups)

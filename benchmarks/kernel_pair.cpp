@@ -1,0 +1,162 @@
+// Driver of kernel_pair.py: two versions of trials/ops/native/scan_kernels.cpp (their export
+// blocks cut off), each included in its own namespace, timed in turn in one process: the
+// selective scan's and the SSD's forward and backward passes on the same data, alternating
+// which version goes first each round. Prints one line per pass: the median of the per-round
+// ratios baseline time / current time, with the lowest and highest.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef __AVX512F__
+#include <immintrin.h>  // before the namespaces: the kernels include it
+#endif
+
+namespace baseline {
+#include "baseline_kernels.cpp"
+}
+namespace current {
+#include "current_kernels.cpp"
+}
+
+using Clock = std::chrono::steady_clock;
+using Vec = std::vector<float>;
+
+static Vec filled(int64_t n, float lo, float hi, std::mt19937& gen) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  Vec v(n);
+  for (auto& e : v) e = dist(gen);
+  return v;
+}
+
+struct Timing {
+  double forward = 1e30, backward = 1e30;
+};
+
+// Mamba-1: x, dt, z (B, L, D), At (N, D), B and C (B, L, N), a gate and a skip, no h0.
+struct ScanData {
+  int64_t B, L, D, N, chunk = 32, K;
+  Vec x, dt, At, Bm, Cm, Dk, z, go, y, out, fin, entry, gx, gdt, gA, gB, gC, gD, gz;
+  ScanData(int64_t b, int64_t l, int64_t d, int64_t n) : B(b), L(l), D(d), N(n) {
+    std::mt19937 gen(0);
+    K = (L + chunk - 1) / chunk;
+    x = filled(B * L * D, -1, 1, gen), dt = filled(B * L * D, 1e-3f, 0.1f, gen);
+    At = filled(N * D, -16, -1, gen), Bm = filled(B * L * N, -1, 1, gen);
+    Cm = filled(B * L * N, -1, 1, gen), Dk = filled(D, -1, 1, gen);
+    z = filled(B * L * D, -1, 1, gen), go = filled(B * L * D, -1, 1, gen);
+    for (Vec* v : {&y, &out, &gx, &gdt, &gz}) v->resize(B * L * D);
+    for (Vec* v : {&gB, &gC}) v->resize(B * L * N);
+    fin.resize(B * N * D), entry.resize(B * K * N * D), gA.resize(B * N * D), gD.resize(B * D);
+  }
+};
+
+template <class Fwd, class Bwd>
+void time_scan(Fwd fwd, Bwd bwd, ScanData& s, Timing& best) {
+  for (int r = 0; r < 3; ++r) {
+    auto t0 = Clock::now();
+    fwd(s.x.data(), s.dt.data(), s.At.data(), s.Bm.data(), s.Cm.data(), s.Dk.data(),
+        s.z.data(), nullptr, s.y.data(), s.out.data(), s.fin.data(), s.entry.data(), s.B, s.L,
+        s.D, s.N, s.chunk, 1);
+    auto t1 = Clock::now();
+    bwd(s.x.data(), s.dt.data(), s.At.data(), s.Bm.data(), s.Cm.data(), s.Dk.data(),
+        s.z.data(), s.y.data(), s.entry.data(), s.go.data(), nullptr, s.gx.data(),
+        s.gdt.data(), s.gA.data(), s.gB.data(), s.gC.data(), s.gD.data(), s.gz.data(), nullptr,
+        s.B, s.L, s.D, s.N, s.chunk, 1);
+    auto t2 = Clock::now();
+    best.forward = std::min(best.forward, std::chrono::duration<double>(t1 - t0).count());
+    best.backward = std::min(best.backward, std::chrono::duration<double>(t2 - t1).count());
+  }
+}
+
+// Mamba-2: x (B, L, H, P), dt (B, L, H), A and the skip (H,), B and C (B, L, 1, N), no h0.
+struct SsdData {
+  int64_t B, L, H, P, G = 1, N, chunk = 32, K;
+  Vec x, dt, A, Bm, Cm, Dk, gy, y, fin, entry, gx, gdt, gA, gB, gC, gD;
+  SsdData(int64_t b, int64_t l, int64_t h, int64_t p, int64_t n) : B(b), L(l), H(h), P(p), N(n) {
+    std::mt19937 gen(0);
+    K = (L + chunk - 1) / chunk;
+    x = filled(B * L * H * P, -1, 1, gen), dt = filled(B * L * H, 1e-3f, 0.1f, gen);
+    A = filled(H, -5, -1, gen), Bm = filled(B * L * G * N, -1, 1, gen);
+    Cm = filled(B * L * G * N, -1, 1, gen), Dk = filled(H, -1, 1, gen);
+    gy = filled(B * L * H * P, -1, 1, gen);
+    for (Vec* v : {&y, &gx}) v->resize(B * L * H * P);
+    for (Vec* v : {&gB, &gC}) v->resize(B * L * G * N);
+    fin.resize(B * H * P * N), entry.resize(B * K * H * P * N), gdt.resize(B * L * H);
+    gA.resize(B * H), gD.resize(B * H);
+  }
+};
+
+template <class Fwd, class Bwd>
+void time_ssd(Fwd fwd, Bwd bwd, SsdData& s, Timing& best) {
+  for (int r = 0; r < 3; ++r) {
+    auto t0 = Clock::now();
+    fwd(s.x.data(), s.dt.data(), s.A.data(), s.Bm.data(), s.Cm.data(), s.Dk.data(), nullptr,
+        s.y.data(), s.fin.data(), s.entry.data(), s.B, s.L, s.H, s.P, s.G, s.N, s.chunk, 1);
+    auto t1 = Clock::now();
+    bwd(s.x.data(), s.dt.data(), s.A.data(), s.Bm.data(), s.Cm.data(), s.Dk.data(),
+        s.entry.data(), s.gy.data(), nullptr, s.gx.data(), s.gdt.data(), s.gA.data(),
+        s.gB.data(), s.gC.data(), s.gD.data(), nullptr, s.B, s.L, s.H, s.P, s.G, s.N, s.chunk,
+        1);
+    auto t2 = Clock::now();
+    best.forward = std::min(best.forward, std::chrono::duration<double>(t1 - t0).count());
+    best.backward = std::min(best.backward, std::chrono::duration<double>(t2 - t1).count());
+  }
+}
+
+static double quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(q * (v.size() - 1) + 0.5)];
+}
+
+// usage: kernel_pair (scan B L D N | ssd B L H P N) ROUNDS
+int main(int argc, char** argv) {
+  const std::string op = argc > 1 ? argv[1] : "";
+  const int count = op == "scan" ? 4 : 5;
+  if ((op != "scan" && op != "ssd") || argc != count + 3) {
+    std::fprintf(stderr, "usage: kernel_pair (scan B L D N | ssd B L H P N) ROUNDS\n");
+    return 2;
+  }
+  std::vector<int64_t> dims;
+  for (int i = 0; i < count; ++i) dims.push_back(std::atoll(argv[2 + i]));
+  const int rounds = std::atoi(argv[2 + count]);
+  ScanData* scan = op == "scan" ? new ScanData(dims[0], dims[1], dims[2], dims[3]) : nullptr;
+  SsdData* ssd = op == "ssd" ? new SsdData(dims[0], dims[1], dims[2], dims[3], dims[4]) : nullptr;
+  std::vector<double> forward, backward;
+  Timing last_base, last_cur;
+  for (int round = 0; round < rounds; ++round) {
+    Timing base, cur;
+    for (int turn = 0; turn < 2; ++turn) {
+      const bool base_turn = (turn == 0) == (round % 2 == 0);
+      if (scan) {
+        if (base_turn) time_scan(baseline::selective_scan_fwd<float>,
+                                 baseline::selective_scan_bwd<float>, *scan, base);
+        else time_scan(current::selective_scan_fwd<float>, current::selective_scan_bwd<float>,
+                       *scan, cur);
+      } else {
+        if (base_turn) time_ssd(baseline::ssd_fwd<float>, baseline::ssd_bwd<float>, *ssd, base);
+        else time_ssd(current::ssd_fwd<float>, current::ssd_bwd<float>, *ssd, cur);
+      }
+    }
+    forward.push_back(base.forward / cur.forward);
+    backward.push_back(base.backward / cur.backward);
+    last_base = base, last_cur = cur;
+  }
+  const char* passes[] = {"forward", "backward"};
+  const std::vector<double>* ratios[] = {&forward, &backward};
+  const double base_ms[] = {last_base.forward * 1e3, last_base.backward * 1e3};
+  const double cur_ms[] = {last_cur.forward * 1e3, last_cur.backward * 1e3};
+  for (int i = 0; i < 2; ++i)
+    std::printf("%s %s %.3f %.3f %.3f %.3f %.3f\n", op.c_str(), passes[i], base_ms[i], cur_ms[i],
+                quantile(*ratios[i], 0.5), quantile(*ratios[i], 0.0), quantile(*ratios[i], 1.0));
+  delete scan;
+  delete ssd;
+  return 0;
+}
