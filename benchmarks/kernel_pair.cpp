@@ -111,17 +111,45 @@ void time_ssd(Fwd fwd, Bwd bwd, SsdData& s, Timing& best) {
   }
 }
 
+// RMSNorm over rows of `width`: x, gy (rows, width), w (width,).
+struct NormData {
+  int64_t rows, width;
+  Vec x, w, gy, y, inv, gx, gw;
+  NormData(int64_t r, int64_t wd) : rows(r), width(wd) {
+    std::mt19937 gen(0);
+    x = filled(rows * width, -1, 1, gen), w = filled(width, 0.5f, 1.5f, gen);
+    gy = filled(rows * width, -1, 1, gen);
+    y.resize(rows * width), gx.resize(rows * width), inv.resize(rows), gw.resize(width);
+  }
+};
+
+template <class Fwd, class Bwd>
+void time_norm(Fwd fwd, Bwd bwd, NormData& s, Timing& best) {
+  for (int r = 0; r < 20; ++r) {  // each pass takes tens of microseconds
+    auto t0 = Clock::now();
+    fwd(s.x.data(), s.w.data(), s.y.data(), s.inv.data(), s.rows, s.width, 1e-5f, 1);
+    auto t1 = Clock::now();
+    bwd(s.x.data(), s.w.data(), s.inv.data(), s.gy.data(), s.gx.data(), s.gw.data(), s.rows,
+        s.width, 1);
+    auto t2 = Clock::now();
+    best.forward = std::min(best.forward, std::chrono::duration<double>(t1 - t0).count());
+    best.backward = std::min(best.backward, std::chrono::duration<double>(t2 - t1).count());
+  }
+}
+
 static double quantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   return v[static_cast<size_t>(q * (v.size() - 1) + 0.5)];
 }
 
-// usage: kernel_pair (scan B L D N | ssd B L H P N) ROUNDS
+// usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH) ROUNDS
 int main(int argc, char** argv) {
   const std::string op = argc > 1 ? argv[1] : "";
-  const int count = op == "scan" ? 4 : 5;
-  if ((op != "scan" && op != "ssd") || argc != count + 3) {
-    std::fprintf(stderr, "usage: kernel_pair (scan B L D N | ssd B L H P N) ROUNDS\n");
+  const int count = op == "scan" ? 4 : op == "ssd" ? 5 : 2;
+  if ((op != "scan" && op != "ssd" && op != "rms_norm") || argc != count + 3) {
+    std::fprintf(stderr,
+                 "usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH) "
+                 "ROUNDS\n");
     return 2;
   }
   std::vector<int64_t> dims;
@@ -129,6 +157,7 @@ int main(int argc, char** argv) {
   const int rounds = std::atoi(argv[2 + count]);
   ScanData* scan = op == "scan" ? new ScanData(dims[0], dims[1], dims[2], dims[3]) : nullptr;
   SsdData* ssd = op == "ssd" ? new SsdData(dims[0], dims[1], dims[2], dims[3], dims[4]) : nullptr;
+  NormData* norm = op == "rms_norm" ? new NormData(dims[0], dims[1]) : nullptr;
   std::vector<double> forward, backward;
   Timing last_base, last_cur;
   for (int round = 0; round < rounds; ++round) {
@@ -140,9 +169,13 @@ int main(int argc, char** argv) {
                                  baseline::selective_scan_bwd<float>, *scan, base);
         else time_scan(current::selective_scan_fwd<float>, current::selective_scan_bwd<float>,
                        *scan, cur);
-      } else {
+      } else if (ssd) {
         if (base_turn) time_ssd(baseline::ssd_fwd<float>, baseline::ssd_bwd<float>, *ssd, base);
         else time_ssd(current::ssd_fwd<float>, current::ssd_bwd<float>, *ssd, cur);
+      } else {
+        if (base_turn) time_norm(baseline::rms_norm_fwd<float>, baseline::rms_norm_bwd<float>,
+                                 *norm, base);
+        else time_norm(current::rms_norm_fwd<float>, current::rms_norm_bwd<float>, *norm, cur);
       }
     }
     forward.push_back(base.forward / cur.forward);
@@ -158,5 +191,6 @@ int main(int argc, char** argv) {
                 quantile(*ratios[i], 0.5), quantile(*ratios[i], 0.0), quantile(*ratios[i], 1.0));
   delete scan;
   delete ssd;
+  delete norm;
   return 0;
 }

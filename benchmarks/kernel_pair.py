@@ -4,17 +4,18 @@
 
 `trials/ops/native/scan_kernels.cpp` at `--baseline` (a commit) and at `--current` (default:
 this working tree) are each compiled into their own namespace of one program
-(`kernel_pair.cpp`) with the flags the library is built with, and the selective scan's and the
-SSD's forward and backward passes run on the same data, the two versions in turn, the order
-swapped every round. Printed per pass: the last round's times and the median (lowest, highest)
-of the per-round ratios baseline / current, fp32, one thread, at the proxy models' shapes
+(`kernel_pair.cpp`) with the flags the library is built with, and the forward and backward
+passes of the selective scan, the SSD and RMSNorm run on the same data, the two versions in
+turn, the order swapped every round. Printed per pass: the last round's times and the median
+(lowest, highest) of the per-round ratios baseline / current, fp32, one thread, at the proxy
+models' shapes
 (batch 32; Mamba-1 at d_inner 128, d_state 16; Mamba-2 at 4 heads of 32 with d_state 64, and
-2 heads of 64 with d_state 128).
+2 heads of 64 with d_state 128; RMSNorm over 2048 and 8192 rows of 64).
 
 Why a program of its own rather than torch: a change to one kernel moves a whole training
 step by a few percent, less than this shared machine's drift between two runs; the kernels
 alone, alternating in one process, separate 1.05x from noise. Both versions must have the
-driver's C++ signatures for the two ops (they have had them since 50470b2).
+driver's C++ signatures for the ops (they have had them since 50470b2).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ EXPORTS = "#define HNAS_EXPORT"  # where the extern "C" entry points begin
 SHAPES = {  # op -> the driver's size arguments
     "scan": [(32, 64, 128, 16), (32, 256, 128, 16)],
     "ssd": [(32, 64, 4, 32, 64), (32, 64, 2, 64, 128), (32, 256, 4, 32, 64)],
+    "rms_norm": [(2048, 64), (8192, 64)],
 }
 
 

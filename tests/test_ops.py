@@ -662,7 +662,8 @@ def test_autocast_does_not_lower_the_ops_precision(name):
 # --------------------------------------------------------------------------------- RMSNorm
 
 
-@pytest.mark.parametrize("shape", [(2, 7, 16), (5, 3)])
+# widths in whole vectors (16 fp32 or 8 fp64 lanes) and with remainders
+@pytest.mark.parametrize("shape", [(2, 7, 16), (5, 3), (3, 4, 20), (2, 3, 37)])
 def test_rms_norm_matches_reference_and_the_module(shape):
     inputs = {"x": leaf(torch.randn(*shape) * 3), "weight": leaf(torch.rand(shape[-1]) + 0.5)}
     check_against_reference(lambda x, weight: rms_norm(x, weight, 1e-5),

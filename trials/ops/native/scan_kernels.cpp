@@ -177,6 +177,22 @@ inline double sum_lanes<double>(const double* lanes) {
 }
 #endif
 
+// The sum of term(i) over i < n: whole vectors by lane, summed once with `sum_lanes`, then the
+// remainder. `term` may also update memory at i (it runs once per i, vectorised).
+template <typename T, typename Term>
+inline T sum_by_lanes(int64_t n, Term term) {
+  constexpr int64_t W = kLanes<T>;
+  T lanes[W] = {};
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+#pragma omp simd
+    for (int64_t l = 0; l < W; ++l) lanes[l] += term(i + l);
+  }
+  T rest = 0;
+  for (; i < n; ++i) rest += term(i);
+  return sum_lanes(lanes) + rest;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Mamba-1 selective scan.  h_t = exp(dt_t A) * h_{t-1} + (dt_t x_t) B_t^T,  y_t = h_t^T C_t.
 
@@ -930,25 +946,34 @@ inline void grads_4_ranks(const T* x, const T* Wt, const T* g, T* gW, T* grad_x,
   const T x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
   const T *w0 = Wt, *w1 = Wt + D, *w2 = Wt + 2 * D, *w3 = Wt + 3 * D;
   T *gw0 = gW, *gw1 = gW + D, *gw2 = gW + 2 * D, *gw3 = gW + 3 * D;
-  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-  for (int64_t d = 0; d < D; ++d) {
+  // the four sums by lane over whole vectors (see sum_lanes), then the remainder
+  constexpr int64_t W = kLanes<T>;
+  T s0[W] = {}, s1[W] = {}, s2[W] = {}, s3[W] = {};
+  const int64_t whole = D / W * W;
+  for (int64_t d0 = 0; d0 < whole; d0 += W) {
+#pragma omp simd
+    for (int64_t l = 0; l < W; ++l) {
+      const int64_t d = d0 + l;
+      const T gd = g[d];
+      s0[l] += gd * w0[d], s1[l] += gd * w1[d], s2[l] += gd * w2[d], s3[l] += gd * w3[d];
+      gw0[d] += x0 * gd, gw1[d] += x1 * gd, gw2[d] += x2 * gd, gw3[d] += x3 * gd;
+    }
+  }
+  for (int64_t d = whole; d < D; ++d) {
     const T gd = g[d];
-    s0 += gd * w0[d], s1 += gd * w1[d], s2 += gd * w2[d], s3 += gd * w3[d];
+    s0[0] += gd * w0[d], s1[0] += gd * w1[d], s2[0] += gd * w2[d], s3[0] += gd * w3[d];
     gw0[d] += x0 * gd, gw1[d] += x1 * gd, gw2[d] += x2 * gd, gw3[d] += x3 * gd;
   }
-  grad_x[0] = s0, grad_x[1] = s1, grad_x[2] = s2, grad_x[3] = s3;
+  grad_x[0] = sum_lanes(s0), grad_x[1] = sum_lanes(s1);
+  grad_x[2] = sum_lanes(s2), grad_x[3] = sum_lanes(s3);
 }
 
 template <typename T>  // returns g . w;  gw += x g
 inline T grads_rank(T x, const T* w, const T* g, T* gw, int64_t D) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t d = 0; d < D; ++d) {
-    s += g[d] * w[d];
+  return sum_by_lanes<T>(D, [=](int64_t d) {
     gw[d] += x * g[d];
-  }
-  return s;
+    return g[d] * w[d];
+  });
 }
 
 template <typename T>
@@ -1008,6 +1033,7 @@ void rms_norm_fwd(const T* x, const T* w, T* y, T* inv_rms, int64_t rows, int64_
   for (int64_t r = 0; r < rows; ++r) {
     const T* x_r = x + r * width;
     T* y_r = y + r * width;
+    // a plain sum of squares: GCC's own reduction is faster here than the lanes' (0.93x)
     T sq = 0;
 #pragma omp simd reduction(+ : sq)
     for (int64_t i = 0; i < width; ++i) sq += x_r[i] * x_r[i];
@@ -1031,14 +1057,11 @@ void rms_norm_bwd(const T* x, const T* w, const T* inv_rms, const T* gy, T* grad
       const T* g_r = gy + r * width;
       T* gx_r = grad_x + r * width;
       const T scale = inv_rms[r];
-      T dot = 0;
-#pragma omp simd reduction(+ : dot)
-      for (int64_t i = 0; i < width; ++i) {
-        T x_hat = x_r[i] * scale;
+      const T dot = sum_by_lanes<T>(width, [=](int64_t i) {
+        const T x_hat = x_r[i] * scale;
         gw[i] += g_r[i] * x_hat;
-        dot += g_r[i] * w[i] * x_hat;
-      }
-      dot /= T(width);
+        return g_r[i] * w[i] * x_hat;
+      }) / T(width);
 #pragma omp simd
       for (int64_t i = 0; i < width; ++i)
         gx_r[i] = scale * (g_r[i] * w[i] - x_r[i] * scale * dot);
@@ -1422,10 +1445,7 @@ void attention_bwd(const T* q, const T* k, const T* v, const T* o, const T* grad
       for (int64_t i = 0; i < length; ++i) {
         const T* o_i = o_rows + i * O.pos;
         const T* go_i = gop + i * HD;
-        T dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int d = 0; d < HD; ++d) dot += go_i[d] * o_i[d];
-        delta[i] = dot;
+        delta[i] = sum_by_lanes<T>(HD, [=](int64_t d) { return go_i[d] * o_i[d]; });
       }
       for (int64_t i = length; i < npad; ++i) lse_h[i] = delta[i] = 0;
       for (int64_t j0 = 0; j0 < length; j0 += kTileKeys) {
