@@ -12,7 +12,9 @@ by default, 40-120 with the thresholds raised, and the step 3-7% faster (`A*6` 2
 `keep_freed_memory()` raises both thresholds once per process with `mallopt`: blocks up to
 32 MiB (glibc's largest mmap threshold) come from the heap, and up to 1 GiB of freed heap
 stays in the process. A process then holds the peak memory of the largest model it trained
-until it exits, which is what a worker training one candidate after another needs anyway.
+until it exits, which is what a worker training one candidate after another needs anyway; the
+peak itself does not grow (A*6, M*6 and jamba at seq 1024 in turn: 1.94, 2.16 and 3.09 GB
+maximum RSS, against 1.93, 2.13 and 3.07 GB by default).
 Elsewhere (macOS, musl, Windows) it does nothing.
 """
 
