@@ -310,8 +310,9 @@ def test_ssd_head_dims_in_whole_vectors_and_remainders(head_dim, dtype):
                             tol=TOL if dtype == torch.float32 else 1e-9)
 
 
-# the backward pass walks the state size in whole vectors plus a remainder as well
-@pytest.mark.parametrize("d_state", [16, 20, 37])
+# the backward pass walks the state size in blocks of two vectors (32 fp32 or 16 fp64 lanes)
+# plus a remainder
+@pytest.mark.parametrize("d_state", [16, 20, 37, 64])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_ssd_state_sizes_in_whole_vectors_and_remainders(d_state, dtype):
     inputs = ssd_inputs(length=24, heads=2, head_dim=5, groups=1, d_state=d_state, dtype=dtype)

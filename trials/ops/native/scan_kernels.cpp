@@ -494,30 +494,55 @@ void ssd_fwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
 // As for the selective scan: chunks in reverse, each chunk's states recomputed from its entry
 // state, then the adjoint g_t = C_t gy_t + a_{t+1} g_{t+1} walked back. grad_A_partial and
 // grad_D_partial are (B, H), summed by the caller.
-// One row p of a head's backward step over state lanes [n0, n0 + w): the adjoint
-// g <- a (g + C gy) and dL/dB, dL/dC; dL/du (a sum over n) and dL/da accumulate by lane.
+// One head's backward step at t over a block of state lanes [n0, n0 + w), every row p of the
+// head in turn: the adjoint g <- a (g + C gy_p), dL/dC and dL/dB summed over p in registers
+// (stored once per block, not read and written once per p as when p was the outer loop: the
+// backward 1.18-1.32x), dL/du_p by lane in u_lanes (P rows of a block, summed by the caller)
+// and dL/da by lane.
 template <typename T>
-struct SsdAdjointRow {
-  const T *cur, *prev;
-  T* g;
+struct SsdAdjointHead {
+  const T *cur, *prev;  // the head's (P, N) states at t and t - 1
+  T* g;                 // its (P, N) adjoint
+  const T *gy, *x;      // its (P,) output gradient and input at t
   const T *B_g, *C_g;
   T *gB_g, *gC_g;
-  T gy, u, a;
+  T dt, a;
+  int64_t P, N;
 };
 
+template <typename T>
+constexpr int64_t kSsdBlock = 2 * kLanes<T>;  // state lanes per block: two vectors (1.32x; four: 1.12x)
+
+template <typename T>
+inline T sum_ssd_block(const T* lanes) {
+  T sum = 0;
+  for (int64_t v = 0; v < kSsdBlock<T>; v += kLanes<T>) sum += sum_lanes(lanes + v);
+  return sum;
+}
+
 template <typename T, int64_t Width>
-inline void ssd_adjoint_lanes(const SsdAdjointRow<T>& r, int64_t n0, int64_t w_tail, T* u_lanes,
-                              T* decay_lanes) {
+inline void ssd_adjoint_lanes(const SsdAdjointHead<T>& r, int64_t n0, int64_t w_tail,
+                              T* u_lanes, T* decay_lanes) {
+  constexpr int64_t W = kSsdBlock<T>;
   const int64_t w = Width > 0 ? Width : w_tail;
+  T gC[W] = {}, gB[W] = {};
+  for (int64_t p = 0; p < r.P; ++p) {
+    const T gy = r.gy[p], u = r.dt * r.x[p];
+    const int64_t off = p * r.N + n0;
+    T* u_p = u_lanes + p * W;
 #pragma omp simd
+    for (int64_t l = 0; l < w; ++l) {
+      gC[l] += r.cur[off + l] * gy;
+      const T gn = r.g[off + l] + r.C_g[n0 + l] * gy;  // dL/ds_t, all paths
+      gB[l] += gn * u;
+      u_p[l] += gn * r.B_g[n0 + l];
+      decay_lanes[l] += gn * r.prev[off + l];
+      r.g[off + l] = r.a * gn;  // carried to step t-1
+    }
+  }
   for (int64_t l = 0; l < w; ++l) {
-    const int64_t n = n0 + l;
-    r.gC_g[n] += r.cur[n] * r.gy;
-    const T gn = r.g[n] + r.C_g[n] * r.gy;  // dL/ds_t, all paths
-    r.gB_g[n] += gn * r.u;
-    u_lanes[l] += gn * r.B_g[n];
-    decay_lanes[l] += gn * r.prev[n];
-    r.g[n] = r.a * gn;  // carried to step t-1
+    r.gC_g[n0 + l] += gC[l];
+    r.gB_g[n0 + l] += gB[l];
   }
 }
 
@@ -533,10 +558,11 @@ void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t b = 0; b < batch; ++b) {
     thread_local Scratch<T> scratch;
-    T* work = scratch.get(S * (chunk + 1) + chunk * H);
+    T* work = scratch.get(S * (chunk + 1) + chunk * H + P * kSsdBlock<T>);
     T* g = work;                         // (H, P, N) adjoint carried backwards
     T* states = work + S;                // (chunk, H, P, N)
-    T* decays = states + chunk * S;      // (chunk, H)
+    T* u_lanes = states + chunk * S;     // (P, lanes) dL/du by lane, per head and step
+    T* decays = u_lanes + P * kSsdBlock<T>;  // (chunk, H)
     T* gA = grad_A_partial + b * H;
     T* gD = grad_D_partial ? grad_D_partial + b * H : nullptr;
     std::memset(gA, 0, sizeof(T) * H);
@@ -576,25 +602,25 @@ void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
           const T* C_g = Cm + (row * G + h / R) * N;
           T* gB_g = grad_B + (row * G + h / R) * N;
           T* gC_g = grad_C + (row * G + h / R) * N;
-          constexpr int64_t W = kLanes<T>;
+          constexpr int64_t W = kSsdBlock<T>;
           T decay_lanes[W] = {};  // dL/da by lane, summed once per head
+          std::memset(u_lanes, 0, sizeof(T) * P * W);
+          const int64_t at0 = (row * H + h) * P;
+          const SsdAdjointHead<T> r{cur + h * P * N, prev + h * P * N, g + h * P * N,
+                                    grad_y + at0, x + at0, B_g, C_g, gB_g, gC_g, dt_h, a, P, N};
+          int64_t n0 = 0;
+          for (; n0 + W <= N; n0 += W) ssd_adjoint_lanes<T, W>(r, n0, W, u_lanes, decay_lanes);
+          if (n0 < N) ssd_adjoint_lanes<T, 0>(r, n0, N - n0, u_lanes, decay_lanes);
           T g_dt = 0;
           for (int64_t p = 0; p < P; ++p) {
-            const int64_t at = (row * H + h) * P + p;
+            const int64_t at = at0 + p;
             const T gy = grad_y[at], xv = x[at];
-            const int64_t off = (h * P + p) * N;
-            const SsdAdjointRow<T> r{cur + off, prev + off, g + off, B_g, C_g, gB_g, gC_g,
-                                     gy, dt_h * xv, a};
-            T u_lanes[W] = {};  // dL/du by lane
-            int64_t n0 = 0;
-            for (; n0 + W <= N; n0 += W) ssd_adjoint_lanes<T, W>(r, n0, W, u_lanes, decay_lanes);
-            if (n0 < N) ssd_adjoint_lanes<T, 0>(r, n0, N - n0, u_lanes, decay_lanes);
-            const T g_u = sum_lanes(u_lanes);
+            const T g_u = sum_ssd_block(u_lanes + p * W);
             grad_x[at] = g_u * dt_h + (Dskip ? gy * Dskip[h] : T(0));
             g_dt += g_u * xv;
             if (gD) gD[h] += gy * xv;
           }
-          const T g_decay = sum_lanes(decay_lanes);
+          const T g_decay = sum_ssd_block(decay_lanes);
           const T g_log_decay = g_decay * a;  // dL/d(dt A)
           grad_dt[row * H + h] = g_dt + g_log_decay * A[h];
           gA[h] += g_log_decay * dt_h;
