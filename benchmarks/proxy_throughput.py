@@ -41,6 +41,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ("A*6", "L*6", "M*6", "M2*6", "R*6", "H*6", "jamba", "zamba", "griffin")
@@ -105,39 +106,44 @@ def step_seconds(arch, batch: int, seq: int, repeats: int) -> float:
     return statistics.median(timed(step) for _ in range(repeats))
 
 
+def alternated_medians(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    """Median seconds of each run, the runs taking turns in this process (after one warm-up
+    call each: allocations, the kernels' first load; the order reversed every other round), so
+    that a change in the machine's speed falls on all of them alike: sequential timings on this
+    VM drifted 2x."""
+    for run in runs.values():
+        run()
+    names = list(runs)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        for name in (names if index % 2 == 0 else names[::-1]):
+            times[name].append(timed(runs[name]))
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
+
+
 def fallback_over_native(arch, batch: int, seq: int, repeats: int) -> float | None:
     """Median step time with the PyTorch fallback over that with the native kernels, the two
-    alternating step by step in this process (so that other load falls on both alike)."""
+    alternating step by step in this process."""
     try:
         from trials.ops import native
     except ImportError:
         return None
     step = training_step(arch, batch, seq)
-    step()
-    with native.disabled():
-        step()
-    fast, fallback = [], []
-    for _ in range(repeats):
-        fast.append(timed(step))
+
+    def fallback_step() -> None:
         with native.disabled():
-            fallback.append(timed(step))
-    return statistics.median(fallback) / statistics.median(fast)
+            step()
+
+    medians = alternated_medians({"native": step, "fallback": fallback_step}, repeats)
+    return medians["fallback"] / medians["native"]
 
 
 def alternating_ratios(models: list[str], seq: int, batch: int, d_model: int,
                        rounds: int) -> dict[str, float]:
-    """Median step time of each model over the first's, the models stepping in turn in this
-    process (the order reversed every other round), so that a change in the machine's speed
-    during the run falls on all of them alike; sequential timings on this VM drifted 2x."""
-    steps = {name: training_step(build_arch(name, d_model), batch, seq) for name in models}
-    for step in steps.values():  # warm-up: allocations, the kernels' first load
-        step()
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for index in range(rounds):
-        for name in (models if index % 2 == 0 else models[::-1]):
-            times[name].append(timed(steps[name]))
-    first = statistics.median(times[models[0]])
-    return {name: statistics.median(times[name]) / first for name in models}
+    """Median step time of each model over the first's, the models stepping in turn."""
+    medians = alternated_medians(
+        {name: training_step(build_arch(name, d_model), batch, seq) for name in models}, rounds)
+    return {name: medians[name] / medians[models[0]] for name in models}
 
 
 def gemm_rate(arch, batch: int, seq: int) -> float:
@@ -299,8 +305,8 @@ def main() -> None:
     parser.add_argument("--e2e-steps", type=int, default=300)
     parser.add_argument("--no-e2e", action="store_true")
     parser.add_argument("--alternate", nargs="+", metavar="MODEL",
-                        help="also time these models in turn in one process (11 rounds or "
-                             "--repeats) and print each step over the first's, per --seqs")
+                        help="also time these models in turn in one process (--repeats rounds, "
+                             "at least 11) and print each step over the first's, per --seqs")
     parser.add_argument("--json-out")
     parser.add_argument("--overhead", nargs="*", default=list(PRESETS))
     parser.add_argument("--serve-steps", nargs=2, metavar=("MODEL", "SEQ"),

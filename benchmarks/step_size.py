@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.proxy_throughput import build_arch, timed, training_step  # noqa: E402
+from benchmarks.proxy_throughput import (  # noqa: E402
+    alternated_medians,
+    build_arch,
+    training_step,
+)
 from trials.ops import softplus_linear, step_size  # noqa: E402
 
 RANKS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
@@ -87,19 +90,17 @@ def fallback():
 def step_ratios(model: str, seqs: list[int], repeats: int, d_model: int = 64,
                 batch: int = 32) -> list[dict]:
     """Median training-step seconds of `model` with the op's kernel and with its fallback,
-    alternating step by step (the order swapped every round), per sequence length."""
+    alternating step by step (`proxy_throughput.alternated_medians`), per sequence length."""
     rows = []
     for seq in seqs:
         step = training_step(build_arch(model, d_model), batch, seq)
-        step()  # warm-up: allocations, the kernels' first load
-        with fallback():
-            step()
-        times: dict[str, list[float]] = {"native": [], "fallback": []}
-        for round_ in range(repeats):
-            for kernel in ("native", "fallback") if round_ % 2 == 0 else ("fallback", "native"):
-                with fallback() if kernel == "fallback" else contextlib.nullcontext():
-                    times[kernel].append(timed(step))
-        native_s, fallback_s = (statistics.median(times[k]) for k in ("native", "fallback"))
+
+        def fallback_step() -> None:
+            with fallback():
+                step()
+
+        medians = alternated_medians({"native": step, "fallback": fallback_step}, repeats)
+        native_s, fallback_s = medians["native"], medians["fallback"]
         print(f"| {model} | {seq} | {native_s * 1e3:.1f} | {fallback_s * 1e3:.1f} | "
               f"{fallback_s / native_s:.3f} |", flush=True)
         rows.append({"model": model, "seq": seq, "native_s": native_s,

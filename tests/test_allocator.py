@@ -68,14 +68,20 @@ def test_keep_freed_memory_asks_glibc_once(monkeypatch):
         calls.append((parameter, value))
         return 1
 
-    monkeypatch.setattr(allocator, "_kept", None)
     monkeypatch.setattr(allocator, "_glibc_mallopt", lambda: fake_mallopt)
-    assert allocator.keep_freed_memory() and allocator.keep_freed_memory()
+    allocator.keep_freed_memory.cache_clear()
+    try:
+        assert allocator.keep_freed_memory() and allocator.keep_freed_memory()
+    finally:
+        allocator.keep_freed_memory.cache_clear()
     assert calls == [(allocator.M_MMAP_THRESHOLD, allocator.MMAP_THRESHOLD_BYTES),
                      (allocator.M_TRIM_THRESHOLD, allocator.TRIM_THRESHOLD_BYTES)]
 
 
 def test_without_glibc_it_does_nothing(monkeypatch):
-    monkeypatch.setattr(allocator, "_kept", None)
     monkeypatch.setattr(allocator, "_glibc_mallopt", lambda: None)
-    assert allocator.keep_freed_memory() is False
+    allocator.keep_freed_memory.cache_clear()
+    try:
+        assert allocator.keep_freed_memory() is False
+    finally:
+        allocator.keep_freed_memory.cache_clear()

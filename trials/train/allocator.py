@@ -21,14 +21,13 @@ Elsewhere (macOS, musl, Windows) it does nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 
 M_TRIM_THRESHOLD = -1  # mallopt's parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's upper bound on 64-bit
 TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
-
-_kept: bool | None = None
 
 
 def _glibc_mallopt():
@@ -44,12 +43,10 @@ def _glibc_mallopt():
     return mallopt
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds for this process (once); True where it did."""
-    global _kept
-    if _kept is None:
-        mallopt = _glibc_mallopt()
-        _kept = mallopt is not None \
-            and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 \
-            and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
-    return _kept
+    mallopt = _glibc_mallopt()
+    return mallopt is not None \
+        and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 \
+        and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1

@@ -261,12 +261,6 @@ void selective_scan_fwd(const T* x, const T* dt, const T* At, const T* Bm, const
   }
 }
 
-// The backward pass walks each sequence's chunks in reverse: it recomputes the chunk's states
-// from the entry state kept by the forward pass, with their decays, into chunk-sized buffers
-// that stay in cache (so each exp is taken once), then runs the adjoint
-// g_t = C_t gy_t + a_{t+1} g_{t+1} back through the chunk.
-// grad_At_partial (B, N, D) and grad_D_partial (B, D) are per sequence, summed by the caller;
-// with a gate z, y holds y + D x as the forward pass left it.
 // One state row n of the backward step at t, over channel lanes [d0, d0 + w): the adjoint
 // g <- a (g + C_n gy), and the contributions to dL/d(dt x), dL/d dt and dL/dA; dL/dC_t[n]
 // and dL/dB_t[n] (sums over d) accumulate by lane, summed once per row by the caller.
@@ -298,6 +292,12 @@ inline void scan_adjoint_lanes(const ScanAdjointRow<T>& r, int64_t d0, int64_t w
   }
 }
 
+// The backward pass walks each sequence's chunks in reverse: it recomputes the chunk's states
+// from the entry state kept by the forward pass, with their decays, into chunk-sized buffers
+// that stay in cache (so each exp is taken once), then runs the adjoint
+// g_t = C_t gy_t + a_{t+1} g_{t+1} back through the chunk.
+// grad_At_partial (B, N, D) and grad_D_partial (B, D) are per sequence, summed by the caller;
+// with a gate z, y holds y + D x as the forward pass left it.
 template <typename T>
 void selective_scan_bwd(const T* x, const T* dt, const T* At, const T* Bm, const T* Cm,
                         const T* Dskip, const T* z, const T* y, const T* entry,
@@ -411,7 +411,6 @@ void selective_scan_bwd(const T* x, const T* dt, const T* At, const T* Bm, const
 // Mamba-2 with a scalar decay per head: the recurrence of the SSD, walked step by step.
 //   s_t = exp(dt_t A) s_{t-1} + (dt_t x_t) B_t^T  (P x N per head),  y_t = s_t C_t + D x_t.
 
-
 // one sequence's SSD state between the layout the ops exchange, (H, P, N), and the one the
 // forward walks, (H, N, P)
 template <typename T>
@@ -491,9 +490,6 @@ void ssd_fwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
   }
 }
 
-// As for the selective scan: chunks in reverse, each chunk's states recomputed from its entry
-// state, then the adjoint g_t = C_t gy_t + a_{t+1} g_{t+1} walked back. grad_A_partial and
-// grad_D_partial are (B, H), summed by the caller.
 // One head's backward step at t over a block of state lanes [n0, n0 + w), every row p of the
 // head in turn: the adjoint g <- a (g + C gy_p), dL/dC and dL/dB summed over p in registers
 // (stored once per block, not read and written once per p as when p was the outer loop: the
@@ -511,7 +507,7 @@ struct SsdAdjointHead {
 };
 
 template <typename T>
-constexpr int64_t kSsdBlock = 2 * kLanes<T>;  // state lanes per block: two vectors (1.32x; four: 1.12x)
+constexpr int64_t kSsdBlock = 2 * kLanes<T>;  // lanes per block: two vectors (four: 1.12x)
 
 template <typename T>
 inline T sum_ssd_block(const T* lanes) {
@@ -546,6 +542,9 @@ inline void ssd_adjoint_lanes(const SsdAdjointHead<T>& r, int64_t n0, int64_t w_
   }
 }
 
+// As for the selective scan: chunks in reverse, each chunk's states recomputed from its entry
+// state, then the adjoint g_t = C_t gy_t + a_{t+1} g_{t+1} walked back. grad_A_partial and
+// grad_D_partial are (B, H), summed by the caller.
 template <typename T>
 void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, const T* Dskip,
              const T* entry, const T* grad_y, const T* grad_final, T* grad_x, T* grad_dt,
@@ -850,10 +849,12 @@ void glu_silu_bwd(const T* g, const T* u, const T* gh, T* grad_g, T* grad_u, int
 // v = c0 (x + c1 x^3). 1 + tanh(v) = 2 sigmoid(2 v) exactly, and the sigmoid form keeps full
 // precision where 1 + tanh(v) cancels (v near -8). gelu'(x) = s + x s (1 - s) 2 c0 (1 + 3 c1 x^2),
 // with 1 - s = e s, e = exp(-2 v), where s >= 1/2: no cancellation where s rounds to 1 either.
+constexpr double kGeluC0 = 0.7978845608028654;  // sqrt(2 / pi)
+constexpr double kGeluC1 = 0.044715;
+
 template <typename T>
 inline T gelu_tanh_exp(T x) {  // e = exp(-2 v)
-  const T c0 = T(0.7978845608028654), c1 = T(0.044715);
-  return exp_of(T(-2) * c0 * (x + c1 * x * x * x));
+  return exp_of(T(-2) * T(kGeluC0) * (x + T(kGeluC1) * x * x * x));
 }
 
 template <typename T>
@@ -867,7 +868,7 @@ void glu_gelu_tanh_fwd(const T* g, const T* u, T* h, int64_t n, int threads) {
 template <typename T>
 void glu_gelu_tanh_bwd(const T* g, const T* u, const T* gh, T* grad_g, T* grad_u, int64_t n,
                        int threads) {
-  const T c0 = T(0.7978845608028654), c1 = T(0.044715);
+  const T c0 = T(kGeluC0), c1 = T(kGeluC1);
   over_blocks(n, threads, [=](int64_t start, int64_t end) {
 #pragma omp simd
     for (int64_t i = start; i < end; ++i) {
@@ -972,24 +973,20 @@ inline void grads_4_ranks(const T* x, const T* Wt, const T* g, T* gW, T* grad_x,
   const T x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
   const T *w0 = Wt, *w1 = Wt + D, *w2 = Wt + 2 * D, *w3 = Wt + 3 * D;
   T *gw0 = gW, *gw1 = gW + D, *gw2 = gW + 2 * D, *gw3 = gW + 3 * D;
-  // the four sums by lane over whole vectors (see sum_lanes), then the remainder
+  // the four sums by lane over whole vectors (see sum_lanes), the remainder into lane 0
   constexpr int64_t W = kLanes<T>;
   T s0[W] = {}, s1[W] = {}, s2[W] = {}, s3[W] = {};
+  const auto step = [&](int64_t d, int64_t l) {
+    const T gd = g[d];
+    s0[l] += gd * w0[d], s1[l] += gd * w1[d], s2[l] += gd * w2[d], s3[l] += gd * w3[d];
+    gw0[d] += x0 * gd, gw1[d] += x1 * gd, gw2[d] += x2 * gd, gw3[d] += x3 * gd;
+  };
   const int64_t whole = D / W * W;
   for (int64_t d0 = 0; d0 < whole; d0 += W) {
 #pragma omp simd
-    for (int64_t l = 0; l < W; ++l) {
-      const int64_t d = d0 + l;
-      const T gd = g[d];
-      s0[l] += gd * w0[d], s1[l] += gd * w1[d], s2[l] += gd * w2[d], s3[l] += gd * w3[d];
-      gw0[d] += x0 * gd, gw1[d] += x1 * gd, gw2[d] += x2 * gd, gw3[d] += x3 * gd;
-    }
+    for (int64_t l = 0; l < W; ++l) step(d0 + l, l);
   }
-  for (int64_t d = whole; d < D; ++d) {
-    const T gd = g[d];
-    s0[0] += gd * w0[d], s1[0] += gd * w1[d], s2[0] += gd * w2[d], s3[0] += gd * w3[d];
-    gw0[d] += x0 * gd, gw1[d] += x1 * gd, gw2[d] += x2 * gd, gw3[d] += x3 * gd;
-  }
+  for (int64_t d = whole; d < D; ++d) step(d, 0);
   grad_x[0] = sum_lanes(s0), grad_x[1] = sum_lanes(s1);
   grad_x[2] = sum_lanes(s2), grad_x[3] = sum_lanes(s3);
 }
@@ -1007,12 +1004,13 @@ void softplus_linear_fwd(const T* x, int64_t x_stride, const T* Wt, const T* bia
                          int64_t rows, int64_t R, int64_t D, int threads) {
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    std::vector<T> decay(D);
+    thread_local Scratch<T> scratch;
+    T* decay = scratch.get(D);
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
       T* y_row = y + row * D;  // holds the pre-activation, then its softplus
       linear_row(x + row * x_stride, Wt, bias, y_row, R, D);
-      softplus_span(y_row, y_row, decay.data(), D);
+      softplus_span(y_row, y_row, decay, D);
     }
   }
 }
@@ -1028,13 +1026,14 @@ void softplus_linear_bwd(const T* x, int64_t x_stride, const T* Wt, const T* bia
     const int64_t me = thread_index();
     T* gW = grad_Wt_partial + me * R * D;
     T* gb = grad_bias_partial ? grad_bias_partial + me * D : nullptr;
-    std::vector<T> gz(D);
+    thread_local Scratch<T> scratch;
+    T* gz = scratch.get(D);
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
       const T* x_row = x + row * x_stride;
-      linear_row(x_row, Wt, bias, gz.data(), R, D);
-      softplus_slope_span(gz.data(), gy + row * D, gz.data(), D);
-      const T* g = gz.data();
+      linear_row(x_row, Wt, bias, gz, R, D);
+      softplus_slope_span(gz, gy + row * D, gz, D);
+      const T* g = gz;
       if (gb) {
 #pragma omp simd
         for (int64_t d = 0; d < D; ++d) gb[d] += g[d];
