@@ -466,7 +466,7 @@ def test_workers_wait_out_an_outage_and_a_restart(postgres, files, outage_s):
 
     from nas.record import is_measured
 
-    n_trials, name = 6, "outage"
+    n_trials, name = 8, "outage"
     url = postgres.create_database(f"outage{int(outage_s)}")
     create_study(name, url, files, n_trials, seconds=1.0)
     workers = [start_worker(name, url, index, files) for index in range(2)]
@@ -476,10 +476,15 @@ def test_workers_wait_out_an_outage_and_a_restart(postgres, files, outage_s):
         while time.monotonic() < deadline:
             assert all(p.poll() is None for p in processes), "a worker exited early"
             trials = fresh_trials(name, url)
-            if any(t.state == TrialState.RUNNING for t in trials) and \
+            # Both workers past their start (each has logged a finished trial): a worker still
+            # connecting for the first time is refused at once, by design, not waited for.
+            started = all("trial " in log.read_text() for _, log in workers)
+            if started and any(t.state == TrialState.RUNNING for t in trials) and \
                     any(is_measured(t) for t in trials):
                 break
             time.sleep(0.2)
+        else:
+            pytest.fail(f"no moment with both workers mid-study: {[t.state for t in trials]}")
         postgres.stop()
         time.sleep(outage_s)
         postgres.start()

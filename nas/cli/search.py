@@ -164,7 +164,10 @@ def worker(
     patience = _patience(outage_wait)
     use_training_threads(threads)
     url = storage or default_url()
-    study, definition = open_study(study_name, open_storage(url), seed_offset=seed_offset)
+    # A URL that never connects fails at once (a typo is not an outage); once the database has
+    # answered, an outage during the rest of the start is waited out like one during trials.
+    db = open_storage(url)
+    study, definition = patience(open_study, study_name, db, seed_offset=seed_offset)
     progress = SearchProgress(study, definition.n_trials, quiet=quiet)
     store = _artifact_store(url, artifacts, definition, progress.note)
     try:
