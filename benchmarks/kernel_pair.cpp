@@ -1,6 +1,7 @@
 // Driver of kernel_pair.py: two versions of trials/ops/native/scan_kernels.cpp (their export
 // blocks cut off), each included in its own namespace, timed in turn in one process: the
-// selective scan's and the SSD's forward and backward passes on the same data, alternating
+// selective scan's, the SSD's, RMSNorm's and causal attention's (head dim 16) forward and
+// backward passes on the same data, alternating
 // which version goes first each round. Prints one line per pass: the median of the per-round
 // ratios baseline time / current time, with the lowest and highest.
 #include <algorithm>
@@ -137,19 +138,54 @@ void time_norm(Fwd fwd, Bwd bwd, NormData& s, Timing& best) {
   }
 }
 
+// Causal attention at head dim 16: q, k, v, o, dO (B, H, L, 16) contiguous, no window.
+struct AttentionData {
+  static constexpr int HD = 16;
+  int64_t B, H, L;
+  Vec q, k, v, o, go, lse, gq, gk, gv;
+  std::vector<int64_t> strides;
+  AttentionData(int64_t b, int64_t h, int64_t l) : B(b), H(h), L(l) {
+    std::mt19937 gen(0);
+    const int64_t n = B * H * L * HD;
+    q = filled(n, -1, 1, gen), k = filled(n, -1, 1, gen), v = filled(n, -1, 1, gen);
+    go = filled(n, -1, 1, gen);
+    for (Vec* t : {&o, &gq, &gk, &gv}) t->resize(n);
+    lse.resize(B * H * L);
+    for (int t = 0; t < 8; ++t) strides.insert(strides.end(), {H * L * HD, L * HD, HD});
+  }
+};
+
+template <class Fwd, class Bwd>
+void time_attention(Fwd fwd, Bwd bwd, AttentionData& s, Timing& best) {
+  const float scale = 0.25f;  // 1 / sqrt(16)
+  for (int r = 0; r < 3; ++r) {
+    auto t0 = Clock::now();
+    fwd(s.q.data(), s.k.data(), s.v.data(), s.o.data(), s.lse.data(), s.strides.data(), s.B,
+        s.H, s.H, s.L, 0, scale, 1);
+    auto t1 = Clock::now();
+    bwd(s.q.data(), s.k.data(), s.v.data(), s.o.data(), s.go.data(), s.lse.data(), s.gq.data(),
+        s.gk.data(), s.gv.data(), s.strides.data(), s.B, s.H, s.H, s.L, 0, scale, 1);
+    auto t2 = Clock::now();
+    best.forward = std::min(best.forward, std::chrono::duration<double>(t1 - t0).count());
+    best.backward = std::min(best.backward, std::chrono::duration<double>(t2 - t1).count());
+  }
+}
+
 static double quantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   return v[static_cast<size_t>(q * (v.size() - 1) + 0.5)];
 }
 
-// usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH) ROUNDS
+// usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH | attention B H L)
+//        ROUNDS
 int main(int argc, char** argv) {
   const std::string op = argc > 1 ? argv[1] : "";
-  const int count = op == "scan" ? 4 : op == "ssd" ? 5 : 2;
-  if ((op != "scan" && op != "ssd" && op != "rms_norm") || argc != count + 3) {
+  const int count = op == "scan" ? 4 : op == "ssd" ? 5 : op == "attention" ? 3 : 2;
+  if ((op != "scan" && op != "ssd" && op != "rms_norm" && op != "attention") ||
+      argc != count + 3) {
     std::fprintf(stderr,
-                 "usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH) "
-                 "ROUNDS\n");
+                 "usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH | "
+                 "attention B H L) ROUNDS\n");
     return 2;
   }
   std::vector<int64_t> dims;
@@ -158,6 +194,8 @@ int main(int argc, char** argv) {
   ScanData* scan = op == "scan" ? new ScanData(dims[0], dims[1], dims[2], dims[3]) : nullptr;
   SsdData* ssd = op == "ssd" ? new SsdData(dims[0], dims[1], dims[2], dims[3], dims[4]) : nullptr;
   NormData* norm = op == "rms_norm" ? new NormData(dims[0], dims[1]) : nullptr;
+  AttentionData* attention =
+      op == "attention" ? new AttentionData(dims[0], dims[1], dims[2]) : nullptr;
   std::vector<double> forward, backward;
   Timing last_base, last_cur;
   for (int round = 0; round < rounds; ++round) {
@@ -172,6 +210,12 @@ int main(int argc, char** argv) {
       } else if (ssd) {
         if (base_turn) time_ssd(baseline::ssd_fwd<float>, baseline::ssd_bwd<float>, *ssd, base);
         else time_ssd(current::ssd_fwd<float>, current::ssd_bwd<float>, *ssd, cur);
+      } else if (attention) {
+        constexpr int HD = AttentionData::HD;
+        if (base_turn) time_attention(baseline::attention_fwd<float, HD>,
+                                      baseline::attention_bwd<float, HD>, *attention, base);
+        else time_attention(current::attention_fwd<float, HD>, current::attention_bwd<float, HD>,
+                            *attention, cur);
       } else {
         if (base_turn) time_norm(baseline::rms_norm_fwd<float>, baseline::rms_norm_bwd<float>,
                                  *norm, base);
@@ -192,5 +236,6 @@ int main(int argc, char** argv) {
   delete scan;
   delete ssd;
   delete norm;
+  delete attention;
   return 0;
 }

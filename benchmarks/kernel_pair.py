@@ -5,12 +5,13 @@
 `trials/ops/native/scan_kernels.cpp` at `--baseline` (a commit) and at `--current` (default:
 this working tree) are each compiled into their own namespace of one program
 (`kernel_pair.cpp`) with the flags the library is built with, and the forward and backward
-passes of the selective scan, the SSD and RMSNorm run on the same data, the two versions in
+passes of the selective scan, the SSD, RMSNorm and causal attention run on the same data, the two versions in
 turn, the order swapped every round. Printed per pass: the last round's times and the median
 (lowest, highest) of the per-round ratios baseline / current, fp32, one thread, at the proxy
 models' shapes
 (batch 32; Mamba-1 at d_inner 128, d_state 16; Mamba-2 at 4 heads of 32 with d_state 64, and
-2 heads of 64 with d_state 128; RMSNorm over 2048 and 8192 rows of 64).
+2 heads of 64 with d_state 128; RMSNorm over 2048 and 8192 rows of 64; attention with 4 heads
+of 16 at seq 64, 256 and 1024, batch 32 except 8 at 1024).
 
 Why a program of its own rather than torch: a change to one kernel moves a whole training
 step by a few percent, less than this shared machine's drift between two runs; the kernels
@@ -36,6 +37,7 @@ SHAPES = {  # op -> the driver's size arguments
     "scan": [(32, 64, 128, 16), (32, 256, 128, 16)],
     "ssd": [(32, 64, 4, 32, 64), (32, 64, 2, 64, 128), (32, 256, 4, 32, 64)],
     "rms_norm": [(2048, 64), (8192, 64)],
+    "attention": [(32, 4, 64), (32, 4, 256), (8, 4, 1024)],
 }
 
 
@@ -79,7 +81,7 @@ def main() -> None:
         program = build(args.baseline, args.current, Path(tmp))
         print(f"baseline {args.baseline}, current {args.current or 'working tree'}; fp32, one "
               f"thread, {args.rounds} rounds; speed-up = baseline time / current time")
-        print(f"{'op':5} {'sizes':18} {'pass':9} {'base ms':>8} {'cur ms':>8} "
+        print(f"{'op':9} {'sizes':18} {'pass':9} {'base ms':>8} {'cur ms':>8} "
               f"{'speed-up':>8} {'(lowest..highest)':>18}")
         for op in args.ops:
             for sizes in SHAPES[op]:
@@ -87,7 +89,7 @@ def main() -> None:
                                       capture_output=True, text=True, check=True)
                 for line in done.stdout.splitlines():
                     _, which, base_ms, cur_ms, median, low, high = line.split()
-                    print(f"{op:5} {'x'.join(map(str, sizes)):18} {which:9} {float(base_ms):8.3f}"
+                    print(f"{op:9} {'x'.join(map(str, sizes)):18} {which:9} {float(base_ms):8.3f}"
                           f" {float(cur_ms):8.3f} {float(median):8.3f} "
                           f"{f'({float(low):.2f}..{float(high):.2f})':>18}", flush=True)
 
