@@ -13,7 +13,9 @@ that model's own projection shapes (forward and both backward products of every 
 and their ratio: step time / (FLOPs / GEMM rate), 1.0 being a step that runs entirely at GEMM
 speed. "fallback/native" times the same model with the native CPU kernels and with their
 PyTorch fallback, alternating step by step in one process: the steadiest measure of what the
-kernels buy on a shared machine. With `--baseline REF` (default: the commit before the native
+kernels buy on a shared machine. "bf16 GEMM x" is the rate of the same products in bf16 over
+fp32's: what a bf16 training path (not built: the CPU trains in fp32) could gain in its GEMMs.
+With `--baseline REF` (default: the commit before the native
 kernels) the same steps are timed on that commit's code against the current tree's, in two
 child processes that take turns step by step (the order swapped every round), so that both see
 the same machine load: "pair ms" and "base ms" are their medians, "speed-up" their ratio.
@@ -146,8 +148,9 @@ def alternating_ratios(models: list[str], seq: int, batch: int, d_model: int,
     return {name: medians[name] / medians[models[0]] for name in models}
 
 
-def gemm_rate(arch, batch: int, seq: int) -> float:
-    """FLOP/s of torch.mm over the forward and backward products of the model's own linears."""
+def gemm_rate(arch, batch: int, seq: int, dtype=None) -> float:
+    """FLOP/s of torch.mm over the forward and backward products of the model's own linears,
+    in fp32 (the roofline's), or in `dtype`."""
     import torch
 
     from trials.builder import build_model
@@ -158,9 +161,10 @@ def gemm_rate(arch, batch: int, seq: int) -> float:
                      if isinstance(m, torch.nn.Linear)})
     shapes.append((arch.d_model, arch.vocab_size))  # the LM head
     flops = seconds = 0.0
+    dtype = dtype or torch.float32
     for fan_in, fan_out in shapes:
-        x, w = torch.randn(rows, fan_in), torch.randn(fan_in, fan_out)
-        dy = torch.randn(rows, fan_out)
+        x, w = torch.randn(rows, fan_in, dtype=dtype), torch.randn(fan_in, fan_out, dtype=dtype)
+        dy = torch.randn(rows, fan_out, dtype=dtype)
         products = ((x, w), (dy, w.t()), (x.t(), dy))  # y, dx, dw
         for a, b in products:
             torch.mm(a, b)  # warm-up
@@ -189,6 +193,9 @@ def measure(models: list[str], seqs: list[int], batch: int, d_model: int,
             row = {"model": name, "seq": seq, "step_s": step_seconds(arch, batch, seq, repeats),
                    "step_flops": 3 * estimate(arch, context=seq).flops_per_token * batch * seq,
                    "gemm_flops_per_s": gemm_rate(arch, batch, seq),
+                   # what the same products reach in bf16 (oneDNN's AMX or AVX-512 BF16 where
+                   # the CPU has them): the headroom a bf16 path would have, not used here
+                   "bf16_gemm_flops_per_s": gemm_rate(arch, batch, seq, torch.bfloat16),
                    "fallback_over_native": fallback_over_native(arch, batch, seq, repeats)}
             rows.append(row)
     return rows
@@ -329,7 +336,7 @@ def main() -> None:
         current_tree = export_tree(args.current, Path(tmp)) if args.current else ROOT
         rows = []
         header = (f"{'model':10} {'seq':>5} {'step ms':>9} {'GFLOP':>7} {'GEMM GF/s':>9} "
-                  f"{'x roofline':>10} {'fallback/native':>15}"
+                  f"{'x roofline':>10} {'fallback/native':>15} {'bf16 GEMM x':>11}"
                   + (f" {'pair ms':>9} {'base ms':>9} {'speed-up':>8}" if tree else ""))
         print(header)
         for model in args.models:
@@ -339,7 +346,8 @@ def main() -> None:
                 row["x_roofline"] = row["step_s"] / roofline_s
                 line = (f"{row['model']:10} {row['seq']:>5} {row['step_s'] * 1e3:9.1f} "
                         f"{row['step_flops'] / 1e9:7.2f} {row['gemm_flops_per_s'] / 1e9:9.1f} "
-                        f"{row['x_roofline']:10.2f} {row['fallback_over_native'] or 0:15.2f}")
+                        f"{row['x_roofline']:10.2f} {row['fallback_over_native'] or 0:15.2f} "
+                        f"{row['bf16_gemm_flops_per_s'] / row['gemm_flops_per_s']:11.2f}")
                 if tree:
                     paired = paired_steps({"current": current_tree, "baseline": tree},
                                           model, row["seq"], args)
