@@ -23,12 +23,14 @@ from torch import Tensor
 from trials.ffn.mlp import ACTIVATIONS
 from trials.norm import RMSNorm
 from trials.ops import (
+    block_diagonal_linear,
     causal_attention,
     causal_conv1d,
     causal_conv1d_step,
     fft_long_conv,
     glu,
     linear_scan,
+    naive_block_diagonal_linear,
     naive_causal_attention,
     naive_causal_conv1d,
     naive_glu,
@@ -47,7 +49,7 @@ from trials.ops import (
     softplus_linear,
     ssd,
 )
-from trials.ops import dispatch, native, step_size
+from trials.ops import block_diagonal, dispatch, native, step_size
 from trials.ops.conv import fft_size
 from trials.ops.rotary import apply_rope, rope_tables, rotate_heads
 from trials.ops.scan import reverse_scan_, scan_
@@ -566,6 +568,10 @@ def _all_ops():
             rglru_gates,
             lambda dt: rglru_inputs(dtype=dt),
         ),
+        "block_diagonal_linear": (
+            block_diagonal_linear,
+            lambda dt: block_diagonal_inputs(dtype=dt),
+        ),
         "fft_long_conv": (
             fft_long_conv,
             lambda dt: {"u": leaf(torch.randn(2, 21, 4, dtype=dt)),
@@ -642,7 +648,8 @@ def _as_tuple(outs):
 # is on autocast's bf16 list: `test_attention_under_autocast_is_sdpa_under_autocast`) and
 # Mamba's dt projection (a bf16 product, then an fp32 softplus:
 # `test_softplus_linear_under_autocast_is_the_bf16_product_then_fp32`)
-AS_BEFORE_UNDER_AUTOCAST = ("attention", "windowed_attention", "softplus_linear")
+AS_BEFORE_UNDER_AUTOCAST = ("attention", "windowed_attention", "softplus_linear",
+                            "block_diagonal_linear")
 
 
 @pytest.mark.parametrize("name",
@@ -810,6 +817,55 @@ def test_softplus_matches_reference_and_gradcheck_fp64():
     check_against_reference(softplus, F.softplus, inputs, 1e-6)
     x = leaf(torch.randn(4, 5, dtype=torch.float64) * 3)
     assert torch.autograd.gradcheck(softplus, (x,))
+
+
+# ------------------------------------------------------------- the RG-LRU's gate blocks
+
+
+def block_diagonal_inputs(rows=(2, 9), blocks=3, fan_in=5, fan_out=7, bias=True,
+                          dtype=torch.float32):
+    """x (*rows, blocks * fan_in), weight (blocks, fan_in, fan_out), bias (blocks * fan_out)."""
+    return {"x": leaf(torch.randn(*rows, blocks * fan_in, dtype=dtype)),
+            "weight": leaf(torch.randn(blocks, fan_in, fan_out, dtype=dtype)),
+            "bias": leaf(torch.randn(blocks * fan_out, dtype=dtype)) if bias else None}
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("blocks, fan_in, fan_out", [(4, 16, 16), (1, 1, 1), (3, 5, 7),
+                                                     (2, 16, 9), (2, 3, 16)])
+@pytest.mark.parametrize("rows", [(1,), (2, 9), (3, 32)])
+def test_block_diagonal_linear_matches_reference(rows, blocks, fan_in, fan_out, dtype, tol,
+                                                 kernels):
+    # rows past a multiple of the kernel's row block, lanes past a whole vector and short of one
+    inputs = block_diagonal_inputs(rows, blocks, fan_in, fan_out, dtype=dtype)
+    with dispatch.recording() as ran:
+        check_against_reference(block_diagonal_linear, naive_block_diagonal_linear, inputs, tol)
+    assert ran.kernels()["block_diagonal_linear"] == kernels
+
+
+def test_block_diagonal_linear_without_bias_gradcheck_fp64_and_the_block_limit():
+    inputs = block_diagonal_inputs((2, 3), 2, 3, 4, bias=False, dtype=torch.float64)
+    check_against_reference(block_diagonal_linear, naive_block_diagonal_linear, inputs, 1e-12)
+    assert torch.autograd.gradcheck(block_diagonal_linear, (inputs["x"], inputs["weight"]))
+    wide = block_diagonal_inputs((2, 3), 2, block_diagonal.MAX_NATIVE_BLOCK + 1, 4)
+    with dispatch.recording() as ran:
+        check_against_reference(block_diagonal_linear, naive_block_diagonal_linear, wide, 1e-5)
+    assert ran.kernels()["block_diagonal_linear"] == dispatch.PYTORCH
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_block_diagonal_linear_weight_gradient_sums_every_threads_rows(threads):
+    inputs = block_diagonal_inputs((7, 13), 4, 16, 16)
+    with torch_threads(threads):
+        check_against_reference(block_diagonal_linear, naive_block_diagonal_linear, inputs,
+                                1e-5)
+
+
+def test_block_diagonal_linear_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="not 3 blocks of 5"):
+        block_diagonal_linear(torch.randn(2, 14), torch.randn(3, 5, 7))
+    with pytest.raises(ValueError, match="bias of shape"):
+        block_diagonal_linear(torch.randn(2, 15), torch.randn(3, 5, 7), torch.randn(20))
 
 
 # ---------------------------------------------------------------------- Mamba's step size

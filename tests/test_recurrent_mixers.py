@@ -94,8 +94,9 @@ def test_rglru_block_equals_a_per_step_reference():
 
 
 def test_rglru_block_on_native_kernels_equals_the_fallback():
-    """Every op of the block on its compiled CPU kernel (the conv, the gates, the scan) against
-    the PyTorch fallback, forward and every gradient; lru_width 32 is two whole fp32 vectors."""
+    """Every op of the block on its compiled CPU kernel (the conv, the gates' blocks and
+    arithmetic, the scan) against the PyTorch fallback, forward and every gradient; lru_width
+    32 is two whole fp32 vectors, its 4 gate blocks 8 wide (half a vector)."""
     _, _, block = build("R", R_DIMS)
     x = randn(2, 40, R_DIMS["d_model"]).requires_grad_()
     weights = randn(2, 40, R_DIMS["d_model"], seed=2)
@@ -108,7 +109,7 @@ def test_rglru_block_on_native_kernels_equals_the_fallback():
     y, grads, ran = output_and_grads()
     with dispatch.disabled():
         ref_y, ref_grads, ref_ran = output_and_grads()
-    ops = ("causal_conv1d", "linear_scan", "rglru_gates")
+    ops = ("block_diagonal_linear", "causal_conv1d", "linear_scan", "rglru_gates")
     assert ran == dict.fromkeys(ops, dispatch.NATIVE)
     assert ref_ran == dict.fromkeys(ops, dispatch.PYTORCH)
     torch.testing.assert_close(y, ref_y, atol=1e-5, rtol=1e-4)

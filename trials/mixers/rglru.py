@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from trials.mixers.base import State
-from trials.ops import causal_conv1d, causal_conv1d_step, linear_scan, rglru_gates
+from trials.ops import (block_diagonal_linear, causal_conv1d, causal_conv1d_step, linear_scan,
+                        rglru_gates)
 
 C = 8.0  # Griffin's fixed exponent: a_t = sigmoid(Lambda) ** (C * r_t)
 A_MIN, A_MAX = 0.9, 0.999  # range of sigmoid(Lambda) at init (Griffin, as in the LRU)
@@ -49,9 +50,7 @@ class BlockDiagonalLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., w) -> (..., w), computed in x's dtype (the caller passes fp32)."""
-        blocks = x.unflatten(-1, (self.n_blocks, self.block))  # (..., h, w/h)
-        y = torch.einsum("...hi,hij->...hj", blocks, self.weight.to(x.dtype))
-        return y.flatten(-2) + self.bias.to(x.dtype)  # (..., w)
+        return block_diagonal_linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
 
 
 class RecurrentBlock(nn.Module):

@@ -13,6 +13,7 @@
 | `rglru_gates`    | RG-LRU        | the gates' composite (the reference itself)     | yes        | -                           |
 | `softplus`       | Mamba's and Mamba-2's dt | `F.softplus` (the reference itself)             | yes        | -                           |
 | `softplus_linear` | Mamba's dt   | softplus(`F.linear`) in fp32 (reference: `naive_softplus_linear`) | R <= 6     | -                 |
+| `block_diagonal_linear` | RG-LRU's gates | einsum over the blocks (the reference itself) | yes   | -                           |
 | `causal_attention` | A, L, shared | SDPA `is_causal`; banded blocks for a window | hd 8/16/32/64 | - (SDPA)               |
 
 The CPU kernels (`trials/ops/native/`, C++ compiled on first use and cached) walk each
@@ -34,6 +35,7 @@ the `naive_*` references do, and the tests hold every fast path to its reference
 """
 
 from trials.ops.attention import causal_attention, naive_causal_attention
+from trials.ops.block_diagonal import block_diagonal_linear, naive_block_diagonal_linear
 from trials.ops.conv import (
     causal_conv1d,
     causal_conv1d_step,
@@ -49,12 +51,14 @@ from trials.ops.ssd import naive_ssd, ssd
 from trials.ops.step_size import naive_softplus_linear, softplus_linear
 
 __all__ = [
+    "block_diagonal_linear",
     "causal_attention",
     "causal_conv1d",
     "causal_conv1d_step",
     "fft_long_conv",
     "glu",
     "linear_scan",
+    "naive_block_diagonal_linear",
     "naive_causal_attention",
     "naive_causal_conv1d",
     "naive_glu",

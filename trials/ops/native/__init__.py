@@ -39,7 +39,7 @@ import torch
 from filelock import FileLock
 
 SOURCE = Path(__file__).with_name("scan_kernels.cpp")
-ABI = 11  # must equal hnas_kernels_abi() in the source
+ABI = 12  # must equal hnas_kernels_abi() in the source
 # -fno-math-errno: sqrt inside a vector loop, not a call that may set errno (never read here)
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-fopenmp", "-fPIC", "-shared")
 ENV_CHOICE = "HNAS_KERNELS"  # "pytorch" forces the fallback; anything else (or unset): native
@@ -135,6 +135,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "softplus_linear_fwd": [p] * 4 + [i64] * 4 + [i32],
         "softplus_linear_bwd": [p] * 7 + [i64] * 4 + [i32],
         "exp": [p, i64, i32],
+        "block_diagonal_fwd": [p] * 4 + [i64] * 4 + [i32],
+        "block_diagonal_bwd": [p] * 6 + [i64] * 4 + [i32],
     }
     returning_status = {  # 0: ran; 1: no kernel for the call's sizes (attention's head dim)
         "attention_fwd": [p] * 6 + [i64] * 6 + [ctypes.c_double, i32],

@@ -19,7 +19,8 @@
 //   around the GEMMs (one pass each way where PyTorch takes several): the silu gate and
 //                   softplus over n values; RMSNorm over (rows, width); RoPE over
 //                   x (B, L, heads, hd) with (L, rd/2) tables; Mamba-1's step size
-//                   softplus(x W^T + b) over x (rows, R) at a row stride, W^T (R, D).
+//                   softplus(x W^T + b) over x (rows, R) at a row stride, W^T (R, D);
+//                   the block-diagonal linear over x (rows, H I) with W (H, I, J).
 //   attention:      q (B, H, L, hd), k, v (B, KV, L, hd) at any strides with the head dim
 //                   contiguous (the projections' transposed layout); lse (B, H, L).
 // Loops over D (or C) are innermost and carry no dependence, so the compiler vectorises them;
@@ -129,6 +130,14 @@ inline int thread_index() {  // this thread's number inside an OpenMP team (0 ou
   return omp_get_thread_num();
 #else
   return 0;
+#endif
+}
+
+inline int team_size() {  // threads in the current OpenMP team (1 outside one)
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
 #endif
 }
 
@@ -981,6 +990,116 @@ void softplus_bwd(const T* x, const T* gy, T* gx, int64_t n, int threads) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Block-diagonal linear (the RG-LRU's two gates): x (rows, H I), W (H, I, J), bias (H J) or
+// null, y (rows, H J) with y[r, h J + j] = bias[h J + j] + sum_i x[r, h I + i] W[h, i, j].
+// At the proxies' blocks (I = J = 16) a batched GEMM spends its time in call overhead and the
+// (rows, H, I) <-> (H, rows, I) copies around it (einsum's path: 20 GFLOP/s fwd + bwd); here
+// each head's output lanes for kBlockRows rows accumulate in registers over i. The backward's
+// dL/dx is the same product with dL/dy and W transposed per head, (H, J, I).
+constexpr int64_t kBlockRows = 4;
+
+// Rows [r0, r0 + kBlockRows) (clamped to the last row, whose duplicates are not stored), head h,
+// output lanes [j0, j0 + w) with w = Width (a whole vector) or w_tail.
+template <typename T, int64_t Width>
+inline void block_diagonal_lanes(const T* x, const T* W, const T* bias, T* y, int64_t rows,
+                                 int64_t r0, int64_t h, int64_t H, int64_t I, int64_t J,
+                                 int64_t j0, int64_t w_tail) {
+  const int64_t w = Width > 0 ? Width : w_tail;
+  const T* x_rows[kBlockRows];
+  for (int64_t rr = 0; rr < kBlockRows; ++rr)
+    x_rows[rr] = x + (r0 + rr < rows ? r0 + rr : rows - 1) * H * I + h * I;
+  T acc[kBlockRows][kLanes<T>];
+  for (int64_t rr = 0; rr < kBlockRows; ++rr)
+    for (int64_t l = 0; l < w; ++l) acc[rr][l] = bias ? bias[h * J + j0 + l] : T(0);
+  for (int64_t i = 0; i < I; ++i) {
+    const T* W_i = W + (h * I + i) * J + j0;
+    for (int64_t rr = 0; rr < kBlockRows; ++rr) {
+      const T xv = x_rows[rr][i];
+#pragma omp simd
+      for (int64_t l = 0; l < w; ++l) acc[rr][l] += xv * W_i[l];
+    }
+  }
+  for (int64_t rr = 0; rr < kBlockRows && r0 + rr < rows; ++rr)
+    std::memcpy(y + (r0 + rr) * H * J + h * J + j0, acc[rr], sizeof(T) * w);
+}
+
+template <typename T>
+void block_diagonal_fwd(const T* x, const T* W, const T* bias, T* y, int64_t rows, int64_t H,
+                        int64_t I, int64_t J, int threads) {
+  constexpr int64_t L = kLanes<T>;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    for (int64_t h = 0; h < H; ++h) {
+      int64_t j0 = 0;
+      for (; j0 + L <= J; j0 += L)
+        block_diagonal_lanes<T, L>(x, W, bias, y, rows, r0, h, H, I, J, j0, L);
+      if (j0 < J) block_diagonal_lanes<T, 0>(x, W, bias, y, rows, r0, h, H, I, J, j0, J - j0);
+    }
+  }
+}
+
+// dL/dW[h, i0 + k, j0 + l] += sum over rows [r_begin, r_end) of x[r, h I + i0 + k] gy[r, h J + j0 + l]
+// for k < kBlockRows (rows of W past I clamped, not stored) and l < w: the sums stay in
+// registers down the rows.
+template <typename T, int64_t Width>
+inline void block_diagonal_weight_lanes(const T* x, const T* gy, T* gW, int64_t r_begin,
+                                        int64_t r_end, int64_t h, int64_t H, int64_t I,
+                                        int64_t J, int64_t i0, int64_t j0, int64_t w_tail) {
+  const int64_t w = Width > 0 ? Width : w_tail;
+  int64_t col[kBlockRows];
+  for (int64_t k = 0; k < kBlockRows; ++k) col[k] = h * I + (i0 + k < I ? i0 + k : I - 1);
+  T acc[kBlockRows][kLanes<T>] = {};
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    const T* x_r = x + r * H * I;
+    const T* gy_r = gy + r * H * J + h * J + j0;
+    for (int64_t k = 0; k < kBlockRows; ++k) {
+      const T xv = x_r[col[k]];
+#pragma omp simd
+      for (int64_t l = 0; l < w; ++l) acc[k][l] += xv * gy_r[l];
+    }
+  }
+  for (int64_t k = 0; k < kBlockRows && i0 + k < I; ++k) {
+    T* gW_row = gW + (h * I + i0 + k) * J + j0;
+#pragma omp simd
+    for (int64_t l = 0; l < w; ++l) gW_row[l] += acc[k][l];
+  }
+}
+
+// grad_x = the forward's product of gy with Wt (H, J, I); grad_W_partial (threads, H, I, J) and
+// grad_bias_partial (threads, H J) or null: per thread sums over its rows, added by the caller.
+template <typename T>
+void block_diagonal_bwd(const T* x, const T* Wt, const T* gy, T* grad_x, T* grad_W_partial,
+                        T* grad_bias_partial, int64_t rows, int64_t H, int64_t I, int64_t J,
+                        int threads) {
+  block_diagonal_fwd<T>(gy, Wt, nullptr, grad_x, rows, H, J, I, threads);
+  std::memset(grad_W_partial, 0, sizeof(T) * threads * H * I * J);
+  if (grad_bias_partial) std::memset(grad_bias_partial, 0, sizeof(T) * threads * H * J);
+  constexpr int64_t L = kLanes<T>;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int64_t me = thread_index(), team = team_size();
+    const int64_t r_begin = rows * me / team, r_end = rows * (me + 1) / team;
+    T* gW = grad_W_partial + me * H * I * J;
+    if (grad_bias_partial) {
+      T* gb = grad_bias_partial + me * H * J;
+      for (int64_t r = r_begin; r < r_end; ++r) {
+#pragma omp simd
+        for (int64_t k = 0; k < H * J; ++k) gb[k] += gy[r * H * J + k];
+      }
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t i0 = 0; i0 < I; i0 += kBlockRows) {
+        int64_t j0 = 0;
+        for (; j0 + L <= J; j0 += L)
+          block_diagonal_weight_lanes<T, L>(x, gy, gW, r_begin, r_end, h, H, I, J, i0, j0, L);
+        if (j0 < J)
+          block_diagonal_weight_lanes<T, 0>(x, gy, gW, r_begin, r_end, h, H, I, J, i0, j0,
+                                            J - j0);
+      }
+    }
+  }
+}
+
 // Mamba-1's step size, dt = softplus(x W^T + b), in one pass each way: at the models' width the
 // rank R of the (rows, R) x is 1-8, where a GEMM library runs the (rows, R) x (R, D) products
 // far below its peak, and the softplus, its gradient and the bias gradient would each be one
@@ -1807,6 +1926,19 @@ int attention_bwd_any(const T* q, const T* k, const T* v, const T* o, const T* g
                            grad_bias_partial, rows, R, D, threads);                            \
   }
 
+#define HNAS_BLOCK_DIAGONAL(SUFFIX, T)                                                         \
+  HNAS_EXPORT void hnas_block_diagonal_fwd_##SUFFIX(const T* x, const T* W, const T* bias,     \
+                                                    T* y, int64_t rows, int64_t H, int64_t I,  \
+                                                    int64_t J, int threads) {                  \
+    block_diagonal_fwd<T>(x, W, bias, y, rows, H, I, J, threads);                              \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_block_diagonal_bwd_##SUFFIX(                                           \
+      const T* x, const T* Wt, const T* gy, T* grad_x, T* grad_W_partial,                      \
+      T* grad_bias_partial, int64_t rows, int64_t H, int64_t I, int64_t J, int threads) {      \
+    block_diagonal_bwd<T>(x, Wt, gy, grad_x, grad_W_partial, grad_bias_partial, rows, H, I, J, \
+                          threads);                                                            \
+  }
+
 #define HNAS_ATTENTION(SUFFIX, T)                                                              \
   HNAS_EXPORT int hnas_attention_fwd_##SUFFIX(                                                 \
       const T* q, const T* k, const T* v, T* o, T* lse, const int64_t* strides, int64_t batch, \
@@ -1841,6 +1973,8 @@ HNAS_ATTENTION(f32, float)
 HNAS_ATTENTION(f64, double)
 HNAS_EXP(f32, float)
 HNAS_EXP(f64, double)
+HNAS_BLOCK_DIAGONAL(f32, float)
+HNAS_BLOCK_DIAGONAL(f64, double)
 
 // A version number that the loader checks, so that a stale cached library is never used.
-HNAS_EXPORT int hnas_kernels_abi() { return 11; }
+HNAS_EXPORT int hnas_kernels_abi() { return 12; }
