@@ -129,6 +129,19 @@ def fresh_trials(name: str, url: str):
         storage.engine.dispose()
 
 
+def worker_claims(name: str, url: str) -> int:
+    """How many workers have claimed an index in the study (`nas.claims`)."""
+    from nas.claims import WORKER, Claims
+    from nas.storage import load_study, open_storage
+
+    storage = open_storage(url, heartbeat=False)
+    try:
+        return len(Claims(load_study(name, storage)).values(WORKER))
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
 def trained_twice(trials) -> list[tuple[int, int]]:
     """Pairs of measured trials that trained the same canonical architecture: none may exist,
     at the same time (the architecture is claimed while it trains) or one after the other
@@ -476,10 +489,11 @@ def test_workers_wait_out_an_outage_and_a_restart(postgres, files, outage_s):
         while time.monotonic() < deadline:
             assert all(p.poll() is None for p in processes), "a worker exited early"
             trials = fresh_trials(name, url)
-            # Both workers past their start (each has logged a finished trial): a worker still
-            # connecting for the first time is refused at once, by design, not waited for.
-            started = all("trial " in log.read_text() for _, log in workers)
-            if started and any(t.state == TrialState.RUNNING for t in trials) and \
+            # Both workers past their first connection (each has claimed its index, and every
+            # call after that waits out an outage): one still connecting for the first time is
+            # refused at once, by design (a wrong URL is not an outage).
+            if worker_claims(name, url) == 2 and \
+                    any(t.state == TrialState.RUNNING for t in trials) and \
                     any(is_measured(t) for t in trials):
                 break
             time.sleep(0.2)

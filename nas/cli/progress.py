@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
@@ -19,10 +19,19 @@ from nas.report import objectives_of, pareto_front, trial_row
 from nas.study import count_trials
 
 
+def _call_once(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return call(*args, **kwargs)
+
+
 class SearchProgress:
-    def __init__(self, study: Any, n_trials: int, *, quiet: bool = False) -> None:
+    """`patience` runs the bar's database reads (`nas.storage.Patience`: through an outage, as a
+    worker's own calls; default: once)."""
+
+    def __init__(self, study: Any, n_trials: int, *, quiet: bool = False,
+                 patience: Callable[..., Any] | None = None) -> None:
         self.study = study
         self.n_trials = n_trials
+        self._call = patience or _call_once
         self.quiet = quiet or not console().is_terminal
         self._progress = None
         self._task = None
@@ -32,7 +41,7 @@ class SearchProgress:
     # -- context -------------------------------------------------------------------------------
 
     def __enter__(self) -> "SearchProgress":
-        self._done_at_start = count_trials(self.study).distinct
+        self._done_at_start = self._call(count_trials, self.study).distinct
         if not self.quiet:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -41,7 +50,7 @@ class SearchProgress:
             self._progress.__enter__()
             self._task = self._progress.add_task(self.study.study_name, total=self.n_trials,
                                                  completed=self._done_at_start, extra="")
-            self.refresh()
+            self._call(self.refresh)
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -165,10 +165,10 @@ def worker(
     use_training_threads(threads)
     url = storage or default_url()
     # A URL that never connects fails at once (a typo is not an outage); once the database has
-    # answered, an outage during the rest of the start is waited out like one during trials.
+    # answered, every later call, the rest of the start's included, waits out an outage.
     db = open_storage(url)
     study, definition = patience(open_study, study_name, db, seed_offset=seed_offset)
-    progress = SearchProgress(study, definition.n_trials, quiet=quiet)
+    progress = SearchProgress(study, definition.n_trials, quiet=quiet, patience=patience)
     store = _artifact_store(url, artifacts, definition, progress.note)
     try:
         with progress:
@@ -231,7 +231,7 @@ def _run(name: str, url: str, storage, definition, allow_changes: bool,
     from nas.study import create_or_check, open_study, run_worker
 
     study, opened = create_or_check(name, storage, definition, allow_changes=allow_changes)
-    progress = SearchProgress(study, definition.n_trials, quiet=quiet)
+    progress = SearchProgress(study, definition.n_trials, quiet=quiet, patience=patience)
     if opened.changes:
         progress.note("continuing with changed " + ", ".join(map(describe_change,
                                                                  opened.changes)))
