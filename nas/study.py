@@ -433,11 +433,16 @@ class Worker:
                 return self._lost(trial)
             except BaseException as raised:  # Ctrl-C, a bug: the trial fails, the error goes on
                 state, error = TrialState.FAIL, raised
-            told = self.patience(self.study.tell, trial, values if state == TrialState.COMPLETE
-                                 else None, state=state, skip_if_finished=True)
+            try:
+                told = self.patience(self.study.tell, trial, values if state == TrialState.COMPLETE
+                                     else None, state=state, skip_if_finished=True)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # skip_if_finished reads the trial's state before the update: another worker
+                # can fail it in between, and then the update itself refuses
+                told = None
         if error is not None:
             raise error
-        if told.state != state:
+        if told is None or told.state != state:
             return self._lost(trial)
         return told
 

@@ -433,6 +433,29 @@ def test_a_trial_failed_under_its_worker_is_dropped_not_a_crash(storage, capsys)
     assert "was failed by another worker while this one was cut off" in capsys.readouterr().err
 
 
+def test_a_trial_failed_between_the_tells_check_and_its_update_is_dropped(storage, capsys,
+                                                                         monkeypatch):
+    """`tell(skip_if_finished=True)` reads the trial's state, then updates it: another worker
+    failing the trial in between makes the update raise UpdateFinishedTrialError (once in a
+    full run of test_halving's two workers). The worker drops that result as it does any
+    trial failed under it, and goes on."""
+    spec = definition(n_trials=2)
+    study, _ = create_or_check("s", storage, spec)
+    real_tell, raced = study.tell, []
+
+    def tell_after_a_race(trial, *args, **kwargs):
+        if not raced:
+            raced.append(trial.number)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            raise optuna.exceptions.UpdateFinishedTrialError("finished meanwhile")
+        return real_tell(trial, *args, **kwargs)
+
+    monkeypatch.setattr(study, "tell", tell_after_a_race)
+    counts = run_worker(study, spec, run=FakeRun())
+    assert raced and counts.distinct == 2 and counts.running == counts.waiting == 0
+    assert "was failed by another worker while this one was cut off" in capsys.readouterr().err
+
+
 def test_two_searches_creating_one_study_at_once_share_it(tmp_path):
     """Two `hnas search` started together: one creates the study, the other finds it created
     (DuplicatedStudyError), waits for its definition and joins it: one study, one baseline."""
