@@ -148,20 +148,24 @@ def alternating_ratios(models: list[str], seq: int, batch: int, d_model: int,
     return {name: medians[name] / medians[models[0]] for name in models}
 
 
-def gemm_rate(arch, batch: int, seq: int, dtype=None) -> float:
-    """FLOP/s of torch.mm over the forward and backward products of the model's own linears,
-    in fp32 (the roofline's), or in `dtype`."""
+def projection_shapes(arch) -> list[tuple[int, int]]:
+    """(fan_in, fan_out) of every nn.Linear of a model of `arch`, and of the LM head."""
     import torch
 
     from trials.builder import build_model
 
     model = build_model(arch, seed=0)
-    rows = batch * seq
     shapes = sorted({(m.in_features, m.out_features) for m in model.modules()
                      if isinstance(m, torch.nn.Linear)})
-    shapes.append((arch.d_model, arch.vocab_size))  # the LM head
+    return shapes + [(arch.d_model, arch.vocab_size)]
+
+
+def gemm_rate(shapes: list[tuple[int, int]], rows: int, dtype) -> float:
+    """FLOP/s of torch.mm in `dtype` over the forward and both backward products of each
+    (fan_in, fan_out) projection at `rows` rows."""
+    import torch
+
     flops = seconds = 0.0
-    dtype = dtype or torch.float32
     for fan_in, fan_out in shapes:
         x, w = torch.randn(rows, fan_in, dtype=dtype), torch.randn(fan_in, fan_out, dtype=dtype)
         dy = torch.randn(rows, fan_out, dtype=dtype)
@@ -189,13 +193,14 @@ def measure(models: list[str], seqs: list[int], batch: int, d_model: int,
     rows = []
     for name in models:
         arch = build_arch(name, d_model)
+        shapes = projection_shapes(arch)
         for seq in seqs:
             row = {"model": name, "seq": seq, "step_s": step_seconds(arch, batch, seq, repeats),
                    "step_flops": 3 * estimate(arch, context=seq).flops_per_token * batch * seq,
-                   "gemm_flops_per_s": gemm_rate(arch, batch, seq),
+                   "gemm_flops_per_s": gemm_rate(shapes, batch * seq, torch.float32),
                    # what the same products reach in bf16 (oneDNN's AMX or AVX-512 BF16 where
                    # the CPU has them): the headroom a bf16 path would have, not used here
-                   "bf16_gemm_flops_per_s": gemm_rate(arch, batch, seq, torch.bfloat16),
+                   "bf16_gemm_flops_per_s": gemm_rate(shapes, batch * seq, torch.bfloat16),
                    "fallback_over_native": fallback_over_native(arch, batch, seq, repeats)}
             rows.append(row)
     return rows

@@ -39,6 +39,7 @@ from nas.halving import (counts_toward_budget, promotion_key, rung_of, rung_scor
                          with_shared_warmup)
 from nas.objectives import analytic_costs, decode_context
 from nas.record import TrainedResult, TrialRecord, is_measured
+from nas.storage import call_once
 from search_spaces.space.space import InvalidCandidate
 
 
@@ -82,7 +83,7 @@ class Evaluator:
         if self.rungs is not None:
             self.budget = with_shared_warmup(self.budget, self.rungs)
         self._run = run
-        self.patience = patience or (lambda call, *args, **kwargs: call(*args, **kwargs))
+        self.patience = patience or call_once
         self.idle = idle or (lambda: None)
         self.poll_seconds = poll_seconds
         self.artifacts = artifacts

@@ -228,6 +228,11 @@ def describe_storage_error(error: BaseException) -> str | None:
     return f"the study database failed ({cause})"
 
 
+def call_once(call, *args: Any, **kwargs: Any) -> Any:
+    """`call(*args, **kwargs)`: where a `Patience` is optional, the call made without one."""
+    return call(*args, **kwargs)
+
+
 class Patience:
     """Retries storage calls through an outage: waits with doubling pauses (1 s up to
     MAX_BACKOFF_S) for up to `wait_s` seconds in total per outage, saying once that the database

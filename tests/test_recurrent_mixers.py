@@ -17,7 +17,7 @@ from search_spaces.cost.recurrent import rglru_block as rglru_cost
 from trials.builder import mixer_kwargs
 from trials.mixers.hyena import Hyena
 from trials.mixers.rglru import RecurrentBlock
-from trials.ops import dispatch
+from kernel_parity import assert_native_equals_fallback
 
 R_DIMS = dict(d_model=24, lru_width=32, n_heads=4, d_conv=3)
 H_DIMS = dict(d_model=16, hyena_order=3, hyena_filter_dim=12, hyena_pos_dim=7,
@@ -100,21 +100,8 @@ def test_rglru_block_on_native_kernels_equals_the_fallback():
     _, _, block = build("R", R_DIMS)
     x = randn(2, 40, R_DIMS["d_model"]).requires_grad_()
     weights = randn(2, 40, R_DIMS["d_model"], seed=2)
-
-    def output_and_grads():
-        with dispatch.recording() as ran:
-            y = block(x)
-        return y, torch.autograd.grad((y * weights).sum(), [x, *block.parameters()]), ran.kernels()
-
-    y, grads, ran = output_and_grads()
-    with dispatch.disabled():
-        ref_y, ref_grads, ref_ran = output_and_grads()
-    ops = ("block_diagonal_linear", "causal_conv1d", "linear_scan", "rglru_gates")
-    assert ran == dict.fromkeys(ops, dispatch.NATIVE)
-    assert ref_ran == dict.fromkeys(ops, dispatch.PYTORCH)
-    torch.testing.assert_close(y, ref_y, atol=1e-5, rtol=1e-4)
-    for i, (a, b) in enumerate(zip(grads, ref_grads)):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"gradient {i}")
+    assert_native_equals_fallback(block, x, weights, ("block_diagonal_linear", "causal_conv1d",
+                                                      "linear_scan", "rglru_gates"))
 
 
 def test_rglru_decay_at_init_spans_the_griffin_range():

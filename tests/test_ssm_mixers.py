@@ -17,7 +17,8 @@ from search_spaces.cost.ssm import mamba2 as mamba2_cost
 from trials.builder import mixer_kwargs
 from trials.mixers.mamba import Mamba
 from trials.mixers.mamba2 import Mamba2
-from trials.ops import dispatch, naive_selective_scan, naive_ssd
+from kernel_parity import assert_native_equals_fallback
+from trials.ops import naive_selective_scan, naive_ssd
 
 KINDS = {"M": Mamba, "M2": Mamba2}
 SMALL = {"d_model": 32, "d_state": 8, "m2_d_state": 8, "m2_head_dim": 16}
@@ -113,22 +114,7 @@ def test_segmented_forward_equals_one_segment_with_gradients(kind, monkeypatch):
 def test_block_on_native_kernels_equals_the_fallback(kind, ops):
     _, m = build(kind)
     x = randn(2, 70, 32).requires_grad_()
-    weights = randn(2, 70, 32, seed=2)
-
-    def output_and_grads():
-        with dispatch.recording() as ran:
-            y = m(x)
-        return y, torch.autograd.grad((y * weights).sum(), [x, *m.parameters()]), ran.kernels()
-
-    y, grads, ran = output_and_grads()
-    with dispatch.disabled():
-        ref_y, ref_grads, ref_ran = output_and_grads()
-    assert set(ran) == set(ops)
-    for op in ops:
-        assert ran[op] == dispatch.NATIVE and ref_ran[op] == dispatch.PYTORCH, op
-    torch.testing.assert_close(y, ref_y, atol=1e-5, rtol=1e-4)
-    for i, (a, b) in enumerate(zip(grads, ref_grads)):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"gradient {i}")
+    assert_native_equals_fallback(m, x, randn(2, 70, 32, seed=2), ops)
 
 
 @pytest.mark.parametrize("kind, cost", [("M", mamba_cost), ("M2", mamba2_cost)])

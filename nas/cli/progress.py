@@ -16,11 +16,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from nas.cli.common import console, human
 from nas.record import BASELINE, DUPLICATE_OF, FAILURE
 from nas.report import objectives_of, pareto_front, trial_row
+from nas.storage import call_once
 from nas.study import count_trials
-
-
-def _call_once(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return call(*args, **kwargs)
 
 
 class SearchProgress:
@@ -31,7 +28,7 @@ class SearchProgress:
                  patience: Callable[..., Any] | None = None) -> None:
         self.study = study
         self.n_trials = n_trials
-        self._call = patience or _call_once
+        self._call = patience or call_once
         self.quiet = quiet or not console().is_terminal
         self._progress = None
         self._task = None
