@@ -217,13 +217,6 @@ class TrialRecord:
                            (FINGERPRINT, self.fingerprint), (ANALYTIC, self.analytic)):
             if value is not None:
                 attrs[key] = value
-        if self.result is not None:
-            result = self.result
-            attrs.update({QUALITY: result.quality, LOSS: result.loss,
-                          TASKS: {name: task.to_dict() for name, task in result.tasks.items()},
-                          MEASURED: result.measured, DEVICE: result.device,
-                          PRECISION: result.precision, KERNELS: result.kernels,
-                          FAILURE: result.failure})
         for key, value in ((WALL_SECONDS, self.wall_seconds), (VIOLATIONS, self.violations),
                            (DUPLICATE_OF, self.duplicate_of), (BASELINE, self.baseline),
                            (RETRY_OF, self.retry_of), (RUNG, self.rung),
@@ -237,6 +230,17 @@ class TrialRecord:
                           (PROMOTION_TAKEN, self.promotion_taken)):
             if flag:
                 attrs[key] = True
+        # The evaluator writes these keys one storage call each, in this order, and a worker
+        # killed in between leaves a prefix. So the result comes last and `failure` (always
+        # written, null when none) is its last key: a copied result is never seen without its
+        # `duplicate_of`, and a failure reason is only seen once the whole result is there.
+        if self.result is not None:
+            result = self.result
+            attrs.update({QUALITY: result.quality, LOSS: result.loss,
+                          TASKS: {name: task.to_dict() for name, task in result.tasks.items()},
+                          MEASURED: result.measured, DEVICE: result.device,
+                          PRECISION: result.precision, KERNELS: result.kernels,
+                          FAILURE: result.failure})
         return attrs
 
     # -- the one reader ---------------------------------------------------------------------
@@ -274,9 +278,17 @@ class TrialRecord:
 
     @property
     def has_result(self) -> bool:
-        """A training result was recorded (a FAIL trial without one died with its worker or
-        was interrupted, and runs again)."""
+        """Some of a training result was recorded (whole or not: see `is_measured`)."""
         return self.result is not None
+
+    def retried(self, number: int) -> "TrialRecord":
+        """The record a lost trial's retry starts from: what trial `number` was asked to do (a
+        baseline, a promotion), none of what it did (its result, its claims' keys, a twin)."""
+        again = TrialRecord(baseline=self.baseline, retry_of=number)
+        if self.rung:  # a promotion runs again as the same promotion (nas.halving)
+            again = replace(again, rung=self.rung, candidate=self.candidate,
+                            promoted_from=self.promoted_from)
+        return again
 
     def with_failure(self, reason: str) -> "TrialRecord":
         """This record with its candidate failed for `reason` (a non-finite objective)."""
@@ -293,11 +305,13 @@ def records_of(trials: Any, records: Mapping[int, TrialRecord] | None = None
 
 
 def is_measured(trial: Any, record: TrialRecord | None = None) -> bool:
-    """A finished evaluation: complete, or failed for a reason of the candidate's own (not a
-    dead worker or Ctrl-C, whose trials are run again). `trial`: an Optuna `FrozenTrial`,
-    whose state is read by name so that this module loads without Optuna; `record`: its
-    record, if parsed already."""
+    """A finished evaluation: complete, or failed for a reason of the candidate's own, recorded
+    as its result's `failure`. Not a dead worker's trial or a Ctrl-C, which run again, even
+    with a result written: a worker killed before Optuna's tell leaves a whole result with no
+    failure, or a prefix of one (`TrialRecord.to_user_attrs` says in which order). `trial`: an
+    Optuna `FrozenTrial`, whose state is read by name so that this module loads without
+    Optuna; `record`: its record, if parsed already."""
     state = trial.state.name
     if state != "FAIL":
         return state == "COMPLETE"
-    return (record or TrialRecord.from_frozen_trial(trial)).has_result
+    return (record or TrialRecord.from_frozen_trial(trial)).failure is not None

@@ -199,13 +199,13 @@ def status(study: ReadableStudy, rung: int | None = None) -> StudyStatus:
     rung = shown_rung(study, trials, rung, records)
     objectives = definition.objective_list
     measured = [t for t in trials if is_measured(t, records[t.number])]
-    # A failed trial with a result but no failure: its worker died between writing the
-    # result and Optuna recording the values (the heartbeat then failed it).
-    failures = Counter(failure_kind(records[t.number].failure or DIED_AFTER_TRAINING)
-                       for t in trials
-                       if t.state == TrialState.FAIL and records[t.number].has_result)
+    failures = Counter(failure_kind(records[t.number].failure) for t in trials
+                       if t.state == TrialState.FAIL and is_measured(t, records[t.number]))
+    # A lost trial with (some of) a result: its worker died between writing the result and
+    # Optuna recording the values, and the heartbeat failed it.
     lost = Counter(INTERRUPTED if records[t.number].interrupted else
                    "copied while running" if records[t.number].copied_running else
+                   DIED_AFTER_TRAINING if records[t.number].has_result else
                    "worker died"
                    for t in trials
                    if t.state == TrialState.FAIL and not is_measured(t, records[t.number]))

@@ -8,7 +8,7 @@ waiting is all that happens).
 
 Heartbeats: every worker's running trial records a heartbeat every `HEARTBEAT_INTERVAL` seconds;
 a trial whose heartbeat is older than `GRACE_PERIOD` belongs to a dead worker, is marked FAIL
-and is re-queued once per death (Optuna's `RetryHeartbeatStaleTrialCallback`).
+and is re-queued once per death, up to `MAX_RETRY` times (`RequeueStaleTrial`).
 
 Outages: Optuna wraps every database error of its RDB storage in `StorageInternalError` (with
 the SQLAlchemy error as its cause); `is_outage` tells a database that is unreachable for now
@@ -137,6 +137,30 @@ def _use_wal(url: str) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
+class RequeueStaleTrial:
+    """Optuna's heartbeat callback for a dead worker's trial: queue it again, at most
+    `max_retry` times, as `optuna.storages.RetryHeartbeatStaleTrialCallback` does (same
+    `failed_trial` and `retry_history` system attributes), but with only what the trial was
+    asked to do (`TrialRecord.retried`). Optuna's copies every attribute, so the copy would
+    carry the dead trial's half-written record and its slot: lost once more, such a copy
+    would read as a measurement it never made."""
+
+    def __init__(self, max_retry: int | None = MAX_RETRY) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        system_attrs = {key: copy.deepcopy(value) for key, value in trial.system_attrs.items()
+                        if not key.startswith("hnas:")}
+        system_attrs.setdefault("failed_trial", trial.number)  # the first trial of the chain
+        system_attrs["retry_history"] = [*system_attrs.get("retry_history", []), trial.number]
+        if self.max_retry is not None and len(system_attrs["retry_history"]) > self.max_retry:
+            return
+        record = TrialRecord.from_frozen_trial(trial).retried(trial.number)
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs=record.to_user_attrs(), system_attrs=system_attrs))
+
+
 def open_storage(url: str | None = None, *, heartbeat: bool = True):
     """Optuna RDB storage for `url` (default: the SQLite file), with heartbeats and retries.
 
@@ -154,7 +178,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True):
             with _quiet_optuna_warnings():
                 kwargs: dict[str, Any] = {}
                 if heartbeat:
-                    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+                    retry = RequeueStaleTrial(max_retry=MAX_RETRY)
                     kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL,
                               "grace_period": GRACE_PERIOD,
                               "heartbeat_stale_trial_callback": retry}

@@ -270,11 +270,7 @@ def requeue_lost(study: optuna.Study, settle: float = SETTLE_SECONDS) -> int:
         settled = trial.datetime_complete is not None and \
             (now - trial.datetime_complete).total_seconds() >= settle
         if records[trial.number].interrupted or settled:
-            lost = records[trial.number]
-            again = TrialRecord(baseline=lost.baseline, retry_of=trial.number)
-            if lost.rung:  # a promotion runs again as the same promotion (nas.halving)
-                again = dataclasses.replace(again, rung=lost.rung, candidate=lost.candidate,
-                                            promoted_from=lost.promoted_from)
+            again = records[trial.number].retried(trial.number)
             study.enqueue_trial(trial.params, user_attrs=again.to_user_attrs())
             count += 1
     return count

@@ -209,7 +209,7 @@ def test_a_promotion_failed_by_the_heartbeat_is_left_to_its_retry(storage):
 
     from nas.halving import enqueue_promotion, plan_promotion
     from nas.record import TrialRecord
-    from nas.storage import grace_period
+    from nas.storage import RequeueStaleTrial, grace_period
 
     rungs = Rungs((1, 3), 3)
     study, _ = create_or_check("race", storage, sh_definition(n_trials=3, rungs=rungs))
@@ -229,10 +229,12 @@ def test_a_promotion_failed_by_the_heartbeat_is_left_to_its_retry(storage):
     later = datetime.datetime.now() + datetime.timedelta(seconds=grace_period(study._storage) + 1)
     again = plan_promotion(study, rungs, study.get_trials(), now=later)
     assert again is not None and again[1].number == 0
-    # The retry, queued by Optuna's callback, holds it from then on, and takes the claim.
+    # The retry, queued by the heartbeat's callback, holds it from then on, and takes the claim.
     lost = study._storage.get_trial(lost_id)
-    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, lost)
+    RequeueStaleTrial()(study, lost)
     assert plan_promotion(study, rungs, study.get_trials(), now=later) is None
+    retry = TrialRecord.from_frozen_trial(study.get_trials()[-1])
+    assert (retry.rung, retry.candidate) == (1, 0)  # the same promotion
 
 
 @pytest.mark.parametrize("flags, message", [

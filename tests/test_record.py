@@ -111,3 +111,29 @@ def _trial_result():
                                     tokens_per_s=10.0, lr=1e-3),
                     "b": TaskResult("b", {"accuracy": 0.5, "loss": 1.0}, steps=7)}
     return result
+
+
+@pytest.mark.parametrize("kind", ["trained", "failed", "duplicate", "duplicate of a failure"])
+def test_no_prefix_of_a_record_written_by_a_killed_worker_reads_as_a_new_measurement(kind):
+    """The evaluator writes a record one key per storage call, and a worker killed in between
+    leaves a prefix of it on a trial that the heartbeat then fails. No strict prefix may count
+    as a measurement (it would count toward the budget, hold the architecture's claim, and be
+    reused); the whole record counts only if the candidate failed by itself."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from nas.halving import counts_toward_budget
+    from nas.record import is_measured
+
+    failure = "nan_loss at step 3" if kind in ("failed", "duplicate of a failure") else None
+    result = TrainedResult(quality=0.5, loss=1.0, device="cpu", failure=failure)
+    record = TrialRecord(pattern="A M", fingerprint="f", result=result, wall_seconds=2.0,
+                         duplicate_of=7 if kind.startswith("duplicate") else None)
+    items = list(record.to_user_attrs().items())
+    for length in range(len(items) + 1):
+        trial = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL, params={"x": 0},
+            distributions={"x": CategoricalDistribution([0])}, user_attrs=dict(items[:length]))
+        whole = length == len(items)
+        assert is_measured(trial) == (whole and failure is not None), (kind, items[:length])
+        assert not counts_toward_budget(trial) or (whole and kind == "failed"), items[:length]

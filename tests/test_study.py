@@ -511,3 +511,65 @@ def test_processes_opening_a_fresh_sqlite_file_at_once_all_get_the_storage(tmp_p
         for thread in threads:
             thread.join(timeout=120)
     assert not errors, errors
+
+
+def test_a_dead_workers_retry_starts_clean(tmp_path, monkeypatch):
+    """A worker killed after writing its result but before Optuna's tell: its trial is lost
+    (not a measurement without values), and the retry that the heartbeat queues carries its
+    parameters and what it was asked to do, not the dead trial's record or budget slot, so that
+    a retry lost in turn is not counted either."""
+    import nas.storage
+    from nas.claims import TRIAL_SLOT
+    from nas.record import TrainedResult, TrialRecord
+
+    monkeypatch.setattr(nas.storage, "HEARTBEAT_INTERVAL", 1)
+    monkeypatch.setattr(nas.storage, "GRACE_PERIOD", 1)
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    spec = definition(n_trials=2)
+    study, _ = create_or_check("s", storage, spec)
+    dead = study.ask()
+    dead.suggest_categorical("x", [0, 1])
+    storage.set_trial_system_attr(dead._trial_id, TRIAL_SLOT, 0)
+    written = TrialRecord(pattern="A M", fingerprint="f", baseline="mamba",
+                          result=TrainedResult(quality=0.5, loss=1.0))
+    for key, value in written.to_user_attrs().items():
+        dead.set_user_attr(key, value)
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(2)
+    optuna.storages.fail_stale_trials(study)
+
+    trials = study.get_trials(deepcopy=False)
+    assert trials[dead.number].state == TrialState.FAIL
+    assert count_trials(study).lost == 1 and count_trials(study).measured == 0
+    retry = trials[-1]
+    assert retry.state == TrialState.WAITING and retry.params == trials[dead.number].params
+    assert TrialRecord.from_frozen_trial(retry) == TrialRecord(baseline="mamba",
+                                                               retry_of=dead.number)
+    assert TRIAL_SLOT not in retry.system_attrs
+    assert retry.system_attrs["failed_trial"] == dead.number
+    assert retry.system_attrs["retry_history"] == [dead.number]
+    assert status(study).lost == {"worker died after training": 1}
+
+
+def test_a_trial_is_queued_again_at_most_max_retry_times(storage):
+    from nas.record import TrialRecord
+    from nas.storage import RequeueStaleTrial
+
+    spec = definition(n_trials=2)
+    study, _ = create_or_check("s", storage, spec)
+    requeue = RequeueStaleTrial(max_retry=2)
+    lost = study.ask()
+    lost.suggest_categorical("x", [0, 1])
+    study.tell(lost, state=TrialState.FAIL)
+    for expected_history in ([0], [0, 1], None):
+        requeue(study, study.get_trials(deepcopy=False)[-1])
+        trials = study.get_trials(deepcopy=False)
+        if expected_history is None:
+            assert len(trials) == 3, "a third retry was queued"
+            break
+        copy = trials[-1]
+        assert copy.system_attrs["retry_history"] == expected_history
+        assert copy.system_attrs["failed_trial"] == 0  # the first trial of the chain
+        assert TrialRecord.from_frozen_trial(copy).retry_of == expected_history[-1]
+        study._storage.set_trial_state_values(copy._trial_id, TrialState.RUNNING)
+        study._storage.set_trial_state_values(copy._trial_id, TrialState.FAIL)

@@ -190,14 +190,14 @@ def test_trial_of_a_worker_killed_before_its_first_heartbeat_is_retried(files):
     from optuna.trial import TrialState
 
     from nas.definition import StudyDefinition
-    from nas.storage import load_study
+    from nas.storage import RequeueStaleTrial, load_study
     from nas.study import count_trials, run_worker
 
     url = f"sqlite:///{files / 'orphan.db'}"
     create_study("orphan", url, files, n_trials=2, steps=1)
     storage = optuna.storages.RDBStorage(
         url, heartbeat_interval=1, grace_period=1,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(3))
+        heartbeat_stale_trial_callback=RequeueStaleTrial(3))
     study = load_study("orphan", storage)
     orphan = study.ask()  # RUNNING, and no heartbeat will ever come
     definition = StudyDefinition.from_attrs(study.user_attrs, "orphan")
