@@ -608,8 +608,10 @@ inline void ssd_adjoint_lanes(const SsdAdjointHead<T>& r, int64_t n0, int64_t w_
 }
 
 // As for the selective scan: chunks in reverse, each chunk's states recomputed from its entry
-// state, then the adjoint g_t = C_t gy_t + a_{t+1} g_{t+1} walked back. grad_A_partial and
-// grad_D_partial are (B, H), summed by the caller.
+// state, then the adjoint g_t = C_t gy_t + a_{t+1} g_{t+1} walked back. Heads are independent,
+// so each is walked on its own: its adjoint (P x N) stays in L1 and a chunk of its states in
+// L2, where all heads' chunk states (chunk x H x P x N: 2 MB at 4 heads of 32 x 64) did not.
+// grad_A_partial and grad_D_partial are (B, H), summed by the caller.
 template <typename T>
 void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, const T* Dskip,
              const T* entry, const T* grad_y, const T* grad_final, T* grad_x, T* grad_dt,
@@ -617,61 +619,59 @@ void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
              int64_t batch, int64_t length, int64_t H, int64_t P, int64_t G, int64_t N,
              int64_t chunk, int threads) {
   const int64_t K = (length + chunk - 1) / chunk;
-  const int64_t S = H * P * N;
+  const int64_t S = H * P * N;  // one sequence's state
+  const int64_t HS = P * N;     // one head's
   const int64_t R = H / G;
+  constexpr int64_t W = kSsdBlock<T>;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t b = 0; b < batch; ++b) {
     thread_local Scratch<T> scratch;
-    T* work = scratch.get(S * (chunk + 1) + chunk * H + P * kSsdBlock<T>);
-    T* g = work;                         // (H, P, N) adjoint carried backwards
-    T* states = work + S;                // (chunk, H, P, N)
-    T* u_lanes = states + chunk * S;     // (P, lanes) dL/du by lane, per head and step
-    T* decays = u_lanes + P * kSsdBlock<T>;  // (chunk, H)
+    T* work = scratch.get(HS * (chunk + 1) + chunk + P * W);
+    T* g = work;                      // (P, N) adjoint carried backwards
+    T* states = work + HS;            // (chunk, P, N)
+    T* u_lanes = states + chunk * HS;  // (P, lanes) dL/du by lane, per step
+    T* decays = u_lanes + P * W;      // (chunk,)
     T* gA = grad_A_partial + b * H;
     T* gD = grad_D_partial ? grad_D_partial + b * H : nullptr;
     std::memset(gA, 0, sizeof(T) * H);
     if (gD) std::memset(gD, 0, sizeof(T) * H);
-    copy_or_zero(g, grad_final ? grad_final + b * S : nullptr, S);
-    for (int64_t k = K - 1; k >= 0; --k) {
-      const int64_t start = k * chunk;
-      const int64_t end = chunk_end(start, chunk, length);
-      const T* s_entry = entry + (b * K + k) * S;
-      for (int64_t t = start; t < end; ++t) {  // recompute the chunk's states
-        const int64_t row = b * length + t;
-        const T* prev = t == start ? s_entry : states + (t - start - 1) * S;
-        T* cur = states + (t - start) * S;
-        for (int64_t h = 0; h < H; ++h) {
+    std::memset(grad_B + b * length * G * N, 0, sizeof(T) * length * G * N);
+    std::memset(grad_C + b * length * G * N, 0, sizeof(T) * length * G * N);
+    for (int64_t h = 0; h < H; ++h) {
+      copy_or_zero(g, grad_final ? grad_final + b * S + h * HS : nullptr, HS);
+      for (int64_t k = K - 1; k >= 0; --k) {
+        const int64_t start = k * chunk;
+        const int64_t end = chunk_end(start, chunk, length);
+        const T* s_entry = entry + (b * K + k) * S + h * HS;
+        for (int64_t t = start; t < end; ++t) {  // recompute the chunk's states
+          const int64_t row = b * length + t;
+          const T* prev = t == start ? s_entry : states + (t - start - 1) * HS;
+          T* cur = states + (t - start) * HS;
           const T dt_h = dt[row * H + h];
           const T a = exp_of(dt_h * A[h]);
-          decays[(t - start) * H + h] = a;
+          decays[t - start] = a;
           const T* B_g = Bm + (row * G + h / R) * N;
           for (int64_t p = 0; p < P; ++p) {
             const T u = dt_h * x[(row * H + h) * P + p];
-            const int64_t off = (h * P + p) * N;
 #pragma omp simd
-            for (int64_t n = 0; n < N; ++n) cur[off + n] = a * prev[off + n] + u * B_g[n];
+            for (int64_t n = 0; n < N; ++n) cur[p * N + n] = a * prev[p * N + n] + u * B_g[n];
           }
         }
-      }
-      for (int64_t t = end - 1; t >= start; --t) {
-        const int64_t row = b * length + t;
-        const T* prev = t == start ? s_entry : states + (t - start - 1) * S;
-        const T* cur = states + (t - start) * S;
-        std::memset(grad_B + row * G * N, 0, sizeof(T) * G * N);
-        std::memset(grad_C + row * G * N, 0, sizeof(T) * G * N);
-        for (int64_t h = 0; h < H; ++h) {
+        for (int64_t t = end - 1; t >= start; --t) {
+          const int64_t row = b * length + t;
+          const T* prev = t == start ? s_entry : states + (t - start - 1) * HS;
+          const T* cur = states + (t - start) * HS;
           const T dt_h = dt[row * H + h];
-          const T a = decays[(t - start) * H + h];
+          const T a = decays[t - start];
           const T* B_g = Bm + (row * G + h / R) * N;
           const T* C_g = Cm + (row * G + h / R) * N;
           T* gB_g = grad_B + (row * G + h / R) * N;
           T* gC_g = grad_C + (row * G + h / R) * N;
-          constexpr int64_t W = kSsdBlock<T>;
-          T decay_lanes[W] = {};  // dL/da by lane, summed once per head
+          T decay_lanes[W] = {};  // dL/da by lane, summed once per step
           std::memset(u_lanes, 0, sizeof(T) * P * W);
           const int64_t at0 = (row * H + h) * P;
-          const SsdAdjointHead<T> r{cur + h * P * N, prev + h * P * N, g + h * P * N,
-                                    grad_y + at0, x + at0, B_g, C_g, gB_g, gC_g, dt_h, a, P, N};
+          const SsdAdjointHead<T> r{cur, prev, g, grad_y + at0, x + at0, B_g, C_g, gB_g, gC_g,
+                                    dt_h, a, P, N};
           int64_t n0 = 0;
           for (; n0 + W <= N; n0 += W) ssd_adjoint_lanes<T, W>(r, n0, W, u_lanes, decay_lanes);
           if (n0 < N) ssd_adjoint_lanes<T, 0>(r, n0, N - n0, u_lanes, decay_lanes);
@@ -690,8 +690,8 @@ void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
           gA[h] += g_log_decay * dt_h;
         }
       }
+      if (grad_h0) std::memcpy(grad_h0 + b * S + h * HS, g, sizeof(T) * HS);
     }
-    if (grad_h0) std::memcpy(grad_h0 + b * S, g, sizeof(T) * S);
   }
 }
 
