@@ -638,6 +638,7 @@ void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
     std::memset(grad_B + b * length * G * N, 0, sizeof(T) * length * G * N);
     std::memset(grad_C + b * length * G * N, 0, sizeof(T) * length * G * N);
     for (int64_t h = 0; h < H; ++h) {
+      const T d_skip = Dskip ? Dskip[h] : T(0);
       copy_or_zero(g, grad_final ? grad_final + b * S + h * HS : nullptr, HS);
       for (int64_t k = K - 1; k >= 0; --k) {
         const int64_t start = k * chunk;
@@ -675,15 +676,18 @@ void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
           int64_t n0 = 0;
           for (; n0 + W <= N; n0 += W) ssd_adjoint_lanes<T, W>(r, n0, W, u_lanes, decay_lanes);
           if (n0 < N) ssd_adjoint_lanes<T, 0>(r, n0, N - n0, u_lanes, decay_lanes);
-          T g_dt = 0;
+          // sums in registers, stored once per step: a sum kept in gD[h] was a chain of
+          // store-to-load forwards through memory, one per p
+          T g_dt = 0, g_d = 0;
           for (int64_t p = 0; p < P; ++p) {
             const int64_t at = at0 + p;
             const T gy = grad_y[at], xv = x[at];
             const T g_u = sum_ssd_block(u_lanes + p * W);
-            grad_x[at] = g_u * dt_h + (Dskip ? gy * Dskip[h] : T(0));
+            grad_x[at] = g_u * dt_h + gy * d_skip;
             g_dt += g_u * xv;
-            if (gD) gD[h] += gy * xv;
+            g_d += gy * xv;
           }
+          if (gD) gD[h] += g_d;
           const T g_decay = sum_ssd_block(decay_lanes);
           const T g_log_decay = g_decay * a;  // dL/d(dt A)
           grad_dt[row * H + h] = g_dt + g_log_decay * A[h];
