@@ -195,9 +195,9 @@ def test_the_rule_picks_each_library(libraries):
     libraries = {"causal_conv1d": "causal_conv1d", "linear_scan": "fla.fused_recurrent_hgrn",
                  "selective_scan": "mamba_ssm", "ssd": "fla.chunk_simple_gla"}
     # the ops around the GEMMs have no GPU library: PyTorch on CUDA, the native kernel on CPU
-    around = ("attention", "block_diagonal_linear", "glu", "rglru_gates", "rms_norm", "rope",
-              "softplus", "softplus_linear")
-    assert chosen == {**libraries, "fft_long_conv": "pytorch", **dict.fromkeys(around, "pytorch")}
+    around = ("attention", "block_diagonal_linear", "fft_long_conv", "glu", "rglru_gates",
+              "rms_norm", "rope", "softplus", "softplus_linear")
+    assert chosen == {**libraries, **dict.fromkeys(around, "pytorch")}
     assert dispatch.planned_kernels("cpu") == {**chosen, **dict.fromkeys(around, dispatch.NATIVE)}
 
 
@@ -373,9 +373,9 @@ def test_a_trial_records_the_kernels_that_ran(libraries):
     assert result.status != "failed", result.failure
     assert result.kernels == {
         "causal_conv1d": f"{CAUSAL_CONV1D.name}{dispatch.SEVERAL}{dispatch.PYTORCH}",
-        "fft_long_conv": dispatch.PYTORCH, "selective_scan": MAMBA_SSM.name,
+        "selective_scan": MAMBA_SSM.name,
         # no GPU library: on the CPU these run the native kernels
-        "glu": dispatch.NATIVE, "rms_norm": dispatch.NATIVE,
+        "fft_long_conv": dispatch.NATIVE, "glu": dispatch.NATIVE, "rms_norm": dispatch.NATIVE,
         "softplus_linear": dispatch.NATIVE}
     assert libraries[CAUSAL_CONV1D] and libraries[MAMBA_SSM]
 

@@ -497,6 +497,54 @@ def test_blocked_conv_paths_match_reference(monkeypatch):
     check_against_reference(fft_long_conv, naive_long_conv, inputs)
 
 
+# The native kernel sums blocks of 8 outputs (8 taps for the filter's gradient) over channels
+# in whole vectors (16 fp32 or 8 fp64 lanes) plus a remainder; the last block is moved back to
+# end with the sequence, and sequences shorter than a block take a path of their own.
+@pytest.mark.parametrize("length,channels", [(3, 5), (8, 16), (9, 20), (23, 37), (64, 64)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_long_conv_native_kernel_in_blocks_and_remainders(kernels, length, channels, dtype):
+    inputs = {"u": leaf(torch.randn(3, length, channels, dtype=dtype)),
+              "h": leaf(torch.randn(length, channels, dtype=dtype) / length**0.5),
+              "bias": leaf(torch.randn(channels, dtype=dtype))}
+    with dispatch.recording() as ran:
+        check_against_reference(fft_long_conv, naive_long_conv, inputs,
+                                tol=TOL if dtype == torch.float32 else 1e-10)
+    assert ran.kernels() == {"fft_long_conv": kernels}
+
+
+def test_long_conv_forced_fallback_and_long_sequences_take_the_fft(kernels, monkeypatch):
+    from trials.ops import conv
+
+    inputs = {"u": leaf(torch.randn(2, 40, 6)), "h": leaf(torch.randn(30, 6) / 6),
+              "bias": leaf(torch.randn(6))}
+    with dispatch.recording() as ran:
+        native_y = fft_long_conv(**inputs)
+    with dispatch.disabled(), dispatch.recording() as ran_fallback:
+        fallback_y = fft_long_conv(**inputs)
+    monkeypatch.setattr(conv, "DIRECT_LONG_CONV_MAX_LENGTH", 39)
+    with dispatch.recording() as ran_long:
+        long_y = fft_long_conv(**inputs)
+    assert ran.kernels() == {"fft_long_conv": kernels}
+    assert ran_fallback.kernels() == ran_long.kernels() == {"fft_long_conv": dispatch.PYTORCH}
+    assert_close(native_y, fallback_y, 1e-5)
+    assert_close(long_y, fallback_y, 0)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_long_conv_filter_gradient_sums_every_threads_sequences(kernels, threads):
+    inputs = {"u": leaf(torch.randn(7, 19, 18)), "h": leaf(torch.randn(19, 18) / 4),
+              "bias": leaf(torch.randn(18))}
+    with torch_threads(threads):
+        check_against_reference(fft_long_conv, naive_long_conv, inputs)
+
+
+def test_long_conv_native_gradcheck_fp64(kernels):
+    inputs = (torch.randn(2, 11, 3, dtype=torch.float64, requires_grad=True),
+              torch.randn(11, 3, dtype=torch.float64, requires_grad=True),
+              torch.randn(3, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(fft_long_conv, inputs, eps=1e-6, atol=1e-6)
+
+
 def test_fft_long_conv_is_causal():
     u = torch.randn(1, 50, 3)
     h = torch.randn(50, 3)

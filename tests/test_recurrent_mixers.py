@@ -118,6 +118,13 @@ def test_hyena_long_convolutions_equal_a_direct_sum():
         torch.testing.assert_close(mixer(x), naive_hyena(mixer, x), atol=1e-5, rtol=1e-4)
 
 
+def test_hyena_native_kernels_equal_the_fallback():
+    _, _, mixer = build("H", H_DIMS)
+    x = randn(2, 37, H_DIMS["d_model"]).requires_grad_()
+    weights = randn(2, 37, H_DIMS["d_model"], seed=2)
+    assert_native_equals_fallback(mixer, x, weights, ("causal_conv1d", "fft_long_conv"))
+
+
 def test_hyena_filter_decays_along_the_sequence():
     _, _, mixer = build("H", H_DIMS)
     length = mixer.filter.reference_len

@@ -6,7 +6,7 @@
 | `ssd`            | Mamba-2       | chunked matrix (SSD) form, custom backward      | yes        | fla chunk_simple_gla        |
 | `linear_scan`    | RG-LRU        | in-place parallel scan, custom backward         | yes        | fla fused_recurrent_hgrn    |
 | `causal_conv1d`  | short convs   | channels-last depthwise conv, custom backward   | yes        | causal_conv1d_fn            |
-| `fft_long_conv`  | Hyena         | FFT product of spectra, O(L log L)              | -          | -                           |
+| `fft_long_conv`  | Hyena         | FFT product of spectra, O(L log L)              | L <= 1536 (direct sum) | -               |
 | `rms_norm`       | every RMSNorm | one op, custom backward (reference: `RMSNorm`)  | yes        | -                           |
 | `glu`            | SwiGLU, GeGLU, MoE, Mamba-2's gate | act(gate) * up, autograd (the reference itself) | yes (silu, tanh GELU) | -                           |
 | `rope` (`rotate_heads`) | attention | `apply_rope` on the rotated channels            | yes        | -                           |

@@ -39,7 +39,7 @@ import torch
 from filelock import FileLock
 
 SOURCE = Path(__file__).with_name("scan_kernels.cpp")
-ABI = 12  # must equal hnas_kernels_abi() in the source
+ABI = 13  # must equal hnas_kernels_abi() in the source
 # -fno-math-errno: sqrt inside a vector loop, not a call that may set errno (never read here)
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-fopenmp", "-fPIC", "-shared")
 ENV_CHOICE = "HNAS_KERNELS"  # "pytorch" forces the fallback; anything else (or unset): native
@@ -137,6 +137,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "exp": [p, i64, i32],
         "block_diagonal_fwd": [p] * 4 + [i64] * 4 + [i32],
         "block_diagonal_bwd": [p] * 6 + [i64] * 4 + [i32],
+        "long_conv_fwd": [p] * 3 + [i64] * 3 + [i32],
+        "long_conv_bwd": [p] * 5 + [i64] * 3 + [i32],
     }
     returning_status = {  # 0: ran; 1: no kernel for the call's sizes (attention's head dim)
         "attention_fwd": [p] * 6 + [i64] * 6 + [ctypes.c_double, i32],

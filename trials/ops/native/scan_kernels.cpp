@@ -1104,6 +1104,153 @@ void block_diagonal_bwd(const T* x, const T* Wt, const T* gy, T* grad_x, T* grad
   }
 }
 
+// Hyena's long causal conv, summed directly: y_t = sum_{k <= t} h_k u_{t-k} over one sequence's
+// (L, C), vectorised over channels. O(L^2 C) against the FFT's O(L log L C), but at the
+// proxies' lengths (up to a few hundred) the FFT's zero padding, strided copies and complex
+// buffers cost more than the products (`trials.ops.conv` sets the length up to which this
+// runs). kLongConvBlock outputs are summed at once, each in its own registers, so that a tap
+// h_k is loaded once for all of them.
+template <typename T>
+constexpr int64_t kLongConvBlock = 8;
+
+// Outputs [t0, t0 + NT) of y_t = sum_k h_k u_{t-k} on lanes [c0, c0 + w): u and y walked with
+// time strides su, sy (negative for a sequence walked backwards). NT = 0: nt outputs, known
+// at run time (a sequence shorter than a block).
+template <typename T, int64_t Width, int64_t NT>
+inline void long_conv_block(const T* u, int64_t su, const T* h, T* y, int64_t sy, int64_t C,
+                            int64_t c0, int64_t w_tail, int64_t t0, int64_t nt_tail) {
+  constexpr int64_t W = kLanes<T>;
+  constexpr int64_t B = NT > 0 ? NT : kLongConvBlock<T>;
+  const int64_t w = Width > 0 ? Width : w_tail;
+  const int64_t nt = NT > 0 ? NT : nt_tail;
+  T acc[B][W] = {};
+  for (int64_t k = 0; k <= t0; ++k) {  // every output of the block has u_{t-k}
+    const T* hk = h + k * C + c0;
+    const T* uk = u + (t0 - k) * su + c0;
+    for (int64_t j = 0; j < nt; ++j) {
+#pragma omp simd
+      for (int64_t l = 0; l < w; ++l) acc[j][l] += hk[l] * uk[j * su + l];
+    }
+  }
+  for (int64_t k = t0 + 1; k < t0 + nt; ++k) {  // the triangle: outputs t >= k only
+    const T* hk = h + k * C + c0;
+    for (int64_t j = k - t0; j < nt; ++j) {
+      const T* us = u + (t0 + j - k) * su + c0;
+#pragma omp simd
+      for (int64_t l = 0; l < w; ++l) acc[j][l] += hk[l] * us[l];
+    }
+  }
+  for (int64_t j = 0; j < nt; ++j) {
+    T* yt = y + (t0 + j) * sy + c0;
+#pragma omp simd
+    for (int64_t l = 0; l < w; ++l) yt[l] = acc[j][l];
+  }
+}
+
+// The whole sequence on lanes [c0, c0 + w). The last block is moved back to end at L - 1: it
+// writes some outputs the block before wrote already, with the same sums.
+template <typename T, int64_t Width>
+inline void long_conv_lanes(const T* u, int64_t su, const T* h, T* y, int64_t sy, int64_t L,
+                            int64_t C, int64_t c0, int64_t w) {
+  constexpr int64_t NB = kLongConvBlock<T>;
+  if (L < NB) {
+    long_conv_block<T, Width, 0>(u, su, h, y, sy, C, c0, w, 0, L);
+    return;
+  }
+  for (int64_t t0 = 0; t0 < L; t0 += NB)
+    long_conv_block<T, Width, NB>(u, su, h, y, sy, C, c0, w, t0 + NB <= L ? t0 : L - NB, NB);
+}
+
+template <typename T>
+void long_conv_sequence(const T* u, int64_t su, const T* h, T* y, int64_t sy, int64_t L,
+                        int64_t C) {
+  constexpr int64_t W = kLanes<T>;
+  int64_t c0 = 0;
+  for (; c0 + W <= C; c0 += W) long_conv_lanes<T, W>(u, su, h, y, sy, L, C, c0, W);
+  if (c0 < C) long_conv_lanes<T, 0>(u, su, h, y, sy, L, C, c0, C - c0);
+}
+
+// u, y (B, L, C); h (L, C): y_t = sum_{k <= t} h_k u_{t-k}.
+template <typename T>
+void long_conv_fwd(const T* u, const T* h, T* y, int64_t batch, int64_t L, int64_t C,
+                   int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < batch; ++b)
+    long_conv_sequence<T>(u + b * L * C, C, h, y + b * L * C, C, L, C);
+}
+
+// Taps [k0, k0 + NB) of dL/dh_k = sum_t gy_t u_{t-k} over one sequence, added to gh; with
+// `first` > 0, only taps k0 + first.. are added (the last block, moved back as above).
+template <typename T, int64_t Width, int64_t NT>
+inline void long_conv_filter_block(const T* u, const T* gy, T* gh, int64_t L, int64_t C,
+                                   int64_t c0, int64_t w_tail, int64_t k0, int64_t nk_tail,
+                                   int64_t first) {
+  constexpr int64_t W = kLanes<T>;
+  constexpr int64_t B = NT > 0 ? NT : kLongConvBlock<T>;
+  const int64_t w = Width > 0 ? Width : w_tail;
+  const int64_t nk = NT > 0 ? NT : nk_tail;
+  T acc[B][W] = {};
+  for (int64_t t = k0; t < k0 + nk - 1 && t < L; ++t) {  // the triangle: taps k <= t only
+    const T* gt = gy + t * C + c0;
+    for (int64_t j = 0; j <= t - k0; ++j) {
+      const T* us = u + (t - k0 - j) * C + c0;
+#pragma omp simd
+      for (int64_t l = 0; l < w; ++l) acc[j][l] += gt[l] * us[l];
+    }
+  }
+  for (int64_t t = k0 + nk - 1; t < L; ++t) {  // every tap of the block has u_{t-k}
+    const T* gt = gy + t * C + c0;
+    const T* ut = u + (t - k0) * C + c0;
+    for (int64_t j = 0; j < nk; ++j) {
+#pragma omp simd
+      for (int64_t l = 0; l < w; ++l) acc[j][l] += gt[l] * ut[l - j * C];
+    }
+  }
+  for (int64_t j = first; j < nk; ++j) {
+    T* g = gh + (k0 + j) * C + c0;
+#pragma omp simd
+    for (int64_t l = 0; l < w; ++l) g[l] += acc[j][l];
+  }
+}
+
+template <typename T, int64_t Width>
+inline void long_conv_filter_lanes(const T* u, const T* gy, T* gh, int64_t L, int64_t C,
+                                   int64_t c0, int64_t w) {
+  constexpr int64_t NB = kLongConvBlock<T>;
+  if (L < NB) {
+    long_conv_filter_block<T, Width, 0>(u, gy, gh, L, C, c0, w, 0, L, 0);
+    return;
+  }
+  for (int64_t k0 = 0; k0 < L; k0 += NB) {
+    if (k0 + NB <= L) long_conv_filter_block<T, Width, NB>(u, gy, gh, L, C, c0, w, k0, NB, 0);
+    else long_conv_filter_block<T, Width, NB>(u, gy, gh, L, C, c0, w, L - NB, NB, k0 - (L - NB));
+  }
+}
+
+// dL/du_s = sum_{k} h_k gy_{s+k}: the same sum as the forward's on both sequences walked from
+// their ends. dL/dh_k = sum_{b, t} gy_t u_{t-k}: grad_h_partial (threads, L, C), one per
+// thread, summed by the caller.
+template <typename T>
+void long_conv_bwd(const T* u, const T* h, const T* gy, T* grad_u, T* grad_h_partial,
+                   int64_t batch, int64_t L, int64_t C, int threads) {
+  constexpr int64_t W = kLanes<T>;
+  std::memset(grad_h_partial, 0, sizeof(T) * threads * L * C);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    T* gh = grad_h_partial + thread_index() * L * C;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* ub = u + b * L * C;
+      const T* gb = gy + b * L * C;
+      const int64_t last = (L - 1) * C;
+      long_conv_sequence<T>(gb + last, -C, h, grad_u + b * L * C + last, -C, L, C);
+      int64_t c0 = 0;
+      for (; c0 + W <= C; c0 += W) long_conv_filter_lanes<T, W>(ub, gb, gh, L, C, c0, W);
+      if (c0 < C) long_conv_filter_lanes<T, 0>(ub, gb, gh, L, C, c0, C - c0);
+    }
+  }
+}
+
 // Mamba-1's step size, dt = softplus(x W^T + b), in one pass each way: at the models' width the
 // rank R of the (rows, R) x is 1-8, where a GEMM library runs the (rows, R) x (R, D) products
 // far below its peak, and the softplus, its gradient and the bias gradient would each be one
@@ -1930,6 +2077,17 @@ int attention_bwd_any(const T* q, const T* k, const T* v, const T* o, const T* g
                            grad_bias_partial, rows, R, D, threads);                            \
   }
 
+#define HNAS_LONG_CONV(SUFFIX, T)                                                              \
+  HNAS_EXPORT void hnas_long_conv_fwd_##SUFFIX(const T* u, const T* h, T* y, int64_t batch,      \
+                                               int64_t L, int64_t C, int threads) {             \
+    long_conv_fwd<T>(u, h, y, batch, L, C, threads);                                           \
+  }                                                                                            \
+  HNAS_EXPORT void hnas_long_conv_bwd_##SUFFIX(const T* u, const T* h, const T* gy, T* grad_u, \
+                                               T* grad_h_partial, int64_t batch, int64_t L,     \
+                                               int64_t C, int threads) {                        \
+    long_conv_bwd<T>(u, h, gy, grad_u, grad_h_partial, batch, L, C, threads);                  \
+  }
+
 #define HNAS_BLOCK_DIAGONAL(SUFFIX, T)                                                         \
   HNAS_EXPORT void hnas_block_diagonal_fwd_##SUFFIX(const T* x, const T* W, const T* bias,     \
                                                     T* y, int64_t rows, int64_t H, int64_t I,  \
@@ -1976,9 +2134,11 @@ HNAS_SOFTPLUS_LINEAR(f64, double)
 HNAS_ATTENTION(f32, float)
 HNAS_ATTENTION(f64, double)
 HNAS_EXP(f32, float)
+HNAS_LONG_CONV(f32, float)
+HNAS_LONG_CONV(f64, double)
 HNAS_EXP(f64, double)
 HNAS_BLOCK_DIAGONAL(f32, float)
 HNAS_BLOCK_DIAGONAL(f64, double)
 
 // A version number that the loader checks, so that a stale cached library is never used.
-HNAS_EXPORT int hnas_kernels_abi() { return 12; }
+HNAS_EXPORT int hnas_kernels_abi() { return 13; }
