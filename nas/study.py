@@ -4,7 +4,7 @@ A worker runs one trial at a time with Optuna's ask-and-tell interface and its o
 thread (Optuna's, inside `optimize`, stops for good at its first database error, and `optimize`
 itself crashes when the database fails while it records a result). Between trials it fails
 stale trials of dead workers (`optuna.storages.fail_stale_trials`, which re-queues them through
-the storage's retry callback) and counts the distinct architectures the study has measured
+the storage's retry callback, `nas.storage.RequeueStaleTrial`) and counts the distinct architectures the study has measured
 (complete, or failed for the candidate's own reason; a duplicate draw, which reuses its twin's
 result, and a promotion to a higher rung do not count), so `n_trials` is the study's budget of
 architectures, shared by every worker on every machine:
@@ -24,8 +24,9 @@ its trial and its heartbeat is retried with backoff for up to `--outage-wait` se
 outage a worker waits two heartbeat intervals before judging other trials stale, because every
 heartbeat stopped during the outage and the live ones need a moment to resume.
 
-Trials that died with their worker (heartbeat) or were interrupted (Ctrl-C) do not count; they
-are queued again, once each, with the same parameters.
+Trials that died with their worker (heartbeat) or were interrupted (Ctrl-C) do not count, even
+with a result written before Optuna's tell; they are queued again, once each, with the same
+parameters and none of the dead trial's record (`TrialRecord.retried`).
 """
 
 from __future__ import annotations

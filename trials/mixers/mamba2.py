@@ -68,8 +68,13 @@ class Mamba2(nn.Module):
             self.D.fill_(1.0)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """in_proj and its split into z (..., di), xBC (..., Cc), raw dt (..., nh)."""
-        return self.in_proj(x).split([self.d_inner, self.conv_channels, self.n_heads], dim=-1)
+        """in_proj and its split into z (..., di), xBC (..., Cc), raw dt (..., nh).
+
+        As three products, so that each part comes out contiguous: the conv and the gate read
+        them in place (slices of one product were copied there), and the backward pass sums
+        three input gradients instead of concatenating the parts of one."""
+        weights = self.in_proj.weight.split([self.d_inner, self.conv_channels, self.n_heads])
+        return tuple(F.linear(x, weight) for weight in weights)
 
     def _ssm_inputs(self, xBC: Tensor, dt: Tensor) -> tuple[Tensor, ...]:
         """Conv output (B, L, Cc) and raw dt (B, L, nh) -> x, dt, A, B, C in the ssd layout."""
