@@ -239,14 +239,21 @@ def test_interrupted_trial_is_queued_again_once(storage, interruption):
     assert requeue_lost(study) == 0  # once only
 
 
-def test_dead_worker_trial_is_failed_and_retried(tmp_path, monkeypatch):
+def study_with_heartbeats(tmp_path, monkeypatch, grace: int):
+    """A 2-trial study on a SQLite file whose storage beats every second and takes a trial
+    for dead `grace` seconds after its last beat: (storage, definition, study)."""
     import nas.storage
 
     monkeypatch.setattr(nas.storage, "HEARTBEAT_INTERVAL", 1)
-    monkeypatch.setattr(nas.storage, "GRACE_PERIOD", 2)
+    monkeypatch.setattr(nas.storage, "GRACE_PERIOD", grace)
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
     spec = definition(n_trials=2)
     study, _ = create_or_check("s", storage, spec)
+    return storage, spec, study
+
+
+def test_dead_worker_trial_is_failed_and_retried(tmp_path, monkeypatch):
+    storage, spec, study = study_with_heartbeats(tmp_path, monkeypatch, grace=2)
     # A worker that asked for a trial, beat once, and died.
     dead = study.ask()
     storage.record_heartbeat(dead._trial_id)
@@ -518,15 +525,10 @@ def test_a_dead_workers_retry_starts_clean(tmp_path, monkeypatch):
     (not a measurement without values), and the retry that the heartbeat queues carries its
     parameters and what it was asked to do, not the dead trial's record or budget slot, so that
     a retry lost in turn is not counted either."""
-    import nas.storage
     from nas.claims import TRIAL_SLOT
     from nas.record import TrainedResult, TrialRecord
 
-    monkeypatch.setattr(nas.storage, "HEARTBEAT_INTERVAL", 1)
-    monkeypatch.setattr(nas.storage, "GRACE_PERIOD", 1)
-    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}")
-    spec = definition(n_trials=2)
-    study, _ = create_or_check("s", storage, spec)
+    storage, _, study = study_with_heartbeats(tmp_path, monkeypatch, grace=1)
     dead = study.ask()
     dead.suggest_categorical("x", [0, 1])
     storage.set_trial_system_attr(dead._trial_id, TRIAL_SLOT, 0)
