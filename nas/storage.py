@@ -137,28 +137,20 @@ def _use_wal(url: str) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
-class RequeueStaleTrial:
-    """Optuna's heartbeat callback for a dead worker's trial: queue it again, at most
-    `max_retry` times, as `optuna.storages.RetryHeartbeatStaleTrialCallback` does (same
-    `failed_trial` and `retry_history` system attributes), but with only what the trial was
-    asked to do (`TrialRecord.retried`). Optuna's copies every attribute, so the copy would
-    carry the dead trial's half-written record and its slot: lost once more, such a copy
-    would read as a measurement it never made."""
-
-    def __init__(self, max_retry: int | None = MAX_RETRY) -> None:
-        self.max_retry = max_retry
+class RequeueStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's heartbeat retry (the copy queued WAITING, `max_retry`, the `failed_trial` and
+    `retry_history` system attributes), given only what the dead trial was asked to do
+    (`TrialRecord.retried`) and none of our own system attributes: Optuna's copies every
+    attribute, so the copy would carry a half-written record and the trial's budget slot, and,
+    lost once more, read as a measurement it never made."""
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        system_attrs = {key: copy.deepcopy(value) for key, value in trial.system_attrs.items()
-                        if not key.startswith("hnas:")}
-        system_attrs.setdefault("failed_trial", trial.number)  # the first trial of the chain
-        system_attrs["retry_history"] = [*system_attrs.get("retry_history", []), trial.number]
-        if self.max_retry is not None and len(system_attrs["retry_history"]) > self.max_retry:
-            return
-        record = TrialRecord.from_frozen_trial(trial).retried(trial.number)
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-            user_attrs=record.to_user_attrs(), system_attrs=system_attrs))
+        asked = copy.copy(trial)
+        asked.user_attrs = TrialRecord.from_frozen_trial(trial).retried(trial.number) \
+            .to_user_attrs()
+        asked.system_attrs = {key: value for key, value in trial.system_attrs.items()
+                              if not key.startswith("hnas:")}
+        super().__call__(study, asked)
 
 
 def open_storage(url: str | None = None, *, heartbeat: bool = True):

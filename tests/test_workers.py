@@ -11,6 +11,7 @@ deduplication and SQLite's busy waiting.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -117,29 +118,23 @@ def kill_all(processes: list[subprocess.Popen]) -> None:
             process.wait()
 
 
+@contextlib.contextmanager
+def fresh_study(name: str, url: str):
+    """The study as the database holds it now (a new storage: no cached state), closed after."""
+    from nas.storage import load_study, open_storage
+
+    storage = open_storage(url, heartbeat=False)
+    try:
+        yield load_study(name, storage)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+
+
 def fresh_trials(name: str, url: str):
-    """Every trial as the database holds it now (a new storage: no cached state)."""
-    from nas.storage import load_study, open_storage
-
-    storage = open_storage(url, heartbeat=False)
-    try:
-        return load_study(name, storage).get_trials(deepcopy=False)
-    finally:
-        storage.remove_session()
-        storage.engine.dispose()
-
-
-def worker_claims(name: str, url: str) -> int:
-    """How many workers have claimed an index in the study (`nas.claims`)."""
-    from nas.claims import WORKER, Claims
-    from nas.storage import load_study, open_storage
-
-    storage = open_storage(url, heartbeat=False)
-    try:
-        return len(Claims(load_study(name, storage)).values(WORKER))
-    finally:
-        storage.remove_session()
-        storage.engine.dispose()
+    """Every trial as the database holds it now."""
+    with fresh_study(name, url) as study:
+        return study.get_trials(deepcopy=False)
 
 
 def trained_twice(trials) -> list[tuple[int, int]]:
@@ -477,6 +472,7 @@ def test_workers_wait_out_an_outage_and_a_restart(postgres, files, outage_s):
     go on; a fast restart right after costs nothing either."""
     from optuna.trial import TrialState
 
+    from nas.claims import WORKER, Claims
     from nas.record import is_measured
 
     n_trials, name = 8, "outage"
@@ -488,12 +484,13 @@ def test_workers_wait_out_an_outage_and_a_restart(postgres, files, outage_s):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert all(p.poll() is None for p in processes), "a worker exited early"
-            trials = fresh_trials(name, url)
+            with fresh_study(name, url) as study:
+                trials = study.get_trials(deepcopy=False)
+                claimed = len(Claims(study).values(WORKER))
             # Both workers past their first connection (each has claimed its index, and every
             # call after that waits out an outage): one still connecting for the first time is
             # refused at once, by design (a wrong URL is not an outage).
-            if worker_claims(name, url) == 2 and \
-                    any(t.state == TrialState.RUNNING for t in trials) and \
+            if claimed == 2 and any(t.state == TrialState.RUNNING for t in trials) and \
                     any(is_measured(t) for t in trials):
                 break
             time.sleep(0.2)

@@ -302,16 +302,14 @@ def fft_long_conv(u: Tensor, h: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     batch, length, channels = u.shape
     dtype = compute_dtype(u, h, bias)
-    u_c = u.to(dtype)
+    u_c, h_c = u.to(dtype), h.to(dtype)[:length]
     kernel = dispatch.kernel_for("fft_long_conv", u_c,
                                  native_fits=length <= DIRECT_LONG_CONV_MAX_LENGTH)
     if kernel == dispatch.NATIVE:
-        taps = h.to(dtype)[:length]
-        taps = F.pad(taps, (0, 0, 0, length - taps.shape[0]))  # (L, C)
+        taps = F.pad(h_c, (0, 0, 0, length - h_c.shape[0]))  # (L, C)
         if bias is not None:  # bias * u_t is one more term of the first tap's
             taps = torch.cat([taps[:1] + bias.to(dtype), taps[1:]])
         return _NativeLongConv.apply(u_c.contiguous(), taps.contiguous()).to(u.dtype)
-    h_c = h.to(dtype)[:length]
     n = fft_size(length + h_c.shape[0] - 1)
     filter_spectrum = torch.fft.rfft(h_c, n=n, dim=0)  # (n/2+1, C)
     # over blocks of the batch, so that the padded input, its spectrum and the backward's

@@ -1110,7 +1110,6 @@ void block_diagonal_bwd(const T* x, const T* Wt, const T* gy, T* grad_x, T* grad
 // buffers cost more than the products (`trials.ops.conv` sets the length up to which this
 // runs). kLongConvBlock outputs are summed at once, each in its own registers, so that a tap
 // h_k is loaded once for all of them.
-template <typename T>
 constexpr int64_t kLongConvBlock = 8;
 
 // Outputs [t0, t0 + NT) of y_t = sum_k h_k u_{t-k} on lanes [c0, c0 + w): u and y walked with
@@ -1120,7 +1119,7 @@ template <typename T, int64_t Width, int64_t NT>
 inline void long_conv_block(const T* u, int64_t su, const T* h, T* y, int64_t sy, int64_t C,
                             int64_t c0, int64_t w_tail, int64_t t0, int64_t nt_tail) {
   constexpr int64_t W = kLanes<T>;
-  constexpr int64_t B = NT > 0 ? NT : kLongConvBlock<T>;
+  constexpr int64_t B = NT > 0 ? NT : kLongConvBlock;
   const int64_t w = Width > 0 ? Width : w_tail;
   const int64_t nt = NT > 0 ? NT : nt_tail;
   T acc[B][W] = {};
@@ -1152,7 +1151,7 @@ inline void long_conv_block(const T* u, int64_t su, const T* h, T* y, int64_t sy
 template <typename T, int64_t Width>
 inline void long_conv_lanes(const T* u, int64_t su, const T* h, T* y, int64_t sy, int64_t L,
                             int64_t C, int64_t c0, int64_t w) {
-  constexpr int64_t NB = kLongConvBlock<T>;
+  constexpr int64_t NB = kLongConvBlock;
   if (L < NB) {
     long_conv_block<T, Width, 0>(u, su, h, y, sy, C, c0, w, 0, L);
     return;
@@ -1186,7 +1185,7 @@ inline void long_conv_filter_block(const T* u, const T* gy, T* gh, int64_t L, in
                                    int64_t c0, int64_t w_tail, int64_t k0, int64_t nk_tail,
                                    int64_t first) {
   constexpr int64_t W = kLanes<T>;
-  constexpr int64_t B = NT > 0 ? NT : kLongConvBlock<T>;
+  constexpr int64_t B = NT > 0 ? NT : kLongConvBlock;
   const int64_t w = Width > 0 ? Width : w_tail;
   const int64_t nk = NT > 0 ? NT : nk_tail;
   T acc[B][W] = {};
@@ -1216,7 +1215,7 @@ inline void long_conv_filter_block(const T* u, const T* gy, T* gh, int64_t L, in
 template <typename T, int64_t Width>
 inline void long_conv_filter_lanes(const T* u, const T* gy, T* gh, int64_t L, int64_t C,
                                    int64_t c0, int64_t w) {
-  constexpr int64_t NB = kLongConvBlock<T>;
+  constexpr int64_t NB = kLongConvBlock;
   if (L < NB) {
     long_conv_filter_block<T, Width, 0>(u, gy, gh, L, C, c0, w, 0, L, 0);
     return;
