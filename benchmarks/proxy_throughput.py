@@ -22,7 +22,8 @@ the same machine load: "pair ms" and "base ms" are their medians, "speed-up" the
 
 Overhead table: the fixed cost of a trial, `run_trial`'s wall seconds for 2 steps per task on
 `quick` (data from the cache, model builds, Lightning set-up, the final evaluation, decode
-timing), per preset, after one warm-up trial in the same process; current and baseline.
+timing), per preset, the median of three trials after one warm-up trial in the same process;
+current and baseline.
 
 End-to-end table: the wall time of `hnas train PRESET --suite quick --steps N` (a fresh
 process each, one thread) on the current tree and on the baseline, alternated.
@@ -50,6 +51,7 @@ DEFAULT_MODELS = ("A*6", "L*6", "M*6", "M2*6", "R*6", "H*6", "jamba", "zamba", "
 PRESETS = ("jamba", "zamba", "griffin", "mamba", "mamba2", "transformer", "hawk",
            "stripedhyena")
 DEFAULT_BASELINE = "9d8fba7"  # the last commit before trials/ops/native
+OVERHEAD_REPEATS = 3  # trials per preset in the fixed-cost table, the median printed
 
 
 # -- one process's measurements (also run as a child on the baseline tree) ----------------------
@@ -215,7 +217,9 @@ def trial_overhead(presets: list[str]) -> dict[str, float]:
     torch.set_num_threads(1)
     budget = Budget(steps=2)
     run_trial(load_arch(presets[0]), "quick", budget)  # warm-up: task cache, kernels, imports
-    return {name: run_trial(load_arch(name), "quick", budget).wall_seconds for name in presets}
+    return {name: statistics.median(run_trial(load_arch(name), "quick", budget).wall_seconds
+                                    for _ in range(OVERHEAD_REPEATS))
+            for name in presets}
 
 
 def kernels_note() -> str:

@@ -1,8 +1,9 @@
 """Conformance suite over the whole mixer registry (DESIGN.md's mixer contract).
 
 Every mixer: causal; `step` token by token equals the parallel `forward`; its parameters equal
-the cost model's count; the tensors its decoding state keeps equal the cost model's cache; every
-parameter receives a gradient.
+the cost model's count; the tensors its decoding state keeps equal the cost model's cache; a
+fresh state moved to a position (how decode latency is timed) is the state decoding reached
+there, but for the cached values; every parameter receives a gradient.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from search_spaces.cost import MIXER_COSTS, shared_weights
 from trials.builder import mixer_kwargs, shared_block_kwargs
 from trials.mixers import MIXERS, SharedAttentionBlock
 from trials.mixers.base import state_bytes
+from trials.train.measure import at_position
 
 # One small config per mixer; L's window is shorter than the sequence so decoding runs past it.
 CASES = {
@@ -91,6 +93,33 @@ def test_step_decoding_equals_forward(kind):
             outputs.append(y_t)
     sequential = torch.stack(outputs, dim=1)
     torch.testing.assert_close(sequential, parallel, atol=1e-4, rtol=1e-4)
+
+
+def layout(state):
+    """A state's structure with every tensor's values left out: keys, shapes, dtypes, ints."""
+    if isinstance(state, torch.Tensor):
+        return ("tensor", tuple(state.shape), state.dtype)
+    if isinstance(state, dict):
+        return {key: layout(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return [layout(part) for part in state]
+    return state
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_a_state_moved_to_a_position_is_laid_out_as_one_decoded_there(kind):
+    _, _, mixer = make(kind)
+    x, emb = inputs()
+    with torch.no_grad():
+        for position in (3, LENGTH - 1):  # L6's ring has wrapped by the second
+            state = mixer.init_state(BATCH, LENGTH, dtype=x.dtype)
+            for t in range(position):
+                if getattr(mixer, "takes_embedding", False):
+                    _, state = mixer.step(x[:, t], state, emb[:, t])
+                else:
+                    _, state = mixer.step(x[:, t], state)
+            moved = at_position(mixer.init_state(BATCH, LENGTH, dtype=x.dtype), position)
+            assert layout(moved) == layout(state), (kind, position)
 
 
 @pytest.mark.parametrize("kind", sorted(CASES))

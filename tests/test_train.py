@@ -50,6 +50,33 @@ def test_run_trial_reports_metrics_curve_and_costs():
     assert result.kernels and result.budget["steps"] == 6
 
 
+@pytest.mark.parametrize("context, decode_prefix, stepped_from", [
+    (128, False, 108),  # 16 timed after 4 untimed, from a state moved to position 108
+    (128, True, 0),     # the whole prefix decoded
+    (10, False, 0),     # shorter than timed + warm steps: from the start
+])
+def test_decode_latency_steps_only_the_tokens_it_needs(monkeypatch, context, decode_prefix,
+                                                       stepped_from):
+    from trials.builder import build_model
+    from trials.model import HybridLM
+    from trials.train.measure import decode_ms_per_token
+
+    model = build_model(ArchConfig.from_pattern("A H M", d_model=32, n_heads=2, d_state=4,
+                                                hyena_filter_dim=8), seed=0)
+    positions = []
+    step = HybridLM.step
+
+    def counted(self, tokens_t, state):
+        positions.append(state[0]["pos"])  # the A layer's cache position
+        return step(self, tokens_t, state)
+
+    monkeypatch.setattr(HybridLM, "step", counted)
+    assert decode_ms_per_token(model, context, torch.device("cpu"),
+                               decode_prefix=decode_prefix) > 0
+    assert positions == list(range(stepped_from, context))
+    assert model.training  # left as it was found
+
+
 def test_a_cpu_trial_keeps_the_memory_it_frees(monkeypatch):
     kept = []
     monkeypatch.setattr(train_run, "keep_freed_memory", lambda: kept.append(True) or True)

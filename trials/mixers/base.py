@@ -6,9 +6,12 @@
                           tensors are exactly the cache the cost model counts
     step(x_t, state)      x_t: (B, d) -> (y_t: (B, d), state); the same outputs as `forward`
 
-A state is a dict of tensors (plus plain ints such as the position); anything derived from the
-weights alone (a Hyena filter, RoPE tables) is not state. Mixers that read the input embeddings
-(Zamba's shared block) set `takes_embedding = True` and take `emb` / `emb_t` as a second argument.
+A state is a dict of tensors, plus the position (tokens decoded so far) under "pos" where
+`step` depends on it (a KV cache, Hyena's history). A step's cost depends on its state through
+"pos" alone, which is how decode latency is timed without decoding the whole prefix
+(`trials.train.measure`). Anything derived from the weights alone (a Hyena filter, RoPE tables)
+is not state. Mixers that read the input embeddings (Zamba's shared block) set
+`takes_embedding = True` and take `emb` / `emb_t` as a second argument.
 Mixers take plain keyword arguments, never the ArchConfig (trials.builder maps one to the other).
 """
 
@@ -19,6 +22,7 @@ from typing import Any
 import torch
 
 State = dict[str, Any]
+POSITION = "pos"  # the state key of the tokens decoded so far
 
 
 def state_bytes(state: Any) -> int:

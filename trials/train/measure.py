@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from trials.mixers.base import POSITION
 from trials.model import HybridLM
 
 
@@ -39,20 +40,42 @@ def peak_memory_bytes(accelerator: str) -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def at_position(state, position: int):
+    """A model's fresh decoding state (`init_state`) moved to `position`: every position counter
+    (the contract's "pos", trials.mixers.base) set to it, every tensor left as it is (zeros)."""
+    if isinstance(state, dict):
+        return {key: position if key == POSITION else at_position(value, position)
+                for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(at_position(part, position) for part in state)
+    return state
+
+
 @torch.no_grad()
 def decode_ms_per_token(model: HybridLM, context: int, device: torch.device,
-                        timed_steps: int = 16) -> float:
+                        timed_steps: int = 16, warm_steps: int = 4,
+                        decode_prefix: bool = False) -> float:
     """Milliseconds per token of `step` decoding one sequence, timed over the last
-    `timed_steps` tokens of a `context`-token decode (so attention pays for its full cache)."""
+    `timed_steps` tokens of a `context`-token decode (so attention pays for its full cache).
+
+    The tokens before those are not decoded one by one (by default): the state starts at
+    position context - timed_steps - warm_steps with its caches zeroed, and only `warm_steps`
+    untimed steps (which fill what a mixer caches on its first step, such as Hyena's decoding
+    filter) precede the timed ones. A step reads and writes the same cache entries whatever
+    their values, so the time is that of a real prefix, for 20 steps instead of 128 at the
+    default context (`benchmarks/decode_latency.py` times both ways, alternating).
+    `decode_prefix=True` decodes every token from position 0 instead.
+    """
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, model.embedding.num_embeddings, (context,), generator=generator)
     tokens = tokens.to(device)
-    state = model.init_state(batch=1, max_len=context, device=device)
     timed_from = max(0, context - timed_steps)
+    first = 0 if decode_prefix else max(0, timed_from - warm_steps)
+    state = at_position(model.init_state(batch=1, max_len=context, device=device), first)
     started = 0.0
-    for t in range(context):
+    for t in range(first, context):
         if t == timed_from:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
