@@ -1,7 +1,7 @@
 // Driver of kernel_pair.py: two versions of trials/ops/native/scan_kernels.cpp (their export
 // blocks cut off), each included in its own namespace, timed in turn in one process: the
-// selective scan's, the SSD's, RMSNorm's and causal attention's (head dim 16) forward and
-// backward passes on the same data, alternating
+// selective scan's, the SSD's, RMSNorm's, causal attention's (head dim 16) and the causal
+// conv's (with silu) forward and backward passes on the same data, alternating
 // which version goes first each round. Prints one line per pass: the median of the per-round
 // ratios baseline time / current time, with the lowest and highest.
 #include <algorithm>
@@ -138,6 +138,35 @@ void time_norm(Fwd fwd, Bwd bwd, NormData& s, Timing& best) {
   }
 }
 
+// Depthwise causal conv with silu: x, dy (B, L, C), history (B, K-1, C), weight (K, C), bias.
+struct ConvData {
+  int64_t B, L, C, K;
+  Vec x, hist, wt, bias, gy, y, gx, ghist, gw, gb;
+  ConvData(int64_t b, int64_t l, int64_t c, int64_t k) : B(b), L(l), C(c), K(k) {
+    std::mt19937 gen(0);
+    x = filled(B * L * C, -1, 1, gen), hist = filled(B * (K - 1) * C, -1, 1, gen);
+    wt = filled(K * C, -1, 1, gen), bias = filled(C, -1, 1, gen);
+    gy = filled(B * L * C, -1, 1, gen);
+    y.resize(B * L * C), gx.resize(B * L * C), ghist.resize(B * (K - 1) * C);
+    gw.resize(B * K * C), gb.resize(B * C);
+  }
+};
+
+template <class Fwd, class Bwd>
+void time_conv(Fwd fwd, Bwd bwd, ConvData& s, Timing& best) {
+  for (int r = 0; r < 5; ++r) {
+    auto t0 = Clock::now();
+    fwd(s.x.data(), s.hist.data(), s.wt.data(), s.bias.data(), s.y.data(), s.B, s.L, s.C, s.K,
+        1, 1);
+    auto t1 = Clock::now();
+    bwd(s.x.data(), s.hist.data(), s.wt.data(), s.bias.data(), s.gy.data(), s.gx.data(),
+        s.ghist.data(), s.gw.data(), s.gb.data(), s.B, s.L, s.C, s.K, 1, 1);
+    auto t2 = Clock::now();
+    best.forward = std::min(best.forward, std::chrono::duration<double>(t1 - t0).count());
+    best.backward = std::min(best.backward, std::chrono::duration<double>(t2 - t1).count());
+  }
+}
+
 // Causal attention at head dim 16: q, k, v, o, dO (B, H, L, 16) contiguous, no window.
 struct AttentionData {
   static constexpr int HD = 16;
@@ -176,16 +205,16 @@ static double quantile(std::vector<double> v, double q) {
   return v[static_cast<size_t>(q * (v.size() - 1) + 0.5)];
 }
 
-// usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH | attention B H L)
-//        ROUNDS
+// usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH | attention B H L |
+//                     conv B L C K) ROUNDS
 int main(int argc, char** argv) {
   const std::string op = argc > 1 ? argv[1] : "";
-  const int count = op == "scan" ? 4 : op == "ssd" ? 5 : op == "attention" ? 3 : 2;
-  if ((op != "scan" && op != "ssd" && op != "rms_norm" && op != "attention") ||
+  const int count = op == "scan" || op == "conv" ? 4 : op == "ssd" ? 5 : op == "attention" ? 3 : 2;
+  if ((op != "scan" && op != "ssd" && op != "rms_norm" && op != "attention" && op != "conv") ||
       argc != count + 3) {
     std::fprintf(stderr,
                  "usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH | "
-                 "attention B H L) ROUNDS\n");
+                 "attention B H L | conv B L C K) ROUNDS\n");
     return 2;
   }
   std::vector<int64_t> dims;
@@ -196,6 +225,7 @@ int main(int argc, char** argv) {
   NormData* norm = op == "rms_norm" ? new NormData(dims[0], dims[1]) : nullptr;
   AttentionData* attention =
       op == "attention" ? new AttentionData(dims[0], dims[1], dims[2]) : nullptr;
+  ConvData* conv = op == "conv" ? new ConvData(dims[0], dims[1], dims[2], dims[3]) : nullptr;
   std::vector<double> forward, backward;
   Timing last_base, last_cur;
   for (int round = 0; round < rounds; ++round) {
@@ -210,6 +240,11 @@ int main(int argc, char** argv) {
       } else if (ssd) {
         if (base_turn) time_ssd(baseline::ssd_fwd<float>, baseline::ssd_bwd<float>, *ssd, base);
         else time_ssd(current::ssd_fwd<float>, current::ssd_bwd<float>, *ssd, cur);
+      } else if (conv) {
+        if (base_turn) time_conv(baseline::causal_conv_fwd<float>,
+                                 baseline::causal_conv_bwd<float>, *conv, base);
+        else time_conv(current::causal_conv_fwd<float>, current::causal_conv_bwd<float>, *conv,
+                       cur);
       } else if (attention) {
         constexpr int HD = AttentionData::HD;
         if (base_turn) time_attention(baseline::attention_fwd<float, HD>,
@@ -237,5 +272,6 @@ int main(int argc, char** argv) {
   delete ssd;
   delete norm;
   delete attention;
+  delete conv;
   return 0;
 }

@@ -5,13 +5,14 @@
 `trials/ops/native/scan_kernels.cpp` at `--baseline` (a commit) and at `--current` (default:
 this working tree) are each compiled into their own namespace of one program
 (`kernel_pair.cpp`) with the flags the library is built with, and the forward and backward
-passes of the selective scan, the SSD, RMSNorm and causal attention run on the same data, the two versions in
-turn, the order swapped every round. Printed per pass: the last round's times and the median
-(lowest, highest) of the per-round ratios baseline / current, fp32, one thread, at the proxy
-models' shapes
-(batch 32; Mamba-1 at d_inner 128, d_state 16; Mamba-2 at 4 heads of 32 with d_state 64, and
-2 heads of 64 with d_state 128; RMSNorm over 2048 and 8192 rows of 64; attention with 4 heads
-of 16 at seq 64, 256 and 1024, batch 32 except 8 at 1024).
+passes of the selective scan, the SSD, RMSNorm, causal attention and the causal conv run on the
+same data, the two versions in turn, the order swapped every round. Printed per pass: the last
+round's times and the median (lowest, highest) of the per-round ratios baseline / current,
+fp32, one thread, at the proxy models' shapes (batch 32; Mamba-1 at d_inner 128, d_state 16;
+Mamba-2 at 4 heads of 32 with d_state 64, and 2 heads of 64 with d_state 128; RMSNorm over
+2048 and 8192 rows of 64; attention with 4 heads of 16 at seq 64, 256 and 1024, batch 32
+except 8 at 1024; the conv with silu over Mamba-1's 128 channels at seq 64 and Mamba-2's 256
+at seq 256, width 4, and width 3 as Hyena's).
 
 Why a program of its own rather than torch: a change to one kernel moves a whole training
 step by a few percent, less than this shared machine's drift between two runs; the kernels
@@ -38,6 +39,7 @@ SHAPES = {  # op -> the driver's size arguments
     "ssd": [(32, 64, 4, 32, 64), (32, 64, 2, 64, 128), (32, 256, 4, 32, 64)],
     "rms_norm": [(2048, 64), (8192, 64)],
     "attention": [(32, 4, 64), (32, 4, 256), (8, 4, 1024)],
+    "conv": [(32, 64, 128, 4), (32, 256, 256, 4), (32, 256, 256, 3)],
 }
 
 

@@ -397,16 +397,17 @@ def test_linear_scan_gradcheck_fp64():
 # ---------------------------------------------------------------------- causal conv1d
 
 
-@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5])  # 2-4 have kernels of their own
 @pytest.mark.parametrize("length", [1, 3, 10])
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("silu", [False, True])
-def test_causal_conv1d_matches_reference(width, length, with_state, silu):
+@pytest.mark.parametrize("channels, bias", [(5, True), (37, True), (37, False)])
+def test_causal_conv1d_matches_reference(width, length, with_state, silu, channels, bias):
     inputs = {
-        "x": leaf(torch.randn(2, length, 5)),
-        "weight": leaf(torch.randn(5, width)),
-        "bias": leaf(torch.randn(5)),
-        "state": leaf(torch.randn(2, 5, width - 1)) if with_state else None,
+        "x": leaf(torch.randn(2, length, channels)),
+        "weight": leaf(torch.randn(channels, width)),
+        "bias": leaf(torch.randn(channels)) if bias else None,
+        "state": leaf(torch.randn(2, channels, width - 1)) if with_state else None,
     }
     fast = functools.partial(causal_conv1d, return_state=True, silu=silu)
     naive = functools.partial(naive_causal_conv1d, return_state=True, silu=silu)

@@ -795,7 +795,7 @@ void conv_pre(const T* x_b, const T* hist_b, const T* wt, const T* bias, T* s_t,
 }
 
 template <typename T>
-void causal_conv_fwd(const T* x, const T* history, const T* wt, const T* bias, T* y,
+void causal_conv_fwd_any(const T* x, const T* history, const T* wt, const T* bias, T* y,
                      int64_t batch, int64_t length, int64_t C, int64_t K, int silu,
                      int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
@@ -813,9 +813,55 @@ void causal_conv_fwd(const T* x, const T* history, const T* wt, const T* bias, T
   }
 }
 
+// The common widths (2-4: Mamba's, the RG-LRU's, Hyena's short convs) with the width and the
+// silu fixed at compile time: each output's taps sum in a register and the silu is taken there,
+// one store per output, where the loop over a runtime width passes over the row once per tap
+// (GCC does not vectorise a runtime-length tap loop inside the channel loop). A missing bias
+// reads zeros.
+template <typename T, int KW, bool Silu>
+void causal_conv_fwd_fixed(const T* x, const T* history, const T* wt, const T* bias, T* y,
+                           int64_t batch, int64_t length, int64_t C, int threads) {
+  std::vector<T> zeros(bias ? 0 : C, T(0));
+  const T* b0 = bias ? bias : zeros.data();
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* x_b = x + b * length * C;
+    const T* hist_b = history + b * (KW - 1) * C;
+    for (int64_t t = 0; t < length; ++t) {
+      const T* in[KW];
+      for (int j = 0; j < KW; ++j) in[j] = conv_input(x_b, hist_b, t + j, KW - 1, C);
+      T* y_t = y + (b * length + t) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        T s = b0[c];
+        for (int j = 0; j < KW; ++j) s += wt[j * C + c] * in[j][c];
+        y_t[c] = Silu ? s * sigmoid(s) : s;
+      }
+    }
+  }
+}
+
+template <typename T>
+void causal_conv_fwd(const T* x, const T* history, const T* wt, const T* bias, T* y,
+                     int64_t batch, int64_t length, int64_t C, int64_t K, int silu,
+                     int threads) {
+#define HNAS_CONV_FWD(KW, SILU) \
+  return causal_conv_fwd_fixed<T, KW, SILU>(x, history, wt, bias, y, batch, length, C, threads)
+  switch (K * 2 + (silu ? 1 : 0)) {
+    case 4: HNAS_CONV_FWD(2, false);
+    case 5: HNAS_CONV_FWD(2, true);
+    case 6: HNAS_CONV_FWD(3, false);
+    case 7: HNAS_CONV_FWD(3, true);
+    case 8: HNAS_CONV_FWD(4, false);
+    case 9: HNAS_CONV_FWD(4, true);
+    default: causal_conv_fwd_any(x, history, wt, bias, y, batch, length, C, K, silu, threads);
+  }
+#undef HNAS_CONV_FWD
+}
+
 // grad_wt_partial (B, K, C) and grad_bias_partial (B, C) are per sequence, summed by the caller.
 template <typename T>
-void causal_conv_bwd(const T* x, const T* history, const T* wt, const T* bias, const T* grad_y,
+void causal_conv_bwd_any(const T* x, const T* history, const T* wt, const T* bias, const T* grad_y,
                      T* grad_x, T* grad_history, T* grad_wt_partial, T* grad_bias_partial,
                      int64_t batch, int64_t length, int64_t C, int64_t K, int silu,
                      int threads) {
@@ -874,6 +920,91 @@ void causal_conv_bwd(const T* x, const T* history, const T* wt, const T* bias, c
       }
     }
   }
+}
+
+// The common widths at compile time, in one pass over each sequence: at input row i, dL/ds_i
+// (the pre-activation recomputed in a register, through the silu) is kept in a buffer padded
+// with K-1 zero rows at each end and summed into the weight and bias gradients, then input row
+// i's gradient sum_j wt[j] dL/ds_{i-j} is complete (every s it feeds is at or before i).
+template <typename T, int KW, bool Silu>
+void causal_conv_bwd_fixed(const T* x, const T* history, const T* wt, const T* bias,
+                           const T* grad_y, T* grad_x, T* grad_history, T* grad_wt_partial,
+                           T* grad_bias_partial, int64_t batch, int64_t length, int64_t C,
+                           int threads) {
+  constexpr int64_t hist = KW - 1;
+  std::vector<T> zeros(bias ? 0 : C, T(0));
+  const T* b0 = bias ? bias : zeros.data();
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t b = 0; b < batch; ++b) {
+    thread_local Scratch<T> scratch;
+    T* gs = scratch.get((length + 2 * hist) * C);  // row hist + t: dL/ds_t
+    const T* x_b = x + b * length * C;
+    const T* hist_b = history + b * hist * C;
+    T* gw = grad_wt_partial + b * KW * C;
+    T* gb = grad_bias_partial + b * C;
+    std::memset(gw, 0, sizeof(T) * KW * C);
+    std::memset(gb, 0, sizeof(T) * C);
+    std::memset(gs, 0, sizeof(T) * hist * C);
+    std::memset(gs + (hist + length) * C, 0, sizeof(T) * hist * C);
+    for (int64_t i = 0; i < length + hist; ++i) {
+      if (i < length) {  // s_i: its gradient, and its share of the weight and bias gradients
+        const T* in[KW];
+        for (int j = 0; j < KW; ++j) in[j] = conv_input(x_b, hist_b, i + j, hist, C);
+        const T* gy_i = grad_y + (b * length + i) * C;
+        T* gs_i = gs + (hist + i) * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          T g = gy_i[c];
+          if (Silu) {
+            T pre = b0[c];
+            for (int j = 0; j < KW; ++j) pre += wt[j * C + c] * in[j][c];
+            const T sg = sigmoid(pre);
+            g *= sg * (T(1) + pre * (T(1) - sg));
+          }
+          gs_i[c] = g;
+          gb[c] += g;
+          for (int j = 0; j < KW; ++j) gw[j * C + c] += g * in[j][c];
+        }
+      }
+      T* out;  // input row i of [history; x]
+      if (i < hist) {
+        if (!grad_history) continue;
+        out = grad_history + (b * hist + i) * C;
+      } else {
+        out = grad_x + (b * length + i - hist) * C;
+      }
+      const T* g_i = gs + (hist + i) * C;  // dL/ds_{i-j} at g_i - j C
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        T sum = T(0);
+        for (int j = 0; j < KW; ++j) sum += wt[j * C + c] * g_i[c - j * C];
+        out[c] = sum;
+      }
+    }
+  }
+}
+
+template <typename T>
+void causal_conv_bwd(const T* x, const T* history, const T* wt, const T* bias, const T* grad_y,
+                     T* grad_x, T* grad_history, T* grad_wt_partial, T* grad_bias_partial,
+                     int64_t batch, int64_t length, int64_t C, int64_t K, int silu,
+                     int threads) {
+#define HNAS_CONV_BWD(KW, SILU)                                                               \
+  return causal_conv_bwd_fixed<T, KW, SILU>(x, history, wt, bias, grad_y, grad_x, grad_history, \
+                                            grad_wt_partial, grad_bias_partial, batch, length,  \
+                                            C, threads)
+  switch (K * 2 + (silu ? 1 : 0)) {
+    case 4: HNAS_CONV_BWD(2, false);
+    case 5: HNAS_CONV_BWD(2, true);
+    case 6: HNAS_CONV_BWD(3, false);
+    case 7: HNAS_CONV_BWD(3, true);
+    case 8: HNAS_CONV_BWD(4, false);
+    case 9: HNAS_CONV_BWD(4, true);
+    default:
+      causal_conv_bwd_any(x, history, wt, bias, grad_y, grad_x, grad_history, grad_wt_partial,
+                          grad_bias_partial, batch, length, C, K, silu, threads);
+  }
+#undef HNAS_CONV_BWD
 }
 
 // ---------------------------------------------------------------------------------------------
