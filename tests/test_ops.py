@@ -513,6 +513,17 @@ def test_long_conv_native_kernel_in_blocks_and_remainders(kernels, length, chann
     assert ran.kernels() == {"fft_long_conv": kernels}
 
 
+@pytest.mark.parametrize("length", [40, 2000])  # the direct sum's range, and the FFT's beyond
+@pytest.mark.parametrize("fallback", [False, True])
+def test_long_conv_of_an_empty_batch(length, fallback):
+    u, h, bias = leaf(torch.randn(0, length, 6)), leaf(torch.randn(length, 6)), leaf(torch.randn(6))
+    with dispatch.disabled() if fallback else contextlib.nullcontext():
+        y = fft_long_conv(u, h, bias)
+        assert y.shape == (0, length, 6)
+        y.sum().backward()
+    assert torch.equal(h.grad, torch.zeros_like(h)) and torch.equal(bias.grad, torch.zeros(6))
+
+
 def test_long_conv_forced_fallback_and_long_sequences_take_the_fft(kernels, monkeypatch):
     from trials.ops import conv
 

@@ -310,17 +310,19 @@ def fft_long_conv(u: Tensor, h: Tensor, bias: Tensor | None = None) -> Tensor:
         if bias is not None:  # bias * u_t is one more term of the first tap's
             taps = torch.cat([taps[:1] + bias.to(dtype), taps[1:]])
         return _NativeLongConv.apply(u_c.contiguous(), taps.contiguous()).to(u.dtype)
+    if batch == 0:  # MKL's FFT rejects an empty batch: one zero sequence, cut off at the end
+        u_c = torch.cat([u_c, u_c.new_zeros(1, length, channels)])
     n = fft_size(length + h_c.shape[0] - 1)
     filter_spectrum = torch.fft.rfft(h_c, n=n, dim=0)  # (n/2+1, C)
     # over blocks of the batch, so that the padded input, its spectrum and the backward's
     # full complex buffer (n, C) per sequence stay within the temporary budget (`_memory`)
     ys = [torch.fft.irfft(torch.fft.rfft(u_c[start:end], n=n, dim=1) * filter_spectrum,
                           n=n, dim=1)[:, :length]
-          for start, end in blocks(batch, 8 * n * channels)]
+          for start, end in blocks(u_c.shape[0], 8 * n * channels)]
     y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=0)
     if bias is not None:
         y = y + u_c * bias.to(dtype)
-    return y.to(u.dtype)
+    return y[:batch].to(u.dtype)
 
 
 @full_precision

@@ -192,14 +192,16 @@ inline double sum_lanes<double>(const double* lanes) {
 template <typename T, typename Term>
 inline T sum_by_lanes(int64_t n, Term term) {
   constexpr int64_t W = kLanes<T>;
+  // the remainder's start computed rather than carried out of the vector loop: with n known at
+  // compile time, GCC otherwise warns of an overflowing iteration in the (dead) remainder loop
+  const int64_t whole = n - n % W;
   T lanes[W] = {};
-  int64_t i = 0;
-  for (; i + W <= n; i += W) {
+  for (int64_t i = 0; i < whole; i += W) {
 #pragma omp simd
     for (int64_t l = 0; l < W; ++l) lanes[l] += term(i + l);
   }
   T rest = 0;
-  for (; i < n; ++i) rest += term(i);
+  for (int64_t i = whole; i < n; ++i) rest += term(i);
   return sum_lanes(lanes) + rest;
 }
 
