@@ -67,20 +67,16 @@ class Mamba2(nn.Module):
             self.A_log.copy_(torch.empty_like(self.A_log).uniform_(1.0, 16.0).log())
             self.D.fill_(1.0)
 
-    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """in_proj and its split into z (..., di), xBC (..., Cc), raw dt (..., nh).
-
-        As three products, so that each part comes out contiguous: the conv and the gate read
-        them in place (slices of one product were copied there), and the backward pass sums
-        three input gradients instead of concatenating the parts of one."""
-        weights = self.in_proj.weight.split([self.d_inner, self.conv_channels, self.n_heads])
-        return tuple(F.linear(x, weight) for weight in weights)
-
-    def _ssm_inputs(self, xBC: Tensor, dt: Tensor) -> tuple[Tensor, ...]:
-        """Conv output (B, L, Cc) and raw dt (B, L, nh) -> x, dt, A, B, C in the ssd layout."""
-        batch, length = xBC.shape[:2]
+    @property
+    def _conv_parts(self) -> list[int]:
+        """The conv channels' split into x, B and C."""
         GN = self.n_groups * self.d_state
-        x, B, C = xBC.split([self.d_inner, GN, GN], dim=-1)
+        return [self.d_inner, GN, GN]
+
+    def _ssm_inputs(self, x: Tensor, B: Tensor, C: Tensor, dt: Tensor) -> tuple[Tensor, ...]:
+        """Conv outputs x (B, L, di), B and C (B, L, G N), raw dt (B, L, nh) -> x, dt, A, B, C
+        in the ssd layout."""
+        batch, length = x.shape[:2]
         x = x.reshape(batch, length, self.n_heads, self.head_dim)  # (B, L, nh, P)
         B = B.reshape(batch, length, self.n_groups, self.d_state)  # (B, L, G, N)
         C = C.reshape(batch, length, self.n_groups, self.d_state)  # (B, L, G, N)
@@ -111,15 +107,29 @@ class Mamba2(nn.Module):
 
     def _segment(self, x: Tensor, carried: tuple[Tensor, Tensor] | None
                  ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """One segment x: (B, l, d) from `carried` (conv window, SSM state; None: zeros)."""
+        """One segment x: (B, l, d) from `carried` (conv window, SSM state; None: zeros).
+
+        in_proj runs as five products (z, x, B, C, dt) and the conv as three (x, B, C, each
+        with its channels' weights and window), so that every part comes out contiguous: the
+        SSD reads x, B and C in place where slices of one conv output were copied, and the
+        backward pass sums the products' input gradients where it concatenated the parts'."""
         conv, ssm = carried or (None, None)
-        z, xBC, dt = self._project(x)
-        xBC, conv = causal_conv1d(xBC, self.conv_weight, self.conv_bias, state=conv,
-                                  return_state=True, silu=True)  # (B, l, Cc)
-        x_ssm, dt, A, B, C = self._ssm_inputs(xBC, dt)
+        parts = self._conv_parts
+        w_z, w_x, w_B, w_C, w_dt = self.in_proj.weight.split([self.d_inner, *parts,
+                                                              self.n_heads])
+        windows = (None,) * 3 if conv is None else conv.split(parts, dim=1)
+        outputs, states = [], []
+        for weight, conv_weight, conv_bias, window in zip(
+                (w_x, w_B, w_C), self.conv_weight.split(parts), self.conv_bias.split(parts),
+                windows):
+            out, state = causal_conv1d(F.linear(x, weight), conv_weight, conv_bias,
+                                       state=window, return_state=True, silu=True)
+            outputs.append(out)
+            states.append(state)
+        x_ssm, dt, A, B, C = self._ssm_inputs(*outputs, F.linear(x, w_dt))
         y, ssm = ssd(x_ssm, dt, A, B, C, D=self.D, h0=ssm, chunk_size=SSD_CHUNK,
                      return_state=True)  # (B, l, nh, P)
-        return self._output(y, z), (conv, ssm)
+        return self._output(y, F.linear(x, w_z)), (torch.cat(states, dim=1), ssm)
 
     def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> State:
         """Zero conv window and SSM state; their size does not depend on `max_len`."""
@@ -134,13 +144,13 @@ class Mamba2(nn.Module):
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         """One token: x_t (B, d) -> (y_t (B, d), state). The same maths as `forward`."""
-        z, xBC, dt = self._project(x_t[:, None])  # (B, 1, ...) each
-        xBC, conv = causal_conv1d_step(xBC[:, 0], state["conv"], self.conv_weight,
-                                       self.conv_bias)
+        z, xBC, dt = self.in_proj(x_t).split([self.d_inner, self.conv_channels, self.n_heads],
+                                             dim=-1)
+        xBC, conv = causal_conv1d_step(xBC, state["conv"], self.conv_weight, self.conv_bias)
         xBC = F.silu(xBC)[:, None]  # (B, 1, Cc)
-        x_ssm, dt, A, B, C = self._ssm_inputs(xBC, dt)
+        x_ssm, dt, A, B, C = self._ssm_inputs(*xBC.split(self._conv_parts, dim=-1), dt[:, None])
         # the SSD of a one-token sequence, starting from the carried state
         y, ssm = ssd(x_ssm, dt, A, B, C, D=self.D, h0=state["ssm"], chunk_size=1,
                      return_state=True)
         new_state = {"conv": conv.to(state["conv"].dtype), "ssm": ssm.to(state["ssm"].dtype)}
-        return self._output(y, z)[:, 0], new_state
+        return self._output(y, z[:, None])[:, 0], new_state
