@@ -7,10 +7,11 @@
 
 Step table, one torch thread, batch 32, d_model 64 (`--batch-size`, `--d-model`): for each
 model and sequence length, the time of one training step (forward, cross-entropy, backward,
-AdamW; the median of `--repeats` steps after one warm-up), the step's FLOPs (3 x the cost
-model's forward FLOPs per token x tokens), the GEMM rate torch reaches in the same process on
-that model's own projection shapes (forward and both backward products of every nn.Linear),
-and their ratio: step time / (FLOPs / GEMM rate), 1.0 being a step that runs entirely at GEMM
+AdamW; the median of `--repeats` steps, at least 3, after one warm-up), the step's FLOPs (3 x
+the cost model's forward FLOPs per token x tokens), the GEMM rate torch reaches in the same
+process on that model's own projection shapes (forward and both backward products of every
+nn.Linear; the best of as many passes over them as steps, each pass right after a step), and
+their ratio: step time / (FLOPs / GEMM rate), 1.0 being a step that runs entirely at GEMM
 speed. "fallback/native" times the same model with the native CPU kernels and with their
 PyTorch fallback, alternating step by step in one process: the steadiest measure of what the
 kernels buy on a shared machine. "bf16 GEMM x" is the rate of the same products in bf16 over
@@ -104,12 +105,6 @@ def timed(step) -> float:
     return time.perf_counter() - started
 
 
-def step_seconds(arch, batch: int, seq: int, repeats: int) -> float:
-    step = training_step(arch, batch, seq)
-    step()  # warm-up: allocations, the kernels' first load
-    return statistics.median(timed(step) for _ in range(repeats))
-
-
 def alternated_medians(runs: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
     """Median seconds of each run, the runs taking turns in this process (after one warm-up
     call each: allocations, the kernels' first load; the order reversed every other round), so
@@ -162,27 +157,50 @@ def projection_shapes(arch) -> list[tuple[int, int]]:
     return shapes + [(arch.d_model, arch.vocab_size)]
 
 
-def gemm_rate(shapes: list[tuple[int, int]], rows: int, dtype) -> float:
-    """FLOP/s of torch.mm in `dtype` over the forward and both backward products of each
-    (fan_in, fan_out) projection at `rows` rows."""
+def gemm_probe(shapes: list[tuple[int, int]], rows: int, dtype) -> tuple[Callable[[], None],
+                                                                          float]:
+    """A closure running torch.mm in `dtype` over the forward and both backward products of
+    each (fan_in, fan_out) projection at `rows` rows, and the FLOPs of one call."""
     import torch
 
-    flops = seconds = 0.0
+    products, flops = [], 0.0
     for fan_in, fan_out in shapes:
         x, w = torch.randn(rows, fan_in, dtype=dtype), torch.randn(fan_in, fan_out, dtype=dtype)
         dy = torch.randn(rows, fan_out, dtype=dtype)
-        products = ((x, w), (dy, w.t()), (x.t(), dy))  # y, dx, dw
-        for a, b in products:
-            torch.mm(a, b)  # warm-up
-        best = float("inf")
-        for _ in range(3):
-            started = time.perf_counter()
-            for a, b in products:
-                torch.mm(a, b)
-            best = min(best, time.perf_counter() - started)
+        products += [(x, w), (dy, w.t()), (x.t(), dy)]  # y, dx, dw
         flops += 3 * 2.0 * rows * fan_in * fan_out
-        seconds += best
-    return flops / seconds
+
+    def probe() -> None:
+        for a, b in products:
+            torch.mm(a, b)
+
+    return probe, flops
+
+
+def gemm_rate(shapes: list[tuple[int, int]], rows: int, dtype) -> float:
+    """The best FLOP/s of three `gemm_probe` calls after a warm-up."""
+    probe, flops = gemm_probe(shapes, rows, dtype)
+    probe()
+    return flops / min(timed(probe) for _ in range(3))
+
+
+def step_and_gemm_rate(arch, shapes: list[tuple[int, int]], batch: int, seq: int,
+                       repeats: int) -> tuple[float, float]:
+    """The median seconds of `repeats` training steps, and the best fp32 FLOP/s of the model's
+    projections, the two timed in turn (a step, then all the products once), so that both
+    see the machine as it is: timed apart, the GEMM rate of a row swung 75-160 GFLOP/s on the
+    shared VM and the roofline ratio with it."""
+    import torch
+
+    step = training_step(arch, batch, seq)
+    probe, flops = gemm_probe(shapes, batch * seq, torch.float32)
+    step()  # warm-up: allocations, the kernels' first load
+    probe()
+    steps, probes = [], []
+    for _ in range(max(3, repeats)):
+        steps.append(timed(step))
+        probes.append(timed(probe))
+    return statistics.median(steps), flops / min(probes)
 
 
 def measure(models: list[str], seqs: list[int], batch: int, d_model: int,
@@ -197,9 +215,10 @@ def measure(models: list[str], seqs: list[int], batch: int, d_model: int,
         arch = build_arch(name, d_model)
         shapes = projection_shapes(arch)
         for seq in seqs:
-            row = {"model": name, "seq": seq, "step_s": step_seconds(arch, batch, seq, repeats),
+            step_s, gemm_flops_per_s = step_and_gemm_rate(arch, shapes, batch, seq, repeats)
+            row = {"model": name, "seq": seq, "step_s": step_s,
                    "step_flops": 3 * estimate(arch, context=seq).flops_per_token * batch * seq,
-                   "gemm_flops_per_s": gemm_rate(shapes, batch * seq, torch.float32),
+                   "gemm_flops_per_s": gemm_flops_per_s,
                    # what the same products reach in bf16 (oneDNN's AMX or AVX-512 BF16 where
                    # the CPU has them): the headroom a bf16 path would have, not used here
                    "bf16_gemm_flops_per_s": gemm_rate(shapes, batch * seq, torch.bfloat16),
