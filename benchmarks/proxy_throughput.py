@@ -27,7 +27,10 @@ timing), per preset, the median of three trials after one warm-up trial in the s
 current and baseline.
 
 End-to-end table: the wall time of `hnas train PRESET --suite quick --steps N` (a fresh
-process each, one thread) on the current tree and on the baseline, alternated.
+process each, one thread per process) on the current tree and on the baseline, alternated. The
+current tree runs it twice: as is (its two tasks side by side, one process each, where the
+machine has two cores) and with `--processes 1` (one process, the tasks in turn: what one core
+gives), with a speed-up over the baseline for each.
 
 Presets (jamba, zamba, griffin) are taken at their shipped widths, which are d_model 64.
 Nothing here asserts: ratios are what to read, on a shared machine absolute times drift.
@@ -312,9 +315,14 @@ def child_env(tree: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
 
 
-def train_wall_seconds(tree: Path, preset: str, steps: int) -> float:
+def takes_processes(tree: Path) -> bool:
+    """Whether the tree's `hnas train` has `--processes` (before it, tasks ran in turn)."""
+    return "--processes" in (tree / "nas" / "cli" / "train.py").read_text()
+
+
+def train_wall_seconds(tree: Path, preset: str, steps: int, *options: str) -> float:
     command = [sys.executable, "-m", "nas", "train", preset, "--suite", "quick",
-               "--steps", str(steps), "--json"]
+               "--steps", str(steps), "--json", *options]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=child_env(tree),
                           cwd=tree)
@@ -410,16 +418,22 @@ def main() -> None:
         e2e = []
         if not args.no_e2e and args.e2e:
             print(f"\nhnas train PRESET --suite quick --steps {args.e2e_steps} (wall seconds)")
-            print(f"{'preset':12} {'current':>9}" + (f" {'baseline':>9} {'speed-up':>8}"
-                                                      if tree else ""))
+            print(f"{'preset':12} {'current':>9} {'1 process':>9}" +
+                  (f" {'baseline':>9} {'speed-up':>8} {'1 process':>9}" if tree else ""))
             for preset in args.e2e:
                 current = train_wall_seconds(current_tree, preset, args.e2e_steps)
-                entry = {"preset": preset, "steps": args.e2e_steps, "current_s": current}
-                line = f"{preset:12} {current:9.1f}"
+                one = train_wall_seconds(current_tree, preset, args.e2e_steps,
+                                         "--processes", "1") \
+                    if takes_processes(current_tree) else current  # older: one process anyway
+                entry = {"preset": preset, "steps": args.e2e_steps, "current_s": current,
+                         "one_process_s": one}
+                line = f"{preset:12} {current:9.1f} {one:9.1f}"
                 if tree:
                     entry["baseline_s"] = train_wall_seconds(tree, preset, args.e2e_steps)
                     entry["speedup"] = entry["baseline_s"] / current
-                    line += f" {entry['baseline_s']:9.1f} {entry['speedup']:8.2f}"
+                    entry["one_process_speedup"] = entry["baseline_s"] / one
+                    line += (f" {entry['baseline_s']:9.1f} {entry['speedup']:8.2f}"
+                             f" {entry['one_process_speedup']:9.2f}")
                 print(line, flush=True)
                 e2e.append(entry)
     if args.json_out:

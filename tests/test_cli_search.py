@@ -5,6 +5,7 @@ study copy, and every user error as one line with exit code 2."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -242,8 +243,8 @@ def test_train_uses_the_rate_and_schedule_its_suite_was_measured_at(monkeypatch,
 
     seen = {}
 
-    def fake_run_trial(arch, suite, budget, seed):
-        seen["budget"] = budget
+    def fake_run_trial(arch, suite, budget, seed, processes):
+        seen["budget"], seen["processes"] = budget, processes
         raise SystemExit(0)
 
     monkeypatch.setattr(trials, "run_trial", fake_run_trial)
@@ -251,3 +252,4 @@ def test_train_uses_the_rate_and_schedule_its_suite_was_measured_at(monkeypatch,
     assert result.exit_code == 0, result.output
     assert list(seen["budget"].rates) == pytest.approx(rates)
     assert seen["budget"].schedule == schedule and seen["budget"].steps == 200
+    assert seen["processes"] == len(os.sched_getaffinity(0))  # the tasks side by side

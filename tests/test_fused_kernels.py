@@ -195,8 +195,8 @@ def test_the_rule_picks_each_library(libraries):
     libraries = {"causal_conv1d": "causal_conv1d", "linear_scan": "fla.fused_recurrent_hgrn",
                  "selective_scan": "mamba_ssm", "ssd": "fla.chunk_simple_gla"}
     # the ops around the GEMMs have no GPU library: PyTorch on CUDA, the native kernel on CPU
-    around = ("attention", "block_diagonal_linear", "fft_long_conv", "glu", "rglru_gates",
-              "rms_norm", "rope", "softplus", "softplus_linear")
+    around = ("add_rms_norm", "attention", "block_diagonal_linear", "fft_long_conv", "glu",
+              "rglru_gates", "rms_norm", "rope", "softplus", "softplus_linear")
     assert chosen == {**libraries, **dict.fromkeys(around, "pytorch")}
     assert dispatch.planned_kernels("cpu") == {**chosen, **dict.fromkeys(around, dispatch.NATIVE)}
 
@@ -375,8 +375,8 @@ def test_a_trial_records_the_kernels_that_ran(libraries):
         "causal_conv1d": f"{CAUSAL_CONV1D.name}{dispatch.SEVERAL}{dispatch.PYTORCH}",
         "selective_scan": MAMBA_SSM.name,
         # no GPU library: on the CPU these run the native kernels
-        "fft_long_conv": dispatch.NATIVE, "glu": dispatch.NATIVE, "rms_norm": dispatch.NATIVE,
-        "softplus_linear": dispatch.NATIVE}
+        "add_rms_norm": dispatch.NATIVE, "fft_long_conv": dispatch.NATIVE,
+        "glu": dispatch.NATIVE, "rms_norm": dispatch.NATIVE, "softplus_linear": dispatch.NATIVE}
     assert libraries[CAUSAL_CONV1D] and libraries[MAMBA_SSM]
 
 
@@ -387,7 +387,8 @@ def test_an_fp64_trial_records_pytorch_where_the_libraries_take_fp32_only(librar
     with pytest.warns(RuntimeWarning, match="does not take torch.float64"):
         result = run_trial(arch, TINY_SUITE, TINY_BUDGET, precision="64-true")
     assert result.status != "failed", result.failure
-    assert result.kernels == {"block_diagonal_linear": dispatch.NATIVE,
+    assert result.kernels == {"add_rms_norm": dispatch.NATIVE,
+                              "block_diagonal_linear": dispatch.NATIVE,
                               "causal_conv1d": dispatch.PYTORCH, "linear_scan": FLA_HGRN.name,
                               "selective_scan": dispatch.PYTORCH, "glu": dispatch.NATIVE,
                               "rglru_gates": dispatch.NATIVE, "rms_norm": dispatch.NATIVE,

@@ -23,6 +23,7 @@ from torch import Tensor
 from trials.ffn.mlp import ACTIVATIONS
 from trials.norm import RMSNorm
 from trials.ops import (
+    add_rms_norm,
     block_diagonal_linear,
     causal_attention,
     causal_conv1d,
@@ -40,6 +41,7 @@ from trials.ops import (
     naive_selective_scan,
     naive_softplus_linear,
     naive_ssd,
+    naive_add_rms_norm,
     naive_rms_norm,
     rglru_gates,
     rms_norm,
@@ -599,6 +601,12 @@ def _all_ops():
             lambda dt: {"x": leaf(torch.randn(2, 21, 6, dtype=dt)),
                         "weight": leaf(torch.rand(6, dtype=dt) + 0.5)},
         ),
+        "add_rms_norm": (
+            lambda x, delta, weight: add_rms_norm(x, delta, weight, 1e-5),
+            lambda dt: {"x": leaf(torch.randn(2, 21, 6, dtype=dt)),
+                        "delta": leaf(torch.randn(2, 21, 6, dtype=dt)),
+                        "weight": leaf(torch.rand(6, dtype=dt) + 0.5)},
+        ),
         "glu": (
             glu,
             lambda dt: {"gate": leaf(torch.randn(2, 21, 6, dtype=dt) * 3),
@@ -762,6 +770,94 @@ def test_rms_norm_weight_gradient_sums_every_threads_rows(threads):
     with torch_threads(threads):
         check_against_reference(lambda x, weight: rms_norm(x, weight, 1e-5),
                                 lambda x, weight: naive_rms_norm(x, weight, 1e-5), inputs, 1e-5)
+
+
+def add_norm_inputs(*shape, dtype=torch.float32):
+    return {"x": leaf(torch.randn(*shape, dtype=dtype) * 2),
+            "delta": leaf(torch.randn(*shape, dtype=dtype)),
+            "weight": leaf(torch.rand(shape[-1], dtype=dtype) + 0.5)}
+
+
+def fused_add_norm(x, delta, weight):
+    return add_rms_norm(x, delta, weight, 1e-5)
+
+
+def reference_add_norm(x, delta, weight):
+    return naive_add_rms_norm(x, delta, weight, 1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 16), (5, 3), (3, 4, 20), (2, 3, 37), (0, 4, 16)])
+def test_add_rms_norm_matches_reference(shape):
+    check_against_reference(fused_add_norm, reference_add_norm, add_norm_inputs(*shape), 1e-5)
+
+
+@pytest.mark.parametrize("used", ["sum", "norm"])
+def test_add_rms_norm_with_one_output_unused(used):
+    """A residual stream whose sum has no later use (the last layer), or a norm whose output is
+    dropped: the unused output's gradient arrives as None."""
+    inputs = add_norm_inputs(3, 5, 16)
+    pick = 0 if used == "sum" else 1
+    if used == "sum":  # the sum does not depend on the weight
+        inputs["weight"] = inputs["weight"].detach()
+    check_against_reference(lambda **kw: fused_add_norm(**kw)[pick],
+                            lambda **kw: reference_add_norm(**kw)[pick], inputs, 1e-5)
+
+
+def test_add_rms_norm_gradcheck_fp64():
+    inputs = add_norm_inputs(3, 4, 5, dtype=torch.float64)
+    assert torch.autograd.gradcheck(fused_add_norm, tuple(inputs.values()))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_add_rms_norm_weight_gradient_sums_every_threads_rows(threads):
+    with torch_threads(threads):
+        check_against_reference(fused_add_norm, reference_add_norm, add_norm_inputs(7, 5, 16),
+                                1e-5)
+
+
+def test_add_rms_norm_runs_the_kernel_only_where_it_computes_the_same(kernels):
+    """A broadcast delta or a second dtype takes the add and `rms_norm`, recorded as such."""
+    weight = torch.rand(16) + 0.5
+    x = torch.randn(2, 5, 16)
+    cases = {"same": torch.randn(2, 5, 16), "broadcast": torch.randn(5, 16),
+             "fp64 delta": torch.randn(2, 5, 16, dtype=torch.float64)}
+    for case, delta in cases.items():
+        with dispatch.recording() as ran:
+            total, normed = add_rms_norm(x, delta, weight, 1e-5)
+        expected = kernels if case == "same" else native.PYTORCH
+        assert ran.kernels()["add_rms_norm"] == expected, case
+        ref_total, ref_normed = naive_add_rms_norm(x, delta, weight, 1e-5)
+        assert total.dtype == ref_total.dtype, case
+        assert_close(total, ref_total, 0, case)
+        assert_close(normed, ref_normed, 1e-6, case)
+
+
+def test_model_blocks_chained_through_the_fused_add_equal_their_forward():
+    """HybridLM hands each residual add to the next norm; chaining `Block.forward` instead
+    (each add on its own) gives the same logits and gradients."""
+    from search_spaces.presets import load_arch
+    from trials.builder import build_model
+
+    for name in ("jamba", "zamba", "griffin"):  # MoE, a shared block without pre-norm, no FFN
+        model = build_model(load_arch(name, vocab_size=32), seed=0)
+        tokens = torch.randint(0, 32, (2, 9))
+
+        def unfused():
+            emb = model.embedding(tokens)
+            h = emb
+            for block in model.blocks:
+                h, _ = block(h, emb)
+            return model._head(model.final_norm(h))
+
+        fused = model(tokens).logits
+        reference = unfused()
+        assert_close(fused, reference, 1e-6, name)
+        noise = torch.randn(fused.shape)
+        fused_grads = torch.autograd.grad((fused * noise).sum(), list(model.parameters()))
+        reference_grads = torch.autograd.grad((reference * noise).sum(),
+                                              list(model.parameters()))
+        for a, b in zip(fused_grads, reference_grads):
+            assert_close(a, b, 1e-5, f"{name} gradient")
 
 
 # ----------------------------------------------------------------------------- gated unit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -112,6 +113,69 @@ def test_nan_loss_is_a_failed_result_naming_the_step(monkeypatch):
     assert result.quality is None
 
 
+def side_by_side_spy(monkeypatch) -> list[int]:
+    """Counts the trials whose tasks went to child processes."""
+    calls = []
+    real = train_run.run_in_children
+
+    def spy(jobs, processes):
+        calls.append(processes)
+        yield from real(jobs, processes)
+
+    monkeypatch.setattr(train_run, "run_in_children", spy)
+    return calls
+
+
+def test_tasks_side_by_side_give_the_result_of_tasks_in_turn(monkeypatch):
+    in_turn = run_trial(small_arch(), tiny_suite(), TINY, seed=0)
+    calls = side_by_side_spy(monkeypatch)
+    side_by_side = run_trial(small_arch(), tiny_suite(), TINY, seed=0, processes=4)
+    assert calls == [2]  # one process per task, not more
+    assert side_by_side.ok, side_by_side.failure
+    assert list(side_by_side.tasks) == list(in_turn.tasks)  # the suite's order
+    for name, task in in_turn.tasks.items():
+        other = side_by_side.tasks[name]
+        assert (other.metrics, other.curve, other.steps) == (task.metrics, task.curve, task.steps)
+    assert side_by_side.quality == in_turn.quality
+    assert side_by_side.kernels == in_turn.kernels
+    assert side_by_side.measured["decode_ms_per_token"] > 0
+    assert side_by_side.measured["decode_context"] == 8
+    assert side_by_side.measured["peak_memory_bytes"] > 0
+
+
+def test_a_nan_loss_in_one_task_process_fails_the_trial_and_keeps_the_other(monkeypatch):
+    real = train_module.masked_cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, targets, mask):  # the MQAR task only: its vocabulary is 32
+        calls["n"] += logits.shape[-1] == 32
+        loss = real(logits, targets, mask)
+        return loss * math.nan if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train_module, "masked_cross_entropy", poisoned)  # forked: the children too
+    calls_side_by_side = side_by_side_spy(monkeypatch)
+    result = run_trial(small_arch(), tiny_suite(), TINY, processes=2)
+    assert calls_side_by_side == [2]
+    assert not result.ok and result.failure == "nan_loss at step 2"
+    assert list(result.tasks) == ["in_context_recall"] and result.quality is None
+
+
+def test_tasks_run_in_turn_where_a_fork_would_not_be_safe(monkeypatch):
+    from trials.train.task_processes import task_processes
+
+    assert task_processes(3, None) == min(3, len(os.sched_getaffinity(0)))
+    assert task_processes(3, 2) == 2 and task_processes(1, 8) == 1
+    torch.set_num_threads(2)  # an OpenMP team could exist: no fork
+    try:
+        assert task_processes(3, 2) == 1
+        calls = side_by_side_spy(monkeypatch)
+        with pytest.warns(RuntimeWarning, match="threads"):
+            result = run_trial(small_arch(), tiny_suite(), TINY, processes=2)
+        assert result.ok and calls == []
+    finally:
+        torch.set_num_threads(1)
+
+
 @pytest.mark.parametrize("error, reason", [
     (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "oom"),
     (MemoryError(), "oom"),
@@ -188,6 +252,7 @@ def test_hnas_train_prints_a_table_and_json(tmp_path):
     (["train", "A", "--suite", "nope"], "error: "),
     (["train", "A", "--steps", "0"], "error: steps: expected a positive integer"),
     (["train", "(A", "--steps", "2"], "error: pattern '(A': col 3"),
+    (["train", "A", "--processes", "0"], "error: --processes: expected at least 1, got 0"),
 ])
 def test_hnas_train_user_errors_are_one_line(args, message):
     result = CliRunner().invoke(app, args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trials.ops import rms_norm
+from trials.ops import add_rms_norm, rms_norm
 
 
 class RMSNorm(nn.Module):
@@ -19,3 +19,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x, self.weight, self.eps)  # fp32 statistics, a cheaper backward
+
+    def add_forward(self, x: torch.Tensor,
+                    delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x + delta, the norm of x + delta) in one op: a pre-norm residual add and this norm."""
+        return add_rms_norm(x, delta, self.weight, self.eps)

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from nas.cli.common import (AsJson, BatchSize, DModel, Dims, LearningRates, Seed, Suite,
-                            build_arch, check_seed, console, human, suite_training,
+                            build_arch, check_seed, console, fail, human, suite_training,
                             parse_dim_options)
 
 
@@ -23,20 +23,27 @@ def train(
     d_model: DModel = None,
     dim: Dims = [],  # noqa: B006 - as lr
     as_json: AsJson = False,
+    processes: Optional[int] = typer.Option(
+        None, "--processes", help="Tasks trained at once, one process each on one thread "
+        "(default: one per usable core; 1 trains them in turn)."),
 ) -> None:
     """Train one architecture (an exported config, a pattern or a preset) on a task suite.
 
     Exits 1 when the candidate fails (NaN loss, out of memory, ...), after printing why.
     """
     from trials import Budget, load_suite, run_trial, use_training_threads  # torch: not at --help
+    from trials.train.task_processes import usable_cores
 
     check_seed("--seed", seed)
+    if processes is not None and processes < 1:
+        fail(f"--processes: expected at least 1, got {processes}")
     arch = build_arch(reference, parse_dim_options(dim, d_model))
     task_suite = load_suite(suite)
     budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
                     **suite_training(lr, task_suite))
     use_training_threads()
-    result = run_trial(arch, task_suite, budget, seed=seed)
+    result = run_trial(arch, task_suite, budget, seed=seed,
+                       processes=usable_cores() if processes is None else processes)
     if as_json:
         typer.echo(result.to_json())
     else:

@@ -8,6 +8,7 @@
 | `causal_conv1d`  | short convs   | channels-last depthwise conv, custom backward   | yes        | causal_conv1d_fn            |
 | `fft_long_conv`  | Hyena         | FFT product of spectra, O(L log L)              | L <= 1536 (direct sum) | -               |
 | `rms_norm`       | every RMSNorm | one op, custom backward (reference: `RMSNorm`)  | yes        | -                           |
+| `add_rms_norm`   | pre-norm residual adds | the add, then `rms_norm` (reference: `naive_add_rms_norm`) | yes | -              |
 | `glu`            | SwiGLU, GeGLU, MoE, Mamba-2's gate | act(gate) * up, autograd (the reference itself) | yes (silu, tanh GELU) | -                           |
 | `rope` (`rotate_heads`) | attention | `apply_rope` on the rotated channels            | yes        | -                           |
 | `rglru_gates`    | RG-LRU        | the gates' composite (the reference itself)     | yes        | -                           |
@@ -44,13 +45,14 @@ from trials.ops.conv import (
     naive_long_conv,
 )
 from trials.ops.elementwise import glu, naive_glu, naive_rglru_gates, rglru_gates, softplus
-from trials.ops.norm import naive_rms_norm, rms_norm
+from trials.ops.norm import add_rms_norm, naive_add_rms_norm, naive_rms_norm, rms_norm
 from trials.ops.scan import linear_scan, naive_linear_scan
 from trials.ops.selective_scan import naive_selective_scan, selective_scan, selective_scan_step
 from trials.ops.ssd import naive_ssd, ssd
 from trials.ops.step_size import naive_softplus_linear, softplus_linear
 
 __all__ = [
+    "add_rms_norm",
     "block_diagonal_linear",
     "causal_attention",
     "causal_conv1d",
@@ -67,6 +69,7 @@ __all__ = [
     "naive_long_conv",
     "naive_selective_scan",
     "naive_ssd",
+    "naive_add_rms_norm",
     "naive_rms_norm",
     "naive_softplus_linear",
     "rms_norm",

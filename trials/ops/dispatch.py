@@ -141,9 +141,15 @@ def kernel_for(op: str, tensor: torch.Tensor, *, fused_fits: bool = True,
         kernel = PYTORCH
     if not native_fits and kernel == NATIVE:
         kernel = PYTORCH
+    note_ran(op, kernel)
+    return kernel
+
+
+def note_ran(op: str, kernel: str) -> None:
+    """Note in every open `recording()` that `op` ran `kernel` (also for calls made in another
+    process on this trial's behalf)."""
     for ran in _recordings:
         ran.note(op, kernel)
-    return kernel
 
 
 def planned_kernels(device_type: str, dtype: torch.dtype = torch.float32) -> dict[str, str]:

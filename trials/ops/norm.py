@@ -16,6 +16,12 @@ from x there, where the PyTorch op above takes four to six tensor ops each way.
 
 For inputs that are not fp32 or fp64 (bf16 activations), or a weight of another dtype, the op
 runs the composite itself, so that its rounding is exactly the module's.
+
+`add_rms_norm(x, delta, ...)` is a pre-norm block's residual add and the next norm as one op,
+returning both the sum (the residual stream) and its norm. The CPU kernel sweeps each row once
+where the add and the norm took a pass each, and its backward pass adds the residual stream's
+own gradient in the same sweep, where autograd would sum the two with one more pass. Elsewhere
+it is the add, then `rms_norm`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from torch import Tensor
 from trials.ops import dispatch, native
 
 dispatch.register("rms_norm", native=True)
+dispatch.register("add_rms_norm", native=True)
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -74,10 +81,63 @@ class _NativeRMSNorm(torch.autograd.Function):
         return grad_x, grad_weight_parts.sum(0), None
 
 
+class _NativeAddRMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, delta: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+        width = x.shape[-1]
+        rows = x.numel() // width
+        total, y, inv_rms = torch.empty_like(x), torch.empty_like(x), x.new_empty(rows)
+        native.entry("add_rms_norm_fwd", x)(
+            *map(native.pointer, (x, delta, weight, total, y, inv_rms)), rows, width, eps,
+            torch.get_num_threads())
+        ctx.save_for_backward(total, weight, inv_rms)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None: no zeros
+        return total, y
+
+    @staticmethod
+    def backward(ctx, grad_total: Tensor | None, grad_y: Tensor | None):
+        total, weight, inv_rms = ctx.saved_tensors
+        if grad_y is None:  # only the sum was used
+            return grad_total, grad_total, None, None
+        width = total.shape[-1]
+        threads = torch.get_num_threads()
+        grad_x, grad_weight_parts = torch.empty_like(total), total.new_empty(threads, width)
+        grad_y = grad_y.contiguous()  # held here: the kernel reads them after map() lets go
+        grad_total = None if grad_total is None else grad_total.contiguous()
+        native.entry("add_rms_norm_bwd", total)(
+            *map(native.pointer, (total, weight, inv_rms, grad_y, grad_total, grad_x,
+                                  grad_weight_parts)),
+            total.numel() // width, width, threads)
+        return grad_x, grad_x, grad_weight_parts.sum(0), None
+
+
+def _exact(x: Tensor, weight: Tensor) -> bool:
+    """Inputs the native kernels compute with the composite's own rounding."""
+    return x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype \
+        and not torch.is_autocast_enabled(x.device.type)
+
+
+def add_rms_norm(x: Tensor, delta: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """(x + delta, RMSNorm of x + delta) for x, delta (..., d) of one shape and weight (d,)."""
+    fits = _exact(x, weight) and delta.dtype == x.dtype and delta.shape == x.shape
+    kernel = dispatch.kernel_for("add_rms_norm", x, native_fits=fits)
+    if kernel == dispatch.NATIVE:
+        return _NativeAddRMSNorm.apply(x.contiguous(), delta.contiguous(), weight.contiguous(),
+                                       eps)
+    total = x + delta
+    return total, rms_norm(total, weight, eps)
+
+
+def naive_add_rms_norm(x: Tensor, delta: Tensor, weight: Tensor,
+                       eps: float) -> tuple[Tensor, Tensor]:
+    """The reference: the add, then the composite norm."""
+    total = x + delta
+    return total, naive_rms_norm(total, weight, eps)
+
+
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """RMSNorm of x (..., d) with weight (d,); see the module docstring."""
-    exact = x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype \
-        and not torch.is_autocast_enabled(x.device.type)
+    exact = _exact(x, weight)
     kernel = dispatch.kernel_for("rms_norm", x, native_fits=exact)
     if kernel == dispatch.NATIVE:
         return _NativeRMSNorm.apply(x.contiguous(), weight.contiguous(), eps)

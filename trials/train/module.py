@@ -25,6 +25,9 @@ class NonFiniteLoss(RuntimeError):
         super().__init__(f"nan_loss at step {step}")
         self.step = step
 
+    def __reduce__(self):  # pickled by its step (it comes back from a task's child process)
+        return type(self), (self.step,)
+
 
 @dataclass
 class TrainingState:

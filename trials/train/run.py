@@ -6,6 +6,7 @@ ends that candidate with a failed TrialResult that says why; the caller never se
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -30,6 +31,8 @@ from trials.train.measure import (
 )
 from trials.train.module import NonFiniteLoss, ProxyLM, TaskDataModule, TrainingState
 from trials.train.result import FAILED, TaskResult, TrialResult
+from trials.train.task_processes import (TaskOutcome, note_kernels, run_in_children,
+                                         task_processes)
 from trials.train.threads import warn_if_many_threads
 
 
@@ -170,9 +173,74 @@ def run_rank(metrics: dict[str, float]) -> tuple[float, float]:
     return metrics["accuracy"], -metrics.get("loss", float("inf"))
 
 
+def _train_entry(arch: ArchConfig, suite: Suite, name: str, budget: Budget, seed: int,
+                 accelerator: str, precision: str,
+                 resume: dict[float, TrainingState] | None) -> tuple[TaskResult, object]:
+    train, test = suite.data(name)
+    return sweep_task(arch, train, test, budget, seed, accelerator, precision, name, resume)
+
+
+def _decode_ms(model, budget: Budget) -> float:
+    return decode_ms_per_token(model, budget.decode_context, next(model.parameters()).device)
+
+
+def _entry_in_child(arch: ArchConfig, suite: Suite, name: str, budget: Budget, seed: int,
+                    precision: str, resume: dict[float, TrainingState] | None,
+                    decodes: bool) -> TaskOutcome:
+    """One task in a forked child of `run_trial` (CPU only), as `_train_entry` runs it there."""
+    with recording() as ran:
+        result, model = _train_entry(arch, suite, name, budget, seed, "cpu", precision, resume)
+        decode = _decode_ms(model, budget) if decodes else None
+    return TaskOutcome(result, ran.by_op, peak_memory_bytes("cpu"), decode)
+
+
+def _keep(result: TrialResult, name: str, task_result: TaskResult) -> None:
+    result.tasks[name] = task_result
+    if task_result.checkpoints:
+        result.checkpoints[name] = task_result.checkpoints
+
+
+def _tasks_in_turn(result: TrialResult, arch: ArchConfig, suite: Suite, budget: Budget,
+                   seed: int, accelerator: str, precision: str,
+                   resume: dict[str, dict[float, TrainingState]],
+                   processes: int) -> tuple[int, float | None]:
+    """Train the suite's tasks one after another into `result`; (peak memory, decode ms)."""
+    model = None
+    for entry in suite:
+        task_result, model = _train_entry(arch, suite, entry.name, budget, seed, accelerator,
+                                          precision, resume.get(entry.name))
+        _keep(result, entry.name, task_result)
+    decode = _decode_ms(model, budget) if budget.decode_context and model is not None else None
+    return peak_memory_bytes(accelerator), decode
+
+
+def _tasks_side_by_side(result: TrialResult, arch: ArchConfig, suite: Suite, budget: Budget,
+                        seed: int, accelerator: str, precision: str,
+                        resume: dict[str, dict[float, TrainingState]],
+                        processes: int) -> tuple[int, float | None]:
+    """`_tasks_in_turn` with the tasks in `processes` forked children (CPU only); the last
+    task's child times decoding, as its model is the one timed in turn."""
+    names = [entry.name for entry in suite]
+    jobs = [functools.partial(_entry_in_child, arch, suite, name, budget, seed, precision,
+                              resume.get(name), bool(budget.decode_context) and name == names[-1])
+            for name in names]
+    peak, decode = 0, None
+    try:
+        for index, outcome in run_in_children(jobs, processes):
+            note_kernels(outcome.kernels)
+            _keep(result, names[index], outcome.result)
+            peak = max(peak, outcome.peak_memory_bytes)
+            if outcome.decode_ms_per_token is not None:
+                decode = outcome.decode_ms_per_token
+    finally:  # in the suite's order, as in turn
+        result.tasks = {name: result.tasks[name] for name in names if name in result.tasks}
+    return peak, decode
+
+
 def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | None = None,
               seed: int = 0, precision: str | None = None,
-              resume: dict[str, dict[float, TrainingState]] | None = None) -> TrialResult:
+              resume: dict[str, dict[float, TrainingState]] | None = None,
+              processes: int = 1) -> TrialResult:
     """Evaluate `arch` on every task of `suite` (one fresh model per task, as MAD does; one per
     task and learning rate when the budget sweeps rates).
 
@@ -183,6 +251,10 @@ def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | N
     The device and precision follow `pick_device` (bf16 mixed on a GPU, fp32 on the CPU);
     `precision`, a Lightning precision string, overrides the latter, for comparisons such as
     bf16 against fp32 on one GPU.
+
+    `processes` > 1 trains up to that many tasks at once on the CPU, one forked process each
+    (`trials.train.task_processes`: what `hnas train` does on a machine it has to itself); the
+    result is the same as in turn. Ignored on a GPU and wherever forking is not safe.
     """
     started = time.perf_counter()
     quiet_lightning()
@@ -205,25 +277,19 @@ def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | N
                                estimate(arch, context=context, dtype="bf16").to_dict().items()
                                if key != "breakdown"}
             reset_peak_memory(accelerator)
-            metrics, model = {}, None
-            for entry in suite:
-                train, test = suite.data(entry.name)
-                task_result, model = sweep_task(
-                    arch, train, test, budget, seed, accelerator, precision, entry.name,
-                    (resume or {}).get(entry.name))
-                result.tasks[entry.name] = task_result
-                if task_result.checkpoints:
-                    result.checkpoints[entry.name] = task_result.checkpoints
-                metrics[entry.name] = task_result.metrics
-            result.quality = suite.quality(metrics)
+            side_by_side = task_processes(len(suite.entries), processes) \
+                if accelerator == "cpu" and processes > 1 else 1
+            tasks = _tasks_side_by_side if side_by_side > 1 else _tasks_in_turn
+            peak, decode = tasks(result, arch, suite, budget, seed, accelerator, precision,
+                                 resume or {}, side_by_side)
+            result.quality = suite.quality({name: task.metrics
+                                            for name, task in result.tasks.items()})
             tokens = sum(t.tokens_per_s * t.train_seconds for t in result.tasks.values())
             seconds = sum(t.train_seconds for t in result.tasks.values())
             result.measured["train_tokens_per_s"] = tokens / seconds if seconds else 0.0
-            result.measured["peak_memory_bytes"] = peak_memory_bytes(accelerator)
-            if budget.decode_context and model is not None:
-                device = next(model.parameters()).device
-                result.measured["decode_ms_per_token"] = decode_ms_per_token(
-                    model, budget.decode_context, device)
+            result.measured["peak_memory_bytes"] = peak
+            if decode is not None:
+                result.measured["decode_ms_per_token"] = decode
                 result.measured["decode_context"] = budget.decode_context
         except Exception as error:  # noqa: BLE001 - every failure becomes data (module doc)
             result.status, result.failure = FAILED, describe_failure(error)

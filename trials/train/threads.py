@@ -7,7 +7,9 @@ thread, so a thread that the OS deschedules stalls the whole step. Measured with
 running beside it): one process with 2 threads trained 0.18x the trials per hour of one process
 with 1 thread, and two 1-thread processes 1.11x. So a worker trains on one thread and a machine
 is filled with processes (`hnas search --workers N`, one per core), which also slow down only
-in proportion when something else needs a core.
+in proportion when something else needs a core. For the same reason `hnas train`, which trains
+one candidate, spreads its suite's tasks over processes rather than threads
+(`trials.train.task_processes`).
 
 `HNAS_THREADS` (a positive integer) overrides the rule for the processes that read it, as does
 `--threads` on `hnas worker`. A library caller of `run_trial` that left torch at its default

@@ -39,7 +39,7 @@ import torch
 from filelock import FileLock
 
 SOURCE = Path(__file__).with_name("scan_kernels.cpp")
-ABI = 13  # must equal hnas_kernels_abi() in the source
+ABI = 14  # must equal hnas_kernels_abi() in the source
 # -fno-math-errno: sqrt inside a vector loop, not a call that may set errno (never read here)
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-fopenmp", "-fPIC", "-shared")
 ENV_CHOICE = "HNAS_KERNELS"  # "pytorch" forces the fallback; anything else (or unset): native
@@ -127,6 +127,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "glu_gelu_tanh_bwd": [p] * 5 + [i64] + [i32],
         "rms_norm_fwd": [p] * 4 + [i64] * 2 + [ctypes.c_double, i32],
         "rms_norm_bwd": [p] * 6 + [i64] * 2 + [i32],
+        "add_rms_norm_fwd": [p] * 6 + [i64] * 2 + [ctypes.c_double, i32],
+        "add_rms_norm_bwd": [p] * 7 + [i64] * 2 + [i32],
         "rope": [p] * 4 + [i64] * 5 + [i32] * 2,
         "rglru_gates_fwd": [p] * 6 + [i64] * 2 + [ctypes.c_double, i32],
         "rglru_gates_bwd": [p] * 10 + [i64] * 2 + [ctypes.c_double, i32],
