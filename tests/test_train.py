@@ -160,6 +160,24 @@ def test_a_nan_loss_in_one_task_process_fails_the_trial_and_keeps_the_other(monk
     assert list(result.tasks) == ["in_context_recall"] and result.quality is None
 
 
+def test_a_task_process_killed_by_the_os_is_a_one_line_failure(monkeypatch):
+    import signal
+
+    parent, real = os.getpid(), train_run.build_model
+
+    def killed_in_a_child(*args, **kwargs):  # as the OOM killer would
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_run, "build_model", killed_in_a_child)
+    result = run_trial(small_arch(), tiny_suite(), TINY, processes=2)
+    assert result.status == "failed"
+    assert result.failure == ("TaskProcessDied: a task's training process was killed by a "
+                              "signal before it finished (the kernel's OOM killer, if memory "
+                              "ran out)")
+
+
 def test_tasks_run_in_turn_where_a_fork_would_not_be_safe(monkeypatch):
     from trials.train.task_processes import task_processes
 

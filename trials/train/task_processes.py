@@ -23,12 +23,23 @@ import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import torch
 
 from trials.ops import dispatch
 from trials.train.result import TaskResult
+
+
+class TaskProcessDied(RuntimeError):
+    """A task's child process ended without sending a result: killed by a signal, on Linux
+    most often by the kernel's out-of-memory killer."""
+
+    def __init__(self) -> None:
+        # not "out of memory": `describe_failure` would file it as "oom", which is not known
+        super().__init__("a task's training process was killed by a signal before it finished "
+                         "(the kernel's OOM killer, if memory ran out)")
 
 
 @dataclass
@@ -66,7 +77,8 @@ def run_in_children(jobs: list, processes: int) -> Iterator[tuple[int, TaskOutco
     """Run each job (a picklable callable without arguments that returns a TaskOutcome) in a
     forked child, `processes` at a time, and yield (its index, its outcome) as each finishes.
     The first job to raise cancels the jobs not yet started; its exception is raised once the
-    running ones have finished (and been yielded)."""
+    running ones have finished (and been yielded). A child that dies without a result (the
+    pool then breaks) raises TaskProcessDied."""
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
         futures = {pool.submit(job): index for index, job in enumerate(jobs)}
@@ -81,6 +93,8 @@ def run_in_children(jobs: list, processes: int) -> Iterator[tuple[int, TaskOutco
                         other.cancel()
                 continue
             yield futures[future], future.result()
+        if isinstance(failure, BrokenProcessPool):
+            raise TaskProcessDied() from failure
         if failure is not None:
             raise failure
 
