@@ -111,6 +111,29 @@ def test_step_decoding_equals_forward(built):
     torch.testing.assert_close(torch.stack(steps, dim=1), parallel, atol=2e-4, rtol=2e-4)
 
 
+def test_residual_adds_fused_into_the_norms_equal_the_blocks_own_forward(built):
+    """HybridLM leaves each residual add to the norm after it (`add_rms_norm`); the blocks'
+    own forward, each add on its own, gives the same logits and gradients."""
+    name, arch, model = built
+    tokens = torch.randint(0, arch.vocab_size, (2, LENGTH), generator=torch.Generator().manual_seed(3))
+    emb = model.embedding(tokens)
+    h = emb
+    for block in model.blocks:
+        h, _ = block(h, emb)
+    unfused = model._head(model.final_norm(h))
+    fused = model(tokens).logits
+    torch.testing.assert_close(fused, unfused, atol=1e-6, rtol=1e-6)
+    noise = torch.randn(fused.shape, generator=torch.Generator().manual_seed(4))
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused_grads = torch.autograd.grad((fused * noise).sum(), params, allow_unused=True)
+    unfused_grads = torch.autograd.grad((unfused * noise).sum(), params, allow_unused=True)
+    for fused_grad, unfused_grad in zip(fused_grads, unfused_grads):
+        assert (fused_grad is None) == (unfused_grad is None)
+        if fused_grad is not None:  # the gradient sums run in another order: relative to the max
+            scale = max(1.0, unfused_grad.abs().max().item())
+            assert (fused_grad - unfused_grad).abs().max().item() <= 1e-5 * scale
+
+
 def test_causal(built):
     name, arch, model = built
     tokens = torch.randint(0, arch.vocab_size, (2, LENGTH), generator=torch.Generator().manual_seed(1))

@@ -43,6 +43,7 @@ class Block(nn.Module):
     def __init__(self, mixer: nn.Module, ffn: nn.Module | None, d_model: int, eps: float,
                  pre_norm: bool = True) -> None:
         super().__init__()
+        self.pre_norm = pre_norm
         self.mixer_norm = RMSNorm(d_model, eps) if pre_norm else nn.Identity()
         self.mixer = mixer
         self.ffn_norm = RMSNorm(d_model, eps) if ffn is not None else None
@@ -54,11 +55,9 @@ class Block(nn.Module):
 
     def _norm_input(self, residual: torch.Tensor, delta: torch.Tensor | None):
         """The layer's input residual + delta, and the mixer's normed view of it."""
-        if delta is None:
-            return residual, self.mixer_norm(residual)
-        if isinstance(self.mixer_norm, RMSNorm):
+        if self.pre_norm:
             return self.mixer_norm.add_forward(residual, delta)
-        total = residual + delta
+        total = residual if delta is None else residual + delta
         return total, total
 
     def residual_forward(self, residual: torch.Tensor, delta: torch.Tensor | None,
@@ -120,10 +119,7 @@ class HybridLM(nn.Module):
             if aux is not None:
                 aux_loss = aux_loss + aux.loss
                 counts.append(aux.expert_counts)
-        if delta is None:
-            normed = self.final_norm(residual)
-        else:
-            _, normed = self.final_norm.add_forward(residual, delta)
+        _, normed = self.final_norm.add_forward(residual, delta)
         return LMOutput(self._head(normed), aux_loss, counts)
 
     def init_state(self, batch: int, max_len: int, device=None, dtype=None) -> list:

@@ -21,6 +21,9 @@ class RMSNorm(nn.Module):
         return rms_norm(x, self.weight, self.eps)  # fp32 statistics, a cheaper backward
 
     def add_forward(self, x: torch.Tensor,
-                    delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x + delta, the norm of x + delta) in one op: a pre-norm residual add and this norm."""
+                    delta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x + delta, the norm of x + delta) in one op: a pre-norm residual add and this norm
+        (delta None: (x, the norm of x))."""
+        if delta is None:
+            return x, self(x)
         return add_rms_norm(x, delta, self.weight, self.eps)

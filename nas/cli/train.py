@@ -32,7 +32,6 @@ def train(
     Exits 1 when the candidate fails (NaN loss, out of memory, ...), after printing why.
     """
     from trials import Budget, load_suite, run_trial, use_training_threads  # torch: not at --help
-    from trials.train.task_processes import usable_cores
 
     check_seed("--seed", seed)
     if processes is not None and processes < 1:
@@ -42,8 +41,7 @@ def train(
     budget = Budget(steps=steps, seconds=seconds, batch_size=batch_size,
                     **suite_training(lr, task_suite))
     use_training_threads()
-    result = run_trial(arch, task_suite, budget, seed=seed,
-                       processes=usable_cores() if processes is None else processes)
+    result = run_trial(arch, task_suite, budget, seed=seed, processes=processes)
     if as_json:
         typer.echo(result.to_json())
     else:

@@ -202,8 +202,7 @@ def _keep(result: TrialResult, name: str, task_result: TaskResult) -> None:
 
 def _tasks_in_turn(result: TrialResult, arch: ArchConfig, suite: Suite, budget: Budget,
                    seed: int, accelerator: str, precision: str,
-                   resume: dict[str, dict[float, TrainingState]],
-                   processes: int) -> tuple[int, float | None]:
+                   resume: dict[str, dict[float, TrainingState]]) -> tuple[int, float | None]:
     """Train the suite's tasks one after another into `result`; (peak memory, decode ms)."""
     model = None
     for entry in suite:
@@ -215,8 +214,7 @@ def _tasks_in_turn(result: TrialResult, arch: ArchConfig, suite: Suite, budget: 
 
 
 def _tasks_side_by_side(result: TrialResult, arch: ArchConfig, suite: Suite, budget: Budget,
-                        seed: int, accelerator: str, precision: str,
-                        resume: dict[str, dict[float, TrainingState]],
+                        seed: int, precision: str, resume: dict[str, dict[float, TrainingState]],
                         processes: int) -> tuple[int, float | None]:
     """`_tasks_in_turn` with the tasks in `processes` forked children (CPU only); the last
     task's child times decoding, as its model is the one timed in turn."""
@@ -240,7 +238,7 @@ def _tasks_side_by_side(result: TrialResult, arch: ArchConfig, suite: Suite, bud
 def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | None = None,
               seed: int = 0, precision: str | None = None,
               resume: dict[str, dict[float, TrainingState]] | None = None,
-              processes: int = 1) -> TrialResult:
+              processes: int | None = 1) -> TrialResult:
     """Evaluate `arch` on every task of `suite` (one fresh model per task, as MAD does; one per
     task and learning rate when the budget sweeps rates).
 
@@ -252,9 +250,10 @@ def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | N
     `precision`, a Lightning precision string, overrides the latter, for comparisons such as
     bf16 against fp32 on one GPU.
 
-    `processes` > 1 trains up to that many tasks at once on the CPU, one forked process each
-    (`trials.train.task_processes`: what `hnas train` does on a machine it has to itself); the
-    result is the same as in turn. Ignored on a GPU and wherever forking is not safe.
+    `processes` > 1 trains up to that many tasks at once on the CPU, one forked process each,
+    and None one per usable core (`trials.train.task_processes`: what `hnas train` does on a
+    machine it has to itself); the result is the same as in turn. Ignored on a GPU and wherever
+    forking is not safe.
     """
     started = time.perf_counter()
     quiet_lightning()
@@ -278,10 +277,13 @@ def run_trial(arch: ArchConfig, suite: Suite | str = "quick", budget: Budget | N
                                if key != "breakdown"}
             reset_peak_memory(accelerator)
             side_by_side = task_processes(len(suite.entries), processes) \
-                if accelerator == "cpu" and processes > 1 else 1
-            tasks = _tasks_side_by_side if side_by_side > 1 else _tasks_in_turn
-            peak, decode = tasks(result, arch, suite, budget, seed, accelerator, precision,
-                                 resume or {}, side_by_side)
+                if accelerator == "cpu" else 1
+            if side_by_side > 1:
+                peak, decode = _tasks_side_by_side(result, arch, suite, budget, seed, precision,
+                                                   resume or {}, side_by_side)
+            else:
+                peak, decode = _tasks_in_turn(result, arch, suite, budget, seed, accelerator,
+                                              precision, resume or {})
             result.quality = suite.quality({name: task.metrics
                                             for name, task in result.tasks.items()})
             tokens = sum(t.tokens_per_s * t.train_seconds for t in result.tasks.values())

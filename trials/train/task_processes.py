@@ -64,7 +64,7 @@ def can_fork_tasks() -> bool:
         and "fork" in multiprocessing.get_all_start_methods()
 
 
-def task_processes(n_tasks: int, requested: int | None = None) -> int:
+def task_processes(n_tasks: int, requested: int | None) -> int:
     """How many processes train a trial's `n_tasks` tasks: `requested` (None: one per usable
     core), at most one per task, and 1 where forking is not safe (see the module doc)."""
     if n_tasks <= 1 or not can_fork_tasks():
