@@ -128,10 +128,11 @@ template <class Fwd, class Bwd>
 void time_norm(Fwd fwd, Bwd bwd, NormData& s, Timing& best) {
   for (int r = 0; r < 20; ++r) {  // each pass takes tens of microseconds
     auto t0 = Clock::now();
-    fwd(s.x.data(), s.w.data(), s.y.data(), s.inv.data(), s.rows, s.width, 1e-5f, 1);
+    fwd(s.x.data(), nullptr, s.w.data(), nullptr, s.y.data(), s.inv.data(), s.rows, s.width,
+        1e-5f, 1);
     auto t1 = Clock::now();
-    bwd(s.x.data(), s.w.data(), s.inv.data(), s.gy.data(), s.gx.data(), s.gw.data(), s.rows,
-        s.width, 1);
+    bwd(s.x.data(), s.w.data(), s.inv.data(), s.gy.data(), nullptr, s.gx.data(), s.gw.data(),
+        s.rows, s.width, 1);
     auto t2 = Clock::now();
     best.forward = std::min(best.forward, std::chrono::duration<double>(t1 - t0).count());
     best.backward = std::min(best.backward, std::chrono::duration<double>(t2 - t1).count());
@@ -167,13 +168,14 @@ void time_conv(Fwd fwd, Bwd bwd, ConvData& s, Timing& best) {
   }
 }
 
-// Causal attention at head dim 16: q, k, v, o, dO (B, H, L, 16) contiguous, no window.
+// Causal attention at head dim 16: q, k, v, o, dO (B, H, L, 16) contiguous; each query reads
+// the last `window` keys (0: all of them).
 struct AttentionData {
   static constexpr int HD = 16;
-  int64_t B, H, L;
+  int64_t B, H, L, window;
   Vec q, k, v, o, go, lse, gq, gk, gv;
   std::vector<int64_t> strides;
-  AttentionData(int64_t b, int64_t h, int64_t l) : B(b), H(h), L(l) {
+  AttentionData(int64_t b, int64_t h, int64_t l, int64_t w) : B(b), H(h), L(l), window(w) {
     std::mt19937 gen(0);
     const int64_t n = B * H * L * HD;
     q = filled(n, -1, 1, gen), k = filled(n, -1, 1, gen), v = filled(n, -1, 1, gen);
@@ -190,10 +192,10 @@ void time_attention(Fwd fwd, Bwd bwd, AttentionData& s, Timing& best) {
   for (int r = 0; r < 3; ++r) {
     auto t0 = Clock::now();
     fwd(s.q.data(), s.k.data(), s.v.data(), s.o.data(), s.lse.data(), s.strides.data(), s.B,
-        s.H, s.H, s.L, 0, scale, 1);
+        s.H, s.H, s.L, s.window, scale, 1);
     auto t1 = Clock::now();
     bwd(s.q.data(), s.k.data(), s.v.data(), s.o.data(), s.go.data(), s.lse.data(), s.gq.data(),
-        s.gk.data(), s.gv.data(), s.strides.data(), s.B, s.H, s.H, s.L, 0, scale, 1);
+        s.gk.data(), s.gv.data(), s.strides.data(), s.B, s.H, s.H, s.L, s.window, scale, 1);
     auto t2 = Clock::now();
     best.forward = std::min(best.forward, std::chrono::duration<double>(t1 - t0).count());
     best.backward = std::min(best.backward, std::chrono::duration<double>(t2 - t1).count());
@@ -205,16 +207,16 @@ static double quantile(std::vector<double> v, double q) {
   return v[static_cast<size_t>(q * (v.size() - 1) + 0.5)];
 }
 
-// usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH | attention B H L |
+// usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH | attention B H L W |
 //                     conv B L C K) ROUNDS
 int main(int argc, char** argv) {
   const std::string op = argc > 1 ? argv[1] : "";
-  const int count = op == "scan" || op == "conv" ? 4 : op == "ssd" ? 5 : op == "attention" ? 3 : 2;
+  const int count = op == "scan" || op == "conv" || op == "attention" ? 4 : op == "ssd" ? 5 : 2;
   if ((op != "scan" && op != "ssd" && op != "rms_norm" && op != "attention" && op != "conv") ||
       argc != count + 3) {
     std::fprintf(stderr,
                  "usage: kernel_pair (scan B L D N | ssd B L H P N | rms_norm ROWS WIDTH | "
-                 "attention B H L | conv B L C K) ROUNDS\n");
+                 "attention B H L W | conv B L C K) ROUNDS\n");
     return 2;
   }
   std::vector<int64_t> dims;
@@ -224,7 +226,7 @@ int main(int argc, char** argv) {
   SsdData* ssd = op == "ssd" ? new SsdData(dims[0], dims[1], dims[2], dims[3], dims[4]) : nullptr;
   NormData* norm = op == "rms_norm" ? new NormData(dims[0], dims[1]) : nullptr;
   AttentionData* attention =
-      op == "attention" ? new AttentionData(dims[0], dims[1], dims[2]) : nullptr;
+      op == "attention" ? new AttentionData(dims[0], dims[1], dims[2], dims[3]) : nullptr;
   ConvData* conv = op == "conv" ? new ConvData(dims[0], dims[1], dims[2], dims[3]) : nullptr;
   std::vector<double> forward, backward;
   Timing last_base, last_cur;

@@ -11,13 +11,15 @@ round's times and the median (lowest, highest) of the per-round ratios baseline 
 fp32, one thread, at the proxy models' shapes (batch 32; Mamba-1 at d_inner 128, d_state 16;
 Mamba-2 at 4 heads of 32 with d_state 64, and 2 heads of 64 with d_state 128; RMSNorm over
 2048 and 8192 rows of 64; attention with 4 heads of 16 at seq 64, 256 and 1024, batch 32
-except 8 at 1024; the conv with silu over Mamba-1's 128 channels at seq 64 and Mamba-2's 256
-at seq 256, width 4, and width 3 as Hyena's).
+except 8 at 1024, causal and (at 256 and 1024) within `L`'s default window of 64; the conv
+with silu over Mamba-1's 128 channels at seq 64 and Mamba-2's 256 at seq 256, width 4, and
+width 3 as Hyena's).
 
 Why a program of its own rather than torch: a change to one kernel moves a whole training
 step by a few percent, less than this shared machine's drift between two runs; the kernels
 alone, alternating in one process, separate 1.05x from noise. Both versions must have the
-driver's C++ signatures for the ops (they have had them since 50470b2).
+driver's C++ signatures for the ops: RMSNorm's took the fused residual add (null here) at
+3f5fb24, so a baseline before it cannot be paired with `--ops rms_norm`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ SHAPES = {  # op -> the driver's size arguments
     "scan": [(32, 64, 128, 16), (32, 256, 128, 16)],
     "ssd": [(32, 64, 4, 32, 64), (32, 64, 2, 64, 128), (32, 256, 4, 32, 64)],
     "rms_norm": [(2048, 64), (8192, 64)],
-    "attention": [(32, 4, 64), (32, 4, 256), (8, 4, 1024)],
+    "attention": [(32, 4, 64, 0), (32, 4, 256, 0), (8, 4, 1024, 0), (32, 4, 256, 64),
+                  (8, 4, 1024, 64)],
     "conv": [(32, 64, 128, 4), (32, 256, 256, 4), (32, 256, 256, 3)],
 }
 

@@ -204,12 +204,25 @@ def test_selective_scan_matches_reference(length, chunk, with_h0):
     check_against_reference(fast, naive, inputs)
 
 
-# the CPU kernel's forward walks the channels in whole vectors (16 fp32 or 8 fp64 lanes) plus a
-# remainder: 16 and 32 are whole vectors in both dtypes, 20 and 37 leave a remainder in both
-@pytest.mark.parametrize("channels", [16, 20, 32, 37])
+# the CPU kernel walks the channels in whole vectors (16 fp32 or 8 fp64 lanes) plus a remainder,
+# its backward pass in blocks of two vectors where they divide the channels: 8 is a remainder
+# alone in fp32, 16 and 32 whole vectors in both dtypes (32 two-vector blocks), 20 and 37 leave
+# a remainder in both, 64 is several blocks
+@pytest.mark.parametrize("channels", [8, 16, 20, 32, 37, 64])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_selective_scan_channels_in_whole_vectors_and_remainders(channels, dtype):
     inputs = selective_scan_inputs(length=40, channels=channels, d_state=5, dtype=dtype)
+    fast = functools.partial(selective_scan, return_state=True, chunk_size=16)
+    check_against_reference(fast, functools.partial(naive_selective_scan, return_state=True),
+                            inputs, tol=TOL if dtype == torch.float32 else 1e-9)
+
+
+# the backward pass sums dL/dB and dL/dC over the channels a vector of state rows at a time
+# (16 fp32 or 8 fp64) plus a remainder of rows
+@pytest.mark.parametrize("d_state", [5, 16, 20, 33])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_selective_scan_state_sizes_in_whole_vectors_and_remainders(d_state, dtype):
+    inputs = selective_scan_inputs(length=24, channels=20, d_state=d_state, dtype=dtype)
     fast = functools.partial(selective_scan, return_state=True, chunk_size=16)
     check_against_reference(fast, functools.partial(naive_selective_scan, return_state=True),
                             inputs, tol=TOL if dtype == torch.float32 else 1e-9)
@@ -314,9 +327,10 @@ def test_ssd_head_dims_in_whole_vectors_and_remainders(head_dim, dtype):
                             tol=TOL if dtype == torch.float32 else 1e-9)
 
 
-# the backward pass walks the state size in blocks of two vectors (32 fp32 or 16 fp64 lanes)
-# plus a remainder
-@pytest.mark.parametrize("d_state", [16, 20, 37, 64])
+# the backward pass walks the state size in the widest blocks of one, two or four vectors
+# (16, 32, 64 fp32 lanes; 8, 16, 32 fp64) that divide it, else in blocks of two and a remainder:
+# each block width, one and several blocks per row, and remainders alone and after blocks
+@pytest.mark.parametrize("d_state", [8, 16, 20, 32, 37, 64, 128])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_ssd_state_sizes_in_whole_vectors_and_remainders(d_state, dtype):
     inputs = ssd_inputs(length=24, heads=2, head_dim=5, groups=1, d_state=d_state, dtype=dtype)

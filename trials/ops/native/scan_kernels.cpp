@@ -187,6 +187,39 @@ inline double sum_lanes<double>(const double* lanes) {
 }
 #endif
 
+// sums[i] = the sum of row i's lanes, for kLanes rows of one vector each (row i at
+// rows + i * kLanes): a transposed reduction. With AVX-512, 15 additions of shuffled halves
+// and one permute give all 16 sums in one register, where a horizontal sum per row is a
+// chain of four shuffles and four additions each.
+template <typename T>
+inline void sum_rows(const T* rows, T* sums) {
+  for (int64_t i = 0; i < kLanes<T>; ++i) sums[i] = sum_lanes(rows + i * kLanes<T>);
+}
+
+#ifdef __AVX512F__
+template <>
+inline void sum_rows<float>(const float* rows, float* sums) {
+  __m512 v[16];
+  for (int i = 0; i < 16; ++i) v[i] = _mm512_loadu_ps(rows + 16 * i);
+  // each step halves the vectors: two rows' partial sums packed into one (128-bit lanes, then
+  // pairs of values, then values), so rows i and i + 8 share a vector after the first step
+  for (int i = 0; i < 8; ++i)
+    v[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 8], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f32x4(v[i], v[i + 8], _MM_SHUFFLE(3, 2, 3, 2)));
+  for (int i = 0; i < 4; ++i)
+    v[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 4], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(v[i], v[i + 4], _MM_SHUFFLE(3, 1, 3, 1)));
+  for (int i = 0; i < 2; ++i)
+    v[i] = _mm512_add_ps(_mm512_shuffle_ps(v[i], v[i + 2], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(v[i], v[i + 2], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 mixed = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  // the steps leave row i's sum at position order[i]
+  const __m512i order = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+  _mm512_storeu_ps(sums, _mm512_permutexvar_ps(order, mixed));
+}
+#endif
+
 // The sum of term(i) over i < n: whole vectors by lane, summed once with `sum_lanes`, then the
 // remainder. `term` may also update memory at i (it runs once per i, vectorised).
 template <typename T, typename Term>
@@ -327,35 +360,94 @@ void selective_scan_fwd(const T* x, const T* dt, const T* At, const T* Bm, const
   }
 }
 
-// One state row n of the backward step at t, over channel lanes [d0, d0 + w): the adjoint
-// g <- a (g + C_n gy), and the contributions to dL/d(dt x), dL/d dt and dL/dA; dL/dC_t[n]
-// and dL/dB_t[n] (sums over d) accumulate by lane, summed once per row by the caller.
+// The backward step at t over a block of channel lanes [d0, d0 + w), every state row n in
+// turn: the adjoint g <- a (g + C_n gy), dL/dA, and the sums over n of dL/d(dt x) and dL/d dt
+// in registers, written out once per block as dL/dx and dL/d dt (not read and written once
+// per row n as when n was the outer loop); dL/dC_t[n] and dL/dB_t[n] (sums over d) folded to
+// one vector per row n in C_lanes and B_lanes (set by the first block, First, added to by the
+// others), summed across lanes by the caller. Block is the lanes per block; Width = Block
+// fixes w at compile time, 0 takes w_tail.
 template <typename T>
-struct ScanAdjointRow {
-  const T *A_n, *cur_n, *a_n, *prev_n;
-  T *g_n, *gA_n;
-  const T *dt_t, *dtx, *gy_t;
-  T *gdtx, *gdt;
-  T Bn, Cn;
+struct ScanAdjointStep {
+  const T *At, *cur, *a, *prev;  // At (N, D); the step's states, decays, previous states
+  T *g, *gA;                     // (N, D) adjoint and dL/dA
+  const T *dt_t, *x_t, *dtx, *gy_t, *Bm_t, *Cm_t, *Dskip;
+  T *gx_t, *gdt_t, *gD;
+  int64_t N, D;
 };
 
-template <typename T, int64_t Width>
-inline void scan_adjoint_lanes(const ScanAdjointRow<T>& r, int64_t d0, int64_t w_tail,
+template <typename T, int64_t Block, int64_t Width, bool First>
+inline void scan_adjoint_lanes(const ScanAdjointStep<T>& r, int64_t d0, int64_t w_tail,
                                T* C_lanes, T* B_lanes) {
+  constexpr int64_t V = kLanes<T>;
   const int64_t w = Width > 0 ? Width : w_tail;
+  T gdtx[Block] = {}, gdt[Block] = {};
+  for (int64_t n = 0; n < r.N; ++n) {
+    const int64_t off = n * r.D + d0;
+    const T Bn = r.Bm_t[n], Cn = r.Cm_t[n];
+    T c_part[Block] = {}, b_part[Block] = {};  // lanes past w stay 0
+#pragma omp simd
+    for (int64_t l = 0; l < w; ++l) {
+      const int64_t d = d0 + l;
+      c_part[l] = r.cur[off + l] * r.gy_t[d];
+      const T gn = r.g[off + l] + Cn * r.gy_t[d];  // dL/dh_t, all paths
+      const T a = r.a[off + l];
+      b_part[l] = gn * r.dtx[d];
+      gdtx[l] += gn * Bn;
+      const T s = gn * a * r.prev[off + l];  // dL/d(dt_t A) through the decay
+      gdt[l] += s * r.At[off + l];
+      r.gA[off + l] += s * r.dt_t[d];
+      r.g[off + l] = a * gn;  // carried to step t-1
+    }
+    T* C_n = C_lanes + n * V;
+    T* B_n = B_lanes + n * V;
+#pragma omp simd
+    for (int64_t l = 0; l < V; ++l) {
+      T c = First ? T(0) : C_n[l], bb = First ? T(0) : B_n[l];
+      for (int64_t v = 0; v < Block; v += V) c += c_part[v + l], bb += b_part[v + l];
+      C_n[l] = c;
+      B_n[l] = bb;
+    }
+  }
 #pragma omp simd
   for (int64_t l = 0; l < w; ++l) {
     const int64_t d = d0 + l;
-    C_lanes[l] += r.cur_n[d] * r.gy_t[d];
-    const T gn = r.g_n[d] + r.Cn * r.gy_t[d];  // dL/dh_t, all paths
-    const T a = r.a_n[d];
-    B_lanes[l] += gn * r.dtx[d];
-    r.gdtx[d] += gn * r.Bn;
-    const T s = gn * a * r.prev_n[d];  // dL/d(dt_t A) through the decay
-    r.gdt[d] += s * r.A_n[d];
-    r.gA_n[d] += s * r.dt_t[d];
-    r.g_n[d] = a * gn;  // carried to step t-1
+    T gx = gdtx[l] * r.dt_t[d];
+    if (r.Dskip) {
+      gx += r.gy_t[d] * r.Dskip[d];
+      r.gD[d] += r.gy_t[d] * r.x_t[d];
+    }
+    r.gx_t[d] = gx;
+    r.gdt_t[d] = gdt[l] + gdtx[l] * r.x_t[d];
   }
+}
+
+// All channels of one step, in blocks of two vectors where they divide D (the gradient sums
+// of a block held in registers over all N rows; blocks of four: 1.1x slower), else of one
+// vector and a remainder.
+template <typename T>
+inline void scan_adjoint_step(const ScanAdjointStep<T>& r, T* C_lanes, T* B_lanes) {
+  constexpr int64_t V = kLanes<T>;
+  if (r.D % (2 * V) == 0) {
+    scan_adjoint_lanes<T, 2 * V, 2 * V, true>(r, 0, 2 * V, C_lanes, B_lanes);
+    for (int64_t d0 = 2 * V; d0 < r.D; d0 += 2 * V)
+      scan_adjoint_lanes<T, 2 * V, 2 * V, false>(r, d0, 2 * V, C_lanes, B_lanes);
+    return;
+  }
+  if (r.D < V) return scan_adjoint_lanes<T, V, 0, true>(r, 0, r.D, C_lanes, B_lanes);
+  scan_adjoint_lanes<T, V, V, true>(r, 0, V, C_lanes, B_lanes);
+  int64_t d0 = V;
+  for (; d0 + V <= r.D; d0 += V) scan_adjoint_lanes<T, V, V, false>(r, d0, V, C_lanes, B_lanes);
+  if (d0 < r.D) scan_adjoint_lanes<T, V, 0, false>(r, d0, r.D - d0, C_lanes, B_lanes);
+}
+
+// out[i] = the sum of row i's lanes for n rows of one vector each (row i at rows + i kLanes).
+template <typename T>
+inline void sum_each_row(const T* rows, int64_t n, T* out) {
+  constexpr int64_t V = kLanes<T>;
+  int64_t i = 0;
+  for (; i + V <= n; i += V) sum_rows(rows + i * V, out + i);
+  for (; i < n; ++i) out[i] = sum_lanes(rows + i * V);
 }
 
 // The backward pass walks each sequence's chunks in reverse: it recomputes the chunk's states
@@ -377,14 +469,15 @@ void selective_scan_bwd(const T* x, const T* dt, const T* At, const T* Bm, const
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t b = 0; b < batch; ++b) {
     thread_local Scratch<T> scratch;
-    T* work = scratch.get(ND * (2 * chunk + 1) + 4 * D);
+    constexpr int64_t V = kLanes<T>;
+    T* work = scratch.get(ND * (2 * chunk + 1) + 2 * D + 2 * N * V);
     T* g = work;                       // (N, D) adjoint carried backwards
     T* states = work + ND;             // (chunk, N, D) states of the current chunk
     T* decays = states + chunk * ND;   // (chunk, N, D) their decays exp(dt A)
     T* dtx = decays + chunk * ND;      // (D,)
-    T* gdtx = dtx + D;                 // (D,) dL/d(dt x) at step t
-    T* gdt = gdtx + D;                 // (D,) dL/d dt at step t through the decay
-    T* gy = gdt + D;                   // (D,) dL/d(y + D x) at step t
+    T* gy = dtx + D;                   // (D,) dL/d(y + D x) at step t
+    T* C_lanes = gy + D;               // (N, kLanes) dL/dC_t, dL/dB_t by lane
+    T* B_lanes = C_lanes + N * V;
     T* gA = grad_At_partial + b * ND;
     std::memset(gA, 0, sizeof(T) * ND);
     T* gD = grad_D_partial ? grad_D_partial + b * D : nullptr;
@@ -439,35 +532,12 @@ void selective_scan_bwd(const T* x, const T* dt, const T* At, const T* Bm, const
         const T* decay = decays + (t - start) * ND;
         const T* prev = t == start ? h_entry : states + (t - start - 1) * ND;
 #pragma omp simd
-        for (int64_t d = 0; d < D; ++d) {
-          dtx[d] = dt_t[d] * x_t[d];
-          gdtx[d] = 0;
-          gdt[d] = 0;
-        }
-        constexpr int64_t W = kLanes<T>;
-        for (int64_t n = 0; n < N; ++n) {
-          const ScanAdjointRow<T> r{At + n * D, cur + n * D, decay + n * D, prev + n * D,
-                                    g + n * D, gA + n * D, dt_t, dtx, gy_t, gdtx, gdt,
-                                    B_t[n], C_t[n]};
-          T C_lanes[W] = {}, B_lanes[W] = {};  // dL/dC_t[n], dL/dB_t[n] by lane
-          int64_t d0 = 0;
-          for (; d0 + W <= D; d0 += W) scan_adjoint_lanes<T, W>(r, d0, W, C_lanes, B_lanes);
-          if (d0 < D) scan_adjoint_lanes<T, 0>(r, d0, D - d0, C_lanes, B_lanes);
-          grad_C[row * N + n] = sum_lanes(C_lanes);
-          grad_B[row * N + n] = sum_lanes(B_lanes);
-        }
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) {
-          grad_x[row * D + d] = gdtx[d] * dt_t[d];
-          grad_dt[row * D + d] = gdt[d] + gdtx[d] * x_t[d];
-        }
-        if (Dskip) {
-#pragma omp simd
-          for (int64_t d = 0; d < D; ++d) {
-            grad_x[row * D + d] += gy_t[d] * Dskip[d];
-            gD[d] += gy_t[d] * x_t[d];
-          }
-        }
+        for (int64_t d = 0; d < D; ++d) dtx[d] = dt_t[d] * x_t[d];
+        const ScanAdjointStep<T> r{At, cur, decay, prev, g, gA, dt_t, x_t, dtx, gy_t, B_t, C_t,
+                                   Dskip, grad_x + row * D, grad_dt + row * D, gD, N, D};
+        scan_adjoint_step(r, C_lanes, B_lanes);
+        sum_each_row(C_lanes, N, grad_C + row * N);
+        sum_each_row(B_lanes, N, grad_B + row * N);
       }
     }
     if (grad_h0) std::memcpy(grad_h0 + b * ND, g, sizeof(T) * ND);
@@ -560,8 +630,8 @@ void ssd_fwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
 // One head's backward step at t over a block of state lanes [n0, n0 + w), every row p of the
 // head in turn: the adjoint g <- a (g + C gy_p), dL/dC and dL/dB summed over p in registers
 // (stored once per block, not read and written once per p as when p was the outer loop: the
-// backward 1.18-1.32x), dL/du_p by lane in u_lanes (P rows of a block, summed by the caller)
-// and dL/da by lane.
+// backward 1.18-1.32x), dL/du_p folded to one vector per row p in u_lanes (set by the first
+// block, First, added to by the others: no clearing pass) and dL/da by lane.
 template <typename T>
 struct SsdAdjointHead {
   const T *cur, *prev;  // the head's (P, N) states at t and t - 1
@@ -574,39 +644,73 @@ struct SsdAdjointHead {
 };
 
 template <typename T>
-constexpr int64_t kSsdBlock = 2 * kLanes<T>;  // lanes per block: two vectors (four: 1.12x)
+constexpr int64_t kSsdDecayLanes = 4 * kLanes<T>;  // dL/da by lane: the widest block
 
 template <typename T>
-inline T sum_ssd_block(const T* lanes) {
+inline T sum_ssd_decay(const T* lanes) {
   T sum = 0;
-  for (int64_t v = 0; v < kSsdBlock<T>; v += kLanes<T>) sum += sum_lanes(lanes + v);
+  for (int64_t v = 0; v < kSsdDecayLanes<T>; v += kLanes<T>) sum += sum_lanes(lanes + v);
   return sum;
 }
 
-template <typename T, int64_t Width>
+// Block is the lanes per block; Width = Block fixes w at compile time, 0 takes w_tail, the
+// remainder of a state size that is not a multiple of the block.
+template <typename T, int64_t Block, int64_t Width, bool First>
 inline void ssd_adjoint_lanes(const SsdAdjointHead<T>& r, int64_t n0, int64_t w_tail,
                               T* u_lanes, T* decay_lanes) {
-  constexpr int64_t W = kSsdBlock<T>;
+  constexpr int64_t V = kLanes<T>;
   const int64_t w = Width > 0 ? Width : w_tail;
-  T gC[W] = {}, gB[W] = {};
+  T gC[Block] = {}, gB[Block] = {};
   for (int64_t p = 0; p < r.P; ++p) {
     const T gy = r.gy[p], u = r.dt * r.x[p];
     const int64_t off = p * r.N + n0;
-    T* u_p = u_lanes + p * W;
+    T du[Block] = {};  // lanes past w stay 0
 #pragma omp simd
     for (int64_t l = 0; l < w; ++l) {
       gC[l] += r.cur[off + l] * gy;
       const T gn = r.g[off + l] + r.C_g[n0 + l] * gy;  // dL/ds_t, all paths
       gB[l] += gn * u;
-      u_p[l] += gn * r.B_g[n0 + l];
+      du[l] = gn * r.B_g[n0 + l];
       decay_lanes[l] += gn * r.prev[off + l];
       r.g[off + l] = r.a * gn;  // carried to step t-1
+    }
+    T* u_p = u_lanes + p * V;
+#pragma omp simd
+    for (int64_t l = 0; l < V; ++l) {
+      T folded = First ? T(0) : u_p[l];
+      for (int64_t v = 0; v < Block; v += V) folded += du[v + l];
+      u_p[l] = folded;
     }
   }
   for (int64_t l = 0; l < w; ++l) {
     r.gC_g[n0 + l] += gC[l];
     r.gB_g[n0 + l] += gB[l];
   }
+}
+
+// Blocks of Block lanes over all of N, Block dividing N.
+template <typename T, int64_t Block>
+inline void ssd_adjoint_blocks(const SsdAdjointHead<T>& r, T* u_lanes, T* decay_lanes) {
+  ssd_adjoint_lanes<T, Block, Block, true>(r, 0, Block, u_lanes, decay_lanes);
+  for (int64_t n0 = Block; n0 < r.N; n0 += Block)
+    ssd_adjoint_lanes<T, Block, Block, false>(r, n0, Block, u_lanes, decay_lanes);
+}
+
+// All state lanes of one head's step, in the widest blocks that divide N: four vectors stream
+// a row of the state (N = 64) whole in one pass over p (the backward 1.1x over two passes of
+// two); else two vectors and a remainder.
+template <typename T>
+inline void ssd_adjoint_step(const SsdAdjointHead<T>& r, T* u_lanes, T* decay_lanes) {
+  constexpr int64_t V = kLanes<T>;
+  if (r.N % (4 * V) == 0) return ssd_adjoint_blocks<T, 4 * V>(r, u_lanes, decay_lanes);
+  if (r.N % (2 * V) == 0) return ssd_adjoint_blocks<T, 2 * V>(r, u_lanes, decay_lanes);
+  if (r.N % V == 0) return ssd_adjoint_blocks<T, V>(r, u_lanes, decay_lanes);
+  if (r.N < 2 * V) return ssd_adjoint_lanes<T, 2 * V, 0, true>(r, 0, r.N, u_lanes, decay_lanes);
+  ssd_adjoint_lanes<T, 2 * V, 2 * V, true>(r, 0, 2 * V, u_lanes, decay_lanes);
+  int64_t n0 = 2 * V;
+  for (; n0 + 2 * V <= r.N; n0 += 2 * V)
+    ssd_adjoint_lanes<T, 2 * V, 2 * V, false>(r, n0, 2 * V, u_lanes, decay_lanes);
+  if (n0 < r.N) ssd_adjoint_lanes<T, 2 * V, 0, false>(r, n0, r.N - n0, u_lanes, decay_lanes);
 }
 
 // As for the selective scan: chunks in reverse, each chunk's states recomputed from its entry
@@ -624,15 +728,15 @@ void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
   const int64_t S = H * P * N;  // one sequence's state
   const int64_t HS = P * N;     // one head's
   const int64_t R = H / G;
-  constexpr int64_t W = kSsdBlock<T>;
+  constexpr int64_t V = kLanes<T>;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t b = 0; b < batch; ++b) {
     thread_local Scratch<T> scratch;
-    T* work = scratch.get(HS * (chunk + 1) + chunk + P * W);
+    T* work = scratch.get(HS * (chunk + 1) + chunk + P * V);
     T* g = work;                      // (P, N) adjoint carried backwards
     T* states = work + HS;            // (chunk, P, N)
-    T* u_lanes = states + chunk * HS;  // (P, lanes) dL/du by lane, per step
-    T* decays = u_lanes + P * W;      // (chunk,)
+    T* u_lanes = states + chunk * HS;  // (P, kLanes) dL/du by lane, per step
+    T* decays = u_lanes + P * V;      // (chunk,)
     T* gA = grad_A_partial + b * H;
     T* gD = grad_D_partial ? grad_D_partial + b * H : nullptr;
     std::memset(gA, 0, sizeof(T) * H);
@@ -670,27 +774,38 @@ void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
           const T* C_g = Cm + (row * G + h / R) * N;
           T* gB_g = grad_B + (row * G + h / R) * N;
           T* gC_g = grad_C + (row * G + h / R) * N;
-          T decay_lanes[W] = {};  // dL/da by lane, summed once per step
-          std::memset(u_lanes, 0, sizeof(T) * P * W);
+          T decay_lanes[kSsdDecayLanes<T>] = {};  // dL/da by lane, summed once per step
           const int64_t at0 = (row * H + h) * P;
           const SsdAdjointHead<T> r{cur, prev, g, grad_y + at0, x + at0, B_g, C_g, gB_g, gC_g,
                                     dt_h, a, P, N};
-          int64_t n0 = 0;
-          for (; n0 + W <= N; n0 += W) ssd_adjoint_lanes<T, W>(r, n0, W, u_lanes, decay_lanes);
-          if (n0 < N) ssd_adjoint_lanes<T, 0>(r, n0, N - n0, u_lanes, decay_lanes);
-          // sums in registers, stored once per step: a sum kept in gD[h] was a chain of
-          // store-to-load forwards through memory, one per p
-          T g_dt = 0, g_d = 0;
-          for (int64_t p = 0; p < P; ++p) {
+          ssd_adjoint_step(r, u_lanes, decay_lanes);
+          // dL/du_p for kLanes rows p at a time, then the sums over p by lane, each summed
+          // once per step (a sum kept in gD[h] was a chain of store-to-load forwards through
+          // memory, one per p)
+          T dt_lanes[V] = {}, d_lanes[V] = {}, g_u[V];
+          int64_t p0 = 0;
+          for (; p0 + V <= P; p0 += V) {
+            sum_rows(u_lanes + p0 * V, g_u);
+#pragma omp simd
+            for (int64_t l = 0; l < V; ++l) {
+              const int64_t at = at0 + p0 + l;
+              const T gy = grad_y[at], xv = x[at];
+              grad_x[at] = g_u[l] * dt_h + gy * d_skip;
+              dt_lanes[l] += g_u[l] * xv;
+              d_lanes[l] += gy * xv;
+            }
+          }
+          T g_dt = sum_lanes(dt_lanes), g_d = sum_lanes(d_lanes);
+          for (int64_t p = p0; p < P; ++p) {
             const int64_t at = at0 + p;
             const T gy = grad_y[at], xv = x[at];
-            const T g_u = sum_ssd_block(u_lanes + p * W);
-            grad_x[at] = g_u * dt_h + gy * d_skip;
-            g_dt += g_u * xv;
+            const T g_u_p = sum_lanes(u_lanes + p * V);
+            grad_x[at] = g_u_p * dt_h + gy * d_skip;
+            g_dt += g_u_p * xv;
             g_d += gy * xv;
           }
           if (gD) gD[h] += g_d;
-          const T g_decay = sum_ssd_block(decay_lanes);
+          const T g_decay = sum_ssd_decay(decay_lanes);
           const T g_log_decay = g_decay * a;  // dL/d(dt A)
           grad_dt[row * H + h] = g_dt + g_log_decay * A[h];
           gA[h] += g_log_decay * dt_h;
@@ -1699,7 +1814,9 @@ void rope(const T* x, const T* cos_t, const T* sin_t, T* out, int64_t batch, int
 // `strides` in the order q, k, v, o for the forward and q, k, v, o, dO, dQ, dK, dV backward.
 
 constexpr int64_t kRows = 8;          // keys whose scores are computed together
-constexpr int64_t kTileKeys = 32;     // backward tile: keys (a multiple of kRows)
+constexpr int64_t kTileKeys = 16;     // backward tile: keys (a multiple of kRows); 32 made
+                                      // the banded backward 1.08x slower (at window 64, a
+                                      // third of its scores fell outside the band)
 constexpr int64_t kTileQueries = 64;  // backward tile: queries (a multiple of every width)
 constexpr int64_t kChunkKeys = 128;   // forward: keys per step of the online softmax
 
