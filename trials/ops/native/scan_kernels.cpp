@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #ifdef __AVX512F__
@@ -238,6 +239,24 @@ inline T sum_by_lanes(int64_t n, Term term) {
   return sum_lanes(lanes) + rest;
 }
 
+template <int64_t N>
+using Const = std::integral_constant<int64_t, N>;
+
+// Walks [0, n) in blocks of Block lanes, then the remainder: block(Const<Block>, width, first,
+// start, w) with width Const<Block> for a whole block and Const<0> for the remainder (w lanes,
+// fewer than Block), first std::true_type for the block at 0 only. The backward passes'
+// adjoint steps take Block and width as template arguments, so that a whole block's
+// accumulators stay in registers, and `first` writes a running sum instead of adding to it.
+template <int64_t Block, typename Body>
+inline void in_blocks(int64_t n, Body block) {
+  if (n < Block) return block(Const<Block>{}, Const<0>{}, std::true_type{}, 0, n);
+  block(Const<Block>{}, Const<Block>{}, std::true_type{}, 0, Block);
+  int64_t start = Block;
+  for (; start + Block <= n; start += Block)
+    block(Const<Block>{}, Const<Block>{}, std::false_type{}, start, Block);
+  if (start < n) block(Const<Block>{}, Const<0>{}, std::false_type{}, start, n - start);
+}
+
 // x[i] <- exp(x[i]) for i < n (-inf and anything below -86.5 give 0, NaN stays NaN): the
 // exps of the scans' decays and of attention's weights, where exp is most of the work.
 template <typename T>
@@ -428,17 +447,11 @@ inline void scan_adjoint_lanes(const ScanAdjointStep<T>& r, int64_t d0, int64_t 
 template <typename T>
 inline void scan_adjoint_step(const ScanAdjointStep<T>& r, T* C_lanes, T* B_lanes) {
   constexpr int64_t V = kLanes<T>;
-  if (r.D % (2 * V) == 0) {
-    scan_adjoint_lanes<T, 2 * V, 2 * V, true>(r, 0, 2 * V, C_lanes, B_lanes);
-    for (int64_t d0 = 2 * V; d0 < r.D; d0 += 2 * V)
-      scan_adjoint_lanes<T, 2 * V, 2 * V, false>(r, d0, 2 * V, C_lanes, B_lanes);
-    return;
-  }
-  if (r.D < V) return scan_adjoint_lanes<T, V, 0, true>(r, 0, r.D, C_lanes, B_lanes);
-  scan_adjoint_lanes<T, V, V, true>(r, 0, V, C_lanes, B_lanes);
-  int64_t d0 = V;
-  for (; d0 + V <= r.D; d0 += V) scan_adjoint_lanes<T, V, V, false>(r, d0, V, C_lanes, B_lanes);
-  if (d0 < r.D) scan_adjoint_lanes<T, V, 0, false>(r, d0, r.D - d0, C_lanes, B_lanes);
+  const auto block = [&](auto lanes, auto width, auto first, int64_t d0, int64_t w) {
+    scan_adjoint_lanes<T, lanes.value, width.value, first.value>(r, d0, w, C_lanes, B_lanes);
+  };
+  if (r.D % (2 * V) == 0) in_blocks<2 * V>(r.D, block);
+  else in_blocks<V>(r.D, block);
 }
 
 // out[i] = the sum of row i's lanes for n rows of one vector each (row i at rows + i kLanes).
@@ -688,29 +701,19 @@ inline void ssd_adjoint_lanes(const SsdAdjointHead<T>& r, int64_t n0, int64_t w_
   }
 }
 
-// Blocks of Block lanes over all of N, Block dividing N.
-template <typename T, int64_t Block>
-inline void ssd_adjoint_blocks(const SsdAdjointHead<T>& r, T* u_lanes, T* decay_lanes) {
-  ssd_adjoint_lanes<T, Block, Block, true>(r, 0, Block, u_lanes, decay_lanes);
-  for (int64_t n0 = Block; n0 < r.N; n0 += Block)
-    ssd_adjoint_lanes<T, Block, Block, false>(r, n0, Block, u_lanes, decay_lanes);
-}
-
 // All state lanes of one head's step, in the widest blocks that divide N: four vectors stream
 // a row of the state (N = 64) whole in one pass over p (the backward 1.1x over two passes of
 // two); else two vectors and a remainder.
 template <typename T>
 inline void ssd_adjoint_step(const SsdAdjointHead<T>& r, T* u_lanes, T* decay_lanes) {
   constexpr int64_t V = kLanes<T>;
-  if (r.N % (4 * V) == 0) return ssd_adjoint_blocks<T, 4 * V>(r, u_lanes, decay_lanes);
-  if (r.N % (2 * V) == 0) return ssd_adjoint_blocks<T, 2 * V>(r, u_lanes, decay_lanes);
-  if (r.N % V == 0) return ssd_adjoint_blocks<T, V>(r, u_lanes, decay_lanes);
-  if (r.N < 2 * V) return ssd_adjoint_lanes<T, 2 * V, 0, true>(r, 0, r.N, u_lanes, decay_lanes);
-  ssd_adjoint_lanes<T, 2 * V, 2 * V, true>(r, 0, 2 * V, u_lanes, decay_lanes);
-  int64_t n0 = 2 * V;
-  for (; n0 + 2 * V <= r.N; n0 += 2 * V)
-    ssd_adjoint_lanes<T, 2 * V, 2 * V, false>(r, n0, 2 * V, u_lanes, decay_lanes);
-  if (n0 < r.N) ssd_adjoint_lanes<T, 2 * V, 0, false>(r, n0, r.N - n0, u_lanes, decay_lanes);
+  const auto block = [&](auto lanes, auto width, auto first, int64_t n0, int64_t w) {
+    ssd_adjoint_lanes<T, lanes.value, width.value, first.value>(r, n0, w, u_lanes, decay_lanes);
+  };
+  if (r.N % (4 * V) == 0) in_blocks<4 * V>(r.N, block);
+  else if (r.N % (2 * V) == 0) in_blocks<2 * V>(r.N, block);
+  else if (r.N % V == 0) in_blocks<V>(r.N, block);
+  else in_blocks<2 * V>(r.N, block);  // with a remainder
 }
 
 // As for the selective scan: chunks in reverse, each chunk's states recomputed from its entry
@@ -732,11 +735,12 @@ void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t b = 0; b < batch; ++b) {
     thread_local Scratch<T> scratch;
-    T* work = scratch.get(HS * (chunk + 1) + chunk + P * V);
+    T* work = scratch.get(HS * (chunk + 1) + chunk + P * V + P);
     T* g = work;                      // (P, N) adjoint carried backwards
     T* states = work + HS;            // (chunk, P, N)
     T* u_lanes = states + chunk * HS;  // (P, kLanes) dL/du by lane, per step
-    T* decays = u_lanes + P * V;      // (chunk,)
+    T* g_u = u_lanes + P * V;         // (P,) dL/du, per step
+    T* decays = g_u + P;              // (chunk,)
     T* gA = grad_A_partial + b * H;
     T* gD = grad_D_partial ? grad_D_partial + b * H : nullptr;
     std::memset(gA, 0, sizeof(T) * H);
@@ -779,31 +783,17 @@ void ssd_bwd(const T* x, const T* dt, const T* A, const T* Bm, const T* Cm, cons
           const SsdAdjointHead<T> r{cur, prev, g, grad_y + at0, x + at0, B_g, C_g, gB_g, gC_g,
                                     dt_h, a, P, N};
           ssd_adjoint_step(r, u_lanes, decay_lanes);
-          // dL/du_p for kLanes rows p at a time, then the sums over p by lane, each summed
-          // once per step (a sum kept in gD[h] was a chain of store-to-load forwards through
-          // memory, one per p)
-          T dt_lanes[V] = {}, d_lanes[V] = {}, g_u[V];
-          int64_t p0 = 0;
-          for (; p0 + V <= P; p0 += V) {
-            sum_rows(u_lanes + p0 * V, g_u);
-#pragma omp simd
-            for (int64_t l = 0; l < V; ++l) {
-              const int64_t at = at0 + p0 + l;
-              const T gy = grad_y[at], xv = x[at];
-              grad_x[at] = g_u[l] * dt_h + gy * d_skip;
-              dt_lanes[l] += g_u[l] * xv;
-              d_lanes[l] += gy * xv;
-            }
-          }
-          T g_dt = sum_lanes(dt_lanes), g_d = sum_lanes(d_lanes);
-          for (int64_t p = p0; p < P; ++p) {
-            const int64_t at = at0 + p;
-            const T gy = grad_y[at], xv = x[at];
-            const T g_u_p = sum_lanes(u_lanes + p * V);
-            grad_x[at] = g_u_p * dt_h + gy * d_skip;
-            g_dt += g_u_p * xv;
-            g_d += gy * xv;
-          }
+          sum_each_row(u_lanes, P, g_u);  // dL/du_p
+          const T* gy_h = grad_y + at0;
+          const T* x_h = x + at0;
+          T* gx_h = grad_x + at0;
+          const T g_dt = sum_by_lanes<T>(P, [=](int64_t p) {
+            gx_h[p] = g_u[p] * dt_h + gy_h[p] * d_skip;
+            return g_u[p] * x_h[p];
+          });
+          // summed in lanes, once per step: a sum kept in gD[h] was a chain of store-to-load
+          // forwards through memory, one per p
+          const T g_d = sum_by_lanes<T>(P, [=](int64_t p) { return gy_h[p] * x_h[p]; });
           if (gD) gD[h] += g_d;
           const T g_decay = sum_ssd_decay(decay_lanes);
           const T g_log_decay = g_decay * a;  // dL/d(dt A)
